@@ -1,0 +1,55 @@
+# aiorch developer entry points. `make demo` and `make test` are the two set-up commands.
+SHELL := /bin/bash
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SYSTEM_PACKAGES := podman runc crun debootstrap openssh-client iptables uidmap
+DATA_DIR ?= $(CURDIR)/.data/demo
+
+.PHONY: install system-deps demo demo-down test test-unit test-lab lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v $(PY) >/dev/null || PY=python3; \
+	[ -x $(BIN)/python ] || $${PY:-$(PY)} -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[hub,dev]'
+	touch $(STAMP)
+
+# The lab needs root and a few system packages; installed only when missing.
+system-deps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "aiorch lab needs root to install:$$missing (run: sudo apt-get install -y$$missing)"; exit 1; fi; \
+	  echo "installing system packages:$$missing"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+demo: install system-deps
+	$(BIN)/python -m aiorch.demo --data-dir $(DATA_DIR)
+
+demo-down: install
+	$(BIN)/python -m aiorch.demo --data-dir $(DATA_DIR) --down
+
+test: install system-deps
+	$(BIN)/pytest -q
+
+test-unit: install
+	$(BIN)/pytest -q -m "not lab"
+
+test-lab: install system-deps
+	$(BIN)/pytest -q -m lab
+
+lint: install
+	$(BIN)/ruff check aiorch edge_agent tests benchmarks
+	$(BIN)/ruff format --check aiorch edge_agent tests benchmarks
+	$(BIN)/mypy aiorch edge_agent
+	@if [ -d playbooks/roles ]; then $(BIN)/ansible-lint --profile production playbooks; fi
+
+bench: install system-deps
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
