@@ -1,0 +1,1 @@
+"""Local lab fleet: Debian hosts with systemd and sshd as podman containers."""
