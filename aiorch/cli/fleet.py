@@ -1,0 +1,100 @@
+"""`aiorch inventory`, `hosts`, `agents`, `sites`, `status`, `audit`: the fleet as the hub sees it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from aiorch.cli.output import Output, console, emit
+from aiorch.cli.state import OutputOpt, state
+from aiorch.errors import UserError
+
+inventory_app = typer.Typer(help="Ansible inventories in and out of the hub.", no_args_is_help=True)
+hosts_app = typer.Typer(help="Hosts known to the hub.", no_args_is_help=True)
+agents_app = typer.Typer(help="Edge agents and their liveness.", no_args_is_help=True)
+
+
+@inventory_app.command("import")
+def inventory_import(
+    ctx: typer.Context, file: Path, output: Output = OutputOpt
+) -> None:
+    """Import an Ansible inventory (YAML or INI); all of it or, on any error, nothing."""
+    try:
+        content = file.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {file}: {exc}") from None
+    result = state(ctx).client().post(
+        "/inventory/import", {"filename": file.name, "content": content}
+    )
+    emit(result, output)
+
+
+@inventory_app.command("export")
+def inventory_export(
+    ctx: typer.Context,
+    out: Path = typer.Option(None, "--out", "-f", help="Write here instead of stdout."),
+) -> None:
+    """Write the hub's hosts as a YAML inventory for ansible-playbook."""
+    text = state(ctx).client().text("/inventory/export")
+    if out is None:
+        print(text, end="")
+    else:
+        out.write_text(text)
+        print(f"wrote {out}")
+
+
+@hosts_app.command("list")
+def hosts_list(
+    ctx: typer.Context,
+    site: str = typer.Option(None, help="Only hosts of this site."),
+    output: Output = OutputOpt,
+) -> None:
+    """List hosts with site, role, labels, GPUs and agent status."""
+    rows = state(ctx).client().get("/hosts", site=site)
+    emit(rows, output, ["name", "site", "role", "region", "gpus", "agent", "status", "labels"])
+
+
+@hosts_app.command("show")
+def hosts_show(ctx: typer.Context, name: str, output: Output = OutputOpt) -> None:
+    """Show one host with its vars and facts."""
+    emit(state(ctx).client().get(f"/hosts/{name}"), output)
+
+
+@agents_app.command("list")
+def agents_list(ctx: typer.Context, output: Output = OutputOpt) -> None:
+    """List agents; status is online or offline from their last check-in."""
+    rows = state(ctx).client().get("/agents")
+    columns = ["id", "host_name", "site", "status", "last_seen", "agent_version"]
+    emit(rows, output, [*columns, "applied_revision", "desired_revision"])
+
+
+def sites_cmd(ctx: typer.Context, output: Output = OutputOpt) -> None:
+    """List sites with their region and host count."""
+    emit(state(ctx).client().get("/sites"), output, ["name", "region", "hosts"])
+
+
+def status_cmd(ctx: typer.Context, output: Output = OutputOpt) -> None:
+    """One-screen fleet overview: hosts, GPUs and agents per site."""
+    data = state(ctx).client().get("/status")
+    if output is Output.json:
+        emit(data, output)
+        return
+    agents = ", ".join(f"{n} {s}" for s, n in sorted(data["agents"].items())) or "none"
+    console.print(
+        f"[bold]aiorch hub {data['hub_version']}[/]  hosts {data['hosts']}  "
+        f"GPUs {data['gpus']}  agents: {agents}"
+    )
+    columns = ["site", "hosts", "gpus", "agents_online", "agents_offline", "agents_none"]
+    emit(data["sites"], output, columns, title="sites")
+
+
+def audit_cmd(
+    ctx: typer.Context,
+    limit: int = typer.Option(50, min=1, max=10_000),
+    action: str = typer.Option(None, help="Only this action, e.g. token.create."),
+    output: Output = OutputOpt,
+) -> None:
+    """Show the newest audit log entries."""
+    rows = state(ctx).client().get("/audit", limit=limit, action=action)
+    emit(rows, output, ["id", "ts", "actor", "action", "target", "detail"])

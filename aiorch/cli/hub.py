@@ -1,0 +1,31 @@
+"""`aiorch hub`: run the hub."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from aiorch.cli.state import state
+from aiorch.hub.server import parse_listen, serve
+from aiorch.hub.settings import HubSettings
+
+app = typer.Typer(help="Run the hub (API, store, background jobs).", no_args_is_help=True)
+
+
+@app.command("serve")
+def serve_cmd(
+    ctx: typer.Context,
+    data_dir: Path = typer.Option(None, help="Where the database and admin token live."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8700, min=1, max=65535),
+    listen: list[str] = typer.Option(
+        [], help="Extra ADDRESS:PORT to listen on too (e.g. a lab network's gateway)."
+    ),
+    poll_interval: float = typer.Option(30.0, min=0.1, help="Seconds between agent check-ins."),
+    log_level: str = typer.Option("info"),
+) -> None:
+    """Serve the hub API; on first start create DATA_DIR, the database and DATA_DIR/admin.token."""
+    directory = data_dir or state(ctx).data_dir
+    settings = HubSettings(data_dir=directory.resolve(), poll_interval_s=poll_interval)
+    serve(settings, [(host, port), *(parse_listen(v) for v in listen)], log_level=log_level)

@@ -1,0 +1,55 @@
+"""The `aiorch` command: one Typer app assembled from the command modules."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from aiorch.cli import fleet, hub, tokens
+from aiorch.cli.client import default_data_dir
+from aiorch.cli.state import CliState
+from aiorch.errors import AiorchError
+from aiorch.lab.cli import app as lab_app
+
+app = typer.Typer(
+    help="aiorch: bring up, run and watch on-prem GPU servers and edge boxes.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    hub_url: str = typer.Option(None, "--hub", envvar="AIORCH_HUB", help="Hub URL."),
+    token: str = typer.Option(None, "--token", envvar="AIORCH_TOKEN", help="API token."),
+    data_dir: Path = typer.Option(
+        None, envvar="AIORCH_DATA_DIR", help="Local hub data dir (default hub and admin token)."
+    ),
+) -> None:
+    ctx.obj = CliState(hub=hub_url, token=token, data_dir=data_dir or default_data_dir())
+
+
+app.add_typer(hub.app, name="hub")
+app.add_typer(tokens.token_app, name="token")
+app.add_typer(tokens.enroll_app, name="enroll-token")
+app.add_typer(fleet.inventory_app, name="inventory")
+app.add_typer(fleet.hosts_app, name="hosts")
+app.add_typer(fleet.agents_app, name="agents")
+app.add_typer(lab_app, name="lab")
+app.command("sites")(fleet.sites_cmd)
+app.command("status")(fleet.status_cmd)
+app.command("audit")(fleet.audit_cmd)
+
+
+def run() -> None:
+    """Console-script entry: domain errors become one line on stderr and exit status 1."""
+    try:
+        app()
+    except AiorchError as exc:
+        print(f"aiorch: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

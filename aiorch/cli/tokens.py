@@ -1,0 +1,81 @@
+"""`aiorch token` and `aiorch enroll-token`: credentials for people and for new agents."""
+
+from __future__ import annotations
+
+import typer
+
+from aiorch.cli.output import Output, emit
+from aiorch.cli.state import OutputOpt, state
+from aiorch.errors import UserError
+
+token_app = typer.Typer(help="API tokens for people and automation.", no_args_is_help=True)
+enroll_app = typer.Typer(help="Enrollment tokens that new agents trade for a credential.", no_args_is_help=True)
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '15m', '1h', '7d' or plain seconds."""
+    text = text.strip().lower()
+    unit = _UNITS.get(text[-1:]) if text else None
+    number = text[:-1] if unit else text
+    try:
+        value = float(number) * (unit or 1)
+    except ValueError:
+        raise UserError(f"bad duration {text!r}: use e.g. 90s, 15m, 1h or 7d") from None
+    if value <= 0:
+        raise UserError(f"duration must be positive, got {text!r}")
+    return value
+
+
+@token_app.command("create")
+def token_create(
+    ctx: typer.Context,
+    role: str = typer.Option(..., help="admin, operator or viewer"),
+    name: str = typer.Option("", help="A note saying who or what uses it."),
+    output: Output = OutputOpt,
+) -> None:
+    """Create an API token; it is shown once."""
+    created = state(ctx).client().post("/tokens", {"role": role, "name": name})
+    emit(created, output)
+
+
+@token_app.command("list")
+def token_list(ctx: typer.Context, output: Output = OutputOpt) -> None:
+    """List API tokens (never their secrets)."""
+    rows = state(ctx).client().get("/tokens")
+    emit(rows, output, ["id", "role", "name", "created_by", "created_at", "revoked_at"])
+
+
+@token_app.command("revoke")
+def token_revoke(ctx: typer.Context, token_id: str) -> None:
+    """Revoke an API token by id."""
+    state(ctx).client().delete(f"/tokens/{token_id}")
+    print(f"revoked token {token_id}")
+
+
+@enroll_app.command("create")
+def enroll_create(
+    ctx: typer.Context,
+    site: str = typer.Option(..., help="Site the enrolling hosts belong to."),
+    ttl: str = typer.Option("1h", help="Lifetime, e.g. 15m, 1h, 7d."),
+    uses: int = typer.Option(1, min=1, help="How many agents may enroll with it."),
+    output: Output = OutputOpt,
+) -> None:
+    """Create an enrollment token for SITE; it is shown once."""
+    body = {"site": site, "ttl_s": parse_duration(ttl), "uses": uses}
+    emit(state(ctx).client().post("/enroll-tokens", body), output)
+
+
+@enroll_app.command("list")
+def enroll_list(ctx: typer.Context, output: Output = OutputOpt) -> None:
+    """List enrollment tokens with their uses and status."""
+    rows = state(ctx).client().get("/enroll-tokens")
+    emit(rows, output, ["id", "site", "status", "uses", "max_uses", "expires_at", "created_by"])
+
+
+@enroll_app.command("revoke")
+def enroll_revoke(ctx: typer.Context, token_id: str) -> None:
+    """Revoke an enrollment token by id."""
+    state(ctx).client().delete(f"/enroll-tokens/{token_id}")
+    print(f"revoked enrollment token {token_id}")

@@ -1,0 +1,93 @@
+"""The FastAPI application: routers under /api/v1, domain errors mapped to HTTP once."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from aiorch import __version__
+from aiorch.errors import AiorchError, Unavailable
+from aiorch.hub.context import HubContext
+from aiorch.hub.jobs import register_jobs
+from aiorch.hub.middleware import BodyGuard
+from aiorch.hub.routers import agents, enrollment, inventory, overview, system, tokens
+from aiorch.hub.routers.deps import principal, viewer
+
+log = logging.getLogger("aiorch.hub")
+API_PREFIX = "/api/v1"
+PUBLIC_PATHS = ("/healthz", f"{API_PREFIX}/enroll")
+
+
+def _one_line(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(x) for x in err.get("loc", ()))
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AiorchError)
+    headers = {"Retry-After": f"{exc.retry_after:.0f}"} if isinstance(exc, Unavailable) else None
+    return JSONResponse({"detail": str(exc)}, status_code=exc.status_code, headers=headers)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"detail": _one_line(exc)}, status_code=422)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return JSONResponse({"detail": "internal error; see the hub log"}, status_code=500)
+
+
+def create_app(ctx: HubContext, *, run_jobs: bool = True) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        scheduler = BackgroundScheduler(daemon=True)
+        if run_jobs:
+            register_jobs(scheduler, ctx)
+            scheduler.start()
+        try:
+            yield
+        finally:
+            if run_jobs:
+                scheduler.shutdown(wait=False)
+
+    app = FastAPI(
+        title="aiorch hub",
+        version=__version__,
+        lifespan=lifespan,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.ctx = ctx
+    app.add_exception_handler(AiorchError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected)
+    app.add_middleware(BodyGuard, max_bytes=ctx.settings.max_body_bytes)
+
+    api = APIRouter(prefix=API_PREFIX)
+    api.include_router(enrollment.public)
+    authenticated = APIRouter(dependencies=[Depends(principal)])
+    for module in (tokens, enrollment, agents, inventory, overview):
+        authenticated.include_router(module.router)
+    api.include_router(authenticated)
+    app.include_router(system.router)
+    app.include_router(api)
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(viewer)])
+    def openapi() -> dict[str, Any]:
+        """The API schema, for people and automation with any role."""
+        return app.openapi()
+
+    return app

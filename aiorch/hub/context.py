@@ -1,0 +1,28 @@
+"""What every service needs: the store, the settings and a clock (replaceable in tests)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiorch.hub.settings import HubSettings
+from aiorch.hub.store import Store
+
+
+@dataclass
+class HubContext:
+    store: Store
+    settings: HubSettings
+    clock: Callable[[], float] = field(default=time.time)
+
+
+def decode_json_fields(row: dict[str, Any], fields: Iterable[str]) -> dict[str, Any]:
+    """Rows keep nested values as JSON text; API answers want them as objects."""
+    out = dict(row)
+    for name in fields:
+        if isinstance(out.get(name), str):
+            out[name] = json.loads(out[name])
+    return out

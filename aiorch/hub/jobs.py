@@ -1,0 +1,44 @@
+"""Every scheduled background job of the hub, registered in this one place."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from apscheduler.schedulers.base import BaseScheduler
+
+from aiorch.hub.context import HubContext
+from aiorch.hub.services import agents, enrollment
+
+log = logging.getLogger("aiorch.hub.jobs")
+
+
+def _logged(name: str, job: Callable[[HubContext], Any], ctx: HubContext) -> Callable[[], None]:
+    def run() -> None:
+        try:
+            result = job(ctx)
+        except Exception:
+            log.exception("job %s failed", name)
+            return
+        if result:
+            log.info("job %s: %s", name, result)
+
+    return run
+
+
+def register_jobs(scheduler: BaseScheduler, ctx: HubContext) -> None:
+    every = ctx.settings.job_interval_s
+    jobs: dict[str, Callable[[HubContext], Any]] = {
+        "mark-agents-offline": agents.mark_offline,
+        "expire-enrollment-tokens": enrollment.expire_tokens,
+    }
+    for name, job in jobs.items():
+        scheduler.add_job(
+            _logged(name, job, ctx),
+            "interval",
+            seconds=every,
+            id=name,
+            max_instances=1,
+            coalesce=True,
+        )

@@ -1,0 +1,1 @@
+"""Thin HTTP routers: parse, authorise, call one service function, answer."""

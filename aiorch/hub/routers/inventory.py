@@ -1,0 +1,48 @@
+"""Inventory import/export, hosts and sites."""
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import PlainTextResponse
+
+from aiorch.hub.context import HubContext
+from aiorch.hub.routers.deps import context, operator, viewer
+from aiorch.hub.schemas import InventoryImport
+from aiorch.hub.services import inventory
+from aiorch.hub.services.auth import Principal
+
+router = APIRouter(tags=["inventory"])
+
+
+@router.post("/inventory/import")
+async def import_inventory(
+    body: InventoryImport, ctx: HubContext = Depends(context), p: Principal = Depends(operator)
+) -> dict[str, Any]:
+    return await run_in_threadpool(
+        inventory.import_inventory, ctx, body.content, body.filename, p.actor
+    )
+
+
+@router.get("/inventory/export", response_class=PlainTextResponse)
+def export_inventory(ctx: HubContext = Depends(context), _: Principal = Depends(viewer)) -> str:
+    return inventory.export_inventory(ctx)
+
+
+@router.get("/hosts")
+def list_hosts(
+    site: str | None = None, ctx: HubContext = Depends(context), _: Principal = Depends(viewer)
+) -> list[dict]:
+    return inventory.list_hosts(ctx, site)
+
+
+@router.get("/hosts/{name}")
+def show_host(
+    name: str, ctx: HubContext = Depends(context), _: Principal = Depends(viewer)
+) -> dict[str, Any]:
+    return inventory.get_host(ctx, name)
+
+
+@router.get("/sites")
+def list_sites(ctx: HubContext = Depends(context), _: Principal = Depends(viewer)) -> list[dict]:
+    return inventory.list_sites(ctx)

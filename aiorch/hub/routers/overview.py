@@ -1,0 +1,29 @@
+"""Fleet overview and the audit log."""
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query
+
+from aiorch.hub.context import HubContext
+from aiorch.hub.routers.deps import context, viewer
+from aiorch.hub.services import audit, status
+from aiorch.hub.services.auth import Principal
+
+router = APIRouter(tags=["overview"])
+
+
+@router.get("/status")
+def fleet_status(
+    ctx: HubContext = Depends(context), _: Principal = Depends(viewer)
+) -> dict[str, Any]:
+    return status.overview(ctx)
+
+
+@router.get("/audit")
+def audit_log(
+    limit: int = Query(100, ge=1, le=10_000),
+    action: str | None = None,
+    ctx: HubContext = Depends(context),
+    _: Principal = Depends(viewer),
+) -> list[dict]:
+    return audit.list_entries(ctx, limit=limit, action=action)

@@ -1,0 +1,68 @@
+"""Request bodies of the HTTP API (answers are plain dicts from the services).
+
+Field constraints live here so that bad input is refused with a 422 naming the
+field before any service runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Name = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TokenCreate(Strict):
+    role: Literal["admin", "operator", "viewer"]
+    name: str = Field("", max_length=200)
+
+
+class EnrollTokenCreate(Strict):
+    site: str = Name
+    ttl_s: float = Field(3600, gt=0, le=365 * 86400)
+    uses: int = Field(1, ge=1, le=100_000)
+
+
+class EnrollRequest(Strict):
+    token: str = Field(min_length=1, max_length=200)
+    facts: dict[str, Any]
+    agent_version: str = Field("", max_length=64)
+
+
+class CheckinRequest(Strict):
+    agent_version: str = Field(max_length=64)
+    uptime_s: float = Field(ge=0)
+    facts_hash: str = Field(max_length=128)
+    applied_revision: int = Field(ge=0)
+    facts: dict[str, Any] | None = None
+    report: dict[str, Any] | None = None
+
+
+class Sample(Strict):
+    seq: int = Field(ge=0)
+    ts: float
+    metric: str = Field(min_length=1, max_length=200)
+    value: float
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class TelemetryBatch(Strict):
+    epoch: str = Field(min_length=1, max_length=64)
+    seq_start: int = Field(ge=0)
+    seq_end: int = Field(ge=0)
+    dropped: int = Field(0, ge=0)
+    samples: list[Sample] = Field(max_length=50_000)
+
+
+class DesiredStateUpdate(Strict):
+    document: dict[str, Any]
+
+
+class InventoryImport(Strict):
+    filename: str = Field(min_length=1, max_length=255)
+    content: str = Field(min_length=1)

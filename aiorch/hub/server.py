@@ -1,0 +1,78 @@
+"""`aiorch hub serve`: open the store, bootstrap the admin token, run uvicorn on one or more sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+from pathlib import Path
+
+import uvicorn
+
+from aiorch.errors import UserError
+from aiorch.hub.app import create_app
+from aiorch.hub.context import HubContext
+from aiorch.hub.services import tokens
+from aiorch.hub.settings import HubSettings
+from aiorch.hub.store import Store
+
+log = logging.getLogger("aiorch.hub")
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(f"--listen wants ADDRESS:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def open_context(settings: HubSettings) -> HubContext:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(settings.data_dir, 0o700)
+    ctx = HubContext(store=Store(settings.db_path).open(), settings=settings)
+    created = tokens.ensure_admin_token(ctx)
+    if created:
+        log.warning("first start: admin token written to %s", created)
+    return ctx
+
+
+def serve(settings: HubSettings, addresses: list[tuple[str, int]], log_level: str = "info") -> None:
+    sockets = [_bind(host, port) for host, port in addresses]
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    ctx = open_context(settings)
+    host, port = sockets[0].getsockname()[:2]
+    settings.endpoint_path.write_text(
+        json.dumps({"url": f"http://{host}:{port}", "pid": os.getpid()}) + "\n"
+    )
+    app = create_app(ctx)
+    config = uvicorn.Config(
+        app, log_level=log_level, access_log=False, timeout_keep_alive=30, proxy_headers=False
+    )
+    server = uvicorn.Server(config)
+    try:
+        asyncio.run(server.serve(sockets=sockets))
+    finally:
+        ctx.store.close()
+
+
+def endpoint_url(data_dir: Path) -> str | None:
+    try:
+        return str(json.loads((data_dir / "hub.json").read_text())["url"])
+    except (OSError, ValueError, KeyError):
+        return None

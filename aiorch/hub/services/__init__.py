@@ -1,0 +1,1 @@
+"""Service layer: domain logic between the API routers and the store."""

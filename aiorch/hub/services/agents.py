@@ -1,0 +1,146 @@
+"""Agents: check-ins (heartbeat plus desired state), listing, desired state, liveness."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import sqlite_utils
+
+from aiorch.errors import NotFound
+from aiorch.hub.context import HubContext, decode_json_fields
+from aiorch.hub.schemas import CheckinRequest
+from aiorch.hub.services import audit
+
+EMPTY_DESIRED: dict[str, Any] = {"workloads": []}
+
+
+@dataclass(frozen=True)
+class CheckinAnswer:
+    revision: int
+    document: dict[str, Any] | None  # None when the agent already has `revision`
+
+
+def etag(revision: int) -> str:
+    return f'"{revision}"'
+
+
+def _desired_row(db: sqlite_utils.Database, agent_id: str) -> tuple[int, str | None]:
+    row = db.execute(
+        "SELECT revision, document FROM desired_states WHERE agent_id = ?", [agent_id]
+    ).fetchone()
+    return (row[0], row[1]) if row else (0, None)
+
+
+def checkin(
+    ctx: HubContext, agent_id: str, req: CheckinRequest, if_none_match: str | None
+) -> CheckinAnswer:
+    now = ctx.clock()
+
+    def op(db: sqlite_utils.Database) -> None:
+        db.execute(
+            "UPDATE agents SET last_seen = ?, status = 'online', agent_version = ?, uptime_s = ?, "
+            "facts_hash = ?, applied_revision = ? WHERE id = ?",
+            [now, req.agent_version, req.uptime_s, req.facts_hash, req.applied_revision, agent_id],
+        )
+        if req.facts is not None:
+            db.execute(
+                "UPDATE hosts SET facts = ?, updated_at = ? WHERE agent_id = ?",
+                [json.dumps(req.facts, sort_keys=True), now, agent_id],
+            )
+
+    ctx.store.write(op)
+    revision, document = _desired_row(ctx.store.read(), agent_id)
+    if if_none_match is not None and if_none_match.strip() == etag(revision):
+        return CheckinAnswer(revision, None)
+    return CheckinAnswer(revision, json.loads(document) if document else dict(EMPTY_DESIRED))
+
+
+def get_desired(ctx: HubContext, agent_id: str) -> dict[str, Any]:
+    db = ctx.store.read()
+    _require_agent_exists(db, agent_id)
+    revision, document = _desired_row(db, agent_id)
+    return {
+        "agent_id": agent_id,
+        "revision": revision,
+        "document": json.loads(document) if document else dict(EMPTY_DESIRED),
+    }
+
+
+def set_desired(
+    ctx: HubContext, agent_id: str, document: dict[str, Any], actor: str
+) -> dict[str, Any]:
+    """Replace the agent's desired state; the revision moves only when the document changes."""
+    now = ctx.clock()
+    text = json.dumps(document, sort_keys=True)
+
+    def op(db: sqlite_utils.Database) -> int:
+        _require_agent_exists(db, agent_id)
+        revision, current = _desired_row(db, agent_id)
+        if current == text:
+            return revision
+        db["desired_states"].upsert(
+            {"agent_id": agent_id, "revision": revision + 1, "document": text, "updated_at": now},
+            pk="agent_id",
+        )
+        audit.record(db, actor, "agent.desired.set", f"agent:{agent_id}", {"revision": revision + 1})
+        return revision + 1
+
+    return {"agent_id": agent_id, "revision": ctx.store.write(op), "document": document}
+
+
+def _require_agent_exists(db: sqlite_utils.Database, agent_id: str) -> None:
+    if db.execute("SELECT 1 FROM agents WHERE id = ?", [agent_id]).fetchone() is None:
+        raise NotFound(f"no agent with id {agent_id}")
+
+
+def liveness(ctx: HubContext, last_seen: float | None, revoked_at: float | None) -> str:
+    if revoked_at is not None:
+        return "revoked"
+    if last_seen is None or ctx.clock() - last_seen > ctx.settings.offline_after_s:
+        return "offline"
+    return "online"
+
+
+def list_agents(ctx: HubContext) -> list[dict[str, Any]]:
+    rows = ctx.store.read().query(
+        "SELECT id, host_name, site, enrolled_at, last_seen, agent_version, uptime_s, "
+        "facts_hash, applied_revision, revoked_at, "
+        "COALESCE((SELECT revision FROM desired_states d WHERE d.agent_id = agents.id), 0) "
+        "AS desired_revision FROM agents ORDER BY host_name, enrolled_at"
+    )
+    return [{**r, "status": liveness(ctx, r["last_seen"], r["revoked_at"])} for r in rows]
+
+
+def get_agent(ctx: HubContext, agent_id: str) -> dict[str, Any]:
+    rows = [r for r in list_agents(ctx) if r["id"] == agent_id]
+    if not rows:
+        raise NotFound(f"no agent with id {agent_id}")
+    return rows[0]
+
+
+def mark_offline(ctx: HubContext) -> list[str]:
+    """Scheduled job: persist online->offline transitions and audit each one."""
+    now = ctx.clock()
+    cutoff = now - ctx.settings.offline_after_s
+
+    def op(db: sqlite_utils.Database) -> list[str]:
+        ids = [
+            r[0]
+            for r in db.execute(
+                "SELECT id FROM agents WHERE status = 'online' AND revoked_at IS NULL "
+                "AND (last_seen IS NULL OR last_seen < ?)",
+                [cutoff],
+            ).fetchall()
+        ]
+        for agent_id in ids:
+            db.execute("UPDATE agents SET status = 'offline' WHERE id = ?", [agent_id])
+            audit.record(db, "hub", "agent.offline", f"agent:{agent_id}", ts=now)
+        return ids
+
+    return ctx.store.write(op)
+
+
+def host_row(row: dict[str, Any]) -> dict[str, Any]:
+    return decode_json_fields(row, ["labels", "vars", "groups", "facts"])

@@ -1,0 +1,29 @@
+"""The one-screen fleet overview behind `aiorch status`."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from aiorch import __version__
+from aiorch.hub.context import HubContext
+from aiorch.hub.services import agents, inventory
+
+
+def overview(ctx: HubContext) -> dict[str, Any]:
+    hosts = inventory.list_hosts(ctx)
+    agent_rows = agents.list_agents(ctx)
+    per_site: dict[str, dict[str, int]] = {}
+    for host in hosts:
+        site = per_site.setdefault(host["site"] or "-", Counter())
+        site["hosts"] += 1
+        site["gpus"] += host["gpus"]
+        site[f"agents_{host['agent']}"] += 1
+    return {
+        "hub_version": __version__,
+        "hosts": len(hosts),
+        "gpus": sum(h["gpus"] for h in hosts),
+        "agents": dict(Counter(a["status"] for a in agent_rows)),
+        "sites": [{"site": name, **dict(counts)} for name, counts in sorted(per_site.items())],
+        "poll_interval_s": ctx.settings.poll_interval_s,
+    }

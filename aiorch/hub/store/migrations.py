@@ -1,0 +1,143 @@
+"""Versioned schema migrations, each a small function applied once, in order."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import sqlite_utils
+
+Migration = Callable[[sqlite_utils.Database], None]
+
+
+def _run(db: sqlite_utils.Database, script: str) -> None:
+    """Run several statements inside the caller's transaction (executescript would commit)."""
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def m001_core(db: sqlite_utils.Database) -> None:
+    _run(
+        db,
+        """
+        CREATE TABLE sites (
+            name TEXT PRIMARY KEY,
+            region TEXT,
+            labels TEXT NOT NULL DEFAULT '{}',
+            created_at REAL NOT NULL
+        );
+        CREATE TABLE hosts (
+            name TEXT PRIMARY KEY,
+            site TEXT,
+            role TEXT,
+            region TEXT,
+            labels TEXT NOT NULL DEFAULT '{}',
+            vars TEXT NOT NULL DEFAULT '{}',
+            groups TEXT NOT NULL DEFAULT '[]',
+            facts TEXT NOT NULL DEFAULT '{}',
+            status TEXT NOT NULL DEFAULT 'active',
+            agent_id TEXT,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        CREATE INDEX hosts_site ON hosts(site);
+        CREATE TABLE inventory_groups (
+            name TEXT PRIMARY KEY,
+            vars TEXT NOT NULL DEFAULT '{}',
+            children TEXT NOT NULL DEFAULT '[]'
+        );
+        CREATE TABLE api_tokens (
+            id TEXT PRIMARY KEY,
+            secret_hash TEXT NOT NULL,
+            role TEXT NOT NULL CHECK (role IN ('admin', 'operator', 'viewer')),
+            name TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            revoked_at REAL
+        );
+        CREATE TABLE enrollment_tokens (
+            id TEXT PRIMARY KEY,
+            secret_hash TEXT NOT NULL,
+            site TEXT NOT NULL,
+            expires_at REAL NOT NULL,
+            max_uses INTEGER NOT NULL,
+            uses INTEGER NOT NULL DEFAULT 0,
+            status TEXT NOT NULL DEFAULT 'active',
+            created_by TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            revoked_at REAL
+        );
+        CREATE TABLE agents (
+            id TEXT PRIMARY KEY,
+            secret_hash TEXT NOT NULL,
+            host_name TEXT NOT NULL,
+            site TEXT NOT NULL,
+            enrolled_at REAL NOT NULL,
+            enrollment_token_id TEXT,
+            status TEXT NOT NULL DEFAULT 'online',
+            last_seen REAL,
+            agent_version TEXT,
+            uptime_s REAL,
+            facts_hash TEXT,
+            applied_revision INTEGER NOT NULL DEFAULT 0,
+            revoked_at REAL
+        );
+        CREATE INDEX agents_host ON agents(host_name);
+        CREATE TABLE desired_states (
+            agent_id TEXT PRIMARY KEY REFERENCES agents(id),
+            revision INTEGER NOT NULL,
+            document TEXT NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        CREATE TABLE telemetry_batches (
+            agent_id TEXT NOT NULL,
+            epoch TEXT NOT NULL,
+            seq_start INTEGER NOT NULL,
+            seq_end INTEGER NOT NULL,
+            samples INTEGER NOT NULL,
+            dropped INTEGER NOT NULL DEFAULT 0,
+            received_at REAL NOT NULL,
+            PRIMARY KEY (agent_id, epoch, seq_start)
+        );
+        CREATE TABLE samples (
+            agent_id TEXT NOT NULL,
+            epoch TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            ts REAL NOT NULL,
+            metric TEXT NOT NULL,
+            value REAL NOT NULL,
+            labels TEXT NOT NULL DEFAULT '{}',
+            PRIMARY KEY (agent_id, epoch, seq)
+        ) WITHOUT ROWID;
+        CREATE TABLE audit_log (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            ts REAL NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            target TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT '{}'
+        );
+        CREATE INDEX audit_ts ON audit_log(ts);
+        """
+    )
+
+
+MIGRATIONS: list[Migration] = [m001_core]
+
+
+def apply_migrations(db: sqlite_utils.Database) -> list[str]:
+    """Apply the migrations not yet recorded in `_migrations`; returns their names."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
+    )
+    done = {row["name"] for row in db.query("SELECT name FROM _migrations")}
+    applied = []
+    for migration in MIGRATIONS:
+        if migration.__name__ in done:
+            continue
+        with db.atomic():
+            migration(db)
+            db["_migrations"].insert({"name": migration.__name__, "applied_at": time.time()})
+        applied.append(migration.__name__)
+    return applied

@@ -1,0 +1,133 @@
+"""The agent's main loop: check in, keep the desired state, send telemetry, and keep going
+when the hub is away (the last desired state and unsent samples are on disk)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict
+from typing import Any
+
+import psutil
+
+from edge_agent import __version__
+from edge_agent.backoff import Schedule
+from edge_agent.client import HubClient, HubUnavailable
+from edge_agent.config import AgentConfig
+from edge_agent.facts import collect_facts, facts_hash
+from edge_agent.gpu import open_gpu_backend
+from edge_agent.outbox import Outbox
+from edge_agent.state import AgentState
+
+log = logging.getLogger("aiorch.agent")
+
+
+class NotEnrolled(Exception):
+    pass
+
+
+def enroll(config: AgentConfig, hub_url: str, token: str) -> dict[str, Any]:
+    """Trade an enrollment token and this host's facts for the agent's own credential."""
+    gpus = open_gpu_backend(config.gpu_backend)
+    try:
+        facts = collect_facts(gpus)
+    finally:
+        gpus.close()
+    client = HubClient(hub_url, timeout_s=config.request_timeout_s)
+    try:
+        result = client.enroll(token, facts)
+    finally:
+        client.close()
+    state = AgentState(config.state_dir)
+    state.save_credential(hub_url, result["agent_id"], result["credential"], result["site"])
+    state.save_facts_hash(facts_hash(facts))
+    return {k: v for k, v in result.items() if k != "credential"}
+
+
+def host_samples(now: float) -> list[tuple[float, str, float, dict[str, str]]]:
+    mem = psutil.virtual_memory()
+    load1, _, _ = os.getloadavg()
+    return [
+        (now, "host_cpu_utilization_percent", psutil.cpu_percent(interval=None), {}),
+        (now, "host_memory_used_bytes", float(mem.total - mem.available), {}),
+        (now, "host_load1", load1, {}),
+    ]
+
+
+class Agent:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.state = AgentState(config.state_dir)
+        cred = self.state.credential()
+        if cred is None:
+            raise NotEnrolled(
+                f"not enrolled: no credential in {config.state_dir}; run 'aiorch-agent enroll' first"
+            )
+        self.agent_id: str = cred["agent_id"]
+        self.hub = HubClient(
+            config.hub_url or cred["hub_url"], cred["credential"], config.request_timeout_s
+        )
+        self.outbox = Outbox(config.state_dir / "outbox.db")
+        self.gpus = open_gpu_backend(config.gpu_backend)
+        self.schedule = Schedule(max_backoff_s=config.max_backoff_s)
+        self.started = time.monotonic()
+
+    def close(self) -> None:
+        self.hub.close()
+        self.outbox.close()
+        self.gpus.close()
+
+    def checkin(self) -> float | None:
+        """One heartbeat; stores a new desired state if the hub has one. Returns the poll interval."""
+        facts = collect_facts(self.gpus)
+        digest = facts_hash(facts)
+        changed_facts = digest != self.state.facts_hash()
+        desired = self.state.desired()
+        body = {
+            "agent_version": __version__,
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "facts_hash": digest,
+            "applied_revision": desired["revision"],
+            "facts": facts if changed_facts else None,
+        }
+        reply = self.hub.checkin(self.agent_id, body, desired["revision"])
+        if changed_facts:
+            self.state.save_facts_hash(digest)
+        if reply.changed and reply.document is not None and reply.revision != desired["revision"]:
+            log.info("desired state revision %s -> %s", desired["revision"], reply.revision)
+            self.state.save_desired(reply.revision, reply.document)
+        return reply.poll_interval_s
+
+    def flush_telemetry(self, max_batches: int = 20) -> int:
+        """Send the oldest samples first; a batch leaves the outbox only once acknowledged."""
+        sent = 0
+        for _ in range(max_batches):
+            batch = self.outbox.pending(self.config.telemetry_batch_size)
+            if batch is None:
+                break
+            self.hub.upload(self.agent_id, asdict(batch))
+            self.outbox.ack(batch)
+            sent += len(batch.samples)
+        return sent
+
+    def round(self) -> float | None:
+        """Collect, check in, flush; raises HubUnavailable if the hub can't be reached."""
+        self.outbox.append(host_samples(time.time()))
+        interval = self.checkin()
+        self.flush_telemetry()
+        return interval
+
+    def cycle(self) -> float:
+        """One round, absorbing hub outages. Returns the seconds to wait before the next."""
+        try:
+            interval = self.round()
+        except HubUnavailable as exc:
+            delay = self.schedule.failed(exc.retry_after_s)
+            log.warning("%s; next try in %.1fs", exc, delay)
+            return delay
+        return self.schedule.succeeded(interval)
+
+    def run_forever(self) -> None:
+        while True:
+            time.sleep(self.cycle())

@@ -1,0 +1,98 @@
+"""The agent's side of protocol v1, over one keep-alive HTTP connection to the hub."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from edge_agent import __version__
+
+
+class HubUnavailable(Exception):
+    """Transient: network down, hub overloaded or restarting. Retry later."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class HubRefused(Exception):
+    """Permanent for this request: the hub said no (bad token, revoked credential, bad data)."""
+
+
+@dataclass(frozen=True)
+class CheckinReply:
+    changed: bool
+    revision: int
+    document: dict[str, Any] | None
+    poll_interval_s: float | None
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("detail", response.text))
+    except ValueError:
+        return response.text.strip() or response.reason_phrase
+
+
+class HubClient:
+    def __init__(
+        self, hub_url: str, credential: str | None = None, timeout_s: float = 10.0
+    ) -> None:
+        headers = {"User-Agent": f"aiorch-agent/{__version__}"}
+        if credential:
+            headers["Authorization"] = f"Bearer {credential}"
+        self.http = httpx.Client(
+            base_url=hub_url.rstrip("/") + "/api/v1", headers=headers, timeout=timeout_s
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise HubUnavailable(f"hub unreachable: {exc}") from None
+        if response.status_code == 429 or response.status_code >= 500:
+            raise HubUnavailable(
+                f"hub answered {response.status_code}: {_detail(response)}", _retry_after(response)
+            )
+        if response.status_code >= 400:
+            raise HubRefused(f"hub refused ({response.status_code}): {_detail(response)}")
+        return response
+
+    def enroll(self, token: str, facts: dict[str, Any]) -> dict[str, Any]:
+        body = {"token": token, "facts": facts, "agent_version": __version__}
+        result: dict[str, Any] = self._send("POST", "/enroll", json=body).json()
+        return result
+
+    def checkin(self, agent_id: str, body: dict[str, Any], known_revision: int) -> CheckinReply:
+        response = self._send(
+            "POST",
+            f"/agents/{agent_id}/checkin",
+            json=body,
+            headers={"If-None-Match": f'"{known_revision}"'},
+        )
+        poll = response.headers.get("X-Aiorch-Poll-Interval")
+        poll_s = float(poll) if poll else None
+        if response.status_code == 304:
+            return CheckinReply(False, known_revision, None, poll_s)
+        data = response.json()
+        return CheckinReply(True, int(data["revision"]), data["desired"], poll_s)
+
+    def upload(self, agent_id: str, batch: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self._send(
+            "POST", f"/agents/{agent_id}/telemetry", json=batch
+        ).json()
+        return result

@@ -1,0 +1,3 @@
+"""Shared fixtures live in plugin modules, one per subsystem."""
+
+pytest_plugins = ["tests.fixtures_hub"]

@@ -1,0 +1,111 @@
+"""Every route of the app, enumerated from the app itself, refuses the wrong callers."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+
+from aiorch.hub.app import PUBLIC_PATHS, create_app
+from aiorch.hub.context import HubContext
+from aiorch.hub.settings import HubSettings
+from aiorch.hub.store import Store
+from tests.fixtures_hub import HubProcess, enroll_agent, make_enroll_token, make_token
+
+MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+def _routes() -> list[tuple[str, str]]:
+    """Every operation the app declares (its OpenAPI schema), plus the schema route itself."""
+    settings = HubSettings(data_dir=Path("/nonexistent"))
+    app = create_app(HubContext(store=Store(settings.db_path), settings=settings), run_jobs=False)
+    found = [
+        (method.upper(), path)
+        for path, operations in app.openapi()["paths"].items()
+        for method in sorted(operations)
+    ]
+    assert len(found) > 10, "route enumeration found too few routes"
+    return [*found, ("GET", "/openapi.json")]
+
+
+ROUTES = _routes()
+PROTECTED = [(m, p) for m, p in ROUTES if p not in PUBLIC_PATHS]
+
+
+def _call(
+    hub: HubProcess, method: str, path: str, token: str | None, agent_id: str = "x"
+) -> httpx.Response:
+    url = re.sub(r"\{agent_id\}", agent_id, path)
+    url = re.sub(r"\{[^}]+\}", "x", url)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    kwargs = {"json": {}} if method in MUTATING and method != "DELETE" else {}
+    return httpx.request(method, f"{hub.url}{url}", headers=headers, timeout=30, **kwargs)
+
+
+def test_public_paths_are_only_health_and_enrollment():
+    assert set(PUBLIC_PATHS) == {"/healthz", "/api/v1/enroll"}
+
+
+@pytest.mark.parametrize(("method", "path"), PROTECTED)
+def test_route_without_token_is_401(shared_hub: HubProcess, method: str, path: str):
+    assert _call(shared_hub, method, path, None).status_code == 401
+
+
+@pytest.mark.parametrize(("method", "path"), PROTECTED)
+def test_route_with_wrong_token_is_401(shared_hub: HubProcess, method: str, path: str):
+    for bad in ("aio_0011223344556677_wrong", "garbage", "aia_0011223344556677_wrong"):
+        assert _call(shared_hub, method, path, bad).status_code == 401
+
+
+@pytest.mark.parametrize(("method", "path"), [(m, p) for m, p in PROTECTED if m in MUTATING])
+def test_viewer_gets_403_on_mutating_route(
+    shared_hub: HubProcess, admin: httpx.Client, method: str, path: str
+):
+    viewer = make_token(admin, "viewer")
+    assert _call(shared_hub, method, path, viewer).status_code == 403
+
+
+@pytest.mark.parametrize(("method", "path"), PROTECTED)
+def test_agent_credential_gets_403_on_other_agents_and_user_routes(
+    shared_hub: HubProcess, admin: httpx.Client, method: str, path: str
+):
+    mine = enroll_agent(shared_hub, make_enroll_token(admin), f"auth-{method}-{hash(path)}-a")
+    other = enroll_agent(shared_hub, make_enroll_token(admin), f"auth-{method}-{hash(path)}-b")
+    response = _call(shared_hub, method, path, mine["credential"], agent_id=other["agent_id"])
+    assert response.status_code == 403
+
+
+def test_revoked_api_token_is_401(shared_hub: HubProcess, admin: httpx.Client):
+    created = admin.post("/tokens", json={"role": "viewer"}).json()
+    assert admin.delete(f"/tokens/{created['id']}").status_code == 204
+    response = httpx.get(
+        f"{shared_hub.url}/api/v1/hosts",
+        headers={"Authorization": f"Bearer {created['token']}"},
+    )
+    assert response.status_code == 401 and "revoked" in response.json()["detail"]
+
+
+def test_operator_cannot_create_api_tokens(shared_hub: HubProcess, admin: httpx.Client):
+    operator = make_token(admin, "operator")
+    response = httpx.post(
+        f"{shared_hub.url}/api/v1/tokens",
+        json={"role": "admin"},
+        headers={"Authorization": f"Bearer {operator}"},
+    )
+    assert response.status_code == 403 and "needs 'admin'" in response.json()["detail"]
+
+
+def test_tokens_are_stored_hashed(shared_hub: HubProcess, admin: httpx.Client):
+    import sqlite3
+
+    token = make_token(admin, "viewer")
+    secret = token.split("_", 2)[2]
+    db = sqlite3.connect(shared_hub.data_dir / "aiorch.db")
+    dump = "\n".join(db.iterdump())
+    assert secret not in dump and shared_hub.admin_token.split("_", 2)[2] not in dump
+
+
+def test_admin_token_file_is_private(shared_hub: HubProcess):
+    assert (shared_hub.data_dir / "admin.token").stat().st_mode & 0o777 == 0o600
