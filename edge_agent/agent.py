@@ -14,9 +14,9 @@ import psutil
 from edge_agent import __version__
 from edge_agent.backoff import Schedule
 from edge_agent.client import HubClient, HubUnavailable
-from edge_agent.config import AgentConfig
+from edge_agent.config import AgentConfig, ConfigError
 from edge_agent.facts import collect_facts, facts_hash
-from edge_agent.gpu import open_gpu_backend
+from edge_agent.gpu import GpuBackend, open_gpu_backend
 from edge_agent.outbox import Outbox
 from edge_agent.state import AgentState
 
@@ -27,9 +27,16 @@ class NotEnrolled(Exception):
     pass
 
 
+def _gpu_backend(config: AgentConfig) -> GpuBackend:
+    try:
+        return open_gpu_backend(config.gpu_backend)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def enroll(config: AgentConfig, hub_url: str, token: str) -> dict[str, Any]:
     """Trade an enrollment token and this host's facts for the agent's own credential."""
-    gpus = open_gpu_backend(config.gpu_backend)
+    gpus = _gpu_backend(config)
     try:
         facts = collect_facts(gpus)
     finally:
@@ -69,7 +76,7 @@ class Agent:
             config.hub_url or cred["hub_url"], cred["credential"], config.request_timeout_s
         )
         self.outbox = Outbox(config.state_dir / "outbox.db")
-        self.gpus = open_gpu_backend(config.gpu_backend)
+        self.gpus = _gpu_backend(config)
         self.schedule = Schedule(max_backoff_s=config.max_backoff_s)
         self.started = time.monotonic()
 

@@ -1,0 +1,1 @@
+"""Everything aiorch asks of Ansible goes through this package."""

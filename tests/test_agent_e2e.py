@@ -1,0 +1,115 @@
+"""The README's flow, end to end with the real CLIs: hub, enrollment token, agent, agents list."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.fixtures_hub import AGENT, HubProcess
+
+pytestmark = pytest.mark.e2e
+
+
+def _agent(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [AGENT, *args, "--config", str(config)], capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.fixture
+def agent_config(tmp_path: Path, hub: HubProcess) -> Path:
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml.safe_dump({"hub_url": hub.url, "state_dir": str(tmp_path / "state"), "gpu_backend": "nvml"}))
+    return path
+
+
+@pytest.fixture
+def enrolled(hub: HubProcess, agent_config: Path) -> dict:
+    token = hub.cli_json("enroll-token", "create", "--site", "edge1", "--ttl", "1h")["token"]
+    result = _agent(agent_config, "enroll", "--hub", hub.url, "--token", token)
+    assert result.returncode == 0, result.stderr
+    return dict(json.loads(result.stdout))
+
+
+def test_enrolled_agent_runs_once_and_shows_online(hub: HubProcess, agent_config: Path, enrolled: dict):
+    result = _agent(agent_config, "run", "--once")
+    assert result.returncode == 0, result.stderr
+    rows = hub.cli_json("agents", "list")
+    assert [(r["id"], r["status"]) for r in rows] == [(enrolled["agent_id"], "online")]
+
+
+def test_credential_is_private_and_not_printed(agent_config: Path, enrolled: dict, tmp_path: Path):
+    cred = tmp_path / "state" / "credential.json"
+    assert cred.stat().st_mode & 0o777 == 0o600
+    assert "credential" not in enrolled
+    assert json.loads(cred.read_text())["credential"].startswith("aia_")
+
+
+def test_agent_restart_keeps_credential_and_desired_state(
+    hub: HubProcess, agent_config: Path, enrolled: dict, tmp_path: Path
+):
+    doc = {"workloads": [{"name": "llm"}]}
+    with hub.client(hub.admin_token) as admin:
+        admin.put(f"/agents/{enrolled['agent_id']}/desired", json={"document": doc})
+    assert _agent(agent_config, "run", "--once").returncode == 0
+    state = tmp_path / "state"
+    before = (state / "credential.json").read_text()
+    assert json.loads((state / "desired.json").read_text()) == {"revision": 1, "document": doc}
+    assert _agent(agent_config, "run", "--once").returncode == 0, "a second process reuses the state"
+    assert (state / "credential.json").read_text() == before
+    row = hub.cli_json("agents", "list")[0]
+    assert row["applied_revision"] == 1 and row["desired_revision"] == 1
+
+
+def test_hub_restart_keeps_everything(hub: HubProcess, agent_config: Path, enrolled: dict):
+    assert _agent(agent_config, "run", "--once").returncode == 0
+    token_before = hub.admin_token
+    hosts_before = hub.cli_json("hosts", "list")
+    hub.stop()
+    hub.start()
+    assert hub.admin_token == token_before
+    assert hub.cli_json("hosts", "list") == hosts_before
+    assert _agent(agent_config, "run", "--once").returncode == 0
+    assert hub.cli_json("agents", "list")[0]["status"] == "online"
+
+
+def test_agent_keeps_samples_while_hub_is_down_and_sends_them_after(
+    hub: HubProcess, agent_config: Path, enrolled: dict
+):
+    hub.stop()
+    down = _agent(agent_config, "run", "--once")
+    assert down.returncode == 1
+    assert "Traceback" not in down.stderr
+    assert down.stderr.splitlines()[-1].startswith("aiorch-agent: error: hub unreachable")
+    hub.start()
+    assert _agent(agent_config, "run", "--once").returncode == 0
+    with hub.client(hub.admin_token) as admin:
+        assert admin.get(f"/agents/{enrolled['agent_id']}").json()["status"] == "online"
+    import sqlite3
+
+    db = sqlite3.connect(hub.data_dir / "aiorch.db")
+    stored = db.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
+    assert stored == 6, "both rounds' host samples (3 each) arrive, the offline ones included"
+
+
+def test_enroll_with_bad_token_is_one_line_error(hub: HubProcess, agent_config: Path):
+    result = _agent(agent_config, "enroll", "--hub", hub.url, "--token", "aie_00_bad")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "aiorch-agent: error: hub refused (401): unknown enrollment token"
+    )
+
+
+def test_run_before_enroll_says_what_to_do(agent_config: Path):
+    result = _agent(agent_config, "run", "--once")
+    assert result.returncode == 1 and "run 'aiorch-agent enroll' first" in result.stderr
+
+
+def test_healthz_needs_no_token(hub: HubProcess):
+    assert httpx.get(f"{hub.url}/healthz").json() == {"status": "ok"}

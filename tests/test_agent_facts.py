@@ -1,0 +1,151 @@
+"""edge_agent.facts on the machine running the tests, and facts_hash."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import platform
+import socket
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge_agent import facts as facts_module
+from edge_agent.facts import collect_facts, facts_hash
+from edge_agent.gpu import NullBackend, SimulatedBackend
+
+
+@pytest.fixture(scope="module")
+def host_facts() -> dict[str, Any]:
+    return collect_facts(NullBackend())
+
+
+def test_facts_describe_this_host(host_facts: dict[str, Any]) -> None:
+    assert host_facts["collection_errors"] == {}
+    assert host_facts["hostname"] == socket.gethostname()
+    assert host_facts["fqdn"]
+    assert host_facts["kernel"] == platform.release()
+    assert host_facts["architecture"] == platform.machine()
+    assert host_facts["cpu"]["logical_count"] == os.cpu_count()
+    assert host_facts["memory_total_bytes"] == psutil.virtual_memory().total
+    assert host_facts["gpus"] == [] and host_facts["gpu_backend"] == "none"
+    json.dumps(host_facts)
+
+
+def test_os_matches_os_release(host_facts: dict[str, Any]) -> None:
+    try:
+        release = platform.freedesktop_os_release()
+    except OSError:
+        assert host_facts["os"] == {}
+    else:
+        assert host_facts["os"]["id"] == release["ID"]
+        assert host_facts["os"]["pretty_name"] == release["PRETTY_NAME"]
+
+
+def test_loopback_interface_has_127_0_0_1(host_facts: dict[str, Any]) -> None:
+    interfaces = {i["name"]: i for i in host_facts["network_interfaces"]}
+    lo = interfaces["lo"]
+    assert lo["admin_up"] and lo["mtu"] > 0
+    assert {"family": "ipv4", "address": "127.0.0.1", "prefixlen": 8} in lo["addresses"]
+    names = [i["name"] for i in host_facts["network_interfaces"]]
+    assert names == sorted(names)
+
+
+def test_interfaces_match_the_kernel(host_facts: dict[str, Any]) -> None:
+    kernel_view = psutil.net_if_stats()
+    assert {i["name"] for i in host_facts["network_interfaces"]} == set(kernel_view)
+    for iface in host_facts["network_interfaces"]:
+        assert iface["mtu"] == kernel_view[iface["name"]].mtu
+        assert iface["admin_up"] == kernel_view[iface["name"]].isup
+
+
+def test_disks_are_sorted_mounts_with_sizes(host_facts: dict[str, Any]) -> None:
+    disks = host_facts["disks"]
+    assert [d["mountpoint"] for d in disks] == sorted(d["mountpoint"] for d in disks)
+    for disk in disks:
+        assert disk["mountpoint"].startswith("/")
+        assert disk["total_bytes"] is None or disk["total_bytes"] > 0
+
+
+def test_simulated_gpus_appear_marked_in_facts() -> None:
+    backend = SimulatedBackend("8xH100-80GB")
+    facts = collect_facts(backend)
+    assert facts["gpu_backend"] == "simulated:8xH100-80GB"
+    assert facts["gpus"] == [gpu.to_dict() for gpu in backend.inventory()]
+    assert len(facts["gpus"]) == 8 and all(gpu["simulated"] for gpu in facts["gpus"])
+
+
+def test_missing_os_release_is_not_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_os_release() -> dict[str, str]:
+        raise FileNotFoundError("/etc/os-release")
+
+    monkeypatch.setattr(facts_module.platform, "freedesktop_os_release", no_os_release)
+    facts = collect_facts(NullBackend())
+    assert facts["os"] == {}
+    assert facts["collection_errors"] == {}
+
+
+def test_a_failing_source_is_reported_and_the_rest_collected(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_netlink() -> None:
+        raise PermissionError("netlink socket refused")
+
+    monkeypatch.setattr(facts_module, "IPRoute", no_netlink)
+    facts = collect_facts(NullBackend())
+    assert facts["network_interfaces"] is None
+    assert facts["collection_errors"] == {
+        "network_interfaces": "PermissionError: netlink socket refused"
+    }
+    assert facts["hostname"] == socket.gethostname()
+
+
+def test_cpu_model_falls_back_to_hardware_line(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nBogoMIPS\t: 108.00\n\nHardware\t: BCM2835\n")
+    assert facts_module._cpu_model(cpuinfo) == "BCM2835"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC 9654\n")
+    assert facts_module._cpu_model(cpuinfo) == "AMD EPYC 9654"
+
+
+# --- facts_hash ----------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+def reversed_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: reversed_keys(value[key]) for key in reversed(list(value))}
+    if isinstance(value, list):
+        return [reversed_keys(item) for item in value]
+    return value
+
+
+@settings(max_examples=50)
+@given(st.dictionaries(st.text(max_size=6), json_values, max_size=6))
+def test_hash_ignores_key_order(facts: dict[str, Any]) -> None:
+    assert facts_hash(reversed_keys(facts)) == facts_hash(facts)
+
+
+def test_hash_changes_when_a_fact_changes(host_facts: dict[str, Any]) -> None:
+    changed = copy.deepcopy(host_facts)
+    changed["network_interfaces"][0]["mtu"] += 1
+    assert facts_hash(changed) != facts_hash(host_facts)
+    assert len(facts_hash(host_facts)) == 64
+    int(facts_hash(host_facts), 16)
+
+
+def test_hash_is_stable_across_collections() -> None:
+    backend = SimulatedBackend("1xL4-24GB")
+    assert facts_hash(collect_facts(backend)) == facts_hash(collect_facts(backend))
