@@ -17,10 +17,6 @@ async def _reply(send: Send, status: int, detail: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class BodyGuard:
     """413 for bodies over `max_bytes` (declared or streamed), 415 for non-JSON bodies."""
 
@@ -44,23 +40,21 @@ class BodyGuard:
             await _reply(send, 415, f"content type must be application/json, got {shown}")
             return
         seen = 0
-        started = False
+        refused = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            # Past the limit, answer 413 ourselves and tell the app the client went away;
+            # whatever the app then tries to send is dropped.
+            nonlocal seen, refused
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise _TooLarge
-            return message
-
-        async def tracking_send(message: dict[str, Any]) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
+            if seen > self.max_bytes and not refused:
+                refused = True
                 await _reply(send, 413, f"request body over the limit of {self.max_bytes} bytes")
+            return {"type": "http.disconnect"} if refused else message
+
+        async def guarded_send(message: dict[str, Any]) -> None:
+            if not refused:
+                await send(message)
+
+        await self.app(scope, limited_receive, guarded_send)

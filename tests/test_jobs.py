@@ -1,0 +1,60 @@
+"""Background jobs with a controlled clock: agents go offline, tokens expire, both registered."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from aiorch.hub.context import HubContext
+from aiorch.hub.jobs import register_jobs
+from aiorch.hub.services import agents, enrollment
+from aiorch.hub.settings import HubSettings
+from aiorch.hub.store import Store
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def ctx(tmp_path: Path):
+    settings = HubSettings(data_dir=tmp_path, poll_interval_s=10, offline_after_missed=3)
+    context = HubContext(store=Store(settings.db_path).open(), settings=settings, clock=Clock())
+    yield context
+    context.store.close()
+
+
+def test_agent_goes_offline_after_missed_checkins(ctx: HubContext):
+    token = enrollment.create_token(ctx, "edge1", 3600, 1, "user:test")["token"]
+    agent_id = enrollment.enroll(ctx, token, {"hostname": "h1"}, "1")["agent_id"]
+    assert agents.mark_offline(ctx) == []
+    ctx.clock.now += 31  # type: ignore[attr-defined]
+    assert agents.list_agents(ctx)[0]["status"] == "offline"
+    assert agents.mark_offline(ctx) == [agent_id]
+    assert agents.mark_offline(ctx) == [], "a transition is recorded once"
+    assert [e["action"] for e in ctx.store.read().query("SELECT action FROM audit_log")][-1] == (
+        "agent.offline"
+    )
+
+
+def test_enrollment_tokens_expire(ctx: HubContext):
+    enrollment.create_token(ctx, "edge1", 60, 1, "user:test")
+    assert enrollment.expire_tokens(ctx) == 0
+    ctx.clock.now += 61  # type: ignore[attr-defined]
+    assert enrollment.expire_tokens(ctx) == 1
+    assert enrollment.list_tokens(ctx)[0]["status"] == "expired"
+
+
+def test_all_jobs_are_registered_in_one_place(ctx: HubContext):
+    scheduler = BackgroundScheduler()
+    register_jobs(scheduler, ctx)
+    assert {j.id for j in scheduler.get_jobs()} == {
+        "mark-agents-offline",
+        "expire-enrollment-tokens",
+    }
