@@ -69,7 +69,8 @@ class Agent:
         cred = self.state.credential()
         if cred is None:
             raise NotEnrolled(
-                f"not enrolled: no credential in {config.state_dir}; run 'aiorch-agent enroll' first"
+                f"not enrolled: no credential in {config.state_dir}; "
+                "run 'aiorch-agent enroll' first"
             )
         self.agent_id: str = cred["agent_id"]
         self.hub = HubClient(
@@ -86,7 +87,7 @@ class Agent:
         self.gpus.close()
 
     def checkin(self) -> float | None:
-        """One heartbeat; stores a new desired state if the hub has one. Returns the poll interval."""
+        """One heartbeat; stores a new desired state if the hub has one; returns the interval."""
         facts = collect_facts(self.gpus)
         digest = facts_hash(facts)
         changed_facts = digest != self.state.facts_hash()

@@ -101,7 +101,8 @@ class Outbox:
         with self._transaction():
             self.conn.execute("DELETE FROM samples WHERE seq <= ?", [batch.seq_end])
             self.conn.execute(
-                "UPDATE meta SET value = CAST(value AS INTEGER) - ? WHERE key = 'dropped_unreported'",
+                "UPDATE meta SET value = CAST(value AS INTEGER) - ? "
+                "WHERE key = 'dropped_unreported'",
                 [batch.dropped],
             )
 

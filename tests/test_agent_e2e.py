@@ -24,7 +24,11 @@ def _agent(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def agent_config(tmp_path: Path, hub: HubProcess) -> Path:
     path = tmp_path / "agent.yaml"
-    path.write_text(yaml.safe_dump({"hub_url": hub.url, "state_dir": str(tmp_path / "state"), "gpu_backend": "nvml"}))
+    path.write_text(
+        yaml.safe_dump(
+            {"hub_url": hub.url, "state_dir": str(tmp_path / "state"), "gpu_backend": "nvml"}
+        )
+    )
     return path
 
 
@@ -36,7 +40,9 @@ def enrolled(hub: HubProcess, agent_config: Path) -> dict:
     return dict(json.loads(result.stdout))
 
 
-def test_enrolled_agent_runs_once_and_shows_online(hub: HubProcess, agent_config: Path, enrolled: dict):
+def test_enrolled_agent_runs_once_and_shows_online(
+    hub: HubProcess, agent_config: Path, enrolled: dict
+):
     result = _agent(agent_config, "run", "--once")
     assert result.returncode == 0, result.stderr
     rows = hub.cli_json("agents", "list")
@@ -60,7 +66,9 @@ def test_agent_restart_keeps_credential_and_desired_state(
     state = tmp_path / "state"
     before = (state / "credential.json").read_text()
     assert json.loads((state / "desired.json").read_text()) == {"revision": 1, "document": doc}
-    assert _agent(agent_config, "run", "--once").returncode == 0, "a second process reuses the state"
+    assert _agent(agent_config, "run", "--once").returncode == 0, (
+        "a second process reuses the state"
+    )
     assert (state / "credential.json").read_text() == before
     row = hub.cli_json("agents", "list")[0]
     assert row["applied_revision"] == 1 and row["desired_revision"] == 1

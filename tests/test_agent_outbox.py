@@ -81,7 +81,7 @@ def test_outbox_matches_model(tmp_path_factory, ops):
                 assert [s["seq"] for s in batch.samples] == model[:n]
                 assert batch.dropped == dropped
                 box.ack(batch)
-                model = model[len(batch.samples):]
+                model = model[len(batch.samples) :]
                 dropped = 0
         else:
             box.close()

@@ -16,7 +16,10 @@ EXAMPLE = Path(__file__).parent.parent / "inventories" / "example"
 def _ansible_list(path: Path) -> dict:
     out = subprocess.run(
         [str(BIN / "ansible-inventory"), "-i", str(path), "--list"],
-        capture_output=True, text=True, check=True, timeout=120,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
     ).stdout
     data = json.loads(out)
     for group in data.values():
@@ -41,7 +44,9 @@ def test_imported_hosts_carry_site_role_and_labels(hub: HubProcess):
     assert (h100["site"], h100["region"]) == ("dc1", "eu")
     assert h100["labels"]["site"] == "dc1"
     assert {s["name"]: s["region"] for s in hub.cli_json("sites")} == {
-        "dc1": "eu", "edge1": "eu", "edge2": "us",
+        "dc1": "eu",
+        "edge1": "eu",
+        "edge2": "us",
     }
 
 

@@ -67,7 +67,9 @@ def test_reads_see_committed_writes_from_other_threads(store: Store):
     store.write(lambda db: db.execute("INSERT INTO sites (name, created_at) VALUES ('x', 0)"))
     result: list[int] = []
     t = threading.Thread(
-        target=lambda: result.append(store.read().execute("SELECT COUNT(*) FROM sites").fetchone()[0])
+        target=lambda: result.append(
+            store.read().execute("SELECT COUNT(*) FROM sites").fetchone()[0]
+        )
     )
     t.start()
     t.join()

@@ -1,4 +1,4 @@
-"""`aiorch inventory`, `hosts`, `agents`, `sites`, `status`, `audit`: the fleet as the hub sees it."""
+"""The fleet as the hub sees it: inventory, hosts, agents, sites, status and audit."""
 
 from __future__ import annotations
 
@@ -16,16 +16,14 @@ agents_app = typer.Typer(help="Edge agents and their liveness.", no_args_is_help
 
 
 @inventory_app.command("import")
-def inventory_import(
-    ctx: typer.Context, file: Path, output: Output = OutputOpt
-) -> None:
+def inventory_import(ctx: typer.Context, file: Path, output: Output = OutputOpt) -> None:
     """Import an Ansible inventory (YAML or INI); all of it or, on any error, nothing."""
     try:
         content = file.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read {file}: {exc}") from None
-    result = state(ctx).client().post(
-        "/inventory/import", {"filename": file.name, "content": content}
+    result = (
+        state(ctx).client().post("/inventory/import", {"filename": file.name, "content": content})
     )
     emit(result, output)
 

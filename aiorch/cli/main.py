@@ -17,6 +17,7 @@ app = typer.Typer(
     help="aiorch: bring up, run and watch on-prem GPU servers and edge boxes.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    add_completion=False,
 )
 
 

@@ -9,7 +9,9 @@ from aiorch.cli.state import OutputOpt, state
 from aiorch.errors import UserError
 
 token_app = typer.Typer(help="API tokens for people and automation.", no_args_is_help=True)
-enroll_app = typer.Typer(help="Enrollment tokens that new agents trade for a credential.", no_args_is_help=True)
+enroll_app = typer.Typer(
+    help="Enrollment tokens that new agents trade for a credential.", no_args_is_help=True
+)
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 

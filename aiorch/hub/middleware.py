@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -53,7 +52,7 @@ class BodyGuard:
                 await _reply(send, 413, f"request body over the limit of {self.max_bytes} bytes")
             return {"type": "http.disconnect"} if refused else message
 
-        async def guarded_send(message: dict[str, Any]) -> None:
+        async def guarded_send(message: Message) -> None:
             if not refused:
                 await send(message)
 

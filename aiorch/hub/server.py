@@ -1,4 +1,4 @@
-"""`aiorch hub serve`: open the store, bootstrap the admin token, run uvicorn on one or more sockets."""
+"""`aiorch hub serve`: open the store, bootstrap the admin token, run uvicorn on its sockets."""
 
 from __future__ import annotations
 

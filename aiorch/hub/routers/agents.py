@@ -1,4 +1,4 @@
-"""Agents as people see them (list, show, desired state) and as agents use them (check-in, telemetry)."""
+"""Agents as people see them (list, desired state) and as agents use them (check-in, telemetry)."""
 
 from typing import Any
 

@@ -37,5 +37,5 @@ def revoke_enroll_token(
 
 @public.post("/enroll", status_code=201)
 def enroll(body: EnrollRequest, ctx: HubContext = Depends(context)) -> dict[str, Any]:
-    """The one route an agent calls before it has a credential: the token in the body is the proof."""
+    """The one route called before having a credential: the token in the body is the proof."""
     return enrollment.enroll(ctx, body.token, body.facts, body.agent_version)

@@ -80,11 +80,13 @@ def set_desired(
         revision, current = _desired_row(db, agent_id)
         if current == text:
             return revision
-        db["desired_states"].upsert(
+        db.table("desired_states").upsert(
             {"agent_id": agent_id, "revision": revision + 1, "document": text, "updated_at": now},
             pk="agent_id",
         )
-        audit.record(db, actor, "agent.desired.set", f"agent:{agent_id}", {"revision": revision + 1})
+        audit.record(
+            db, actor, "agent.desired.set", f"agent:{agent_id}", {"revision": revision + 1}
+        )
         return revision + 1
 
     return {"agent_id": agent_id, "revision": ctx.store.write(op), "document": document}

@@ -21,7 +21,7 @@ def record(
     ts: float | None = None,
 ) -> None:
     """Append one entry; callers pass no secrets in `detail`."""
-    db["audit_log"].insert(
+    db.table("audit_log").insert(
         {
             "ts": time.time() if ts is None else ts,
             "actor": actor,

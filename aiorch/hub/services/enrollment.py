@@ -30,10 +30,8 @@ def create_token(ctx: HubContext, site: str, ttl_s: float, uses: int, actor: str
     }
 
     def op(db: sqlite_utils.Database) -> None:
-        db["enrollment_tokens"].insert(row)
-        db.execute(
-            "INSERT OR IGNORE INTO sites (name, created_at) VALUES (?, ?)", [site, now]
-        )
+        db.table("enrollment_tokens").insert(row)
+        db.execute("INSERT OR IGNORE INTO sites (name, created_at) VALUES (?, ?)", [site, now])
         detail = {"site": site, "ttl_s": ttl_s, "uses": uses}
         audit.record(db, actor, "enroll_token.create", f"enroll_token:{minted.id}", detail, ts=now)
 
@@ -73,7 +71,8 @@ def expire_tokens(ctx: HubContext) -> int:
 
     def op(db: sqlite_utils.Database) -> int:
         cur = db.execute(
-            "UPDATE enrollment_tokens SET status = 'expired' WHERE status = 'active' AND expires_at <= ?",
+            "UPDATE enrollment_tokens SET status = 'expired' "
+            "WHERE status = 'active' AND expires_at <= ?",
             [now],
         )
         return cur.rowcount
@@ -81,7 +80,9 @@ def expire_tokens(ctx: HubContext) -> int:
     return ctx.store.write(op)
 
 
-def _refusal(row: dict[str, Any] | None, presented: credentials.Presented, now: float) -> str | None:
+def _refusal(
+    row: dict[str, Any] | None, presented: credentials.Presented, now: float
+) -> str | None:
     if row is None or not credentials.matches(presented, row["secret_hash"]):
         return "unknown enrollment token"
     if row["status"] == "revoked":
@@ -93,7 +94,9 @@ def _refusal(row: dict[str, Any] | None, presented: credentials.Presented, now: 
     return None
 
 
-def enroll(ctx: HubContext, token: str, facts: dict[str, Any], agent_version: str) -> dict[str, Any]:
+def enroll(
+    ctx: HubContext, token: str, facts: dict[str, Any], agent_version: str
+) -> dict[str, Any]:
     """Spend one use of `token`, register the host, and mint the agent's own credential."""
     presented = credentials.parse(token)
     if presented is None or presented.kind != credentials.ENROLLMENT_TOKEN:
@@ -121,7 +124,7 @@ def enroll(ctx: HubContext, token: str, facts: dict[str, Any], agent_version: st
         previous = hosts[0]["agent_id"] if hosts else None
         if previous:
             db.execute("UPDATE agents SET revoked_at = ? WHERE id = ?", [now, previous])
-        db["agents"].insert(
+        db.table("agents").insert(
             {
                 "id": minted.id,
                 "secret_hash": minted.secret_hash,
@@ -142,7 +145,7 @@ def enroll(ctx: HubContext, token: str, facts: dict[str, Any], agent_version: st
                 [site, minted.id, facts_json, now, hostname],
             )
         else:
-            db["hosts"].insert(
+            db.table("hosts").insert(
                 {
                     "name": hostname,
                     "site": site,

@@ -10,7 +10,13 @@ import sqlite_utils
 from aiorch.errors import NotFound
 from aiorch.hub.context import HubContext
 from aiorch.hub.services import agents, audit
-from aiorch.inventory import Inventory, InventoryGroup, InventoryHost, parse_inventory, render_inventory
+from aiorch.inventory import (
+    Inventory,
+    InventoryGroup,
+    InventoryHost,
+    parse_inventory,
+    render_inventory,
+)
 
 
 def import_inventory(ctx: HubContext, content: str, filename: str, actor: str) -> dict[str, Any]:
@@ -20,7 +26,7 @@ def import_inventory(ctx: HubContext, content: str, filename: str, actor: str) -
 
     def op(db: sqlite_utils.Database) -> dict[str, Any]:
         for group in inv.groups.values():
-            db["inventory_groups"].upsert(
+            db.table("inventory_groups").upsert(
                 {
                     "name": group.name,
                     "vars": json.dumps(group.vars, sort_keys=True),
@@ -40,9 +46,9 @@ def import_inventory(ctx: HubContext, content: str, filename: str, actor: str) -
                 "updated_at": now,
             }
             if db.execute("SELECT 1 FROM hosts WHERE name = ?", [host.name]).fetchone():
-                db["hosts"].update(host.name, fields)
+                db.table("hosts").update(host.name, fields)
             else:
-                db["hosts"].insert({"name": host.name, **fields, "created_at": now})
+                db.table("hosts").insert({"name": host.name, **fields, "created_at": now})
                 created += 1
         for site, region in sorted({(h.site, h.region) for h in inv.hosts.values() if h.site}):
             db.execute(
@@ -66,7 +72,10 @@ def _stored_inventory(db: sqlite_utils.Database) -> Inventory:
     groups: dict[str, InventoryGroup] = {}
     for row in db.query("SELECT name, vars, children FROM inventory_groups ORDER BY name"):
         groups[row["name"]] = InventoryGroup(
-            name=row["name"], vars=json.loads(row["vars"]), children=json.loads(row["children"]), hosts=[]
+            name=row["name"],
+            vars=json.loads(row["vars"]),
+            children=json.loads(row["children"]),
+            hosts=[],
         )
     hosts: dict[str, InventoryHost] = {}
     for row in db.query("SELECT * FROM hosts WHERE status != 'retired' ORDER BY name"):

@@ -19,8 +19,7 @@ def _validate(batch: TelemetryBatch) -> None:
     outside = [s for s in seqs if not batch.seq_start <= s <= batch.seq_end]
     if outside:
         raise InvalidInput(
-            f"sample seq {outside[0]} is outside the batch range "
-            f"{batch.seq_start}..{batch.seq_end}"
+            f"sample seq {outside[0]} is outside the batch range {batch.seq_start}..{batch.seq_end}"
         )
     if len(set(seqs)) != len(seqs):
         raise InvalidInput("a batch repeats a sample sequence number")
@@ -31,7 +30,15 @@ def ingest(ctx: HubContext, agent_id: str, batch: TelemetryBatch) -> dict[str, A
     _validate(batch)
     now = ctx.clock()
     rows = [
-        (agent_id, batch.epoch, s.seq, s.ts, s.metric, s.value, json.dumps(s.labels, sort_keys=True))
+        (
+            agent_id,
+            batch.epoch,
+            s.seq,
+            s.ts,
+            s.metric,
+            s.value,
+            json.dumps(s.labels, sort_keys=True),
+        )
         for s in batch.samples
     ]
 
@@ -62,7 +69,9 @@ def ingest(ctx: HubContext, agent_id: str, batch: TelemetryBatch) -> dict[str, A
 
 
 def sample_count(ctx: HubContext, agent_id: str) -> int:
-    row = ctx.store.read().execute(
-        "SELECT COUNT(*) FROM samples WHERE agent_id = ?", [agent_id]
-    ).fetchone()
+    row = (
+        ctx.store.read()
+        .execute("SELECT COUNT(*) FROM samples WHERE agent_id = ?", [agent_id])
+        .fetchone()
+    )
     return int(row[0])

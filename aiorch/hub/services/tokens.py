@@ -16,9 +16,14 @@ ROLES = ("viewer", "operator", "admin")
 
 
 def _insert(
-    db: sqlite_utils.Database, minted: credentials.Minted, role: str, name: str, actor: str, now: float
+    db: sqlite_utils.Database,
+    minted: credentials.Minted,
+    role: str,
+    name: str,
+    actor: str,
+    now: float,
 ) -> None:
-    db["api_tokens"].insert(
+    db.table("api_tokens").insert(
         {
             "id": minted.id,
             "secret_hash": minted.secret_hash,
@@ -29,7 +34,9 @@ def _insert(
             "revoked_at": None,
         }
     )
-    audit.record(db, actor, "token.create", f"token:{minted.id}", {"role": role, "name": name}, ts=now)
+    audit.record(
+        db, actor, "token.create", f"token:{minted.id}", {"role": role, "name": name}, ts=now
+    )
 
 
 def create(ctx: HubContext, role: str, name: str, actor: str) -> dict[str, Any]:
@@ -41,7 +48,8 @@ def create(ctx: HubContext, role: str, name: str, actor: str) -> dict[str, Any]:
 
 def list_tokens(ctx: HubContext) -> list[dict[str, Any]]:
     rows = ctx.store.read().query(
-        "SELECT id, role, name, created_by, created_at, revoked_at FROM api_tokens ORDER BY created_at"
+        "SELECT id, role, name, created_by, created_at, revoked_at "
+        "FROM api_tokens ORDER BY created_at"
     )
     return list(rows)
 
@@ -51,7 +59,8 @@ def revoke(ctx: HubContext, token_id: str, actor: str) -> None:
 
     def op(db: sqlite_utils.Database) -> None:
         cur = db.execute(
-            "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", [now, token_id]
+            "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+            [now, token_id],
         )
         if cur.rowcount == 0:
             raise NotFound(f"no active API token with id {token_id}")

@@ -119,7 +119,7 @@ def m001_core(db: sqlite_utils.Database) -> None:
             detail TEXT NOT NULL DEFAULT '{}'
         );
         CREATE INDEX audit_ts ON audit_log(ts);
-        """
+        """,
     )
 
 
@@ -138,6 +138,6 @@ def apply_migrations(db: sqlite_utils.Database) -> list[str]:
             continue
         with db.atomic():
             migration(db)
-            db["_migrations"].insert({"name": migration.__name__, "applied_at": time.time()})
+            db.table("_migrations").insert({"name": migration.__name__, "applied_at": time.time()})
         applied.append(migration.__name__)
     return applied
