@@ -1,2 +1,3 @@
 """aiorch: hub, CLI and lab for on-prem GPU and edge fleets."""
+
 __version__ = "0.1.0"

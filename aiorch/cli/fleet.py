@@ -50,6 +50,9 @@ def hosts_list(
 ) -> None:
     """List hosts with site, role, labels, GPUs and agent status."""
     rows = state(ctx).client().get("/hosts", site=site)
+    if output is Output.table:
+        for row in rows:
+            row["gpus"] = f"{row['gpus']} simulated" if row.get("gpus_simulated") else row["gpus"]
     emit(rows, output, ["name", "site", "role", "region", "gpus", "agent", "status", "labels"])
 
 
@@ -81,9 +84,10 @@ def status_cmd(ctx: typer.Context, output: Output = OutputOpt) -> None:
     agents = ", ".join(f"{n} {s}" for s, n in sorted(data["agents"].items())) or "none"
     console.print(
         f"[bold]aiorch hub {data['hub_version']}[/]  hosts {data['hosts']}  "
-        f"GPUs {data['gpus']}  agents: {agents}"
+        f"GPUs {data['gpus']} (+{data['gpus_simulated']} simulated)  agents: {agents}"
     )
-    columns = ["site", "hosts", "gpus", "agents_online", "agents_offline", "agents_none"]
+    columns = ["site", "hosts", "gpus", "gpus_simulated", "agents_online", "agents_offline"]
+    columns.append("agents_none")
     emit(data["sites"], output, columns, title="sites")
 
 

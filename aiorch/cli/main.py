@@ -49,7 +49,7 @@ def run() -> None:
     """Console-script entry: domain errors become one line on stderr and exit status 1."""
     try:
         app()
-    except AiorchError as exc:
+    except (AiorchError, TimeoutError) as exc:
         print(f"aiorch: error: {exc}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:

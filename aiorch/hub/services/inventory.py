@@ -103,7 +103,8 @@ def list_hosts(ctx: HubContext, site: str | None = None) -> list[dict[str, Any]]
     where, params = ("WHERE h.site = ?", [site]) if site else ("", [])
     rows = ctx.store.read().query(
         "SELECT h.name, h.site, h.role, h.region, h.labels, h.groups, h.status, h.agent_id, "
-        "a.last_seen, a.revoked_at, json_array_length(h.facts, '$.gpus') AS gpus "
+        "a.last_seen, a.revoked_at, json_array_length(h.facts, '$.gpus') AS gpus, "
+        "json_extract(h.facts, '$.gpus[0].simulated') AS gpus_simulated "
         f"FROM hosts h LEFT JOIN agents a ON a.id = h.agent_id {where} ORDER BY h.site, h.name",
         params,
     )
@@ -115,7 +116,9 @@ def list_hosts(ctx: HubContext, site: str | None = None) -> list[dict[str, Any]]
             if row["agent_id"]
             else "none"
         )
-        out.append({**row, "agent": agent_status, "gpus": row["gpus"] or 0})
+        simulated = bool(row.pop("gpus_simulated"))
+        gpus = row["gpus"] or 0
+        out.append({**row, "agent": agent_status, "gpus": gpus, "gpus_simulated": simulated})
     return out
 
 

@@ -17,12 +17,13 @@ def overview(ctx: HubContext) -> dict[str, Any]:
     for host in hosts:
         site = per_site.setdefault(host["site"] or "-", Counter())
         site["hosts"] += 1
-        site["gpus"] += host["gpus"]
+        site["gpus_simulated" if host["gpus_simulated"] else "gpus"] += host["gpus"]
         site[f"agents_{host['agent']}"] += 1
     return {
         "hub_version": __version__,
         "hosts": len(hosts),
-        "gpus": sum(h["gpus"] for h in hosts),
+        "gpus": sum(h["gpus"] for h in hosts if not h["gpus_simulated"]),
+        "gpus_simulated": sum(h["gpus"] for h in hosts if h["gpus_simulated"]),
         "agents": dict(Counter(a["status"] for a in agent_rows)),
         "sites": [{"site": name, **dict(counts)} for name, counts in sorted(per_site.items())],
         "poll_interval_s": ctx.settings.poll_interval_s,
