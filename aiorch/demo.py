@@ -16,12 +16,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
-
 from aiorch.errors import AiorchError, UserError
+from aiorch.hub.process import HubProcess, healthy
 from aiorch.hub.server import endpoint_url
 from aiorch.lab.fleet import Lab
-from aiorch.lab.wait import wait_until
 
 BIN = Path(sys.executable).parent
 
@@ -42,38 +40,16 @@ def _show(argv: list[str], env: dict[str, str] | None = None, capture: bool = Fa
     return result.stdout or ""
 
 
-def _healthy(url: str | None) -> bool:
-    if not url:
-        return False
-    try:
-        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def start_hub(data_dir: Path, port: int, listen: str) -> str:
     """Start the hub in the background unless this data dir's hub already answers."""
     url = endpoint_url(data_dir)
-    if _healthy(url):
+    if healthy(url):
         print(f"hub already running at {url}")
         return str(url)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    argv = [str(BIN / "aiorch"), "hub", "serve", "--data-dir", str(data_dir), "--port", str(port)]
-    argv += ["--listen", listen]
-    print(f"\n$ aiorch hub serve --data-dir {data_dir} --port {port} --listen {listen} &")
-    with (data_dir / "hub.log").open("ab") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise UserError(f"hub exited early; see {data_dir / 'hub.log'}")
-        return (
-            _healthy(endpoint_url(data_dir))
-            and endpoint_url(data_dir) == f"http://127.0.0.1:{port}"
-        )
-
-    wait_until(up, timeout=60, what="the hub to answer /healthz")
-    return f"http://127.0.0.1:{port}"
+    hub = HubProcess(data_dir, port, listen=[listen], log_level="info")
+    print(f"\n$ {' '.join(['aiorch', *hub.argv()[1:]])} &")
+    hub.start(detach=True)
+    return hub.url
 
 
 def demo_up(data_dir: Path, lab_name: str, hosts: int, port: int) -> None:

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,58 +12,15 @@ from typing import Any
 import httpx
 import pytest
 
-from aiorch.lab.wait import wait_until
+from aiorch.hub.process import BIN
+from aiorch.hub.process import HubProcess as BaseHubProcess
 
-BIN = Path(sys.executable).parent
 AIORCH = str(BIN / "aiorch")
 AGENT = str(BIN / "aiorch-agent")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class HubProcess:
-    """`aiorch hub serve` in a subprocess: start, stop, kill -9 and start again on the same dir."""
-
-    def __init__(self, data_dir: Path, poll_interval: float = 30.0) -> None:
-        self.data_dir = data_dir
-        self.port = free_port()
-        self.poll_interval = poll_interval
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = data_dir.parent / f"{data_dir.name}-hub.log"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def admin_token(self) -> str:
-        return (self.data_dir / "admin.token").read_text().strip()
-
-    def start(self) -> HubProcess:
-        argv = [AIORCH, "hub", "serve", "--data-dir", str(self.data_dir), "--port", str(self.port)]
-        argv += ["--poll-interval", str(self.poll_interval), "--log-level", "warning"]
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-        wait_until(self._healthy, timeout=30, what=f"hub on {self.url} (log: {self.log})")
-        return self
-
-    def _healthy(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"hub exited with {self.proc.returncode}: {self.log.read_text()}")
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(timeout=30)
-        self.proc = None
+class HubProcess(BaseHubProcess):
+    """The hub process plus the clients tests use against it."""
 
     def client(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}

@@ -55,6 +55,25 @@ def test_all_jobs_are_registered_in_one_place(ctx: HubContext):
     scheduler = BackgroundScheduler()
     register_jobs(scheduler, ctx)
     assert {j.id for j in scheduler.get_jobs()} == {
+        "flush-heartbeats",
         "mark-agents-offline",
         "expire-enrollment-tokens",
     }
+
+
+def test_heartbeats_show_at_once_and_persist_on_flush(ctx: HubContext):
+    import asyncio
+
+    from aiorch.hub.schemas import CheckinRequest
+
+    token = enrollment.create_token(ctx, "edge1", 3600, 1, "user:test")["token"]
+    agent_id = enrollment.enroll(ctx, token, {"hostname": "h2"}, "1")["agent_id"]
+    ctx.clock.now += 100  # type: ignore[attr-defined]
+    body = CheckinRequest(agent_version="2", uptime_s=5, facts_hash="f", applied_revision=7)
+    asyncio.run(agents.checkin(ctx, agent_id, body, None))
+    row = agents.get_agent(ctx, agent_id)
+    assert (row["applied_revision"], row["status"]) == (7, "online"), "pending beat is overlaid"
+    stored = "SELECT applied_revision, last_seen FROM agents WHERE id = ?"
+    assert ctx.store.read().execute(stored, [agent_id]).fetchone()[0] == 0
+    assert ctx.heartbeats.flush(ctx.store) == 1
+    assert ctx.store.read().execute(stored, [agent_id]).fetchone() == (7, ctx.clock.now)  # type: ignore[attr-defined]

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiorch.hub.services.heartbeats import HeartbeatBuffer
 from aiorch.hub.settings import HubSettings
 from aiorch.hub.store import Store
 
@@ -17,6 +18,7 @@ class HubContext:
     store: Store
     settings: HubSettings
     clock: Callable[[], float] = field(default=time.time)
+    heartbeats: HeartbeatBuffer = field(default_factory=HeartbeatBuffer)
 
 
 def decode_json_fields(row: dict[str, Any], fields: Iterable[str]) -> dict[str, Any]:

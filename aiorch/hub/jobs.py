@@ -27,17 +27,22 @@ def _logged(name: str, job: Callable[[HubContext], Any], ctx: HubContext) -> Cal
     return run
 
 
+def flush_heartbeats(ctx: HubContext) -> None:
+    ctx.heartbeats.flush(ctx.store)
+
+
 def register_jobs(scheduler: BaseScheduler, ctx: HubContext) -> None:
     every = ctx.settings.job_interval_s
-    jobs: dict[str, Callable[[HubContext], Any]] = {
-        "mark-agents-offline": agents.mark_offline,
-        "expire-enrollment-tokens": enrollment.expire_tokens,
+    jobs: dict[str, tuple[float, Callable[[HubContext], Any]]] = {
+        "flush-heartbeats": (ctx.settings.heartbeat_flush_s, flush_heartbeats),
+        "mark-agents-offline": (every, agents.mark_offline),
+        "expire-enrollment-tokens": (every, enrollment.expire_tokens),
     }
-    for name, job in jobs.items():
+    for name, (seconds, job) in jobs.items():
         scheduler.add_job(
             _logged(name, job, ctx),
             "interval",
-            seconds=every,
+            seconds=seconds,
             id=name,
             max_instances=1,
             coalesce=True,

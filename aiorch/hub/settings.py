@@ -13,6 +13,7 @@ class HubSettings(BaseModel):
     offline_after_missed: int = Field(3, ge=1, description="Missed check-ins before offline.")
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0)
     job_interval_s: float = Field(10.0, gt=0, description="Period of the housekeeping jobs.")
+    heartbeat_flush_s: float = Field(1.0, gt=0, description="How often heartbeats are persisted.")
 
     @property
     def db_path(self) -> Path:

@@ -1,17 +1,16 @@
-"""Agents as people see them (list, desired state) and as agents use them (check-in, telemetry)."""
+"""Agents as people see them: list, show, desired state."""
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Header, Response
+from fastapi import APIRouter, Depends
 
 from aiorch.hub.context import HubContext
-from aiorch.hub.routers.deps import agent_self, context, operator, viewer
-from aiorch.hub.schemas import CheckinRequest, DesiredStateUpdate, TelemetryBatch
-from aiorch.hub.services import agents, telemetry
+from aiorch.hub.routers.deps import context, operator, viewer
+from aiorch.hub.schemas import DesiredStateUpdate
+from aiorch.hub.services import agents
 from aiorch.hub.services.auth import Principal
 
 router = APIRouter(prefix="/agents", tags=["agents"])
-POLL_HEADER = "X-Aiorch-Poll-Interval"
 
 
 @router.get("")
@@ -41,35 +40,3 @@ def set_desired(
     p: Principal = Depends(operator),
 ) -> dict[str, Any]:
     return agents.set_desired(ctx, agent_id, body.document, p.actor)
-
-
-@router.post("/{agent_id}/checkin", responses={304: {"description": "Desired state unchanged"}})
-def checkin(
-    agent_id: str,
-    body: CheckinRequest,
-    response: Response,
-    if_none_match: str | None = Header(None),
-    ctx: HubContext = Depends(context),
-    _: Principal = Depends(agent_self),
-) -> Any:
-    """Heartbeat and desired-state poll in one: 304 while the agent's revision is current."""
-    answer = agents.checkin(ctx, agent_id, body, if_none_match)
-    headers = {"ETag": agents.etag(answer.revision), POLL_HEADER: str(ctx.settings.poll_interval_s)}
-    if answer.document is None:
-        return Response(status_code=304, headers=headers)
-    response.headers.update(headers)
-    return {
-        "revision": answer.revision,
-        "desired": answer.document,
-        "poll_interval_s": ctx.settings.poll_interval_s,
-    }
-
-
-@router.post("/{agent_id}/telemetry")
-def upload_telemetry(
-    agent_id: str,
-    body: TelemetryBatch,
-    ctx: HubContext = Depends(context),
-    _: Principal = Depends(agent_self),
-) -> dict[str, Any]:
-    return telemetry.ingest(ctx, agent_id, body)

@@ -12,6 +12,7 @@ from aiorch.errors import NotFound
 from aiorch.hub.context import HubContext, decode_json_fields
 from aiorch.hub.schemas import CheckinRequest
 from aiorch.hub.services import audit
+from aiorch.hub.services.heartbeats import Heartbeat
 
 EMPTY_DESIRED: dict[str, Any] = {"workloads": []}
 
@@ -33,24 +34,21 @@ def _desired_row(db: sqlite_utils.Database, agent_id: str) -> tuple[int, str | N
     return (row[0], row[1]) if row else (0, None)
 
 
-def checkin(
+async def checkin(
     ctx: HubContext, agent_id: str, req: CheckinRequest, if_none_match: str | None
 ) -> CheckinAnswer:
+    """Record the heartbeat (coalesced) and answer with the desired state if it changed."""
     now = ctx.clock()
-
-    def op(db: sqlite_utils.Database) -> None:
-        db.execute(
-            "UPDATE agents SET last_seen = ?, status = 'online', agent_version = ?, uptime_s = ?, "
-            "facts_hash = ?, applied_revision = ? WHERE id = ?",
-            [now, req.agent_version, req.uptime_s, req.facts_hash, req.applied_revision, agent_id],
-        )
-        if req.facts is not None:
-            db.execute(
+    beat = Heartbeat(now, req.agent_version, req.uptime_s, req.facts_hash, req.applied_revision)
+    ctx.heartbeats.record(agent_id, beat)
+    if req.facts is not None:
+        facts = json.dumps(req.facts, sort_keys=True)
+        await ctx.store.awrite(
+            lambda db: db.execute(
                 "UPDATE hosts SET facts = ?, updated_at = ? WHERE agent_id = ?",
-                [json.dumps(req.facts, sort_keys=True), now, agent_id],
+                [facts, now, agent_id],
             )
-
-    ctx.store.write(op)
+        )
     revision, document = _desired_row(ctx.store.read(), agent_id)
     if if_none_match is not None and if_none_match.strip() == etag(revision):
         return CheckinAnswer(revision, None)
@@ -106,12 +104,13 @@ def liveness(ctx: HubContext, last_seen: float | None, revoked_at: float | None)
 
 
 def list_agents(ctx: HubContext) -> list[dict[str, Any]]:
-    rows = ctx.store.read().query(
+    stored = ctx.store.read().query(
         "SELECT id, host_name, site, enrolled_at, last_seen, agent_version, uptime_s, "
         "facts_hash, applied_revision, revoked_at, "
         "COALESCE((SELECT revision FROM desired_states d WHERE d.agent_id = agents.id), 0) "
         "AS desired_revision FROM agents ORDER BY host_name, enrolled_at"
     )
+    rows = [ctx.heartbeats.overlay(r) for r in stored]
     return [{**r, "status": liveness(ctx, r["last_seen"], r["revoked_at"])} for r in rows]
 
 
@@ -124,6 +123,7 @@ def get_agent(ctx: HubContext, agent_id: str) -> dict[str, Any]:
 
 def mark_offline(ctx: HubContext) -> list[str]:
     """Scheduled job: persist online->offline transitions and audit each one."""
+    ctx.heartbeats.flush(ctx.store)
     now = ctx.clock()
     cutoff = now - ctx.settings.offline_after_s
 

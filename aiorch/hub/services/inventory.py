@@ -112,7 +112,11 @@ def list_hosts(ctx: HubContext, site: str | None = None) -> list[dict[str, Any]]
     for row in rows:
         row = agents.host_row(row)
         agent_status = (
-            agents.liveness(ctx, row.pop("last_seen"), row.pop("revoked_at"))
+            agents.liveness(
+                ctx,
+                ctx.heartbeats.last_seen(row["agent_id"], row.pop("last_seen")),
+                row.pop("revoked_at"),
+            )
             if row["agent_id"]
             else "none"
         )

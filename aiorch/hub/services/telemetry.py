@@ -25,7 +25,7 @@ def _validate(batch: TelemetryBatch) -> None:
         raise InvalidInput("a batch repeats a sample sequence number")
 
 
-def ingest(ctx: HubContext, agent_id: str, batch: TelemetryBatch) -> dict[str, Any]:
+async def ingest(ctx: HubContext, agent_id: str, batch: TelemetryBatch) -> dict[str, Any]:
     """Store a batch once; a repeat is acknowledged the same way without storing anything."""
     _validate(batch)
     now = ctx.clock()
@@ -59,7 +59,7 @@ def ingest(ctx: HubContext, agent_id: str, batch: TelemetryBatch) -> dict[str, A
         )
         return db.conn.total_changes - before
 
-    stored = ctx.store.write(op)
+    stored = await ctx.store.awrite(op)
     return {
         "epoch": batch.epoch,
         "acked_through": batch.seq_end,

@@ -8,6 +8,7 @@ connection per thread and run concurrently thanks to WAL.
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import sqlite3
 import threading
@@ -83,6 +84,10 @@ class Store:
     def write(self, op: Callable[[sqlite_utils.Database], T]) -> T:
         """Run `op` on the writer thread inside a transaction; return its result once committed."""
         return self.submit(op).result()
+
+    async def awrite(self, op: Callable[[sqlite_utils.Database], T]) -> T:
+        """`write()` for async code: waits without blocking the event loop."""
+        return await asyncio.wrap_future(self.submit(op))
 
     def submit(self, op: Callable[[sqlite_utils.Database], T]) -> Future[T]:
         if self._writer is None:
