@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,7 +93,23 @@ class HubClient:
         return CheckinReply(True, int(data["revision"]), data["desired"], poll_s)
 
     def upload(self, agent_id: str, batch: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = self._send(
-            "POST", f"/agents/{agent_id}/telemetry", json=batch
-        ).json()
+        body = wire_batch(batch)
+        response = self._send("POST", f"/agents/{agent_id}/telemetry", json=body)
+        result: dict[str, Any] = response.json()
         return result
+
+
+def wire_batch(batch: dict[str, Any]) -> dict[str, Any]:
+    """Outbox rows to protocol v1: each series named once, samples as [seq, ts, series, value]."""
+    index: dict[tuple[str, str], int] = {}
+    series: list[dict[str, Any]] = []
+    samples: list[list[Any]] = []
+    for sample in batch["samples"]:
+        key = (sample["metric"], json.dumps(sample["labels"], sort_keys=True))
+        position = index.get(key)
+        if position is None:
+            position = index[key] = len(series)
+            series.append({"metric": sample["metric"], "labels": sample["labels"]})
+        samples.append([sample["seq"], sample["ts"], position, sample["value"]])
+    head = {k: batch[k] for k in ("epoch", "seq_start", "seq_end", "dropped")}
+    return {**head, "series": series, "samples": samples}

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from aiorch.hub.process import free_port
 from aiorch.lab import Lab
-from tests.fixtures_hub import free_port
 from tests.fixtures_lab import unique_lab_name
 
 pytestmark = pytest.mark.lab

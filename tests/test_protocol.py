@@ -61,11 +61,14 @@ def test_checkin_records_heartbeat_fields(shared_hub: HubProcess, admin: httpx.C
 
 
 def _batch(epoch: str, start: int, count: int) -> dict:
-    samples = [
-        {"seq": start + i, "ts": 1000.0 + i, "metric": "host_load1", "value": float(i)}
-        for i in range(count)
-    ]
-    return {"epoch": epoch, "seq_start": start, "seq_end": start + count - 1, "samples": samples}
+    samples = [[start + i, 1000.0 + i, 0, float(i)] for i in range(count)]
+    return {
+        "epoch": epoch,
+        "seq_start": start,
+        "seq_end": start + count - 1,
+        "series": [{"metric": "host_load1", "labels": {}}],
+        "samples": samples,
+    }
 
 
 def test_telemetry_batch_sent_twice_is_stored_once_and_acked_twice(
@@ -91,6 +94,18 @@ def test_telemetry_batch_with_sample_outside_its_range_is_refused(
         response = agent.post(f"/agents/{enrolled['agent_id']}/telemetry", json=bad)
     assert response.status_code == 422
     assert "outside the batch range" in response.json()["detail"]
+
+
+def test_telemetry_sample_naming_a_missing_series_is_refused(
+    shared_hub: HubProcess, admin: httpx.Client
+):
+    enrolled = enroll_agent(shared_hub, make_enroll_token(admin), "tele-c")
+    bad = _batch("e1", 0, 2)
+    bad["samples"][1][2] = 5
+    with _agent_client(shared_hub, enrolled) as agent:
+        response = agent.post(f"/agents/{enrolled['agent_id']}/telemetry", json=bad)
+    assert response.status_code == 422
+    assert "names series 5; the batch has 1" in response.json()["detail"]
 
 
 def test_expired_token_is_refused_saying_expired(shared_hub: HubProcess, admin: httpx.Client):
@@ -154,7 +169,7 @@ def test_secrets_never_reach_the_audit_log(shared_hub: HubProcess, admin: httpx.
     token = make_enroll_token(admin)
     enrolled = enroll_agent(shared_hub, token, "audit-a")
     text = admin.get("/audit", params={"limit": 10_000}).text
-    assert token.split("_")[2] not in text
-    assert enrolled["credential"].split("_")[2] not in text
+    assert token.split("_", 2)[2] not in text
+    assert enrolled["credential"].split("_", 2)[2] not in text
     actions = {e["action"] for e in admin.get("/audit", params={"limit": 10_000}).json()}
     assert {"enroll_token.create", "agent.enroll"} <= actions

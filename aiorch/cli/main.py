@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from aiorch.cli import fleet, hub, tokens
+from aiorch.cli import fleet, hub, telemetry, tokens
 from aiorch.cli.client import default_data_dir
 from aiorch.cli.state import CliState
 from aiorch.errors import AiorchError
@@ -39,6 +39,7 @@ app.add_typer(tokens.enroll_app, name="enroll-token")
 app.add_typer(fleet.inventory_app, name="inventory")
 app.add_typer(fleet.hosts_app, name="hosts")
 app.add_typer(fleet.agents_app, name="agents")
+app.add_typer(telemetry.app, name="telemetry")
 app.add_typer(lab_app, name="lab")
 app.command("sites")(fleet.sites_cmd)
 app.command("status")(fleet.status_cmd)

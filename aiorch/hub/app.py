@@ -25,6 +25,7 @@ from aiorch.hub.routers import (
     inventory,
     overview,
     system,
+    telemetry,
     tokens,
 )
 from aiorch.hub.routers.deps import principal, viewer
@@ -34,15 +35,17 @@ API_PREFIX = "/api/v1"
 PUBLIC_PATHS = ("/healthz", f"{API_PREFIX}/enroll")
 
 
-def _one_line(exc: RequestValidationError | ValidationError) -> str:
+def _one_line(exc: RequestValidationError | ValidationError, shown: int = 3) -> str:
     # Bodies parsed by FastAPI carry a leading "body" in their locations; match that for
     # bodies the agent routes parse themselves, so messages read the same everywhere.
     prefix = ("body",) if isinstance(exc, ValidationError) else ()
+    errors = exc.errors()
     parts = []
-    for err in exc.errors():
+    for err in errors[:shown]:
         where = ".".join(str(x) for x in (*prefix, *err.get("loc", ())))
         parts.append(f"{where}: {err.get('msg', 'invalid')}")
-    return "; ".join(parts) or "invalid request"
+    more = f" (and {len(errors) - shown} more)" if len(errors) > shown else ""
+    return ("; ".join(parts) or "invalid request") + more
 
 
 async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
@@ -94,8 +97,9 @@ def create_app(ctx: HubContext, *, run_jobs: bool = True) -> FastAPI:
     # is per request, and nested routers multiply its cost.
     app.include_router(agent_protocol.router, prefix=API_PREFIX)
     app.include_router(enrollment.public, prefix=API_PREFIX)
-    for module in (agents, inventory, enrollment, tokens, overview):
+    for module in (agents, inventory, enrollment, tokens, overview, telemetry):
         app.include_router(module.router, prefix=API_PREFIX, dependencies=[Depends(principal)])
+    app.include_router(telemetry.scrape, dependencies=[Depends(principal)])
     app.include_router(system.router)
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(viewer)])

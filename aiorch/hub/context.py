@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiorch.hub.services.heartbeats import HeartbeatBuffer
+from aiorch.hub.services.latest import LatestValues
+from aiorch.hub.services.series import SeriesIds
 from aiorch.hub.settings import HubSettings
 from aiorch.hub.store import Store
 
@@ -19,6 +21,8 @@ class HubContext:
     settings: HubSettings
     clock: Callable[[], float] = field(default=time.time)
     heartbeats: HeartbeatBuffer = field(default_factory=HeartbeatBuffer)
+    series: SeriesIds = field(default_factory=SeriesIds)
+    latest: LatestValues = field(default_factory=LatestValues)
 
 
 def decode_json_fields(row: dict[str, Any], fields: Iterable[str]) -> dict[str, Any]:

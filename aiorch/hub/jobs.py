@@ -9,7 +9,7 @@ from typing import Any
 from apscheduler.schedulers.base import BaseScheduler
 
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import agents, enrollment
+from aiorch.hub.services import agents, enrollment, telemetry
 
 log = logging.getLogger("aiorch.hub.jobs")
 
@@ -37,6 +37,7 @@ def register_jobs(scheduler: BaseScheduler, ctx: HubContext) -> None:
         "flush-heartbeats": (ctx.settings.heartbeat_flush_s, flush_heartbeats),
         "mark-agents-offline": (every, agents.mark_offline),
         "expire-enrollment-tokens": (every, enrollment.expire_tokens),
+        "telemetry-retention": (ctx.settings.retention_interval_s, telemetry.apply_retention),
     }
     for name, (seconds, job) in jobs.items():
         scheduler.add_job(

@@ -43,20 +43,23 @@ class CheckinRequest(Strict):
     report: dict[str, Any] | None = None
 
 
-class Sample(Strict):
-    seq: int = Field(ge=0)
-    ts: float
-    metric: str = Field(min_length=1, max_length=200)
-    value: float
-    labels: dict[str, str] = Field(default_factory=dict)
+class SeriesRef(Strict):
+    """One time series in a batch: a Prometheus-style metric name and its labels."""
+
+    metric: str = Field(min_length=1, max_length=200, pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+    labels: dict[str, str] = Field(default_factory=dict, max_length=32)
 
 
 class TelemetryBatch(Strict):
+    """Samples `[seq, ts, series_index, value]`; `dropped` counts this epoch's samples that
+    the agent had to drop (cumulative, so a resent batch never counts a drop twice)."""
+
     epoch: str = Field(min_length=1, max_length=64)
     seq_start: int = Field(ge=0)
     seq_end: int = Field(ge=0)
     dropped: int = Field(0, ge=0)
-    samples: list[Sample] = Field(max_length=50_000)
+    series: list[SeriesRef] = Field(max_length=10_000)
+    samples: list[tuple[int, float, int, float]] = Field(max_length=100_000)
 
 
 class DesiredStateUpdate(Strict):

@@ -13,6 +13,11 @@ class HubSettings(BaseModel):
     offline_after_missed: int = Field(3, ge=1, description="Missed check-ins before offline.")
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0)
     job_interval_s: float = Field(10.0, gt=0, description="Period of the housekeeping jobs.")
+    raw_retention_s: float = Field(6 * 3600, gt=0, description="How long raw samples are kept.")
+    rollup_retention_s: float = Field(
+        14 * 86400, gt=0, description="How long 1-minute rollups are kept."
+    )
+    retention_interval_s: float = Field(300.0, gt=0, description="Period of the retention job.")
     heartbeat_flush_s: float = Field(1.0, gt=0, description="How often heartbeats are persisted.")
 
     @property

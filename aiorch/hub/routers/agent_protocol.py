@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from aiorch.hub.context import HubContext
 from aiorch.hub.schemas import CheckinRequest, TelemetryBatch
-from aiorch.hub.services import agents, auth, telemetry
+from aiorch.hub.services import agents, auth, metrics, telemetry
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -43,6 +43,7 @@ async def checkin(agent_id: str, request: Request) -> Response:
     """Heartbeat and desired-state poll in one: 304 while the agent's revision is current."""
     ctx, body = await _authorised_body(request, agent_id, CheckinRequest)
     answer = await agents.checkin(ctx, agent_id, body, request.headers.get("if-none-match"))
+    metrics.CHECKINS.inc()
     headers = {"ETag": agents.etag(answer.revision), POLL_HEADER: str(ctx.settings.poll_interval_s)}
     if answer.document is None:
         return Response(status_code=304, headers=headers)

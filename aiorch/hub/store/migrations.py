@@ -100,16 +100,38 @@ def m001_core(db: sqlite_utils.Database) -> None:
             received_at REAL NOT NULL,
             PRIMARY KEY (agent_id, epoch, seq_start)
         );
+        CREATE TABLE series (
+            id INTEGER PRIMARY KEY,
+            agent_id TEXT NOT NULL,
+            metric TEXT NOT NULL,
+            labels TEXT NOT NULL,
+            UNIQUE (agent_id, metric, labels)
+        );
         CREATE TABLE samples (
             agent_id TEXT NOT NULL,
             epoch TEXT NOT NULL,
             seq INTEGER NOT NULL,
             ts REAL NOT NULL,
-            metric TEXT NOT NULL,
+            series_id INTEGER NOT NULL,
             value REAL NOT NULL,
-            labels TEXT NOT NULL DEFAULT '{}',
             PRIMARY KEY (agent_id, epoch, seq)
         ) WITHOUT ROWID;
+        CREATE INDEX samples_series_ts ON samples(series_id, ts);
+        CREATE TABLE rollups_1m (
+            series_id INTEGER NOT NULL,
+            minute INTEGER NOT NULL,
+            count INTEGER NOT NULL,
+            sum REAL NOT NULL,
+            min REAL NOT NULL,
+            max REAL NOT NULL,
+            PRIMARY KEY (series_id, minute)
+        ) WITHOUT ROWID;
+        CREATE TABLE telemetry_drops (
+            agent_id TEXT NOT NULL,
+            epoch TEXT NOT NULL,
+            dropped INTEGER NOT NULL,
+            PRIMARY KEY (agent_id, epoch)
+        );
         CREATE TABLE audit_log (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
             ts REAL NOT NULL,

@@ -1,0 +1,46 @@
+"""Telemetry as people read it: series over time, GPU-hours, and Prometheus `/metrics`."""
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import Response
+
+from aiorch.hub.context import HubContext
+from aiorch.hub.routers.deps import context, viewer
+from aiorch.hub.services import accounting, metrics, telemetry_query
+from aiorch.hub.services.auth import Principal
+
+router = APIRouter(tags=["telemetry"])
+scrape = APIRouter(tags=["telemetry"])
+
+
+@router.get("/telemetry/series")
+def series(
+    host: str,
+    metric: str,
+    since_s: float = Query(3600, gt=0),
+    until_s: float = Query(0, ge=0),
+    resolution: str = "auto",
+    ctx: HubContext = Depends(context),
+    _: Principal = Depends(viewer),
+) -> dict[str, Any]:
+    """Points of every series of METRIC on HOST; silences are listed as gaps, never filled."""
+    return telemetry_query.query(ctx, host, metric, since_s, until_s, resolution)
+
+
+@router.get("/accounting/gpu-hours")
+def gpu_hours(
+    by: str = "site",
+    since_s: float = Query(86400, gt=0),
+    ctx: HubContext = Depends(context),
+    _: Principal = Depends(viewer),
+) -> list[dict[str, Any]]:
+    return accounting.gpu_hours(ctx, by, since_s)
+
+
+@scrape.get("/metrics", response_class=Response)
+def prometheus_metrics(
+    ctx: HubContext = Depends(context), _: Principal = Depends(viewer)
+) -> Response:
+    """Prometheus exposition; scrape with a viewer token (`authorization` in the scrape config)."""
+    return Response(metrics.render(ctx), media_type="text/plain; version=0.0.4; charset=utf-8")

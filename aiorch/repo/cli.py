@@ -1,0 +1,56 @@
+"""`aiorch repo`: build the site repository where registries are reachable, verify it anywhere."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from aiorch.errors import UserError
+from aiorch.repo import debs, packages
+from aiorch.repo.build import build_repo
+from aiorch.repo.manifest import verify_repo
+
+app = typer.Typer(help="The site repository: Debian packages and wheels hosts install offline.")
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+@app.command()
+def build(
+    out: Annotated[Path, typer.Option("--out", help="Directory to build (or refresh) into.")],
+    gpu: Annotated[
+        bool, typer.Option("--gpu", help="Add the NVIDIA driver stack (needs non-free).")
+    ] = False,
+    package: Annotated[
+        list[str] | None, typer.Option("--package", help="Extra Debian package (repeatable).")
+    ] = None,
+    source: Annotated[
+        list[str] | None,
+        typer.Option(help="Extra apt source line, e.g. NVIDIA's CUDA repository (repeatable)."),
+    ] = None,
+    project: Annotated[
+        Path, typer.Option(help="Project whose wheel and dependencies go into wheels/.")
+    ] = PROJECT,
+) -> None:
+    """Fetch the roles' packages with every dependency, and the agent's wheels; hash them all."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    wanted = [*packages.BASE_PACKAGES, *(package or [])]
+    if gpu:
+        wanted += packages.GPU_PACKAGES
+    sources = [*debs.default_sources(gpu=gpu), *(source or [])]
+    manifest = build_repo(out, wanted, project, sources=sources)
+    typer.echo(f"{out}: {len(manifest.files)} files, {len(manifest.packages)} packages requested")
+
+
+@app.command()
+def verify(repo_dir: Annotated[Path, typer.Argument(help="A built site repository.")]) -> None:
+    """Check every file against the sha256 in manifest.json; exit 1 on any problem."""
+    problems = verify_repo(repo_dir)
+    if problems:
+        for line in problems:
+            typer.echo(line, err=True)
+        raise UserError(f"{repo_dir}: {len(problems)} problem(s)")
+    typer.echo(f"{repo_dir}: intact")

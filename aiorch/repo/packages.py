@@ -1,0 +1,37 @@
+"""The Debian packages the provisioning roles install: the one list the repo build reads.
+
+Keep it in step with the roles under ``playbooks/roles``: a package a role
+installs but the site repository lacks fails on an air-gapped host.
+"""
+
+# aiorch_base, aiorch_storage, aiorch_network, aiorch_container_runtime, aiorch_edge_agent.
+BASE_PACKAGES: tuple[str, ...] = (
+    "aardvark-dns",  # container_runtime: DNS on podman networks
+    "catatonit",  # container_runtime: `podman run --init`
+    "chrony",  # base: time from the site's NTP server
+    "crun",  # container_runtime: the OCI runtime
+    "e2fsprogs",  # storage: mkfs.ext4
+    "iproute2",  # network: ip -j for checks
+    "iptables",  # container_runtime: netavark programs the firewall with it
+    "netavark",  # container_runtime: podman's network backend
+    "nfs-common",  # storage: NFS mounts
+    "podman",  # container_runtime
+    "python3-pip",  # site_repo: pip for the wheel directory
+    "python3-pyroute2",  # network: verify the live links through netlink
+    "python3-venv",  # edge_agent, nvidia_driver: venvs for the agent and the NVML gate
+    "sudo",  # base
+    "util-linux",  # storage: mount, findmnt, blkid, wipefs
+    "xfsprogs",  # storage: mkfs.xfs
+)
+
+# aiorch_nvidia_driver, with `aiorch repo build --gpu`: Debian's driver is in non-free (bookworm:
+# the 535 branch, built by DKMS against linux-headers). Fabric manager and the container toolkit
+# are NVIDIA's: add their apt repository with --source and the packages with --package
+# (nvidia-fabricmanager-535, nvidia-container-toolkit).
+GPU_PACKAGES: tuple[str, ...] = (
+    "firmware-misc-nonfree",
+    "linux-headers-amd64",
+    "nvidia-driver",
+    "nvidia-persistenced",
+    "nvidia-smi",
+)
