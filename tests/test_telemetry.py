@@ -83,7 +83,7 @@ def test_dropped_counter_is_cumulative_per_epoch(ctx: HubContext):
     _ingest(ctx, _gpu_batch([(10, T0, 1.0)], dropped=7))
     _ingest(ctx, _gpu_batch([(10, T0, 1.0)], dropped=7))
     _ingest(ctx, _gpu_batch([(11, T0 + 1, 1.0)], dropped=9))
-    rows = ctx.store.read().execute("SELECT epoch, dropped FROM telemetry_drops").fetchall()
+    rows = ctx.store.read().execute("SELECT epoch, dropped FROM streams").fetchall()
     assert rows == [("e1", 9)]
 
 

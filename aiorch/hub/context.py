@@ -10,7 +10,7 @@ from typing import Any
 
 from aiorch.hub.services.heartbeats import HeartbeatBuffer
 from aiorch.hub.services.latest import LatestValues
-from aiorch.hub.services.series import SeriesIds
+from aiorch.hub.services.series import InternedIds, series_ids, stream_ids
 from aiorch.hub.settings import HubSettings
 from aiorch.hub.store import Store
 
@@ -21,7 +21,8 @@ class HubContext:
     settings: HubSettings
     clock: Callable[[], float] = field(default=time.time)
     heartbeats: HeartbeatBuffer = field(default_factory=HeartbeatBuffer)
-    series: SeriesIds = field(default_factory=SeriesIds)
+    series: InternedIds = field(default_factory=series_ids)
+    streams: InternedIds = field(default_factory=stream_ids)
     latest: LatestValues = field(default_factory=LatestValues)
 
 

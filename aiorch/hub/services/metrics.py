@@ -47,7 +47,7 @@ class FleetCollector(Collector):
         )
         drops = (
             self.ctx.store.read()
-            .execute("SELECT COALESCE(SUM(dropped), 0) FROM telemetry_drops")
+            .execute("SELECT COALESCE(SUM(dropped), 0) FROM streams")
             .fetchone()[0]
         )
         yield GaugeMetricFamily(

@@ -1,38 +1,55 @@
-"""Series identity: (agent, metric, labels) to a small integer id, cached in memory."""
+"""Small integer ids for series (agent, metric, labels) and streams (agent, epoch).
+
+Samples refer to both by id, which keeps the sample table narrow and its inserts fast.
+Lookups are cached in memory; misses are resolved inside the writer transaction.
+"""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 
 import sqlite_utils
 
 SeriesKey = tuple[str, str, str]  # agent_id, metric, labels as canonical JSON
 
 
-class SeriesIds:
-    """Series id lookups cached in memory; misses are resolved inside the writer transaction."""
-
-    def __init__(self) -> None:
-        self._ids: dict[SeriesKey, int] = {}
+class InternedIds:
+    def __init__(self, table: str, columns: tuple[str, ...]) -> None:
+        names = ", ".join(columns)
+        where = " AND ".join(f"{c} = ?" for c in columns)
+        marks = ", ".join("?" for _ in columns)
+        self._insert = f"INSERT OR IGNORE INTO {table} ({names}) VALUES ({marks})"
+        self._select = f"SELECT id FROM {table} WHERE {where}"
+        self._ids: dict[tuple[str, ...], int] = {}
         self._lock = threading.Lock()
 
-    def get(self, key: SeriesKey) -> int | None:
+    def get(self, key: tuple[str, ...]) -> int | None:
         with self._lock:
             return self._ids.get(key)
 
-    def resolve(self, db: sqlite_utils.Database, keys: list[SeriesKey]) -> list[int]:
-        """Ids for `keys`, creating missing series; call only on the writer thread."""
+    def resolve(self, db: sqlite_utils.Database, keys: Sequence[tuple[str, ...]]) -> list[int]:
+        """Ids for `keys`, creating missing rows; call only on the writer thread."""
         out = []
         for key in keys:
-            cached = self.get(key)
-            if cached is None:
-                db.conn.execute(
-                    "INSERT OR IGNORE INTO series (agent_id, metric, labels) VALUES (?, ?, ?)", key
-                )
-                cached = db.conn.execute(
-                    "SELECT id FROM series WHERE agent_id = ? AND metric = ? AND labels = ?", key
-                ).fetchone()[0]
+            found = self.get(key)
+            if found is None:
+                db.conn.execute(self._insert, key)
+                found = int(db.conn.execute(self._select, key).fetchone()[0])
                 with self._lock:
-                    self._ids[key] = cached
-            out.append(cached)
+                    self._ids[key] = found
+            out.append(found)
         return out
+
+    def forget(self) -> None:
+        """Drop the cache (after a transaction that created ids was rolled back)."""
+        with self._lock:
+            self._ids.clear()
+
+
+def series_ids() -> InternedIds:
+    return InternedIds("series", ("agent_id", "metric", "labels"))
+
+
+def stream_ids() -> InternedIds:
+    return InternedIds("streams", ("agent_id", "epoch"))

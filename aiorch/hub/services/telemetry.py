@@ -8,7 +8,6 @@ new samples, their one-minute rollups and the drop counter land together or not 
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from typing import Any
 
 import sqlite_utils
@@ -37,20 +36,6 @@ def _validate(batch: TelemetryBatch) -> None:
         seen.add(seq)
 
 
-def _rollups(rows: list[tuple[Any, ...]]) -> list[tuple[int, int, int, float, float, float]]:
-    """(series, minute) aggregates of new sample rows (agent, epoch, seq, ts, series, value)."""
-    acc: dict[tuple[int, int], list[float]] = defaultdict(
-        lambda: [0, 0.0, float("inf"), -float("inf")]
-    )
-    for _, _, _, ts, series, value in rows:
-        a = acc[(series, int(ts // 60))]
-        a[0] += 1
-        a[1] += value
-        a[2] = min(a[2], value)
-        a[3] = max(a[3], value)
-    return [(s, m, int(a[0]), a[1], a[2], a[3]) for (s, m), a in acc.items()]
-
-
 async def ingest(ctx: HubContext, agent_id: str, batch: TelemetryBatch) -> dict[str, Any]:
     """Store a batch once; a repeat is acknowledged the same way without storing anything."""
     _validate(batch)
@@ -59,40 +44,52 @@ async def ingest(ctx: HubContext, agent_id: str, batch: TelemetryBatch) -> dict[
 
     def op(db: sqlite_utils.Database) -> int:
         ids = ctx.series.resolve(db, keys)
+        (stream,) = ctx.streams.resolve(db, [(agent_id, batch.epoch)])
         # Dedup is per sample, not per batch: a resent batch may have grown since the lost
         # ack (the agent kept appending), and its new samples must still land.
         present = {
             r[0]
             for r in db.conn.execute(
-                "SELECT seq FROM samples WHERE agent_id = ? AND epoch = ? AND seq BETWEEN ? AND ?",
-                [agent_id, batch.epoch, batch.seq_start, batch.seq_end],
+                "SELECT seq FROM samples WHERE stream_id = ? AND seq BETWEEN ? AND ?",
+                [stream, batch.seq_start, batch.seq_end],
             )
         }
         rows = [
-            (agent_id, batch.epoch, seq, ts, ids[series], value)
+            (stream, seq, ts, ids[series], value)
             for seq, ts, series, value in batch.samples
             if seq not in present
         ]
-        db.conn.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?)", rows)
-        db.conn.executemany(
-            "INSERT INTO rollups_1m VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
-            "count = count + excluded.count, sum = sum + excluded.sum, "
-            "min = MIN(min, excluded.min), max = MAX(max, excluded.max)",
-            _rollups(rows),
-        )
+        db.conn.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?)", rows)
+        # Roll up exactly the rows just inserted (the range minus what was already there),
+        # in SQL: aggregating in Python cost more than inserting the samples.
         db.conn.execute(
-            "INSERT OR IGNORE INTO telemetry_batches VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [agent_id, batch.epoch, batch.seq_start, batch.seq_end, len(rows), batch.dropped, now],
+            "INSERT INTO rollups_1m SELECT series_id, CAST(ts / 60 AS INTEGER) AS minute, "
+            "COUNT(*), SUM(value), MIN(value), MAX(value) FROM samples "
+            "WHERE stream_id = ? AND seq BETWEEN ? AND ? "
+            "AND seq NOT IN (SELECT value FROM json_each(?)) "
+            "GROUP BY series_id, minute "
+            "ON CONFLICT DO UPDATE SET count = count + excluded.count, "
+            "sum = sum + excluded.sum, min = MIN(min, excluded.min), max = MAX(max, excluded.max)",
+            [stream, batch.seq_start, batch.seq_end, json.dumps(sorted(present))],
         )
-        if batch.dropped:
+        if rows:
+            seqs, times = [r[1] for r in rows], [r[2] for r in rows]
             db.conn.execute(
-                "INSERT INTO telemetry_drops VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET "
-                "dropped = MAX(dropped, excluded.dropped)",
-                [agent_id, batch.epoch, batch.dropped],
+                "INSERT OR IGNORE INTO telemetry_batches VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [stream, min(seqs), max(seqs), min(times), max(times), len(rows), now],
             )
+        db.conn.execute(
+            "UPDATE streams SET dropped = MAX(dropped, ?) WHERE id = ?", [batch.dropped, stream]
+        )
         return len(rows)
 
-    stored = await ctx.store.awrite(op)
+    try:
+        stored = await ctx.store.awrite(op)
+    except Exception:
+        # The transaction rolled back, so ids it created may not exist: forget them.
+        ctx.series.forget()
+        ctx.streams.forget()
+        raise
     metrics.SAMPLES_STORED.inc(stored)
     metrics.SAMPLES_DUPLICATE.inc(len(batch.samples) - stored)
     if stored:
@@ -105,15 +102,6 @@ async def ingest(ctx: HubContext, agent_id: str, batch: TelemetryBatch) -> dict[
     }
 
 
-def sample_count(ctx: HubContext, agent_id: str) -> int:
-    row = (
-        ctx.store.read()
-        .execute("SELECT COUNT(*) FROM samples WHERE agent_id = ?", [agent_id])
-        .fetchone()
-    )
-    return int(row[0])
-
-
 def apply_retention(ctx: HubContext) -> dict[str, int]:
     """Scheduled job: drop raw samples and one-minute rollups past their retention."""
     now = ctx.clock()
@@ -122,15 +110,14 @@ def apply_retention(ctx: HubContext) -> dict[str, int]:
 
     def op(db: sqlite_utils.Database) -> dict[str, int]:
         old = db.conn.execute(
-            "SELECT agent_id, epoch, seq_start, seq_end FROM telemetry_batches "
-            "WHERE received_at < ?",
+            "SELECT stream_id, seq_start, seq_end FROM telemetry_batches WHERE received_at < ?",
             [raw_cutoff],
         ).fetchall()
         raw = 0
-        for agent_id, epoch, start, end in old:
+        for stream, start, end in old:
             raw += db.conn.execute(
-                "DELETE FROM samples WHERE agent_id = ? AND epoch = ? AND seq BETWEEN ? AND ?",
-                [agent_id, epoch, start, end],
+                "DELETE FROM samples WHERE stream_id = ? AND seq BETWEEN ? AND ?",
+                [stream, start, end],
             ).rowcount
         db.conn.execute("DELETE FROM telemetry_batches WHERE received_at < ?", [raw_cutoff])
         rolled = db.conn.execute(

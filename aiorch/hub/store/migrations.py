@@ -90,16 +90,24 @@ def m001_core(db: sqlite_utils.Database) -> None:
             document TEXT NOT NULL,
             updated_at REAL NOT NULL
         );
-        CREATE TABLE telemetry_batches (
+        CREATE TABLE streams (
+            id INTEGER PRIMARY KEY,
             agent_id TEXT NOT NULL,
             epoch TEXT NOT NULL,
+            dropped INTEGER NOT NULL DEFAULT 0,
+            UNIQUE (agent_id, epoch)
+        );
+        CREATE TABLE telemetry_batches (
+            stream_id INTEGER NOT NULL,
             seq_start INTEGER NOT NULL,
             seq_end INTEGER NOT NULL,
+            ts_min REAL NOT NULL,
+            ts_max REAL NOT NULL,
             samples INTEGER NOT NULL,
-            dropped INTEGER NOT NULL DEFAULT 0,
             received_at REAL NOT NULL,
-            PRIMARY KEY (agent_id, epoch, seq_start)
+            PRIMARY KEY (stream_id, seq_start)
         );
+        CREATE INDEX batches_received ON telemetry_batches(received_at);
         CREATE TABLE series (
             id INTEGER PRIMARY KEY,
             agent_id TEXT NOT NULL,
@@ -108,15 +116,13 @@ def m001_core(db: sqlite_utils.Database) -> None:
             UNIQUE (agent_id, metric, labels)
         );
         CREATE TABLE samples (
-            agent_id TEXT NOT NULL,
-            epoch TEXT NOT NULL,
+            stream_id INTEGER NOT NULL,
             seq INTEGER NOT NULL,
             ts REAL NOT NULL,
             series_id INTEGER NOT NULL,
             value REAL NOT NULL,
-            PRIMARY KEY (agent_id, epoch, seq)
+            PRIMARY KEY (stream_id, seq)
         ) WITHOUT ROWID;
-        CREATE INDEX samples_series_ts ON samples(series_id, ts);
         CREATE TABLE rollups_1m (
             series_id INTEGER NOT NULL,
             minute INTEGER NOT NULL,
@@ -126,12 +132,6 @@ def m001_core(db: sqlite_utils.Database) -> None:
             max REAL NOT NULL,
             PRIMARY KEY (series_id, minute)
         ) WITHOUT ROWID;
-        CREATE TABLE telemetry_drops (
-            agent_id TEXT NOT NULL,
-            epoch TEXT NOT NULL,
-            dropped INTEGER NOT NULL,
-            PRIMARY KEY (agent_id, epoch)
-        );
         CREATE TABLE audit_log (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
             ts REAL NOT NULL,
