@@ -42,8 +42,10 @@ def enroll_offline(data_dir: Path, count: int) -> list[tuple[str, str]]:
     return agents
 
 
+BODY = {"agent_version": "bench", "uptime_s": 1.0, "facts_hash": "h", "applied_revision": 0}
+
+
 async def herd(url: str, agents: list[tuple[str, str]]) -> tuple[float, Counter[int], int]:
-    body = {"agent_version": "bench", "uptime_s": 1.0, "facts_hash": "h", "applied_revision": 0}
     statuses: Counter[int] = Counter()
     errors = 0
     connector = aiohttp.TCPConnector(limit=0)
@@ -56,13 +58,13 @@ async def herd(url: str, agents: list[tuple[str, str]]) -> tuple[float, Counter[
             for _ in range(20):
                 try:
                     async with session.post(
-                        f"{url}/api/v1/agents/{agent_id}/checkin", json=body, headers=headers
+                        f"{url}/api/v1/agents/{agent_id}/checkin", json=BODY, headers=headers
                     ) as response:
                         statuses[response.status] += 1
                         if response.status in (200, 304):
                             return
                         await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                except (TimeoutError, aiohttp.ClientError):
                     errors += 1
                     await asyncio.sleep(1.0)
 
