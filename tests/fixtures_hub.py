@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from aiorch.hub.context import HubContext
 from aiorch.hub.process import BIN
 from aiorch.hub.process import HubProcess as BaseHubProcess
+from aiorch.hub.settings import HubSettings
+from aiorch.hub.store import Store
 
 AIORCH = str(BIN / "aiorch")
 AGENT = str(BIN / "aiorch-agent")
@@ -87,3 +90,30 @@ def checkin_body(applied_revision: int = 0) -> dict[str, Any]:
         "facts_hash": "abc",
         "applied_revision": applied_revision,
     }
+
+
+class Clock:
+    """A clock the test moves by hand (`clock.now += 60`), for time-based hub logic."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def make_context(tmp_path: Path) -> Iterator[Callable[..., HubContext]]:
+    """`make_context(**settings)`: an in-process hub context on a real SQLite file, with a
+    hand-moved `Clock`, for service-level tests that need no HTTP."""
+    made: list[HubContext] = []
+
+    def make(**settings: Any) -> HubContext:
+        config = HubSettings(data_dir=tmp_path, **settings)
+        ctx = HubContext(store=Store(config.db_path).open(), settings=config, clock=Clock())
+        made.append(ctx)
+        return ctx
+
+    yield make
+    for ctx in made:
+        ctx.store.close()

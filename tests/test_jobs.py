@@ -2,32 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from aiorch.hub.context import HubContext
 from aiorch.hub.jobs import register_jobs
 from aiorch.hub.services import agents, enrollment
-from aiorch.hub.settings import HubSettings
-from aiorch.hub.store import Store
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
-def ctx(tmp_path: Path):
-    settings = HubSettings(data_dir=tmp_path, poll_interval_s=10, offline_after_missed=3)
-    context = HubContext(store=Store(settings.db_path).open(), settings=settings, clock=Clock())
-    yield context
-    context.store.close()
+def ctx(make_context) -> HubContext:
+    return make_context(poll_interval_s=10, offline_after_missed=3)
 
 
 def test_agent_goes_offline_after_missed_checkins(ctx: HubContext):

@@ -16,6 +16,7 @@ import yaml
 
 from aiorch.errors import UserError
 from aiorch.lab import Lab, LabHost, firewall, wait_until
+from aiorch.lab.fleet import ssh_banner
 from aiorch.lab.podman import podman
 from tests.fixtures_lab import INVENTORIES, unique_lab_name
 
@@ -38,15 +39,6 @@ except OSError as exc:
 def connect_from(lab: Lab, host: str, address: str, port: int, timeout: float = 2) -> str:
     argv = ["python3", "-c", CONNECT, address, str(port), str(timeout)]
     return lab.exec(host, argv).stdout.strip()
-
-
-def ssh_banner(address: str) -> bool:
-    try:
-        with socket.create_connection((address, 22), timeout=2) as sock:
-            sock.settimeout(2)
-            return sock.recv(8).startswith(b"SSH-")
-    except OSError:
-        return False
 
 
 def ssh(lab: Lab, host: LabHost, known_hosts: Path, *argv: str) -> subprocess.CompletedProcess[str]:

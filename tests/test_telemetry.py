@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import httpx
 import pytest
@@ -11,28 +10,18 @@ import pytest
 from aiorch.hub.context import HubContext
 from aiorch.hub.schemas import TelemetryBatch
 from aiorch.hub.services import accounting, enrollment, telemetry, telemetry_query
-from aiorch.hub.settings import HubSettings
-from aiorch.hub.store import Store
 from tests.fixtures_hub import HubProcess, enroll_agent, make_enroll_token
 
 T0 = 1_800_000_000.0  # a minute boundary
 
 
-class Clock:
-    now = T0 + 3600
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def ctx(tmp_path: Path):
-    settings = HubSettings(data_dir=tmp_path, raw_retention_s=600, rollup_retention_s=7200)
-    context = HubContext(store=Store(settings.db_path).open(), settings=settings, clock=Clock())
+def ctx(make_context) -> HubContext:
+    context = make_context(raw_retention_s=600, rollup_retention_s=7200)
+    context.clock.now = T0 + 3600
     token = enrollment.create_token(context, "edge1", 86400, 1, "user:test")["token"]
-    context.agent_id = enrollment.enroll(context, token, {"hostname": "gpu-1"}, "1")["agent_id"]  # type: ignore[attr-defined]
-    yield context
-    context.store.close()
+    context.agent_id = enrollment.enroll(context, token, {"hostname": "gpu-1"}, "1")["agent_id"]
+    return context
 
 
 def _gpu_batch(

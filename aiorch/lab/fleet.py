@@ -363,14 +363,14 @@ class Lab:
 
         wait_until(booted, timeout=timeout, what=f"{host.name} to boot", interval=0.2)
         wait_until(
-            lambda: _ssh_banner(host.address),
+            lambda: ssh_banner(host.address),
             timeout=SSH_TIMEOUT,
             what=f"sshd on {host.name} ({host.address}:22)",
         )
         return host.address, self.exec(host.name, ["cat", HOST_KEY]).stdout
 
 
-def _ssh_banner(address: str) -> bool:
+def ssh_banner(address: str) -> bool:
     """True once something on ``address:22`` greets like an SSH server."""
     try:
         with socket.create_connection((address, 22), timeout=2) as sock:
