@@ -43,6 +43,7 @@ def test_all_jobs_are_registered_in_one_place(ctx: HubContext):
         "flush-heartbeats",
         "mark-agents-offline",
         "expire-enrollment-tokens",
+        "telemetry-downsample",
         "telemetry-retention",
     }
 

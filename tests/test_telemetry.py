@@ -52,6 +52,8 @@ def test_resent_batch_stores_nothing_and_rollups_do_not_double(ctx: HubContext):
         "stored": 0,
         "duplicate": True,
     }
+    assert telemetry.downsample(ctx) == 1
+    assert telemetry.downsample(ctx) == 0, "each run is rolled up once"
     rollup = ctx.store.read().execute("SELECT count, sum, min, max FROM rollups_1m").fetchall()
     assert rollup == [(6, 300.0, 50.0, 50.0)]
 
@@ -68,6 +70,14 @@ def test_query_lists_gaps_and_never_interpolates(ctx: HubContext):
     assert series["gaps"] == [[T0 + 40, T0 + 200]]
 
 
+def test_resend_with_new_samples_around_old_ones_rolls_up_only_the_new(ctx: HubContext):
+    _ingest(ctx, _gpu_batch([(i, T0 + i, 1.0) for i in (3, 4)]))
+    _ingest(ctx, _gpu_batch([(i, T0 + i, 1.0) for i in range(8)]))
+    assert telemetry.downsample(ctx) == 3, "runs 3-4, then 0-2 and 5-7"
+    count = ctx.store.read().execute("SELECT SUM(count) FROM rollups_1m").fetchone()[0]
+    assert count == 8
+
+
 def test_dropped_counter_is_cumulative_per_epoch(ctx: HubContext):
     _ingest(ctx, _gpu_batch([(10, T0, 1.0)], dropped=7))
     _ingest(ctx, _gpu_batch([(10, T0, 1.0)], dropped=7))
@@ -79,6 +89,8 @@ def test_dropped_counter_is_cumulative_per_epoch(ctx: HubContext):
 def test_retention_drops_old_raw_samples_then_old_rollups(ctx: HubContext):
     ctx.clock.now = T0  # type: ignore[attr-defined]
     _ingest(ctx, _gpu_batch([(0, T0, 5.0)]))
+    assert telemetry.apply_retention(ctx)["raw_samples_deleted"] == 0, "not before rollup"
+    telemetry.downsample(ctx)
     ctx.clock.now = T0 + 601  # type: ignore[attr-defined]
     assert telemetry.apply_retention(ctx) == {"raw_samples_deleted": 1, "rollups_deleted": 0}
     hourly = telemetry_query.query(ctx, "gpu-1", "gpu_utilization_percent", since_s=3600)
@@ -91,6 +103,7 @@ def test_gpu_hours_by_project_and_site(ctx: HubContext):
     ctx.clock.now = T0 + 3600  # type: ignore[attr-defined]
     minutes = [(i, T0 + 60 * i, 50.0) for i in range(60)]  # one GPU, one hour, half busy
     _ingest(ctx, _gpu_batch(minutes))
+    telemetry.downsample(ctx)
     by_project = accounting.gpu_hours(ctx, "project", since_s=7200)
     assert by_project == [
         {"project": "vision", "simulated": True, "gpu_hours_available": 1.0, "gpu_hours_used": 0.5}

@@ -37,6 +37,7 @@ def register_jobs(scheduler: BaseScheduler, ctx: HubContext) -> None:
         "flush-heartbeats": (ctx.settings.heartbeat_flush_s, flush_heartbeats),
         "mark-agents-offline": (every, agents.mark_offline),
         "expire-enrollment-tokens": (every, enrollment.expire_tokens),
+        "telemetry-downsample": (ctx.settings.downsample_interval_s, telemetry.downsample),
         "telemetry-retention": (ctx.settings.retention_interval_s, telemetry.apply_retention),
     }
     for name, (seconds, job) in jobs.items():

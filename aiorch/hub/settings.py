@@ -17,6 +17,7 @@ class HubSettings(BaseModel):
     rollup_retention_s: float = Field(
         14 * 86400, gt=0, description="How long 1-minute rollups are kept."
     )
+    downsample_interval_s: float = Field(5.0, gt=0, description="Period of the rollup job.")
     retention_interval_s: float = Field(300.0, gt=0, description="Period of the retention job.")
     heartbeat_flush_s: float = Field(1.0, gt=0, description="How often heartbeats are persisted.")
 

@@ -17,6 +17,8 @@ from aiorch.hub.context import HubContext
 from aiorch.hub.schemas import TelemetryBatch
 from aiorch.hub.services import metrics
 
+Row = tuple[int, int, float, int, float]  # stream, seq, ts, series, value
+
 
 def _validate(batch: TelemetryBatch) -> None:
     if batch.seq_end < batch.seq_start:
@@ -34,6 +36,28 @@ def _validate(batch: TelemetryBatch) -> None:
         if seq in seen:
             raise InvalidInput(f"a batch repeats sample sequence number {seq}")
         seen.add(seq)
+
+
+def _runs(rows: list[Row]) -> list[tuple[int, int, float, float, int]]:
+    """The new rows as runs of consecutive seqs: (first, last, ts_min, ts_max, count).
+
+    Each run is later rolled up by its seq range, so a run must hold new rows only."""
+    if not rows:
+        return []
+    seqs = [r[1] for r in rows]
+    if max(seqs) - min(seqs) + 1 == len(rows):  # the usual case: one unbroken range
+        times = [r[2] for r in rows]
+        return [(min(seqs), max(seqs), min(times), max(times), len(rows))]
+    runs: list[list[Row]] = []
+    for row in sorted(rows, key=lambda r: r[1]):
+        if runs and row[1] == runs[-1][-1][1] + 1:
+            runs[-1].append(row)
+        else:
+            runs.append([row])
+    return [
+        (run[0][1], run[-1][1], min(r[2] for r in run), max(r[2] for r in run), len(run))
+        for run in runs
+    ]
 
 
 async def ingest(ctx: HubContext, agent_id: str, batch: TelemetryBatch) -> dict[str, Any]:
@@ -60,24 +84,10 @@ async def ingest(ctx: HubContext, agent_id: str, batch: TelemetryBatch) -> dict[
             if seq not in present
         ]
         db.conn.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?)", rows)
-        # Roll up exactly the rows just inserted (the range minus what was already there),
-        # in SQL: aggregating in Python cost more than inserting the samples.
-        db.conn.execute(
-            "INSERT INTO rollups_1m SELECT series_id, CAST(ts / 60 AS INTEGER) AS minute, "
-            "COUNT(*), SUM(value), MIN(value), MAX(value) FROM samples "
-            "WHERE stream_id = ? AND seq BETWEEN ? AND ? "
-            "AND seq NOT IN (SELECT value FROM json_each(?)) "
-            "GROUP BY series_id, minute "
-            "ON CONFLICT DO UPDATE SET count = count + excluded.count, "
-            "sum = sum + excluded.sum, min = MIN(min, excluded.min), max = MAX(max, excluded.max)",
-            [stream, batch.seq_start, batch.seq_end, json.dumps(sorted(present))],
+        db.conn.executemany(
+            "INSERT OR IGNORE INTO telemetry_batches VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
+            [(stream, *run, now) for run in _runs(rows)],
         )
-        if rows:
-            seqs, times = [r[1] for r in rows], [r[2] for r in rows]
-            db.conn.execute(
-                "INSERT OR IGNORE INTO telemetry_batches VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [stream, min(seqs), max(seqs), min(times), max(times), len(rows), now],
-            )
         db.conn.execute(
             "UPDATE streams SET dropped = MAX(dropped, ?) WHERE id = ?", [batch.dropped, stream]
         )
@@ -102,15 +112,46 @@ async def ingest(ctx: HubContext, agent_id: str, batch: TelemetryBatch) -> dict[
     }
 
 
+def downsample(ctx: HubContext, max_runs: int = 2000) -> int:
+    """Scheduled job: fold newly stored runs of samples into the one-minute rollups.
+
+    Done here rather than at ingest, so the ingest path only appends; each run is rolled
+    exactly once (its `rolled` flag changes in the same transaction)."""
+
+    def op(db: sqlite_utils.Database) -> int:
+        runs = db.conn.execute(
+            "SELECT stream_id, seq_start, seq_end FROM telemetry_batches WHERE rolled = 0 LIMIT ?",
+            [max_runs],
+        ).fetchall()
+        for stream, first, last in runs:
+            db.conn.execute(
+                "INSERT INTO rollups_1m SELECT series_id, CAST(ts / 60 AS INTEGER) AS minute, "
+                "COUNT(*), SUM(value), MIN(value), MAX(value) FROM samples "
+                "WHERE stream_id = ? AND seq BETWEEN ? AND ? GROUP BY series_id, minute "
+                "ON CONFLICT DO UPDATE SET count = count + excluded.count, "
+                "sum = sum + excluded.sum, min = MIN(min, excluded.min), "
+                "max = MAX(max, excluded.max)",
+                [stream, first, last],
+            )
+            db.conn.execute(
+                "UPDATE telemetry_batches SET rolled = 1 WHERE stream_id = ? AND seq_start = ?",
+                [stream, first],
+            )
+        return len(runs)
+
+    return ctx.store.write(op)
+
+
 def apply_retention(ctx: HubContext) -> dict[str, int]:
-    """Scheduled job: drop raw samples and one-minute rollups past their retention."""
+    """Scheduled job: drop raw samples (once rolled up) and rollups past their retention."""
     now = ctx.clock()
     raw_cutoff = now - ctx.settings.raw_retention_s
     minute_cutoff = int((now - ctx.settings.rollup_retention_s) // 60)
 
     def op(db: sqlite_utils.Database) -> dict[str, int]:
         old = db.conn.execute(
-            "SELECT stream_id, seq_start, seq_end FROM telemetry_batches WHERE received_at < ?",
+            "SELECT stream_id, seq_start, seq_end FROM telemetry_batches "
+            "WHERE received_at < ? AND rolled = 1",
             [raw_cutoff],
         ).fetchall()
         raw = 0
@@ -119,7 +160,10 @@ def apply_retention(ctx: HubContext) -> dict[str, int]:
                 "DELETE FROM samples WHERE stream_id = ? AND seq BETWEEN ? AND ?",
                 [stream, start, end],
             ).rowcount
-        db.conn.execute("DELETE FROM telemetry_batches WHERE received_at < ?", [raw_cutoff])
+            db.conn.execute(
+                "DELETE FROM telemetry_batches WHERE stream_id = ? AND seq_start = ?",
+                [stream, start],
+            )
         rolled = db.conn.execute(
             "DELETE FROM rollups_1m WHERE minute < ?", [minute_cutoff]
         ).rowcount

@@ -105,9 +105,11 @@ def m001_core(db: sqlite_utils.Database) -> None:
             ts_max REAL NOT NULL,
             samples INTEGER NOT NULL,
             received_at REAL NOT NULL,
+            rolled INTEGER NOT NULL DEFAULT 0,
             PRIMARY KEY (stream_id, seq_start)
         );
         CREATE INDEX batches_received ON telemetry_batches(received_at);
+        CREATE INDEX batches_unrolled ON telemetry_batches(rolled) WHERE rolled = 0;
         CREATE TABLE series (
             id INTEGER PRIMARY KEY,
             agent_id TEXT NOT NULL,
