@@ -53,8 +53,13 @@ class HubClient:
         headers = {"User-Agent": f"aiorch-agent/{__version__}"}
         if credential:
             headers["Authorization"] = f"Bearer {credential}"
+        # A TLS context (and its CA bundle, 2.7 MB resident) only for an https hub.
+        tls = hub_url.startswith("https:")
         self.http = httpx.Client(
-            base_url=hub_url.rstrip("/") + "/api/v1", headers=headers, timeout=timeout_s
+            base_url=hub_url.rstrip("/") + "/api/v1",
+            headers=headers,
+            timeout=timeout_s,
+            verify=tls,
         )
 
     def close(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,13 @@ class AgentConfig:
     request_timeout_s: float = 10.0
     max_backoff_s: float = 300.0
     telemetry_batch_size: int = 500
+    # The outbox keeps unsent samples within all three bounds, dropping (and counting) the oldest.
+    outbox_max_samples: int = 1_000_000
+    outbox_max_bytes: int = 128 << 20
+    outbox_max_age_s: float = 7 * 86400
+    # A backlog drains over several rounds so that it never holds up the next check-in.
+    upload_max_batches_per_round: int = 10
+    upload_max_seconds_per_round: float = 5.0
 
     @classmethod
     def load(cls, path: Path) -> AgentConfig:
@@ -50,13 +58,26 @@ class AgentConfig:
         for key, value in data.items():
             if key == "state_dir":
                 values[key] = Path(value)
-            elif key in ("request_timeout_s", "max_backoff_s"):
+            elif key in _FLOAT_KEYS:
                 values[key] = _positive(origin, key, value, float)
-            elif key == "telemetry_batch_size":
-                values[key] = int(_positive(origin, key, value, int))
+            elif key in _INT_KEYS:
+                values[key] = _whole(origin, key, value)
             else:
                 values[key] = None if value is None else str(value)
         return cls(**values)
+
+
+_FLOAT_KEYS = frozenset(
+    {"request_timeout_s", "max_backoff_s", "outbox_max_age_s", "upload_max_seconds_per_round"}
+)
+_INT_KEYS = frozenset(
+    {
+        "telemetry_batch_size",
+        "outbox_max_samples",
+        "outbox_max_bytes",
+        "upload_max_batches_per_round",
+    }
+)
 
 
 def _positive(origin: str, key: str, value: Any, kind: type) -> Any:
@@ -64,6 +85,14 @@ def _positive(origin: str, key: str, value: Any, kind: type) -> Any:
         number = kind(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{origin}: {key} must be a number, got {value!r}") from None
-    if number <= 0:
+    if not math.isfinite(number) or number <= 0:
         raise ConfigError(f"{origin}: {key} must be positive, got {value!r}")
     return number
+
+
+def _whole(origin: str, key: str, value: Any) -> int:
+    """A count or a size: 1e6 is fine, 2.5 and `true` are mistakes."""
+    number = _positive(origin, key, value, float)
+    if isinstance(value, bool) or number != int(number):
+        raise ConfigError(f"{origin}: {key} must be a whole number, got {value!r}")
+    return int(number)

@@ -1,3 +1,3 @@
 """Shared fixtures live in plugin modules, one per subsystem."""
 
-pytest_plugins = ["tests.fixtures_hub", "tests.fixtures_lab"]
+pytest_plugins = ["tests.fixtures_hub", "tests.fixtures_lab", "tests.fixtures_agents"]

@@ -87,7 +87,7 @@ def test_hub_restart_keeps_everything(hub: HubProcess, agent_config: Path, enrol
 
 
 def test_agent_keeps_samples_while_hub_is_down_and_sends_them_after(
-    hub: HubProcess, agent_config: Path, enrolled: dict
+    hub: HubProcess, agent_config: Path, enrolled: dict, tmp_path: Path
 ):
     hub.stop()
     down = _agent(agent_config, "run", "--once")
@@ -102,7 +102,9 @@ def test_agent_keeps_samples_while_hub_is_down_and_sends_them_after(
 
     db = sqlite3.connect(hub.data_dir / "aiorch.db")
     stored = db.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
-    assert stored == 6, "both rounds' host samples (3 each) arrive, the offline ones included"
+    outbox = sqlite3.connect(tmp_path / "state" / "outbox.db")
+    written, unsent = outbox.execute("SELECT next_seq, count FROM epochs").fetchone()
+    assert (stored, unsent) == (written, 0), "both rounds' samples arrive, the offline ones too"
 
 
 def test_enroll_with_bad_token_is_one_line_error(hub: HubProcess, agent_config: Path):

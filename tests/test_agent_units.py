@@ -27,6 +27,11 @@ def test_config_reads_hub_url_and_state_dir(tmp_path: Path):
         ("request_timeout_s: -1\n", "must be positive"),
         ("max_backoff_s: soon\n", "must be a number"),
         ("hub_url: [unclosed\n", "cannot read config"),
+        ("outbox_max_samples: 2.5\n", "must be a whole number"),
+        ("upload_max_batches_per_round: true\n", "must be a whole number"),
+        ("outbox_max_bytes: 0\n", "must be positive"),
+        ("outbox_max_age_s: .nan\n", "must be positive"),
+        ("upload_max_seconds_per_round: -2\n", "must be positive"),
     ],
 )
 def test_bad_config_is_one_clear_error(tmp_path: Path, text: str, words: str):
@@ -34,6 +39,18 @@ def test_bad_config_is_one_clear_error(tmp_path: Path, text: str, words: str):
     path.write_text(text)
     with pytest.raises(ConfigError, match=words.replace("[", r"\[")):
         AgentConfig.load(path)
+
+
+def test_outbox_and_upload_bounds_are_read(tmp_path: Path):
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        "outbox_max_samples: 1e6\noutbox_max_bytes: 67108864\noutbox_max_age_s: 3600\n"
+        "upload_max_batches_per_round: 4\nupload_max_seconds_per_round: 2.5\n"
+    )
+    config = AgentConfig.load(path)
+    assert (config.outbox_max_samples, config.outbox_max_bytes) == (1_000_000, 64 << 20)
+    assert (config.outbox_max_age_s, config.upload_max_batches_per_round) == (3600.0, 4)
+    assert config.upload_max_seconds_per_round == 2.5
 
 
 def test_missing_explicit_config_is_an_error(tmp_path: Path):
