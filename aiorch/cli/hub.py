@@ -24,8 +24,15 @@ def serve_cmd(
     ),
     poll_interval: float = typer.Option(30.0, min=0.1, help="Seconds between agent check-ins."),
     log_level: str = typer.Option("info"),
+    repo_dir: Path = typer.Option(
+        None,
+        exists=True,
+        file_okay=False,
+        help="A site repository from `aiorch repo build`, served read-only at /repo.",
+    ),
 ) -> None:
     """Serve the hub API; on first start create DATA_DIR, the database and DATA_DIR/admin.token."""
     directory = data_dir or state(ctx).data_dir
     settings = HubSettings(data_dir=directory.resolve(), poll_interval_s=poll_interval)
-    serve(settings, [(host, port), *(parse_listen(v) for v in listen)], log_level=log_level)
+    addresses = [(host, port), *(parse_listen(v) for v in listen)]
+    serve(settings, addresses, log_level=log_level, repo_dir=repo_dir)

@@ -44,12 +44,14 @@ class HubProcess:
         poll_interval: float = 30.0,
         listen: list[str] | None = None,
         log_level: str = "warning",
+        repo_dir: Path | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.poll_interval = poll_interval
         self.listen = listen or []
         self.log_level = log_level
+        self.repo_dir = repo_dir
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir / "hub.log"
 
@@ -67,6 +69,8 @@ class HubProcess:
         argv += ["--log-level", self.log_level]
         for address in self.listen:
             argv += ["--listen", address]
+        if self.repo_dir is not None:
+            argv += ["--repo-dir", str(self.repo_dir)]
         return argv
 
     def start(self, *, detach: bool = False, timeout: float = 60) -> HubProcess:

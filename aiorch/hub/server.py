@@ -17,6 +17,7 @@ from aiorch.hub.context import HubContext
 from aiorch.hub.services import tokens
 from aiorch.hub.settings import HubSettings
 from aiorch.hub.store import Store
+from aiorch.repo.serve import mount_repo
 
 log = logging.getLogger("aiorch.hub")
 
@@ -56,7 +57,12 @@ def open_context(settings: HubSettings) -> HubContext:
     return ctx
 
 
-def serve(settings: HubSettings, addresses: list[tuple[str, int]], log_level: str = "info") -> None:
+def serve(
+    settings: HubSettings,
+    addresses: list[tuple[str, int]],
+    log_level: str = "info",
+    repo_dir: Path | None = None,
+) -> None:
     sockets = [_bind(host, port) for host, port in addresses]
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     ctx = open_context(settings)
@@ -65,6 +71,8 @@ def serve(settings: HubSettings, addresses: list[tuple[str, int]], log_level: st
         json.dumps({"url": f"http://{host}:{port}", "pid": os.getpid()}) + "\n"
     )
     app = create_app(ctx)
+    if repo_dir is not None:
+        mount_repo(app, repo_dir)
     config = uvicorn.Config(
         app, log_level=log_level, access_log=False, timeout_keep_alive=30, proxy_headers=False
     )

@@ -17,6 +17,7 @@ BASE_PACKAGES: tuple[str, ...] = (
     "nfs-common",  # storage: NFS mounts
     "podman",  # container_runtime
     "python3-pip",  # site_repo: pip for the wheel directory
+    "python3-pkg-resources",  # edge_agent, nvidia_driver: Ansible's pip module parses with it
     "python3-pyroute2",  # network: verify the live links through netlink
     "python3-venv",  # edge_agent, nvidia_driver: venvs for the agent and the NVML gate
     "sudo",  # base

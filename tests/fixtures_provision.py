@@ -1,0 +1,335 @@
+"""Fixtures for provisioning tests: a site repository, served to a lab, and a hub lab hosts reach.
+
+One lab and one repository build per test module. The repository is cached under
+``.data/site-repo-cache/<key>`` (key: the package list and apt sources), so a
+rerun only rebuilds the project's own wheel when its sources moved. Lab hosts
+reach this machine only on the lab's gateway address, so the repository and the
+hub listen there (and the hub on 127.0.0.1 too, for the tests' own API calls).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tarfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from aiorch.errors import UserError
+from aiorch.lab import Lab, wait_until
+from aiorch.lab.image import ensure_image
+from aiorch.lab.podman import podman, preflight
+from aiorch.repo import build_repo
+from aiorch.repo.debs import default_sources
+from aiorch.repo.packages import BASE_PACKAGES
+from aiorch.repo.serve import mount_repo
+from tests.fixtures_lab import INVENTORIES, unique_lab_name
+
+PROJECT = Path(__file__).resolve().parents[1]
+PLAYBOOKS = PROJECT / "playbooks"
+AIORCH = str(Path(sys.executable).parent / "aiorch")
+ANSIBLE_PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
+REPO_CACHE = Path(os.environ.get("AIORCH_REPO_CACHE", PROJECT / ".data" / "site-repo-cache"))
+RECAP = re.compile(
+    r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M
+)
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+# ---- the site repository -------------------------------------------------------------------
+
+
+def repo_cache_dir(packages: tuple[str, ...], sources: tuple[str, ...]) -> Path:
+    key = hashlib.sha256(json.dumps([sorted(packages), list(sources)]).encode()).hexdigest()
+    return REPO_CACHE / key[:16]
+
+
+class RepoServer:
+    """``mount_repo`` under uvicorn on ``host``, in a thread of the test process."""
+
+    def __init__(self, repo_dir: Path, host: str) -> None:
+        app = FastAPI()
+        mount_repo(app, repo_dir)
+        self._sock = socket.socket()
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((host, 0))
+        self.url = f"http://{host}:{self._sock.getsockname()[1]}/repo"
+        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
+        )
+
+    def __enter__(self) -> RepoServer:
+        self._thread.start()
+        wait_until(lambda: self._server.started, timeout=10, what=f"repo server on {self.url}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        self._sock.close()
+
+
+@pytest.fixture(scope="module")
+def site_repo() -> Path:
+    """The site repository for the roles' packages, built once and cached across runs."""
+    sources = default_sources()
+    out = repo_cache_dir(BASE_PACKAGES, sources)
+    build_repo(out, BASE_PACKAGES, PROJECT, sources=sources)
+    return out
+
+
+# ---- a hub the lab can reach ---------------------------------------------------------------
+
+
+class LabHub:
+    """`aiorch hub serve` on 127.0.0.1 and the lab gateway, same port, in a subprocess."""
+
+    def __init__(self, data_dir: Path, gateway: str) -> None:
+        self.data_dir = data_dir
+        self.port = free_port(gateway)
+        self.lab_url = f"http://{gateway}:{self.port}"
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = data_dir.parent / "hub.log"
+        argv = [AIORCH, "hub", "serve", "--data-dir", str(data_dir), "--port", str(self.port)]
+        argv += ["--listen", f"{gateway}:{self.port}", "--poll-interval", "5"]
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        wait_until(self._healthy, timeout=30, what=f"hub on {self.url} (log: {self.log})")
+        self.admin = httpx.Client(
+            base_url=f"{self.url}/api/v1",
+            headers={"Authorization": f"Bearer {self._admin_token()}"},
+            timeout=30,
+        )
+
+    def _admin_token(self) -> str:
+        return (self.data_dir / "admin.token").read_text().strip()
+
+    def _healthy(self) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"hub exited with {self.proc.returncode}: {self.log.read_text()}")
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def create(self, path: str, body: dict[str, Any]) -> str:
+        """POST an API or enrollment token request; return the token (shown once)."""
+        response = self.admin.post(path, json=body)
+        assert response.status_code == 201, response.text
+        return str(response.json()["token"])
+
+    def stop(self) -> None:
+        self.admin.close()
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+# ---- the lab, provisioned ------------------------------------------------------------------
+
+
+@dataclass
+class Playbook:
+    """One ansible-playbook run: exit code, output and the PLAY RECAP per host."""
+
+    rc: int
+    output: str
+    recap: dict[str, dict[str, int]]
+
+
+@dataclass
+class ProvisionLab:
+    """A lab with the repository and a hub on its gateway, and the vars site.yml needs."""
+
+    lab: Lab
+    hub: LabHub
+    repo_url: str
+    workdir: Path
+    ssh_config: Path
+    site_vars: dict[str, dict[str, Any]]  # per host
+
+    def host_vars(self, host: str, **extra: Any) -> dict[str, Any]:
+        return {**self.site_vars[host], **extra}
+
+    def run(
+        self,
+        playbook: str,
+        limit: str | None = None,
+        extra: dict[str, Any] | None = None,
+        timeout: float = 600,
+    ) -> Playbook:
+        """Plain ansible-playbook with the repo's ansible.cfg and per-host vars (host_vars/)."""
+        argv = [ANSIBLE_PLAYBOOK, "-i", str(self.inventory), str(PLAYBOOKS / playbook)]
+        if limit:
+            argv += ["--limit", limit]
+        if extra:
+            extra_file = self.workdir / f"extra-{abs(hash(json.dumps(extra, sort_keys=True)))}.json"
+            extra_file.write_text(json.dumps(extra))
+            argv += ["-e", f"@{extra_file}"]
+        env = {**os.environ, "ANSIBLE_CONFIG": str(PLAYBOOKS / "ansible.cfg")}
+        env["ANSIBLE_FORCE_COLOR"] = "0"
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, env=env, cwd=PLAYBOOKS, timeout=timeout
+        )
+        output = proc.stdout + proc.stderr
+        keys = ("ok", "changed", "unreachable", "failed")
+        recap = {
+            m[1]: dict(zip(keys, map(int, m.groups()[1:]), strict=True))
+            for m in RECAP.finditer(output)
+        }
+        return Playbook(proc.returncode, output, recap)
+
+    @property
+    def inventory(self) -> Path:
+        """The lab's inventory, with this module's host vars beside it in host_vars/."""
+        return self.workdir / "inventory" / "hosts.yml"
+
+    def testinfra(self, host: str) -> Any:
+        import testinfra
+
+        address = self.lab.host(host).address
+        return testinfra.get_host(f"ssh://root@{address}?ssh_config={self.ssh_config}")
+
+
+def _ssh_config(lab: Lab, path: Path) -> None:
+    """One ssh_config for every lab host: the lab's key and known_hosts, checking on."""
+    path.write_text(
+        "Host *\n"
+        "  User root\n"
+        f"  IdentityFile {lab.ssh_key_path}\n"
+        "  IdentitiesOnly yes\n"
+        f"  UserKnownHostsFile {lab.known_hosts_path}\n"
+        "  StrictHostKeyChecking yes\n"
+    )
+
+
+def tiny_image_archive(dest: Path) -> Path:
+    """A few-MB image (dash and libc from the lab base image), saved as a docker archive.
+
+    There is no registry anywhere: this is how an image reaches a host's podman.
+    """
+    base = ensure_image()
+    mount = podman("image", "mount", base).stdout.strip()
+    root_tar = dest.with_suffix(".root.tar")
+    try:
+        with tarfile.open(root_tar, "w") as tar:
+            for rel in (
+                "usr/bin/dash",
+                "usr/lib/x86_64-linux-gnu/libc.so.6",
+                "lib64/ld-linux-x86-64.so.2",
+            ):
+                tar.add(Path(mount, rel).resolve(), arcname=rel)
+    finally:
+        podman("image", "unmount", base)
+    ref = f"localhost/aiorch-test-tiny:{dest.parent.name[-8:]}"
+    podman("import", "--quiet", "--change", 'CMD ["/usr/bin/dash"]', str(root_tar), ref)
+    try:
+        dest.unlink(missing_ok=True)
+        podman("save", "--quiet", "--output", str(dest), ref)
+    finally:
+        podman("rmi", ref)
+    return dest
+
+
+def _site_vars(lab: Lab, repo_url: str, hub: LabHub, token: str, viewer: str) -> dict[str, Any]:
+    hosts: dict[str, Any] = {}
+    for host in lab.hosts:
+        hosts[host.name] = {
+            "aiorch_site_repo_url": repo_url,
+            "aiorch_base_ntp_servers": [lab.gateway],
+            # The lab's "data disk": an image file inside the host (no udev there, so block
+            # devices would never become systemd device units; a loop mount of a file does).
+            "aiorch_storage_filesystems": [
+                {"device": "/var/lib/aiorch-disk0.img", "fstype": "ext4"}
+            ],
+            "aiorch_storage_mounts": [
+                {
+                    "path": "/srv/data",
+                    "src": "/var/lib/aiorch-disk0.img",
+                    "fstype": "ext4",
+                    "opts": "loop",
+                },
+                {
+                    "path": "/srv/models",
+                    "src": "/srv/data/models",
+                    "fstype": "none",
+                    "opts": "bind",
+                },
+            ],
+            "aiorch_storage_model_cache": {
+                "path": "/srv/models/cache",
+                "owner": "root",
+                "group": "root",
+                "mode": "0750",
+            },
+            # The lab kernel has no dummy, VLAN or bonding driver: a port-less bridge stands in.
+            "aiorch_network_interfaces": [
+                {
+                    "name": "aiorch0",
+                    "kind": "bridge",
+                    "addresses": [f"192.0.2.{10 + host.index}/24"],
+                    "mtu": 9000,
+                    "configure_without_carrier": True,
+                }
+            ],
+            "aiorch_edge_agent_hub_url": hub.lab_url,
+            "aiorch_edge_agent_enroll_token": token,
+            "aiorch_edge_agent_verify_token": viewer,
+            "aiorch_edge_agent_gpu_backend": "none",
+        }
+    return hosts
+
+
+@pytest.fixture(scope="module")
+def provision_lab(
+    site_repo: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ProvisionLab]:
+    """A fresh 3-host lab, repository and hub on its gateway; torn down after the module."""
+    try:
+        preflight()
+    except UserError as exc:
+        pytest.skip(str(exc))
+    workdir = tmp_path_factory.mktemp("provision")
+    lab = Lab(unique_lab_name("p"), inventory_dir=INVENTORIES)
+    hub: LabHub | None = None
+    try:
+        lab.up(hosts=3)
+        for host in lab.hosts:  # the data disk and a disk that holds something else
+            lab.exec(host.name, ["truncate", "--size=64M", "/var/lib/aiorch-disk0.img"])
+            lab.exec(host.name, ["truncate", "--size=16M", "/var/lib/aiorch-other.img"])
+            lab.exec(host.name, ["mkswap", "--quiet", "/var/lib/aiorch-other.img"])
+        hub = LabHub(workdir / "hub", lab.gateway)
+        token = hub.create("/enroll-tokens", {"site": "lab", "uses": 10, "ttl_s": 3600})
+        viewer = hub.create("/tokens", {"role": "viewer", "name": "provision-verify"})
+        with RepoServer(site_repo, lab.gateway) as repo:
+            inventory = workdir / "inventory"
+            (inventory / "host_vars").mkdir(parents=True)
+            (inventory / "hosts.yml").write_text(lab.inventory_path.read_text())
+            site_vars = _site_vars(lab, repo.url, hub, token, viewer)
+            for name, values in site_vars.items():
+                (inventory / "host_vars" / f"{name}.json").write_text(json.dumps(values))
+            ssh_config = workdir / "ssh_config"
+            _ssh_config(lab, ssh_config)
+            yield ProvisionLab(lab, hub, repo.url, workdir, ssh_config, site_vars)
+    finally:
+        if hub is not None:
+            hub.stop()
+        lab.down()
