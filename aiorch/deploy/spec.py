@@ -1,0 +1,304 @@
+"""The deployment spec: one YAML document per model-serving workload, Kubernetes-style.
+
+    apiVersion: aiorch.dev/v1
+    kind: Deployment
+    metadata: {name: llama-70b, project: nlp, labels: {app: llm}}
+    spec: {image: ..., resources: {gpus: 2, gpuProduct: H100}, replicas: 2, placement: ...}
+
+Every field is checked and every wrong field is reported at once, one line each. Values under
+`secretEnv` are `SecretStr`: masked in repr, in `model_dump(mode="json")` and in errors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from aiorch.deploy.image import ImageRef, parse_image
+from aiorch.deploy.problems import problems
+from aiorch.deploy.yaml_source import load_mapping
+from aiorch.errors import InvalidInput
+
+API_VERSION = "aiorch.dev/v1"
+SECRET_PATHS = ("spec.secretEnv",)
+
+_DNS_LABEL = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
+_LABEL_KEY = re.compile(
+    r"(?:[a-z0-9](?:[-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+)
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_URL_PATH = re.compile(r"/[!-~]*")
+
+
+def _scalar_to_str(value: Any) -> Any:
+    """YAML reads `1`, `true` and `0.5` as numbers; as env values and labels they are text."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+def _matching(pattern: re.Pattern[str], what: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if not pattern.fullmatch(value):
+            raise ValueError(f"must be {what}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _absolute_path(value: str) -> str:
+    if not value.startswith("/") or "\0" in value or ".." in value.split("/"):
+        raise ValueError("must be an absolute path without '..'")
+    return value
+
+
+def _image(value: str) -> str:
+    parse_image(value)
+    return value
+
+
+Text = Annotated[str, BeforeValidator(_scalar_to_str)]
+NonEmpty = Annotated[str, Field(min_length=1, max_length=253)]
+DnsLabel = Annotated[
+    str,
+    _matching(_DNS_LABEL, "a DNS label (a-z, 0-9 and '-', alphanumeric at both ends, <= 63)"),
+]
+LabelKey = Annotated[
+    str,
+    _matching(_LABEL_KEY, "a label key ([prefix/]name; letters, digits, '-', '_', '.')"),
+]
+LabelValue = Annotated[str, BeforeValidator(_scalar_to_str), Field(max_length=253)]
+EnvName = Annotated[str, _matching(_ENV_NAME, "a variable name ([A-Za-z_][A-Za-z0-9_]*)")]
+Port = Annotated[int, Field(ge=1, le=65535)]
+AbsPath = Annotated[str, AfterValidator(_absolute_path)]
+Image = Annotated[str, AfterValidator(_image)]
+Selector = dict[LabelKey, LabelValue]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, alias_generator=to_camel)
+
+
+class Metadata(_Model):
+    name: DnsLabel
+    project: DnsLabel = Field(description="the team that owns it; quotas are per project")
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+
+
+class PortSpec(_Model):
+    container_port: Port
+    host_port: Port | None = None
+    protocol: Literal["TCP", "UDP"] = "TCP"
+
+
+class Volume(_Model):
+    """A host directory mounted into the container, typically the site's model cache."""
+
+    host_path: AbsPath
+    mount_path: AbsPath
+    read_only: bool = False
+
+
+class Resources(_Model):
+    gpus: int = Field(default=0, ge=0)
+    gpu_product: NonEmpty | None = Field(
+        default=None, description="case-insensitive substring of the GPU's name, e.g. H100"
+    )
+    min_gpu_memory_mib: int | None = Field(default=None, ge=1, alias="minGpuMemoryMiB")
+    cpu: float = Field(default=0.0, ge=0)
+    memory_mib: int = Field(default=0, ge=0, alias="memoryMiB")
+
+    @model_validator(mode="after")
+    def _gpu_filters_need_gpus(self) -> Resources:
+        if self.gpus == 0 and (self.gpu_product or self.min_gpu_memory_mib):
+            raise ValueError("gpuProduct and minGpuMemoryMiB need gpus >= 1")
+        return self
+
+
+class Residency(_Model):
+    region: list[NonEmpty] = Field(min_length=1)
+
+
+class PlacementSpec(_Model):
+    selector: Selector = Field(
+        default_factory=dict, description="site, region, role, host, or any host label"
+    )
+    spread: Literal["hosts", "sites", "none"] = "hosts"
+    residency: Residency | None = None
+
+
+class HttpGet(_Model):
+    path: Annotated[str, Field(max_length=1024), _matching(_URL_PATH, "a path starting with '/'")]
+    port: Port
+
+
+class HealthCheck(_Model):
+    http_get: HttpGet
+    initial_delay_seconds: int = Field(default=0, ge=0)
+    period_seconds: int = Field(default=10, ge=1)
+    timeout_seconds: int = Field(default=1, ge=1)
+    failure_threshold: int = Field(default=3, ge=1)
+
+
+class Rollout(_Model):
+    strategy: Literal["rolling", "canary"] = "rolling"
+    wave_size: int | None = Field(default=None, ge=1)
+    max_unavailable: int | None = Field(default=None, ge=0)
+    canary_selector: Selector | None = None
+    pause_seconds: int = Field(default=0, ge=0)
+    auto_rollback: bool = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Rollout:
+        if self.wave_size is not None and self.max_unavailable is not None:
+            raise ValueError("give waveSize or maxUnavailable, not both")
+        if self.strategy == "canary" and not self.canary_selector:
+            raise ValueError("strategy canary needs a canarySelector (e.g. site: edge1)")
+        if self.strategy != "canary" and self.canary_selector is not None:
+            raise ValueError("canarySelector is only for strategy canary")
+        return self
+
+
+class WorkloadSpec(_Model):
+    image: Image
+    command: list[Text] = Field(default_factory=list)
+    args: list[Text] = Field(default_factory=list)
+    env: dict[EnvName, Text] = Field(default_factory=dict)
+    secret_env: dict[EnvName, Annotated[SecretStr, BeforeValidator(_scalar_to_str)]] = Field(
+        default_factory=dict
+    )
+    ports: list[PortSpec] = Field(default_factory=list)
+    volumes: list[Volume] = Field(default_factory=list)
+    resources: Resources = Field(default_factory=Resources)
+    replicas: int = Field(default=1, ge=0)
+    placement: PlacementSpec = Field(default_factory=PlacementSpec)
+    health_check: HealthCheck | None = None
+    rollout: Rollout = Field(default_factory=Rollout)
+
+    @property
+    def image_ref(self) -> ImageRef:
+        return parse_image(self.image)
+
+    @field_validator("secret_env")
+    @classmethod
+    def _not_also_in_env(cls, value: dict[str, SecretStr], info: ValidationInfo) -> Any:
+        both = sorted(set(value) & set(info.data.get("env", {})))
+        if both:
+            raise ValueError(f"{', '.join(both)} also in env; give each variable once")
+        return value
+
+    @field_validator("ports")
+    @classmethod
+    def _ports_unique(cls, value: list[PortSpec]) -> list[PortSpec]:
+        for attr in ("container_port", "host_port"):
+            seen = [(getattr(p, attr), p.protocol) for p in value if getattr(p, attr)]
+            for port, protocol in seen:
+                if seen.count((port, protocol)) > 1:
+                    name = to_camel(attr)
+                    raise ValueError(f"{name} {port}/{protocol} is listed more than once")
+        return value
+
+    @field_validator("volumes")
+    @classmethod
+    def _mounts_unique(cls, value: list[Volume]) -> list[Volume]:
+        mounts = [v.mount_path.rstrip("/") or "/" for v in value]
+        for mount in mounts:
+            if mounts.count(mount) > 1:
+                raise ValueError(f"mountPath {mount} is used more than once")
+        return value
+
+    @field_validator("health_check")
+    @classmethod
+    def _probe_a_declared_port(cls, value: HealthCheck | None, info: ValidationInfo) -> Any:
+        ports = {p.container_port for p in info.data.get("ports", [])}
+        if value is not None and "ports" in info.data and value.http_get.port not in ports:
+            declared = ", ".join(str(p) for p in sorted(ports)) or "none"
+            raise ValueError(
+                f"httpGet.port {value.http_get.port} is not a containerPort (declared: {declared})"
+            )
+        return value
+
+
+class DeploymentSpec(_Model):
+    api_version: Literal["aiorch.dev/v1"]
+    kind: Literal["Deployment"]
+    metadata: Metadata
+    spec: WorkloadSpec
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def project(self) -> str:
+        return self.metadata.project
+
+
+def parse_spec(data: dict[str, Any]) -> DeploymentSpec:
+    """Validate an already-decoded spec (a JSON body); InvalidInput lists every wrong field."""
+    try:
+        return DeploymentSpec.model_validate(data)
+    except ValidationError as exc:
+        lines = problems(exc, DeploymentSpec, secret=SECRET_PATHS)
+        raise SpecError(lines) from None
+
+
+def load_spec(text: str) -> DeploymentSpec:
+    """Parse and validate a YAML spec; YAML errors name their line, field errors their path."""
+    return parse_spec(load_mapping(text))
+
+
+class SpecError(InvalidInput):
+    """A spec with wrong fields: `problems` has one line per field, the message joins them."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def spec_hash(spec: DeploymentSpec) -> str:
+    """SHA-256 of the whole spec, defaults filled in and keys sorted: applying the same spec
+    twice gives the same hash whatever its key order or which defaults were spelt out."""
+    return _digest(_canonical(spec))
+
+
+def template_hash(spec: DeploymentSpec) -> str:
+    """SHA-256 of what a running replica is made of (image, command, env, ports, volumes,
+    resources, health check); scaling, placement and rollout changes leave it alone, so the
+    hub knows which changes restart replicas."""
+    workload = _canonical(spec)["spec"]
+    for outside in ("replicas", "placement", "rollout"):
+        del workload[outside]
+    return _digest(workload)
+
+
+def _canonical(spec: DeploymentSpec) -> dict[str, Any]:
+    data = spec.model_dump(mode="json", by_alias=True)
+    # Secrets count (a rotated secret must reach the replicas); only the digest is ever shown.
+    data["spec"]["secretEnv"] = {
+        name: value.get_secret_value() for name, value in spec.spec.secret_env.items()
+    }
+    return data
+
+
+def _digest(data: dict[str, Any]) -> str:
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
