@@ -13,11 +13,9 @@ import hashlib
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tarfile
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,33 +23,24 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI
 
 from aiorch.errors import UserError
-from aiorch.lab import Lab, wait_until
+from aiorch.hub.process import HubProcess
+from aiorch.lab import Lab
 from aiorch.lab.image import ensure_image
 from aiorch.lab.podman import podman, preflight
 from aiorch.repo import build_repo
 from aiorch.repo.debs import default_sources
 from aiorch.repo.packages import BASE_PACKAGES
-from aiorch.repo.serve import mount_repo
 from tests.fixtures_lab import INVENTORIES, unique_lab_name
 
 PROJECT = Path(__file__).resolve().parents[1]
 PLAYBOOKS = PROJECT / "playbooks"
-AIORCH = str(Path(sys.executable).parent / "aiorch")
 ANSIBLE_PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
 REPO_CACHE = Path(os.environ.get("AIORCH_REPO_CACHE", PROJECT / ".data" / "site-repo-cache"))
 RECAP = re.compile(
     r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M
 )
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 # ---- the site repository -------------------------------------------------------------------
@@ -60,32 +49,6 @@ def free_port(host: str) -> int:
 def repo_cache_dir(packages: tuple[str, ...], sources: tuple[str, ...]) -> Path:
     key = hashlib.sha256(json.dumps([sorted(packages), list(sources)]).encode()).hexdigest()
     return REPO_CACHE / key[:16]
-
-
-class RepoServer:
-    """``mount_repo`` under uvicorn on ``host``, in a thread of the test process."""
-
-    def __init__(self, repo_dir: Path, host: str) -> None:
-        app = FastAPI()
-        mount_repo(app, repo_dir)
-        self._sock = socket.socket()
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind((host, 0))
-        self.url = f"http://{host}:{self._sock.getsockname()[1]}/repo"
-        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
-        )
-
-    def __enter__(self) -> RepoServer:
-        self._thread.start()
-        wait_until(lambda: self._server.started, timeout=10, what=f"repo server on {self.url}")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-        self._sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -100,36 +63,23 @@ def site_repo() -> Path:
 # ---- a hub the lab can reach ---------------------------------------------------------------
 
 
-class LabHub:
-    """`aiorch hub serve` on 127.0.0.1 and the lab gateway, same port, in a subprocess."""
+class LabHub(HubProcess):
+    """The hub on 127.0.0.1 and on the lab gateway (same port), serving the site repository."""
 
-    def __init__(self, data_dir: Path, gateway: str) -> None:
-        self.data_dir = data_dir
-        self.port = free_port(gateway)
+    def __init__(self, data_dir: Path, gateway: str, repo_dir: Path) -> None:
+        super().__init__(data_dir, poll_interval=5, repo_dir=repo_dir)
+        self.listen = [f"{gateway}:{self.port}"]
         self.lab_url = f"http://{gateway}:{self.port}"
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = data_dir.parent / "hub.log"
-        argv = [AIORCH, "hub", "serve", "--data-dir", str(data_dir), "--port", str(self.port)]
-        argv += ["--listen", f"{gateway}:{self.port}", "--poll-interval", "5"]
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-        wait_until(self._healthy, timeout=30, what=f"hub on {self.url} (log: {self.log})")
+        self.repo_url = f"{self.lab_url}/repo"
+
+    def start(self, **kwargs: Any) -> LabHub:
+        super().start(**kwargs)
         self.admin = httpx.Client(
             base_url=f"{self.url}/api/v1",
-            headers={"Authorization": f"Bearer {self._admin_token()}"},
+            headers={"Authorization": f"Bearer {self.admin_token}"},
             timeout=30,
         )
-
-    def _admin_token(self) -> str:
-        return (self.data_dir / "admin.token").read_text().strip()
-
-    def _healthy(self) -> bool:
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"hub exited with {self.proc.returncode}: {self.log.read_text()}")
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return self
 
     def create(self, path: str, body: dict[str, Any]) -> str:
         """POST an API or enrollment token request; return the token (shown once)."""
@@ -137,10 +87,9 @@ class LabHub:
         assert response.status_code == 201, response.text
         return str(response.json()["token"])
 
-    def stop(self) -> None:
+    def stop(self, *args: Any) -> None:
         self.admin.close()
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
+        super().stop(*args)
 
 
 # ---- the lab, provisioned ------------------------------------------------------------------
@@ -316,19 +265,18 @@ def provision_lab(
             lab.exec(host.name, ["truncate", "--size=64M", "/var/lib/aiorch-disk0.img"])
             lab.exec(host.name, ["truncate", "--size=16M", "/var/lib/aiorch-other.img"])
             lab.exec(host.name, ["mkswap", "--quiet", "/var/lib/aiorch-other.img"])
-        hub = LabHub(workdir / "hub", lab.gateway)
+        hub = LabHub(workdir / "hub", lab.gateway, site_repo).start()
         token = hub.create("/enroll-tokens", {"site": "lab", "uses": 10, "ttl_s": 3600})
         viewer = hub.create("/tokens", {"role": "viewer", "name": "provision-verify"})
-        with RepoServer(site_repo, lab.gateway) as repo:
-            inventory = workdir / "inventory"
-            (inventory / "host_vars").mkdir(parents=True)
-            (inventory / "hosts.yml").write_text(lab.inventory_path.read_text())
-            site_vars = _site_vars(lab, repo.url, hub, token, viewer)
-            for name, values in site_vars.items():
-                (inventory / "host_vars" / f"{name}.json").write_text(json.dumps(values))
-            ssh_config = workdir / "ssh_config"
-            _ssh_config(lab, ssh_config)
-            yield ProvisionLab(lab, hub, repo.url, workdir, ssh_config, site_vars)
+        inventory = workdir / "inventory"
+        (inventory / "host_vars").mkdir(parents=True)
+        (inventory / "hosts.yml").write_text(lab.inventory_path.read_text())
+        site_vars = _site_vars(lab, hub.repo_url, hub, token, viewer)
+        for name, values in site_vars.items():
+            (inventory / "host_vars" / f"{name}.json").write_text(json.dumps(values))
+        ssh_config = workdir / "ssh_config"
+        _ssh_config(lab, ssh_config)
+        yield ProvisionLab(lab, hub, hub.repo_url, workdir, ssh_config, site_vars)
     finally:
         if hub is not None:
             hub.stop()
