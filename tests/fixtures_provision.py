@@ -29,6 +29,7 @@ from aiorch.hub.process import HubProcess
 from aiorch.lab import Lab
 from aiorch.lab.image import ensure_image
 from aiorch.lab.podman import podman, preflight
+from aiorch.lab.site import prepare_disks, site_vars
 from aiorch.repo import build_repo
 from aiorch.repo.debs import default_sources
 from aiorch.repo.packages import BASE_PACKAGES
@@ -198,53 +199,16 @@ def tiny_image_archive(dest: Path) -> Path:
     return dest
 
 
-def _site_vars(lab: Lab, repo_url: str, hub: LabHub, token: str, viewer: str) -> dict[str, Any]:
-    hosts: dict[str, Any] = {}
-    for host in lab.hosts:
-        hosts[host.name] = {
-            "aiorch_site_repo_url": repo_url,
-            "aiorch_base_ntp_servers": [lab.gateway],
-            # The lab's "data disk": an image file inside the host (no udev there, so block
-            # devices would never become systemd device units; a loop mount of a file does).
-            "aiorch_storage_filesystems": [
-                {"device": "/var/lib/aiorch-disk0.img", "fstype": "ext4"}
-            ],
-            "aiorch_storage_mounts": [
-                {
-                    "path": "/srv/data",
-                    "src": "/var/lib/aiorch-disk0.img",
-                    "fstype": "ext4",
-                    "opts": "loop",
-                },
-                {
-                    "path": "/srv/models",
-                    "src": "/srv/data/models",
-                    "fstype": "none",
-                    "opts": "bind",
-                },
-            ],
-            "aiorch_storage_model_cache": {
-                "path": "/srv/models/cache",
-                "owner": "root",
-                "group": "root",
-                "mode": "0750",
-            },
-            # The lab kernel has no dummy, VLAN or bonding driver: a port-less bridge stands in.
-            "aiorch_network_interfaces": [
-                {
-                    "name": "aiorch0",
-                    "kind": "bridge",
-                    "addresses": [f"192.0.2.{10 + host.index}/24"],
-                    "mtu": 9000,
-                    "configure_without_carrier": True,
-                }
-            ],
-            "aiorch_edge_agent_hub_url": hub.lab_url,
+def _site_vars(lab: Lab, hub: LabHub, token: str, viewer: str) -> dict[str, Any]:
+    """The lab's site variables, plus the secrets tests pass (a demo passes them with -e)."""
+    return {
+        host.name: {
+            **site_vars(lab, host.index, repo_url=hub.repo_url, hub_url=hub.lab_url),
             "aiorch_edge_agent_enroll_token": token,
             "aiorch_edge_agent_verify_token": viewer,
-            "aiorch_edge_agent_gpu_backend": "none",
         }
-    return hosts
+        for host in lab.hosts
+    }
 
 
 @pytest.fixture(scope="module")
@@ -261,8 +225,8 @@ def provision_lab(
     hub: LabHub | None = None
     try:
         lab.up(hosts=3)
-        for host in lab.hosts:  # the data disk and a disk that holds something else
-            lab.exec(host.name, ["truncate", "--size=64M", "/var/lib/aiorch-disk0.img"])
+        prepare_disks(lab)
+        for host in lab.hosts:  # and a disk that holds something else
             lab.exec(host.name, ["truncate", "--size=16M", "/var/lib/aiorch-other.img"])
             lab.exec(host.name, ["mkswap", "--quiet", "/var/lib/aiorch-other.img"])
         hub = LabHub(workdir / "hub", lab.gateway, site_repo).start()
@@ -271,12 +235,12 @@ def provision_lab(
         inventory = workdir / "inventory"
         (inventory / "host_vars").mkdir(parents=True)
         (inventory / "hosts.yml").write_text(lab.inventory_path.read_text())
-        site_vars = _site_vars(lab, hub.repo_url, hub, token, viewer)
-        for name, values in site_vars.items():
+        host_vars = _site_vars(lab, hub, token, viewer)
+        for name, values in host_vars.items():
             (inventory / "host_vars" / f"{name}.json").write_text(json.dumps(values))
         ssh_config = workdir / "ssh_config"
         _ssh_config(lab, ssh_config)
-        yield ProvisionLab(lab, hub, hub.repo_url, workdir, ssh_config, site_vars)
+        yield ProvisionLab(lab, hub, hub.repo_url, workdir, ssh_config, host_vars)
     finally:
         if hub is not None:
             hub.stop()
