@@ -15,17 +15,20 @@ from aiorch.hub.store import Store
 from tests.fixtures_hub import HubProcess, enroll_agent, make_enroll_token, make_token
 
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
+UPLOADS: set[str] = set()  # paths whose body is a file, not JSON
 
 
 def _routes() -> list[tuple[str, str]]:
     """Every operation the app declares (its OpenAPI schema), plus the schema route itself."""
     settings = HubSettings(data_dir=Path("/nonexistent"))
     app = create_app(HubContext(store=Store(settings.db_path), settings=settings), run_jobs=False)
-    found = [
-        (method.upper(), path)
-        for path, operations in app.openapi()["paths"].items()
-        for method in sorted(operations)
-    ]
+    found = []
+    for path, operations in app.openapi()["paths"].items():
+        for method, operation in sorted(operations.items()):
+            content = (operation.get("requestBody") or {}).get("content", {})
+            if "application/octet-stream" in content:
+                UPLOADS.add(path)
+            found.append((method.upper(), path))
     assert len(found) > 10, "route enumeration found too few routes"
     return [*found, ("GET", "/openapi.json")]
 
@@ -40,8 +43,13 @@ def _call(
     url = re.sub(r"\{agent_id\}", agent_id, path)
     url = re.sub(r"\{[^}]+\}", "x", url)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    kwargs = {"json": {}} if method in MUTATING and method != "DELETE" else {}
-    return httpx.request(method, f"{hub.url}{url}", headers=headers, timeout=30, **kwargs)
+    body: dict = {}
+    if method in MUTATING and method != "DELETE" and path in UPLOADS:
+        body = {"content": b"x"}
+        headers["Content-Type"] = "application/octet-stream"
+    elif method in MUTATING and method != "DELETE":
+        body = {"json": {}}
+    return httpx.request(method, f"{hub.url}{url}", headers=headers, timeout=30, **body)
 
 
 def test_public_paths_are_only_health_and_enrollment():

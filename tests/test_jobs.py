@@ -40,6 +40,7 @@ def test_all_jobs_are_registered_in_one_place(ctx: HubContext):
     scheduler = BackgroundScheduler()
     register_jobs(scheduler, ctx)
     assert {j.id for j in scheduler.get_jobs()} == {
+        "drift-check",
         "flush-heartbeats",
         "mark-agents-offline",
         "expire-enrollment-tokens",

@@ -4,6 +4,10 @@ ansible-inventory is run as a subprocess (no TTY), with a throw-away private dat
 with only the static inventory plugin that matches the file's suffix: an inventory file is
 data, never something to execute, and a file that does not parse is an error, not a warning
 followed by an empty inventory.
+
+ansible-playbook runs under pexpect (events stream as they happen), with host-key checking
+forced on (ansible-runner would otherwise turn it off) and extra vars in a 0600 file inside
+the private data dir, never on the command line where `ps` shows them.
 """
 
 import os
@@ -11,6 +15,8 @@ import re
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -86,3 +92,110 @@ def _condense(stderr: str, path: Path) -> str:
     if len(cause) > MAX_REASON:
         cause = cause[: MAX_REASON - 3] + "..."
     return cause or "ansible-inventory failed without saying why"
+
+
+# ---- playbooks -------------------------------------------------------------------------------
+
+DEFAULT_FORKS = 20
+# ControlPersist keeps one SSH connection per host across tasks, plays and waves. These are
+# ssh_args only: an inventory's ansible_ssh_common_args (known_hosts, key options) still apply.
+SSH_ARGS = "-o ControlMaster=auto -o ControlPersist=60s -o ServerAliveInterval=15"
+# ansible-playbook's PLAY RECAP names, from the stats event's keys.
+_STATS = {
+    "ok": "ok",
+    "changed": "changed",
+    "failures": "failed",
+    "dark": "unreachable",
+    "skipped": "skipped",
+    "rescued": "rescued",
+    "ignored": "ignored",
+}
+
+EventHandler = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How one ansible-playbook invocation ended.
+
+    `status` is ansible-runner's: successful, failed, canceled or timeout. `recap` is the
+    PLAY RECAP per host (ok, changed, failed, unreachable, skipped, rescued, ignored).
+    """
+
+    status: str
+    rc: int | None
+    recap: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+def run_playbook(
+    run_id: str,
+    playbook: Path,
+    inventory: Path,
+    *,
+    private_data_dir: Path,
+    event_handler: EventHandler,
+    limit: Sequence[str] | None = None,
+    check: bool = False,
+    diff: bool = False,
+    forks: int = DEFAULT_FORKS,
+    extravars: Mapping[str, Any] | None = None,
+    cancel_callback: Callable[[], bool] | None = None,
+) -> RunResult:
+    """Run `playbook` on `inventory` (optionally `--limit` to hosts); blocks until it ends.
+
+    `private_data_dir` must not exist yet: ansible-runner keeps extra vars and artifacts there
+    and reuses (rather than rewrites) what it finds, so every invocation gets its own. The run
+    id is ansible-runner's `ident`. `event_handler` sees every event, in order, as it happens.
+    """
+    _use_own_ansible()
+    private_data_dir.mkdir(mode=0o700, parents=False)
+    recap: dict[str, dict[str, int]] = {}
+
+    def on_event(event: dict[str, Any]) -> bool:
+        if event.get("event") == "playbook_on_stats":
+            recap.update(_recap(event.get("event_data", {})))
+        event_handler(event)
+        return False  # the caller keeps the event; nothing more on disk
+
+    flags = [flag for flag, on in (("--check", check), ("--diff", diff)) if on]
+    runner = interface.run(
+        ident=run_id,
+        private_data_dir=str(private_data_dir),
+        project_dir=str(playbook.parent),
+        playbook=str(playbook),
+        inventory=str(inventory),
+        limit=",".join(limit) if limit else None,
+        forks=forks,
+        cmdline=" ".join(flags) or None,
+        extravars=dict(extravars or {}),
+        envvars=_playbook_environment(playbook.parent),
+        settings={"suppress_ansible_output": True, "pexpect_timeout": 1},
+        quiet=True,
+        event_handler=on_event,
+        cancel_callback=cancel_callback or (lambda: False),
+    )
+    return RunResult(status=runner.status, rc=runner.rc, recap=recap)
+
+
+def _playbook_environment(playbook_dir: Path) -> dict[str, str]:
+    env = {
+        "ANSIBLE_PIPELINING": "True",
+        "ANSIBLE_SSH_ARGS": SSH_ARGS,
+        # ansible-runner sets this to False unless told otherwise; an unknown host key must
+        # stop the run, whatever the inventory says about known_hosts files.
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
+        "ANSIBLE_NOCOLOR": "True",
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+    }
+    config = playbook_dir / "ansible.cfg"
+    if config.is_file():  # roles_path and friends of the playbooks' own folder
+        env["ANSIBLE_CONFIG"] = str(config)
+    return env
+
+
+def _recap(stats: dict[str, Any]) -> dict[str, dict[str, int]]:
+    hosts = {host for key in _STATS for host in (stats.get(key) or {})}
+    return {
+        host: {name: int((stats.get(key) or {}).get(host, 0)) for key, name in _STATS.items()}
+        for host in sorted(hosts)
+    }

@@ -50,8 +50,12 @@ class HubClient:
             token = settings.admin_token_path.read_text().strip()
         return cls(url=url.rstrip("/"), token=token)
 
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+    def request(
+        self, method: str, path: str, headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        headers = dict(headers or {})
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
         try:
             response = httpx.request(
                 method, f"{self.url}/api/v1{path}", headers=headers, timeout=self.timeout, **kwargs
@@ -79,6 +83,18 @@ class HubClient:
 
     def delete(self, path: str) -> None:
         self.request("DELETE", path)
+
+    def upload(self, path: str, file: Path, **params: str) -> Any:
+        """Stream a file as the body (image archives can be gigabytes)."""
+        with file.open("rb") as fh:
+            response = self.request(
+                "POST",
+                path,
+                headers={"Content-Type": "application/octet-stream"},
+                params=params,
+                content=iter(lambda: fh.read(1 << 20), b""),
+            )
+        return response.json()
 
     def text(self, path: str) -> str:
         return self.request("GET", path).text

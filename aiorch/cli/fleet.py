@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from aiorch.cli.output import Output, console, emit
+from aiorch.cli.runs import follow, report
 from aiorch.cli.state import OutputOpt, state
 from aiorch.errors import UserError
 
@@ -62,6 +63,26 @@ def hosts_show(ctx: typer.Context, name: str, output: Output = OutputOpt) -> Non
     emit(state(ctx).client().get(f"/hosts/{name}"), output)
 
 
+@hosts_app.command("retire")
+def hosts_retire(
+    ctx: typer.Context,
+    name: str,
+    wipe: bool = typer.Option(False, "--wipe", help="Also wipe the data devices (see --confirm)."),
+    confirm: str = typer.Option(None, "--confirm", help="yes-wipe-data, to really wipe."),
+    force: bool = typer.Option(
+        False, "--force", help="Retire even if the decommission playbook fails (a dead box)."
+    ),
+    output: Output = OutputOpt,
+) -> None:
+    """Decommission a host (playbook run), revoke its agent's credential, mark it retired."""
+    if wipe and confirm != "yes-wipe-data":
+        raise UserError("--wipe destroys data: add --confirm yes-wipe-data to mean it")
+    client = state(ctx).client()
+    body = {"wipe": wipe, "confirm": confirm, "force": force}
+    run = client.post(f"/hosts/{name}/retire", body)
+    report(follow(client, run, live=output is Output.table), output)
+
+
 @agents_app.command("list")
 def agents_list(ctx: typer.Context, output: Output = OutputOpt) -> None:
     """List agents; status is online or offline from their last check-in."""
@@ -89,6 +110,8 @@ def status_cmd(ctx: typer.Context, output: Output = OutputOpt) -> None:
     columns = ["site", "hosts", "gpus", "gpus_simulated", "agents_online", "agents_offline"]
     columns.append("agents_none")
     emit(data["sites"], output, columns, title="sites")
+    if data.get("drift"):
+        emit(data["drift"], output, ["host", "detected_at", "run_id", "changed_tasks"], "drift")
 
 
 def audit_cmd(

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import typer
 
-from aiorch.cli import fleet, hub, telemetry, tokens
+from aiorch.cli import deploy, fleet, hub, runs, telemetry, tokens
 from aiorch.cli.client import default_data_dir
 from aiorch.cli.state import CliState
 from aiorch.errors import AiorchError
 from aiorch.lab.cli import app as lab_app
+from aiorch.repo.cli import app as repo_app
 
 app = typer.Typer(
     help="aiorch: bring up, run and watch on-prem GPU servers and edge boxes.",
@@ -40,10 +41,19 @@ app.add_typer(fleet.inventory_app, name="inventory")
 app.add_typer(fleet.hosts_app, name="hosts")
 app.add_typer(fleet.agents_app, name="agents")
 app.add_typer(telemetry.app, name="telemetry")
+app.add_typer(runs.runs_app, name="runs")
+app.add_typer(deploy.deployments_app, name="deployments")
+app.add_typer(deploy.image_app, name="image")
+app.add_typer(deploy.quota_app, name="quota")
+app.add_typer(repo_app, name="repo")
 app.add_typer(lab_app, name="lab")
 app.command("sites")(fleet.sites_cmd)
 app.command("status")(fleet.status_cmd)
 app.command("audit")(fleet.audit_cmd)
+app.command("provision")(runs.provision_cmd)
+app.command("plan")(deploy.plan_cmd)
+app.command("apply")(deploy.apply_cmd)
+app.command("delete")(deploy.delete_cmd)
 
 
 def run() -> None:

@@ -21,14 +21,17 @@ from aiorch.hub.middleware import BodyGuard
 from aiorch.hub.routers import (
     agent_protocol,
     agents,
+    deployments,
     enrollment,
     inventory,
     overview,
+    runs,
     system,
     telemetry,
     tokens,
 )
 from aiorch.hub.routers.deps import principal, viewer
+from aiorch.hub.services import runs as run_service
 
 log = logging.getLogger("aiorch.hub")
 API_PREFIX = "/api/v1"
@@ -67,6 +70,10 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 def create_app(ctx: HubContext, *, run_jobs: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # A run left going by a hub that died is over: mark it, free its hosts.
+        interrupted = run_service.recover_interrupted(ctx)
+        if interrupted:
+            log.warning("runs interrupted by the previous hub process: %s", interrupted)
         scheduler = BackgroundScheduler(daemon=True)
         if run_jobs:
             register_jobs(scheduler, ctx)
@@ -76,6 +83,7 @@ def create_app(ctx: HubContext, *, run_jobs: bool = True) -> FastAPI:
         finally:
             if run_jobs:
                 scheduler.shutdown(wait=False)
+            run_service.stop_all(ctx)
             ctx.heartbeats.flush(ctx.store)
 
     app = FastAPI(
@@ -91,13 +99,15 @@ def create_app(ctx: HubContext, *, run_jobs: bool = True) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)
-    app.add_middleware(BodyGuard, max_bytes=ctx.settings.max_body_bytes)
+    uploads = {f"{API_PREFIX}/images": ctx.settings.max_image_bytes}
+    app.add_middleware(BodyGuard, max_bytes=ctx.settings.max_body_bytes, uploads=uploads)
 
     # Routers are included flat (not nested) and the agents' hot path first: route matching
     # is per request, and nested routers multiply its cost.
     app.include_router(agent_protocol.router, prefix=API_PREFIX)
     app.include_router(enrollment.public, prefix=API_PREFIX)
-    for module in (agents, inventory, enrollment, tokens, overview, telemetry):
+    modules = (agents, inventory, enrollment, tokens, overview, telemetry, runs, deployments)
+    for module in modules:
         app.include_router(module.router, prefix=API_PREFIX, dependencies=[Depends(principal)])
     app.include_router(telemetry.scrape, dependencies=[Depends(principal)])
     app.include_router(system.router)

@@ -9,7 +9,7 @@ from typing import Any
 from apscheduler.schedulers.base import BaseScheduler
 
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import agents, enrollment, telemetry
+from aiorch.hub.services import agents, drift, enrollment, telemetry
 
 log = logging.getLogger("aiorch.hub.jobs")
 
@@ -40,6 +40,8 @@ def register_jobs(scheduler: BaseScheduler, ctx: HubContext) -> None:
         "telemetry-downsample": (ctx.settings.downsample_interval_s, telemetry.downsample),
         "telemetry-retention": (ctx.settings.retention_interval_s, telemetry.apply_retention),
     }
+    if ctx.settings.drift_interval_s > 0:  # 0 turns the drift check off
+        jobs["drift-check"] = (ctx.settings.drift_interval_s, drift.check_drift)
     for name, (seconds, job) in jobs.items():
         scheduler.add_job(
             _logged(name, job, ctx),

@@ -69,3 +69,14 @@ class DesiredStateUpdate(Strict):
 class InventoryImport(Strict):
     filename: str = Field(min_length=1, max_length=255)
     content: str = Field(min_length=1)
+
+
+class SpecText(Strict):
+    """A deployment spec as the YAML text the user wrote (errors then point at its lines)."""
+
+    spec: str = Field(min_length=1, max_length=1 << 20)
+
+
+class QuotaUpdate(Strict):
+    max_gpus: int | None = Field(None, ge=0)
+    max_replicas: int | None = Field(None, ge=0)

@@ -8,12 +8,12 @@ The OpenAPI schema still documents their bodies.
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel
 
 from aiorch.hub.context import HubContext
 from aiorch.hub.schemas import CheckinRequest, TelemetryBatch
-from aiorch.hub.services import agents, auth, metrics, telemetry
+from aiorch.hub.services import agents, auth, images, metrics, telemetry
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -26,11 +26,17 @@ def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": schema}}}
 
 
-async def _authorised_body(request: Request, agent_id: str, model: type[M]) -> tuple[HubContext, M]:
-    """Authenticate first (401/403 before anything else), then parse the body (422)."""
+def _agent_ctx(request: Request, agent_id: str) -> HubContext:
+    """The hub context, once the caller is proven to be agent `agent_id` (401/403 first)."""
     ctx: HubContext = request.app.state.ctx
     principal = auth.authenticate(ctx, request.headers.get("authorization"))
     auth.require_agent(principal, agent_id)
+    return ctx
+
+
+async def _authorised_body(request: Request, agent_id: str, model: type[M]) -> tuple[HubContext, M]:
+    """Authenticate first, then parse the body (422)."""
+    ctx = _agent_ctx(request, agent_id)
     return ctx, model.model_validate_json(await request.body())
 
 
@@ -60,3 +66,10 @@ async def upload_telemetry(agent_id: str, request: Request) -> dict[str, Any]:
     """Store a telemetry batch once; a batch sent again is acknowledged again."""
     ctx, body = await _authorised_body(request, agent_id, TelemetryBatch)
     return await telemetry.ingest(ctx, agent_id, body)
+
+
+@router.get("/{agent_id}/images/{digest}", response_class=FileResponse)
+async def download_image(agent_id: str, digest: str, request: Request) -> FileResponse:
+    """An image archive the agent's desired state names; it checks the sha256 itself."""
+    path = images.agent_blob(_agent_ctx(request, agent_id), agent_id, digest)
+    return FileResponse(path, media_type="application/octet-stream")

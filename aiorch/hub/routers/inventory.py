@@ -8,11 +8,17 @@ from fastapi.responses import PlainTextResponse
 
 from aiorch.hub.context import HubContext
 from aiorch.hub.routers.deps import context, operator, viewer
-from aiorch.hub.schemas import InventoryImport
-from aiorch.hub.services import inventory
+from aiorch.hub.schemas import InventoryImport, Strict
+from aiorch.hub.services import inventory, retire
 from aiorch.hub.services.auth import Principal
 
 router = APIRouter(tags=["inventory"])
+
+
+class HostRetire(Strict):
+    wipe: bool = False
+    confirm: str | None = None
+    force: bool = False
 
 
 @router.post("/inventory/import")
@@ -41,6 +47,19 @@ def show_host(
     name: str, ctx: HubContext = Depends(context), _: Principal = Depends(viewer)
 ) -> dict[str, Any]:
     return inventory.get_host(ctx, name)
+
+
+@router.post("/hosts/{name}/retire", status_code=201)
+def retire_host(
+    name: str,
+    body: HostRetire,
+    ctx: HubContext = Depends(context),
+    p: Principal = Depends(operator),
+) -> dict[str, Any]:
+    """Start the decommission run; the host is retired (agent revoked) when it succeeds."""
+    return retire.retire_host(
+        ctx, name, p.actor, wipe=body.wipe, confirm=body.confirm, force=body.force
+    )
 
 
 @router.get("/sites")

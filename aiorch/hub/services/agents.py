@@ -39,7 +39,10 @@ async def checkin(
 ) -> CheckinAnswer:
     """Record the heartbeat (coalesced) and answer with the desired state if it changed."""
     now = ctx.clock()
-    beat = Heartbeat(now, req.agent_version, req.uptime_s, req.facts_hash, req.applied_revision)
+    report = json.dumps(req.report, sort_keys=True) if req.report is not None else None
+    beat = Heartbeat(
+        now, req.agent_version, req.uptime_s, req.facts_hash, req.applied_revision, report
+    )
     ctx.heartbeats.record(agent_id, beat)
     if req.facts is not None:
         facts = json.dumps(req.facts, sort_keys=True)
@@ -66,26 +69,31 @@ def get_desired(ctx: HubContext, agent_id: str) -> dict[str, Any]:
     }
 
 
+def write_desired(
+    db: sqlite_utils.Database, agent_id: str, document: dict[str, Any], actor: str, now: float
+) -> int:
+    """Replace an agent's desired state inside the caller's transaction; the revision moves
+    only when the document changes. Returns the revision now in force."""
+    text = json.dumps(document, sort_keys=True)
+    revision, current = _desired_row(db, agent_id)
+    if current == text:
+        return revision
+    db.table("desired_states").upsert(
+        {"agent_id": agent_id, "revision": revision + 1, "document": text, "updated_at": now},
+        pk="agent_id",
+    )
+    audit.record(db, actor, "agent.desired.set", f"agent:{agent_id}", {"revision": revision + 1})
+    return revision + 1
+
+
 def set_desired(
     ctx: HubContext, agent_id: str, document: dict[str, Any], actor: str
 ) -> dict[str, Any]:
-    """Replace the agent's desired state; the revision moves only when the document changes."""
     now = ctx.clock()
-    text = json.dumps(document, sort_keys=True)
 
     def op(db: sqlite_utils.Database) -> int:
         _require_agent_exists(db, agent_id)
-        revision, current = _desired_row(db, agent_id)
-        if current == text:
-            return revision
-        db.table("desired_states").upsert(
-            {"agent_id": agent_id, "revision": revision + 1, "document": text, "updated_at": now},
-            pk="agent_id",
-        )
-        audit.record(
-            db, actor, "agent.desired.set", f"agent:{agent_id}", {"revision": revision + 1}
-        )
-        return revision + 1
+        return write_desired(db, agent_id, document, actor, now)
 
     return {"agent_id": agent_id, "revision": ctx.store.write(op), "document": document}
 

@@ -9,7 +9,7 @@ last flush interval of heartbeats, which the next check-ins restore.
 from __future__ import annotations
 
 import threading
-from dataclasses import astuple, dataclass
+from dataclasses import asdict, astuple, dataclass
 from typing import Any
 
 from aiorch.hub.store import Store
@@ -22,6 +22,7 @@ class Heartbeat:
     uptime_s: float
     facts_hash: str
     applied_revision: int
+    report: str | None = None  # the agent's workload report, JSON; None keeps the last one
 
 
 class HeartbeatBuffer:
@@ -37,7 +38,9 @@ class HeartbeatBuffer:
         """`row` (an agents row) with any newer, not yet persisted heartbeat applied."""
         with self._lock:
             beat = self._pending.get(row["id"])
-        return {**row, **beat.__dict__} if beat else row
+        if beat is None:
+            return row
+        return {**row, **{k: v for k, v in asdict(beat).items() if k != "report"}}
 
     def last_seen(self, agent_id: str, stored: float | None) -> float | None:
         with self._lock:
@@ -54,7 +57,8 @@ class HeartbeatBuffer:
         store.write(
             lambda db: db.conn.executemany(
                 "UPDATE agents SET last_seen = ?, agent_version = ?, uptime_s = ?, "
-                "facts_hash = ?, applied_revision = ?, status = 'online' WHERE id = ?",
+                "facts_hash = ?, applied_revision = ?, report = COALESCE(?, report), "
+                "status = 'online' WHERE id = ?",
                 rows,
             )
         )

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiorch import __version__
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import agents, inventory
+from aiorch.hub.services import agents, drift, inventory
 
 
 def overview(ctx: HubContext) -> dict[str, Any]:
@@ -27,4 +27,5 @@ def overview(ctx: HubContext) -> dict[str, Any]:
         "agents": dict(Counter(a["status"] for a in agent_rows)),
         "sites": [{"site": name, **dict(counts)} for name, counts in sorted(per_site.items())],
         "poll_interval_s": ctx.settings.poll_interval_s,
+        "drift": drift.drifted_hosts(ctx),
     }

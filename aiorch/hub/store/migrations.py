@@ -147,7 +147,104 @@ def m001_core(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [m001_core]
+def m002_runs(db: sqlite_utils.Database) -> None:
+    """Playbook runs, their events, the per-host run locks and detected drift."""
+    _run(
+        db,
+        """
+        CREATE TABLE runs (
+            id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL DEFAULT 'provision',
+            playbook TEXT NOT NULL,
+            "limit" TEXT,
+            hosts TEXT NOT NULL DEFAULT '[]',
+            "check" INTEGER NOT NULL DEFAULT 0,
+            diff INTEGER NOT NULL DEFAULT 0,
+            serial INTEGER,
+            max_fail_ratio REAL NOT NULL DEFAULT 0,
+            extravars TEXT NOT NULL DEFAULT '{}',
+            status TEXT NOT NULL DEFAULT 'queued' CHECK (status IN
+                ('queued', 'running', 'successful', 'failed', 'interrupted', 'canceled')),
+            actor TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            started_at REAL,
+            finished_at REAL,
+            recap TEXT NOT NULL DEFAULT '{}',
+            preflight TEXT NOT NULL DEFAULT '{}',
+            message TEXT,
+            hub_pid INTEGER
+        );
+        CREATE INDEX runs_created ON runs(created_at);
+        CREATE INDEX runs_status ON runs(status);
+        CREATE TABLE run_events (
+            run_id TEXT NOT NULL REFERENCES runs(id),
+            seq INTEGER NOT NULL,
+            ts REAL NOT NULL,
+            host TEXT,
+            task TEXT,
+            action TEXT,
+            status TEXT NOT NULL CHECK (status IN
+                ('ok', 'changed', 'failed', 'unreachable', 'skipped')),
+            changed INTEGER NOT NULL DEFAULT 0,
+            duration REAL,
+            res TEXT NOT NULL DEFAULT '{}',
+            PRIMARY KEY (run_id, seq)
+        ) WITHOUT ROWID;
+        CREATE TABLE host_locks (
+            host TEXT PRIMARY KEY,
+            run_id TEXT NOT NULL REFERENCES runs(id),
+            acquired_at REAL NOT NULL
+        );
+        CREATE TABLE drift (
+            host TEXT PRIMARY KEY,
+            run_id TEXT NOT NULL REFERENCES runs(id),
+            detected_at REAL NOT NULL,
+            changed_tasks TEXT NOT NULL DEFAULT '[]'
+        );
+        """,
+    )
+
+
+def m003_deployments(db: sqlite_utils.Database) -> None:
+    _run(
+        db,
+        """
+        ALTER TABLE agents ADD COLUMN report TEXT;
+        CREATE TABLE images (
+            ref TEXT PRIMARY KEY,
+            digest TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            created_by TEXT NOT NULL,
+            created_at REAL NOT NULL
+        );
+        CREATE INDEX images_digest ON images(digest);
+        CREATE TABLE deployments (
+            name TEXT PRIMARY KEY,
+            project TEXT NOT NULL,
+            spec TEXT NOT NULL,
+            spec_hash TEXT NOT NULL,
+            generation INTEGER NOT NULL,
+            updated_by TEXT NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        CREATE TABLE deployment_replicas (
+            deployment TEXT NOT NULL,
+            ordinal INTEGER NOT NULL,
+            host TEXT NOT NULL,
+            gpus TEXT NOT NULL DEFAULT '[]',
+            PRIMARY KEY (deployment, ordinal)
+        );
+        CREATE INDEX replicas_host ON deployment_replicas(host);
+        CREATE TABLE quotas (
+            project TEXT PRIMARY KEY,
+            max_gpus INTEGER,
+            max_replicas INTEGER
+        );
+        """,
+    )
+
+
+MIGRATIONS: list[Migration] = [m001_core, m002_runs, m003_deployments]
 
 
 def apply_migrations(db: sqlite_utils.Database) -> list[str]:

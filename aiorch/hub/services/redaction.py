@@ -1,0 +1,63 @@
+"""Keep secrets out of everything a run stores: events, the run row, the audit log.
+
+Two layers. Results marked `no_log` (Ansible's `_ansible_no_log`) have every value masked;
+ansible-runner already censors whole results, this also covers nested ones such as loop
+items. And the values of extra vars whose names look secret are masked wherever they
+appear in stored text, whatever task printed them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+MASK = "********"
+SECRET_NAME = re.compile(r"token|passw|secret|key|credential|private", re.IGNORECASE)
+_NO_LOG_FLAGS = ("_ansible_no_log", "no_log")
+
+
+def secret_values(extravars: Mapping[str, Any]) -> list[str]:
+    """Every scalar under an extra var whose name looks secret, longest first."""
+    found: set[str] = set()
+
+    def walk(value: Any, secret: bool) -> None:
+        if isinstance(value, Mapping):
+            for key, inner in value.items():
+                walk(inner, secret or bool(SECRET_NAME.search(str(key))))
+        elif isinstance(value, list | tuple):
+            for inner in value:
+                walk(inner, secret)
+        elif secret and value is not None and str(value) != "":
+            found.add(str(value))
+
+    walk(extravars, False)
+    return sorted(found, key=len, reverse=True)
+
+
+def mask_extravars(extravars: Mapping[str, Any]) -> dict[str, Any]:
+    """The extra vars as stored and shown: secret-looking ones keep their name, not value."""
+    masked: dict[str, Any] = scrub(extravars, secret_values(extravars))
+    return masked
+
+
+def scrub(value: Any, secrets: Iterable[str]) -> Any:
+    """`value` with no_log results masked and every secret replaced in every string."""
+    secrets = tuple(secrets)
+    if isinstance(value, Mapping):
+        if any(value.get(flag) is True for flag in _NO_LOG_FLAGS):
+            return {k: v if k in _NO_LOG_FLAGS else MASK for k, v in value.items()}
+        return {str(k): scrub(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrub(v, secrets) for v in value]
+    if isinstance(value, str):
+        return scrub_text(value, secrets)
+    if isinstance(value, int | float) and not isinstance(value, bool) and str(value) in secrets:
+        return MASK
+    return value
+
+
+def scrub_text(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, MASK)
+    return text

@@ -1,0 +1,494 @@
+"""Playbook runs: the hub runs Ansible on its hosts and records everything about it.
+
+A run resolves its `--limit` against the hub's inventory, takes a lock on each target host
+(one mutating run per host at a time; check-mode runs take none) in the same transaction
+that creates it, and then works in a background thread: pre-flight over SSH, the playbook
+per wave of `serial` hosts, events stored as they come, final status and recap, locks
+released. Extra vars live only in memory and in the run's private folder while it runs;
+what is stored has their secrets masked.
+
+A hub that dies mid-run leaves the run `running`; the next start marks it `interrupted`,
+kills what is left of its ansible-playbook and releases its locks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import psutil
+import sqlite_utils
+
+from aiorch.ansible.runner import run_playbook
+from aiorch.errors import Conflict, InvalidInput, NotFound
+from aiorch.hub.context import HubContext, decode_json_fields
+from aiorch.hub.services import audit, preflight, redaction, targets
+from aiorch.hub.services.inventory import export_inventory
+from aiorch.hub.services.run_events import EventBatcher, error_text, event_row
+
+log = logging.getLogger("aiorch.hub.runs")
+
+ACTIVE_STATUSES = ("queued", "running")
+PLAYBOOK_SUFFIXES = (".yml", ".yaml")
+_JSON_FIELDS = ("hosts", "extravars", "recap", "preflight")
+
+# Called inside the transaction that finishes a run, with the run's final row; what it
+# returns is added to the run's message. Retirement and drift hang off this.
+FinishHook = Callable[[sqlite_utils.Database, dict[str, Any]], str | None]
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    playbook: str
+    limit: str | None = None
+    check: bool = False
+    diff: bool = False
+    serial: int | None = None
+    max_fail_ratio: float = 0.0
+    extravars: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Active:
+    """A run this process is executing, and how to stop it."""
+
+    ctx: HubContext
+    cancel: threading.Event = field(default_factory=threading.Event)
+    ended_as: str = "canceled"  # or "interrupted" when the hub itself stops it
+    thread: threading.Thread | None = None
+
+
+@dataclass
+class _Outcome:
+    status: str = "failed"
+    recap: dict[str, dict[str, int]] = field(default_factory=dict)
+    preflight: dict[str, str] = field(default_factory=dict)
+    messages: list[str] = field(default_factory=list)
+
+
+_ACTIVE: dict[str, _Active] = {}
+_ACTIVE_LOCK = threading.Lock()
+
+
+# ---- starting ------------------------------------------------------------------------------
+
+
+def playbook_path(ctx: HubContext, name: str) -> Path:
+    """`name` inside the playbooks folder: relative, no `..`, an existing .yml/.yaml file."""
+    rel = PurePosixPath(name.strip())
+    if not name.strip() or rel.is_absolute() or ".." in rel.parts:
+        raise InvalidInput(f"playbook {name!r}: give a path inside the playbooks folder")
+    if rel.suffix not in PLAYBOOK_SUFFIXES:
+        raise InvalidInput(f"playbook {name!r}: must be a .yml or .yaml file")
+    root = ctx.settings.playbooks_dir.resolve()
+    path = (root / rel).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        raise InvalidInput(f"playbook {name!r} not found in {root}")
+    return path
+
+
+def start_run(
+    ctx: HubContext,
+    req: RunRequest,
+    actor: str,
+    *,
+    kind: str = "provision",
+    on_finish: FinishHook | None = None,
+) -> dict[str, Any]:
+    """Create the run and its host locks in one transaction, then run it in the background."""
+    path = playbook_path(ctx, req.playbook)
+    if req.serial is not None and req.serial < 1:
+        raise InvalidInput("serial must be at least 1")
+    hosts = targets.resolve_limit(ctx.store.read(), req.limit)
+    run_id = f"r{uuid.uuid4().hex[:12]}"
+    now = ctx.clock()
+    row = {
+        "id": run_id,
+        "kind": kind,
+        "playbook": req.playbook,
+        "limit": req.limit,
+        "hosts": json.dumps(hosts),
+        "check": int(req.check),
+        "diff": int(req.diff),
+        "serial": req.serial,
+        "max_fail_ratio": req.max_fail_ratio,
+        "extravars": json.dumps(redaction.mask_extravars(req.extravars), sort_keys=True),
+        "status": "queued",
+        "actor": actor,
+        "created_at": now,
+        "hub_pid": os.getpid(),
+    }
+
+    def op(db: sqlite_utils.Database) -> None:
+        if not req.check:
+            _refuse_busy(db, hosts)
+        db.table("runs").insert(row)
+        if not req.check:
+            db.table("host_locks").insert_all(
+                {"host": host, "run_id": run_id, "acquired_at": now} for host in hosts
+            )
+        detail = {
+            "playbook": req.playbook,
+            "limit": req.limit,
+            "check": req.check,
+            "hosts": len(hosts),
+            "extravars": sorted(req.extravars),
+        }
+        audit.record(db, actor, f"run.{kind}", f"run:{run_id}", detail, ts=now)
+
+    ctx.store.write(op)
+    _launch(ctx, run_id, path, hosts, req, on_finish)
+    return get_run(ctx, run_id)
+
+
+def _refuse_busy(db: sqlite_utils.Database, hosts: Sequence[str]) -> None:
+    marks = ",".join("?" * len(hosts))
+    busy = list(
+        db.query(
+            "SELECT l.host, l.run_id, r.playbook, r.actor FROM host_locks l "
+            f"JOIN runs r ON r.id = l.run_id WHERE l.host IN ({marks}) ORDER BY l.host",
+            list(hosts),
+        )
+    )
+    if busy:
+        held = "; ".join(
+            f"{b['host']} is locked by run {b['run_id']} ({b['playbook']}, {b['actor']})"
+            for b in busy
+        )
+        raise Conflict(f"{held}: one mutating run per host at a time")
+
+
+def _launch(
+    ctx: HubContext,
+    run_id: str,
+    path: Path,
+    hosts: list[str],
+    req: RunRequest,
+    on_finish: FinishHook | None,
+) -> None:
+    active = _Active(ctx)
+    active.thread = threading.Thread(
+        target=_execute,
+        args=(ctx, active, run_id, path, hosts, req, on_finish),
+        name=f"aiorch-run-{run_id}",
+        daemon=True,
+    )
+    with _ACTIVE_LOCK:
+        _ACTIVE[run_id] = active
+    active.thread.start()
+
+
+# ---- executing -----------------------------------------------------------------------------
+
+
+def _execute(
+    ctx: HubContext,
+    active: _Active,
+    run_id: str,
+    path: Path,
+    hosts: list[str],
+    req: RunRequest,
+    on_finish: FinishHook | None,
+) -> None:
+    secrets = redaction.secret_values(req.extravars)
+    run_dir = ctx.settings.runs_dir / run_id
+    outcome = _Outcome()
+    batcher: EventBatcher | None = None
+    try:
+        ctx.store.write(
+            lambda db: db.execute(
+                "UPDATE runs SET status = 'running', started_at = ? WHERE id = ?",
+                [ctx.clock(), run_id],
+            )
+        )
+        run_dir.mkdir(mode=0o700, parents=True)
+        inventory_path = run_dir / "inventory.yml"
+        inventory_path.write_text(export_inventory(ctx))
+        outcome.preflight = preflight.check_inventory(
+            inventory_path, hosts, ctx.settings.preflight_timeout_s
+        )
+        if outcome.preflight:
+            _save_preflight(ctx, run_id, outcome.preflight)
+        reachable = [host for host in hosts if host not in outcome.preflight]
+        if not reachable:
+            outcome.messages.append("every host failed pre-flight; nothing was run")
+            return
+        batcher = EventBatcher(ctx.store, run_id)
+        _run_waves(ctx, active, run_id, path, inventory_path, reachable, req, batcher, outcome)
+    except Exception as exc:
+        log.exception("run %s stopped by an internal error", run_id)
+        reason = redaction.scrub_text(str(exc), secrets)
+        outcome.status = "failed"
+        outcome.messages.append(f"internal error: {reason} (see the hub log)")
+    finally:
+        # ansible-runner's cancel kills ansible-playbook's process group only; a worker that
+        # was running a task lives in its own group and would go on after the locks are gone.
+        leftovers = _kill_leftovers(run_dir)
+        if leftovers:
+            log.info("run %s: killed ansible processes left after it ended: %s", run_id, leftovers)
+        if batcher is not None:
+            batcher.close()
+        _finish(ctx, run_id, outcome, on_finish)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        with _ACTIVE_LOCK:
+            _ACTIVE.pop(run_id, None)
+
+
+def _run_waves(
+    ctx: HubContext,
+    active: _Active,
+    run_id: str,
+    path: Path,
+    inventory_path: Path,
+    hosts: list[str],
+    req: RunRequest,
+    batcher: EventBatcher,
+    outcome: _Outcome,
+) -> None:
+    """The playbook once per wave of `serial` hosts; a wave failing more than
+    `max_fail_ratio` of its hosts stops the waves after it."""
+    secrets = redaction.secret_values(req.extravars)
+    errors: list[str] = []
+
+    def on_event(event: dict[str, Any]) -> None:
+        try:
+            row = event_row(event, secrets)
+            if row is not None:
+                batcher.add(row)
+            elif (line := error_text(event, secrets)) and line not in errors:
+                errors.append(line)
+        except Exception:  # an odd event must not break the run that sent it
+            log.exception("run %s: could not record a %s event", run_id, event.get("event"))
+
+    size = req.serial or len(hosts)
+    waves = [hosts[i : i + size] for i in range(0, len(hosts), size)]
+    statuses = []
+    for number, wave in enumerate(waves, start=1):
+        if active.cancel.is_set():
+            statuses.append("canceled")
+            break
+        result = run_playbook(
+            run_id,
+            path,
+            inventory_path,
+            private_data_dir=inventory_path.parent / f"wave-{number}",
+            event_handler=on_event,
+            limit=wave,
+            check=req.check,
+            diff=req.diff,
+            forks=ctx.settings.run_forks,
+            extravars=req.extravars,
+            cancel_callback=active.cancel.is_set,
+        )
+        outcome.recap.update(result.recap)
+        statuses.append(result.status)
+        if result.status == "canceled":
+            break
+        bad = [h for h in wave if _failed(outcome.recap.get(h))]
+        if result.status != "successful" and not result.recap:
+            bad = wave  # the playbook did not get as far as any host
+        if number < len(waves) and len(bad) / len(wave) > req.max_fail_ratio:
+            rest = [host for later in waves[number:] for host in later]
+            outcome.messages.append(
+                f"stopped after wave {number} of {len(waves)} ({len(bad)} of {len(wave)} "
+                f"hosts failed); not run: {', '.join(rest)}"
+            )
+            statuses.append("failed")
+            break
+    outcome.messages[:0] = errors + _host_summary(outcome.recap)
+    if "canceled" in statuses:
+        outcome.status = active.ended_as
+        if active.ended_as == "interrupted":
+            outcome.messages.append("the hub stopped during the run")
+    elif all(s == "successful" for s in statuses) and not outcome.preflight:
+        outcome.status = "successful"
+    else:
+        outcome.status = "failed"
+
+
+def _failed(recap: dict[str, int] | None) -> bool:
+    return bool(recap and (recap["failed"] or recap["unreachable"]))
+
+
+def _host_summary(recap: dict[str, dict[str, int]]) -> list[str]:
+    lines = []
+    for state in ("failed", "unreachable"):
+        hosts = [host for host, counts in recap.items() if counts[state]]
+        if hosts:
+            lines.append(f"{state}: {', '.join(hosts)}")
+    return lines
+
+
+def _save_preflight(ctx: HubContext, run_id: str, problems: dict[str, str]) -> None:
+    text = json.dumps(problems, sort_keys=True)
+    ctx.store.write(
+        lambda db: db.execute("UPDATE runs SET preflight = ? WHERE id = ?", [text, run_id])
+    )
+
+
+def _finish(ctx: HubContext, run_id: str, outcome: _Outcome, on_finish: FinishHook | None) -> None:
+    """Final status, recap and message, locks released, and the caller's hook: one transaction
+    (without the hook, should the hook fail, so that locks are never left behind)."""
+    if outcome.preflight:
+        outcome.messages.append(f"pre-flight failed on {len(outcome.preflight)} host(s)")
+
+    def op(db: sqlite_utils.Database, hook: FinishHook | None) -> None:
+        final = {
+            "status": outcome.status,
+            "finished_at": ctx.clock(),
+            "recap": json.dumps(outcome.recap, sort_keys=True),
+            "preflight": json.dumps(outcome.preflight, sort_keys=True),
+            "message": "; ".join(outcome.messages) or None,
+        }
+        db.table("runs").update(run_id, final)
+        db.execute("DELETE FROM host_locks WHERE run_id = ?", [run_id])
+        if hook is not None:
+            extra = hook(db, _decode(db.table("runs").get(run_id)))
+            if extra:
+                message = "; ".join([*outcome.messages, extra])
+                db.table("runs").update(run_id, {"message": message})
+        audit.record(db, "hub", "run.finish", f"run:{run_id}", {"status": outcome.status})
+
+    try:
+        ctx.store.write(lambda db: op(db, on_finish))
+    except Exception:
+        log.exception("run %s: finishing hook failed", run_id)
+        outcome.messages.append("the run's follow-up step failed (see the hub log)")
+        outcome.status = "failed"
+        ctx.store.write(lambda db: op(db, None))
+
+
+# ---- reading -------------------------------------------------------------------------------
+
+
+def _decode(row: dict[str, Any]) -> dict[str, Any]:
+    run = decode_json_fields(row, _JSON_FIELDS)
+    run["check"], run["diff"] = bool(run["check"]), bool(run["diff"])
+    if run["status"] not in ACTIVE_STATUSES:
+        done = set(run["recap"]) | set(run["preflight"])
+        run["not_run"] = [host for host in run["hosts"] if host not in done]
+    return run
+
+
+def get_run(ctx: HubContext, run_id: str) -> dict[str, Any]:
+    rows = list(ctx.store.read().query("SELECT * FROM runs WHERE id = ?", [run_id]))
+    if not rows:
+        raise NotFound(f"no run with id {run_id}")
+    return _decode(rows[0])
+
+
+def list_runs(
+    ctx: HubContext, *, limit: int = 50, status: str | None = None
+) -> list[dict[str, Any]]:
+    where, params = ("WHERE status = ?", [status]) if status else ("", [])
+    rows = ctx.store.read().query(
+        f"SELECT * FROM runs {where} ORDER BY created_at DESC, id LIMIT ?", [*params, limit]
+    )
+    return [_decode(row) for row in rows]
+
+
+def run_events(
+    ctx: HubContext, run_id: str, after_seq: int = 0, limit: int = 1000
+) -> list[dict[str, Any]]:
+    """Events of a run with seq > `after_seq`, in order: poll with the last seq seen."""
+    db = ctx.store.read()
+    if db.execute("SELECT 1 FROM runs WHERE id = ?", [run_id]).fetchone() is None:
+        raise NotFound(f"no run with id {run_id}")
+    rows = db.query(
+        "SELECT * FROM run_events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        [run_id, after_seq, limit],
+    )
+    return [decode_json_fields(row, ["res"]) | {"changed": bool(row["changed"])} for row in rows]
+
+
+# ---- stopping ------------------------------------------------------------------------------
+
+
+def cancel_run(ctx: HubContext, run_id: str, actor: str) -> dict[str, Any]:
+    run = get_run(ctx, run_id)
+    with _ACTIVE_LOCK:
+        active = _ACTIVE.get(run_id)
+    if run["status"] not in ACTIVE_STATUSES or active is None:
+        raise Conflict(f"run {run_id} is {run['status']}, not running in this hub")
+    active.cancel.set()
+    ctx.store.write(lambda db: audit.record(db, actor, "run.cancel", f"run:{run_id}"))
+    return get_run(ctx, run_id)
+
+
+def wait(run_id: str, timeout: float | None = None) -> None:
+    """Block until a run this process executes has finished (no-op for any other run)."""
+    with _ACTIVE_LOCK:
+        active = _ACTIVE.get(run_id)
+    if active is not None and active.thread is not None:
+        active.thread.join(timeout)
+
+
+def stop_all(ctx: HubContext, timeout: float = 20.0) -> None:
+    """Hub shutdown: stop every run of `ctx`; they end `interrupted` with locks released."""
+    with _ACTIVE_LOCK:
+        mine = [a for a in _ACTIVE.values() if a.ctx is ctx]
+    for active in mine:
+        active.ended_as = "interrupted"
+        active.cancel.set()
+    for active in mine:
+        if active.thread is not None:
+            active.thread.join(timeout)
+
+
+def recover_interrupted(ctx: HubContext) -> list[str]:
+    """Hub start: runs a previous hub process left queued or running become `interrupted`,
+    whatever is left of their ansible-playbook is killed, and their locks are released."""
+    db = ctx.store.read()
+    stale = list(db.query("SELECT id, hub_pid FROM runs WHERE status IN ('queued', 'running')"))
+    for run in stale:
+        killed = _kill_leftovers(ctx.settings.runs_dir / run["id"])
+        if killed:
+            log.warning("run %s: killed leftover ansible processes %s", run["id"], killed)
+        shutil.rmtree(ctx.settings.runs_dir / run["id"], ignore_errors=True)
+    now = ctx.clock()
+
+    def op(db: sqlite_utils.Database) -> None:
+        for run in stale:
+            message = f"the hub (pid {run['hub_pid']}) stopped while the run was going on"
+            db.execute(
+                "UPDATE runs SET status = 'interrupted', finished_at = ?, message = ? WHERE id = ?",
+                [now, message, run["id"]],
+            )
+            audit.record(db, "hub", "run.interrupted", f"run:{run['id']}", ts=now)
+        db.execute(
+            "DELETE FROM host_locks WHERE run_id NOT IN "
+            "(SELECT id FROM runs WHERE status IN ('queued', 'running'))"
+        )
+
+    ctx.store.write(op)
+    return [run["id"] for run in stale]
+
+
+def _kill_leftovers(run_dir: Path) -> list[int]:
+    """Kill the processes whose command line names the run's folder (ansible-playbook and its
+    workers, with the ssh they started), so nothing still changes the hosts once their locks
+    are released."""
+    marker = f"{run_dir}{os.sep}"
+    killed = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = proc.info.get("cmdline") or []
+        if proc.info["pid"] == os.getpid() or not any(marker in arg for arg in cmdline):
+            continue
+        try:
+            if os.getpgid(proc.pid) == proc.pid:  # ansible-playbook and its workers lead groups
+                os.killpg(proc.pid, signal.SIGKILL)
+            else:
+                os.kill(proc.pid, signal.SIGKILL)
+            killed.append(proc.pid)
+        except ProcessLookupError:
+            continue
+    return killed

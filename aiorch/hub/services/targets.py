@@ -1,0 +1,84 @@
+"""Which hosts a `--limit` means, resolved against the hub's inventory (never against Ansible's
+patterns), so the hub knows the exact hosts to lock, check and record before a run starts.
+
+A limit is a comma-separated list of terms, and selects the union of what they match:
+
+- `all` (or an empty limit): every host that is not retired;
+- a host name;
+- a group name: its hosts and the hosts of its child groups, at any depth;
+- `KEY=VALUE` or `label=KEY=VALUE`: hosts whose label KEY is VALUE (site, role and region
+  count as labels), e.g. `site=edge1` or `role=edge-box`.
+
+A term that matches nothing is an error rather than an empty run.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import sqlite_utils
+
+from aiorch.errors import InvalidInput
+
+_COLUMN_LABELS = ("site", "role", "region")
+
+
+def resolve_limit(db: sqlite_utils.Database, limit: str | None) -> list[str]:
+    """The sorted host names `limit` selects among the hub's hosts that are not retired."""
+    hosts = {
+        row["name"]: row
+        for row in db.query(
+            "SELECT name, site, role, region, labels, groups, status FROM hosts ORDER BY name"
+        )
+    }
+    active = {name for name, row in hosts.items() if row["status"] != "retired"}
+    terms = [term.strip() for term in (limit or "").split(",") if term.strip()]
+    if not terms:
+        return sorted(active)
+    children = {
+        row["name"]: json.loads(row["children"])
+        for row in db.query("SELECT name, children FROM inventory_groups")
+    }
+    selected: set[str] = set()
+    for term in terms:
+        if term in hosts and term not in active:
+            raise InvalidInput(f"--limit {term}: host {term} is retired")
+        matched = _match(term, hosts, children) & active
+        if not matched:
+            raise InvalidInput(f"--limit {term}: matches no host, group or label of the hub")
+        selected |= matched
+    return sorted(selected)
+
+
+def _match(term: str, hosts: dict[str, dict[str, Any]], children: dict[str, list[str]]) -> set[str]:
+    if term in ("all", "*"):
+        return set(hosts)
+    if term in hosts:
+        return {term}
+    if "=" in term:
+        key, _, value = term.partition("=")
+        if key == "label" and "=" in value:
+            key, _, value = value.partition("=")
+        return {name for name, row in hosts.items() if _labels(row).get(key) == value}
+    groups = _descendants(term, children)
+    return {name for name, row in hosts.items() if groups & set(json.loads(row["groups"]))}
+
+
+def _labels(row: dict[str, Any]) -> dict[str, str]:
+    labels: dict[str, str] = json.loads(row["labels"])
+    for key in _COLUMN_LABELS:  # hosts that enrolled without an inventory have only columns
+        if row[key] is not None:
+            labels.setdefault(key, row[key])
+    return labels
+
+
+def _descendants(group: str, children: dict[str, list[str]]) -> set[str]:
+    found: set[str] = set()
+    pending = [group]
+    while pending:
+        name = pending.pop()
+        if name not in found:
+            found.add(name)
+            pending.extend(children.get(name, []))
+    return found

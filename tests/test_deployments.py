@@ -1,0 +1,109 @@
+"""Deployments through the hub's services: apply places replicas and writes each agent's
+desired state; apply is idempotent; quotas and the image store are enforced with reasons."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+
+from aiorch.errors import Forbidden, InvalidInput
+from aiorch.hub.context import HubContext
+from aiorch.hub.services import agents, deployments, enrollment, images
+
+H100 = {"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_total_bytes": 81559 * 2**20}
+SPEC = """
+apiVersion: aiorch.dev/v1
+kind: Deployment
+metadata: {{name: chat, project: nlp}}
+spec:
+  image: localhost/aiorch-model:v1
+  ports: [{{containerPort: 8080, hostPort: 18080}}]
+  resources: {{gpus: 1, gpuProduct: H100}}
+  replicas: {replicas}
+  healthCheck: {{httpGet: {{path: /healthz, port: 8080}}}}
+"""
+
+
+async def _chunks(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+@pytest.fixture
+def ctx(make_context) -> HubContext:
+    context = make_context()
+    token = enrollment.create_token(context, "dc1", 3600, 10, "user:t")["token"]
+    for name in ("gpu-a", "gpu-b"):
+        facts = {"hostname": name, "gpus": [H100], "cpu": {"logical": 32}}
+        enrollment.enroll(context, token, {**facts, "memory_total_bytes": 2**38}, "1")
+    asyncio.run(
+        images.store(context, "localhost/aiorch-model:v1", _chunks(b"archive"), "t", 1 << 20)
+    )
+    return context
+
+
+def _desired(ctx: HubContext, host: str) -> dict:
+    agent_id = (
+        ctx.store.read().execute("SELECT agent_id FROM hosts WHERE name = ?", [host]).fetchone()[0]
+    )
+    return agents.get_desired(ctx, agent_id)
+
+
+def test_apply_places_replicas_and_publishes_desired_state(ctx: HubContext):
+    result = deployments.apply(ctx, SPEC.format(replicas=2), "user:t")
+    assert result["changed"] and len(result["plan"]["placed"]) == 2
+    for host in ("gpu-a", "gpu-b"):
+        desired = _desired(ctx, host)
+        (workload,) = desired["document"]["workloads"]
+        assert desired["revision"] == 1
+        assert (
+            workload["image"]["digest"]
+            == images.resolve(ctx, "localhost/aiorch-model:v1")["digest"]
+        )
+        assert workload["gpus"] == [0] and workload["health_check"]["port"] == 18080
+
+
+def test_apply_twice_changes_nothing(ctx: HubContext):
+    deployments.apply(ctx, SPEC.format(replicas=2), "user:t")
+    again = deployments.apply(ctx, SPEC.format(replicas=2), "user:t")
+    assert again["changed"] is False
+    assert _desired(ctx, "gpu-a")["revision"] == 1
+
+
+def test_plan_explains_unplaced_replicas_and_changes_nothing(ctx: HubContext):
+    result = deployments.plan(ctx, SPEC.format(replicas=3))
+    assert len(result["plan"]["placed"]) == 2
+    (unplaced,) = result["plan"]["unplaced"]
+    assert "H100" in unplaced["reason"]
+    assert deployments.list_deployments(ctx) == []
+
+
+def test_over_quota_is_refused_with_numbers_and_stores_nothing(ctx: HubContext):
+    deployments.set_quota(ctx, "nlp", 1, None, "user:admin")
+    with pytest.raises(Forbidden, match="quota 1"):
+        deployments.apply(ctx, SPEC.format(replicas=2), "user:t")
+    assert deployments.list_deployments(ctx) == []
+    assert _desired(ctx, "gpu-a")["revision"] == 0
+    entries = list(
+        ctx.store.read().query("SELECT detail FROM audit_log WHERE action = 'policy.quota'")
+    )
+    assert json.loads(entries[0]["detail"])["outcome"] == "deny", "the refusal is audited"
+
+
+def test_image_outside_the_store_is_refused(ctx: HubContext):
+    with pytest.raises(Forbidden, match="image"):
+        deployments.apply(ctx, SPEC.format(replicas=1).replace("model:v1", "model:v9"), "u")
+
+
+def test_bad_spec_names_the_field(ctx: HubContext):
+    with pytest.raises(InvalidInput, match="replicas"):
+        deployments.apply(ctx, SPEC.format(replicas=-1), "user:t")
+
+
+def test_delete_empties_the_agents_desired_state(ctx: HubContext):
+    deployments.apply(ctx, SPEC.format(replicas=2), "user:t")
+    deployments.delete(ctx, "chat", "user:t")
+    assert _desired(ctx, "gpu-a")["document"] == {"workloads": []}
+    assert json.loads(json.dumps(deployments.list_deployments(ctx))) == []
