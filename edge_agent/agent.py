@@ -1,5 +1,5 @@
-"""The agent's main loop: check in, keep the desired state, send telemetry, and keep going
-when the hub is away (the last desired state and unsent samples are on disk)."""
+"""The agent's main loop: check in, keep the desired state, run its workloads, send telemetry,
+and keep going when the hub is away (the last desired state and unsent samples are on disk)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,20 @@ import gc
 import logging
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from edge_agent import __version__
 from edge_agent.backoff import Schedule
 from edge_agent.client import HubClient, HubRefused, HubUnavailable
 from edge_agent.collectors import default_collectors
+from edge_agent.collectors.workloads import WorkloadCollector
 from edge_agent.config import AgentConfig, ConfigError
 from edge_agent.facts import collect_facts, facts_hash
 from edge_agent.gpu import GpuBackend, open_gpu_backend
 from edge_agent.outbox import Outbox
 from edge_agent.state import AgentState
+from edge_agent.workloads import Podman, Reconciler
 
 log = logging.getLogger("aiorch.agent")
 
@@ -73,10 +76,22 @@ class Agent:
         )
         self.gpus = _gpu_backend(config)
         self.collectors = default_collectors(self.gpus)
+        self.workload_telemetry = next(
+            c for c in self.collectors.collectors if isinstance(c, WorkloadCollector)
+        )
+        self.workloads = Reconciler(
+            config.state_dir,
+            Podman(config.podman_args),
+            config.podman_run_args,
+            fetch=self.fetch_image,
+        )
+        # The last pass's report, sent with the next check-in.
+        self.report: dict[str, Any] | None = None
         self.schedule = Schedule(max_backoff_s=config.max_backoff_s)
         self.started = time.monotonic()
 
     def close(self) -> None:
+        self.workloads.close()
         self.hub.close()
         self.outbox.close()
         self.collectors.close()
@@ -94,6 +109,7 @@ class Agent:
             "facts_hash": digest,
             "applied_revision": desired["revision"],
             "facts": facts if changed_facts else None,
+            "report": self.report,
         }
         reply = self.hub.checkin(self.agent_id, body, desired["revision"])
         if changed_facts:
@@ -102,6 +118,19 @@ class Agent:
             log.info("desired state revision %s -> %s", desired["revision"], reply.revision)
             self.state.save_desired(reply.revision, reply.document)
         return reply.poll_interval_s
+
+    def fetch_image(self, digest: str, dest: Path) -> None:
+        """Download an image archive for the reconciler (it runs on its fetch thread)."""
+        self.hub.download_image(self.agent_id, digest, dest)
+
+    def reconcile(self) -> None:
+        """Converge the workloads on the desired state on disk, whatever the hub is doing."""
+        desired = self.state.desired()
+        try:
+            self.report = self.workloads.reconcile(desired["revision"], desired["document"])
+        except Exception:  # a bug here must not stop check-ins, or the fix never arrives
+            log.exception("workload reconcile failed")
+        self.workload_telemetry.statuses = self.workloads.container_statuses()
 
     def flush_telemetry(self, max_batches: int | None = None) -> int:
         """Send the oldest samples first; a batch leaves the outbox only once acknowledged.
@@ -135,11 +164,15 @@ class Agent:
 
     def round(self) -> float | None:
         """Check in first (a slow collector or a backlog must not make the agent look offline),
-        then collect into the outbox, then upload what the round allows. Raises HubUnavailable
-        if the hub can't be reached; the round's samples are in the outbox by then."""
+        then reconcile workloads, then collect into the outbox, then upload what the round
+        allows. Workloads are reconciled from the desired state on disk even when the check-in
+        fails, so with the hub away they keep running and crashed ones are restarted; their
+        report goes with the next check-in. Raises HubUnavailable if the hub can't be reached;
+        the round's samples are in the outbox by then."""
         try:
             interval = self.checkin()
         finally:
+            self.reconcile()
             self.outbox.append(self.collectors.collect(time.time()))
         self.flush_telemetry()
         return interval

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +25,10 @@ class HubUnavailable(Exception):
 
 class HubRefused(Exception):
     """Permanent for this request: the hub said no (bad token, revoked credential, bad data)."""
+
+
+class DigestMismatch(Exception):
+    """A downloaded image archive is not the one asked for (corrupt or wrong content)."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +110,41 @@ class HubClient:
         response = self._send("POST", f"/agents/{agent_id}/telemetry", json=body)
         result: dict[str, Any] = response.json()
         return result
+
+    def download_image(self, agent_id: str, digest: str, dest: Path) -> None:
+        """Stream an image archive (`podman save` output) to `dest`, hashing it on the way.
+        It goes to a temp file beside `dest` and is renamed only once its sha256 is `digest`,
+        so `dest` never holds a partial or wrong archive; a mismatch raises DigestMismatch."""
+        expected = digest.removeprefix("sha256:")
+        dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        tmp = Path(tmp_name)
+        sha = hashlib.sha256()
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                with self.http.stream("GET", f"/agents/{agent_id}/images/{digest}") as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        message = f"hub answered {response.status_code}: {_detail(response)}"
+                        if response.status_code == 429 or response.status_code >= 500:
+                            raise HubUnavailable(message, _retry_after(response))
+                        raise HubRefused(message)
+                    for chunk in response.iter_bytes(1 << 20):
+                        sha.update(chunk)
+                        fh.write(chunk)
+                fh.flush()
+                os.fsync(fh.fileno())
+            if sha.hexdigest() != expected:
+                raise DigestMismatch(
+                    f"image archive from the hub has sha256:{sha.hexdigest()}, not {digest}"
+                )
+            os.replace(tmp, dest)
+        except httpx.HTTPError as exc:
+            tmp.unlink(missing_ok=True)
+            raise HubUnavailable(f"image download failed: {exc}") from None
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 def wire_batch(batch: dict[str, Any]) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,16 @@ class ConfigError(Exception):
 
 @dataclass
 class AgentConfig:
+    """Every key of agent.yaml, with its default.
+
+    Workloads run with podman on the host. `podman_args` go before the podman subcommand in
+    every call (e.g. `["--runtime", "/usr/sbin/runc"]` where crun can't handle the cgroup
+    layout, or `["--runtime", "/usr/bin/crun", "--cgroup-manager=cgroupfs"]` inside a lab
+    host); `podman_run_args` go into every `podman run` of a workload (e.g.
+    `["--ulimit", "nofile=4096:4096", "--ulimit", "nproc=8192:8192"]`, or
+    `["--cgroups=disabled"]` for nested podman). Both are lists of strings, empty by default.
+    """
+
     hub_url: str | None = None
     state_dir: Path = DEFAULT_STATE_DIR
     gpu_backend: str = "nvml"
@@ -32,6 +42,8 @@ class AgentConfig:
     # A backlog drains over several rounds so that it never holds up the next check-in.
     upload_max_batches_per_round: int = 10
     upload_max_seconds_per_round: float = 5.0
+    podman_args: list[str] = field(default_factory=list)
+    podman_run_args: list[str] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: Path) -> AgentConfig:
@@ -62,6 +74,8 @@ class AgentConfig:
                 values[key] = _positive(origin, key, value, float)
             elif key in _INT_KEYS:
                 values[key] = _whole(origin, key, value)
+            elif key in _LIST_KEYS:
+                values[key] = _strings(origin, key, value)
             else:
                 values[key] = None if value is None else str(value)
         return cls(**values)
@@ -78,6 +92,8 @@ _INT_KEYS = frozenset(
         "upload_max_batches_per_round",
     }
 )
+
+_LIST_KEYS = frozenset({"podman_args", "podman_run_args"})
 
 
 def _positive(origin: str, key: str, value: Any, kind: type) -> Any:
@@ -96,3 +112,13 @@ def _whole(origin: str, key: str, value: Any) -> int:
     if isinstance(value, bool) or number != int(number):
         raise ConfigError(f"{origin}: {key} must be a whole number, got {value!r}")
     return int(number)
+
+
+def _strings(origin: str, key: str, value: Any) -> list[str]:
+    """Command-line arguments: a list of strings, since a number or a nested list would reach
+    podman as something nobody wrote."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        raise ConfigError(f"{origin}: {key} must be a list of non-empty strings, got {value!r}")
+    return list(value)

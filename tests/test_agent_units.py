@@ -32,6 +32,9 @@ def test_config_reads_hub_url_and_state_dir(tmp_path: Path):
         ("outbox_max_bytes: 0\n", "must be positive"),
         ("outbox_max_age_s: .nan\n", "must be positive"),
         ("upload_max_seconds_per_round: -2\n", "must be positive"),
+        ("podman_args: --runtime runc\n", "podman_args must be a list of non-empty strings"),
+        ("podman_run_args: [--ulimit, 4096]\n", "must be a list of non-empty strings"),
+        ("podman_run_args: ['']\n", "must be a list of non-empty strings"),
     ],
 )
 def test_bad_config_is_one_clear_error(tmp_path: Path, text: str, words: str):
@@ -51,6 +54,18 @@ def test_outbox_and_upload_bounds_are_read(tmp_path: Path):
     assert (config.outbox_max_samples, config.outbox_max_bytes) == (1_000_000, 64 << 20)
     assert (config.outbox_max_age_s, config.upload_max_batches_per_round) == (3600.0, 4)
     assert config.upload_max_seconds_per_round == 2.5
+
+
+def test_podman_arguments_are_read_as_lists(tmp_path: Path):
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        "podman_args: [--runtime, /usr/sbin/runc]\n"
+        "podman_run_args: [--ulimit, 'nofile=4096:4096', --cgroups=disabled]\n"
+    )
+    config = AgentConfig.load(path)
+    assert config.podman_args == ["--runtime", "/usr/sbin/runc"]
+    assert config.podman_run_args == ["--ulimit", "nofile=4096:4096", "--cgroups=disabled"]
+    assert (AgentConfig().podman_args, AgentConfig().podman_run_args) == ([], [])
 
 
 def test_missing_explicit_config_is_an_error(tmp_path: Path):

@@ -1,14 +1,17 @@
-"""`make demo` can run twice without harm, and `--down` removes what it made."""
+"""`make demo` provisions a lab through the hub, can run twice without harm, and `--down`
+removes what it made."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from aiorch.hub.process import free_port
+from aiorch.hub.process import BIN, free_port
 from aiorch.lab import Lab
 from tests.fixtures_lab import unique_lab_name
 
@@ -17,23 +20,32 @@ pytestmark = pytest.mark.lab
 
 def _demo(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "aiorch.demo", *args], capture_output=True, text=True, timeout=900
+        [sys.executable, "-m", "aiorch.demo", *args], capture_output=True, text=True, timeout=1500
     )
 
 
 def test_demo_twice_then_down(tmp_path: Path):
     name = unique_lab_name()
-    args = ["--data-dir", str(tmp_path / "demo"), "--lab-name", name, "--port", str(free_port())]
+    data = tmp_path / "demo"
+    args = ["--data-dir", str(data), "--lab-name", name, "--port", str(free_port())]
     first = _demo(*args, "--hosts", "2")
     try:
-        assert first.returncode == 0, first.stderr
-        assert "agents: 1 online" in first.stdout
+        assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-2000:]
+        env = {**os.environ, "AIORCH_DATA_DIR": str(data)}
+        listed = subprocess.run(
+            [str(BIN / "aiorch"), "agents", "list", "--output", "json"],
+            env=env, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        agents = json.loads(listed.stdout)
+        assert sorted(a["host_name"] for a in agents) == sorted(h.name for h in Lab(name).hosts)
+        assert {a["status"] for a in agents} == {"online"}
+        assert "aie_" not in first.stdout, "the enrollment token is masked in the walkthrough"
         second = _demo(*args, "--hosts", "2")
-        assert second.returncode == 0, second.stderr
+        assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-2000:]
         assert "hub already running" in second.stdout
         assert len(Lab(name).hosts) == 2
     finally:
         down = _demo(*args, "--down")
     assert down.returncode == 0, down.stderr
-    assert not (tmp_path / "demo").exists()
+    assert not data.exists()
     assert Lab(name).hosts == []

@@ -11,10 +11,13 @@ import typer
 
 from aiorch.cli.output import Output
 from aiorch.lab.fleet import Lab
+from aiorch.lab.payload import build_payload, payload_digest, payload_ref
 
 app = typer.Typer(help="A local fleet of real systemd+sshd hosts on an air-gapped network.")
 fault_app = typer.Typer(help="Break lab hosts on purpose: cut, pause, restart, kill.")
 app.add_typer(fault_app, name="fault")
+payload_app = typer.Typer(help="The lab's model-serving image, as an archive agents can load.")
+app.add_typer(payload_app, name="payload")
 
 NameOpt = Annotated[str, typer.Option("--name", help="Lab name (several labs can coexist).")]
 HostsArg = Annotated[list[str], typer.Argument(help="Host names, e.g. dc1-1 edge1-1.")]
@@ -93,3 +96,25 @@ def kill(
     """kill -9 every process named PROCESS on HOST."""
     Lab(name).faults.kill(host, process)
     typer.echo(f"killed {process} on {host}")
+
+
+@payload_app.command("build")
+def payload_build(
+    version: Annotated[
+        str, typer.Option("--version", help="v1, or v2-broken (fails its health check).")
+    ] = "v1",
+    output: Annotated[Output, typer.Option("--output", "-o")] = Output.table,
+) -> None:
+    """Build (once per recipe) the model-serving image archive; prints its path and digest."""
+    path = build_payload(version)
+    info = {
+        "version": version,
+        "ref": payload_ref(version),
+        "path": str(path),
+        "digest": payload_digest(path),
+        "size": path.stat().st_size,
+    }
+    if output is Output.json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    typer.echo(f"{info['path']}\n{info['digest']}")

@@ -1,5 +1,5 @@
-"""State of the containers the agent manages. The workload reconciler (still to come) keeps
-`statuses` current; until then the agent manages no containers and this reports nothing."""
+"""State of the containers the agent manages. The agent sets `statuses` after every
+reconcile pass (edge_agent.workloads), so a round's samples describe that round's containers."""
 
 from __future__ import annotations
 
