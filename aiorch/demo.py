@@ -1,4 +1,6 @@
-"""`make demo`: a hub, a lab fleet imported into it, and an agent enrolled and online.
+"""`make demo`: a hub and a lab fleet it brings up with Ansible, fully offline: the site
+repository is built here and served by the hub; every lab host gets site.yml (repo, base,
+storage, network, container runtime, NVIDIA driver check, edge agent), and its agent checks in.
 
 Each step runs the same command a person would type, printed before it runs, so
 the demo doubles as a walkthrough. Running it again reuses what is already up;
@@ -20,33 +22,33 @@ from aiorch.errors import AiorchError, UserError
 from aiorch.hub.process import HubProcess, healthy
 from aiorch.hub.server import endpoint_url
 from aiorch.lab.fleet import Lab
+from aiorch.lab.site import prepare_disks, write_site_inventory
 
 BIN = Path(sys.executable).parent
+REPO_DIR = Path(".data/site-repo").resolve()
 
 
-def _show(argv: list[str], env: dict[str, str] | None = None, capture: bool = False) -> str:
-    print(
-        f"\n$ {' '.join(Path(argv[0]).name if i == 0 else a for i, a in enumerate(argv))}",
-        flush=True,
-    )
+def _show(
+    argv: list[str], env: dict[str, str] | None = None, capture: bool = False, secret: str = ""
+) -> str:
+    shown = " ".join(Path(argv[0]).name if i == 0 else a for i, a in enumerate(argv))
+    print(f"\n$ {shown.replace(secret, '***') if secret else shown}", flush=True)
     result = subprocess.run(
-        argv, env={**os.environ, **(env or {})}, text=True, capture_output=capture, timeout=900
+        argv, env={**os.environ, **(env or {})}, text=True, capture_output=capture, timeout=1800
     )
     if result.returncode != 0:
         detail = (result.stderr or "").strip().splitlines()[-1:] if capture else []
         raise UserError(f"{Path(argv[0]).name} failed: {' '.join(detail) or 'see above'}")
-    if capture:
-        print(result.stdout, end="")
     return result.stdout or ""
 
 
-def start_hub(data_dir: Path, port: int, listen: str) -> str:
+def start_hub(data_dir: Path, port: int, listen: str, repo_dir: Path) -> str:
     """Start the hub in the background unless this data dir's hub already answers."""
     url = endpoint_url(data_dir)
     if healthy(url):
         print(f"hub already running at {url}")
         return str(url)
-    hub = HubProcess(data_dir, port, listen=[listen], log_level="info")
+    hub = HubProcess(data_dir, port, listen=[listen], log_level="info", repo_dir=repo_dir)
     print(f"\n$ {' '.join(['aiorch', *hub.argv()[1:]])} &")
     hub.start(detach=True)
     return hub.url
@@ -54,55 +56,30 @@ def start_hub(data_dir: Path, port: int, listen: str) -> str:
 
 def demo_up(data_dir: Path, lab_name: str, hosts: int, port: int) -> None:
     aiorch = str(BIN / "aiorch")
+    env = {"AIORCH_DATA_DIR": str(data_dir)}
     lab = Lab(lab_name)
     _show([aiorch, "lab", "up", "--hosts", str(hosts), "--name", lab_name])
-    hub_on_lab = f"{lab.gateway}:{port}"
-    url = start_hub(data_dir, port, hub_on_lab)
-    env = {"AIORCH_DATA_DIR": str(data_dir)}
-    _show([aiorch, "inventory", "import", str(lab.inventory_path)], env)
-    _show([aiorch, "hosts", "list"], env)
-    created = json.loads(
-        _show(
-            [
-                aiorch,
-                "enroll-token",
-                "create",
-                "--site",
-                "hub-local",
-                "--ttl",
-                "1h",
-                "--output",
-                "json",
-            ],
-            env,
-            capture=True,
-        )
+    prepare_disks(lab)
+    _show([aiorch, "repo", "build", "--out", str(REPO_DIR)])
+    hub_on_lab = f"http://{lab.gateway}:{port}"
+    start_hub(data_dir, port, f"{lab.gateway}:{port}", REPO_DIR)
+    inventory = write_site_inventory(
+        lab, data_dir / "site-inventory.yml", repo_url=f"{hub_on_lab}/repo", hub_url=hub_on_lab
     )
-    agent_config = data_dir / "agent.yaml"
-    agent_config.write_text(
-        f"hub_url: {url}\nstate_dir: {data_dir / 'agent-state'}\ngpu_backend: simulated:1xL4-24GB\n"
-    )
-    agent = str(BIN / "aiorch-agent")
-    state = data_dir / "agent-state" / "credential.json"
-    if not state.exists():
-        _show(
-            [
-                agent,
-                "enroll",
-                "--hub",
-                url,
-                "--token",
-                created["token"],
-                "--config",
-                str(agent_config),
-            ]
-        )
-    _show([agent, "run", "--once", "--config", str(agent_config)])
+    _show([aiorch, "inventory", "import", str(inventory)], env)
+    # One rollout per site, each with that site's enrollment token (passed as an extra var,
+    # so it is never stored with the inventory and is masked in the run's events).
+    for site in sorted({h.site for h in lab.hosts}):
+        create = [aiorch, "enroll-token", "create", "--site", site, "--uses", "100"]
+        token = json.loads(_show([*create, "--output", "json"], env, capture=True))["token"]
+        secret = f"aiorch_edge_agent_enroll_token={token}"
+        _show([aiorch, "provision", "site.yml", "--limit", f"site={site}", "-e", secret], env,
+              secret=token)  # fmt: skip
     _show([aiorch, "agents", "list"], env)
     _show([aiorch, "status"], env)
     print(
-        f"\nThe hub runs at {url} (lab hosts reach it at http://{hub_on_lab}).\n"
-        f"Try: AIORCH_DATA_DIR={data_dir} aiorch hosts list    |    "
+        f"\nThe hub runs at http://127.0.0.1:{port}; lab hosts reach it at {hub_on_lab}.\n"
+        f"Try: AIORCH_DATA_DIR={data_dir} aiorch runs list   |   "
         f"ansible all -i {lab.inventory_path} -m ping\n"
         "Remove everything the demo made: make demo-down"
     )
