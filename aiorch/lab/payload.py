@@ -21,6 +21,7 @@ from aiorch.errors import UserError
 from aiorch.lab.image import ensure_image
 from aiorch.lab.podman import podman
 from aiorch.lab.state import locked, state_dir
+from edge_agent.digest import sha256_file
 
 REPOSITORY = "localhost/aiorch-model"
 VERSIONS = ("v1", "v2-broken")
@@ -62,11 +63,7 @@ def build_payload(version: str = "v1") -> Path:
 
 def payload_digest(path: Path) -> str:
     """``sha256:<hex>`` of the archive file: the digest the hub and agents name it by."""
-    sha = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            sha.update(chunk)
-    return f"sha256:{sha.hexdigest()}"
+    return f"sha256:{sha256_file(path)}"
 
 
 def _checked(version: str) -> str:

@@ -7,12 +7,13 @@ repository is trusted on a site.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from edge_agent.digest import sha256_file
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -47,14 +48,6 @@ class Manifest:
             project_digest=str(data["project_digest"]),
             files={str(k): str(v) for k, v in data["files"].items()},
         )
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def repo_files(repo_dir: Path) -> list[str]:

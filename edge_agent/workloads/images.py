@@ -12,7 +12,6 @@ check-ins (the hub would call the agent offline). A round waits for it only brie
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_agent.client import DigestMismatch, HubUnavailable
+from edge_agent.digest import sha256_file
 from edge_agent.state import read_json, write_private
 from edge_agent.workloads.podman import Podman
 from edge_agent.workloads.spec import Image
@@ -153,7 +153,7 @@ class ImageCache:
             if self.fetch is None:
                 raise ImageError("not in the image cache and no hub to fetch it from")
             self.fetch(image.digest, path)
-        if _sha256(path) != image.hex:  # the cache is disk, and disks rot
+        if sha256_file(path) != image.hex:  # the cache is disk, and disks rot
             path.unlink(missing_ok=True)
             raise DigestMismatch(f"cached archive {path.name} no longer matches its digest")
         image_id, tags = _manifest(path)
@@ -199,14 +199,6 @@ def _short(ref: str) -> str:
         if ref.startswith(prefix):
             return ref[len(prefix) :]
     return ref
-
-
-def _sha256(path: Path) -> str:
-    sha = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            sha.update(chunk)
-    return sha.hexdigest()
 
 
 def _one_line(exc: Exception) -> str:
