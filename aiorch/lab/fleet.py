@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import socket
+import stat
 import subprocess
 import tarfile
 from collections.abc import Callable, Iterable, Sequence
@@ -155,6 +157,7 @@ class Lab:
             firewall.install(self.table, bridge, gateway)  # before any host can talk
             existing = {h.index: h for h in self.hosts}
             subnet = net["subnets"][0]["subnet"]
+            ensure_loop_devices(LOOPS_PER_HOST * hosts + LOOP_SPARE)
             _parallel(
                 lambda i: self._create(image, i, subnet),
                 [i for i in range(1, hosts + 1) if i not in existing],
@@ -368,6 +371,22 @@ class Lab:
             what=f"sshd on {host.name} ({host.address}:22)",
         )
         return host.address, self.exec(host.name, ["cat", HOST_KEY]).stdout
+
+
+LOOPS_PER_HOST = 2  # a data disk plus one spare (the storage tests format a second image)
+LOOP_SPARE = 8
+
+
+def ensure_loop_devices(count: int) -> None:
+    """Make sure /dev/loop0..count-1 exist before hosts start.
+
+    A privileged host sees the device nodes this machine had when it started, and the kernel
+    only makes 8 by default: the tenth host's loop mount would find no free device.
+    """
+    for index in range(count):
+        node = Path(f"/dev/loop{index}")
+        if not node.exists():
+            os.mknod(node, stat.S_IFBLK | 0o660, os.makedev(7, index))
 
 
 def ssh_banner(address: str) -> bool:
