@@ -47,10 +47,10 @@ def main() -> None:
     build_repo(repo, BASE_PACKAGES, PROJECT, sources=default_sources())
     lab = Lab(f"bench{os.getpid()}")
     with tempfile.TemporaryDirectory() as tmp:
+        hub = HubProcess(Path(tmp) / "hub", poll_interval=5, repo_dir=repo)
         try:
             lab.up(hosts=HOSTS)
             prepare_disks(lab)
-            hub = HubProcess(Path(tmp) / "hub", poll_interval=5, repo_dir=repo)
             hub.listen = [f"{lab.gateway}:{hub.port}"]
             hub.start()
             lab_url = f"http://{lab.gateway}:{hub.port}"
@@ -88,8 +88,8 @@ def main() -> None:
                 f"plain, {HOSTS} hosts": timed(plain, env),
                 f"aiorch, {HOSTS} hosts": timed(aiorch, env),
             }
-            hub.stop()
         finally:
+            hub.stop()
             lab.down()
     for label, seconds in results.items():
         print(f"site.yml (idempotent), {label:<16} {seconds:6.1f} s")
