@@ -138,10 +138,9 @@ def plan(ctx: HubContext, text: str) -> dict[str, Any]:
     }
 
 
-def _workload(ctx: HubContext, spec: DeploymentSpec, replica: Replica) -> dict[str, Any]:
+def _workload(spec: DeploymentSpec, stored: dict[str, Any], replica: Replica) -> dict[str, Any]:
     """One replica as its agent runs it (the contract in edge_agent/workloads)."""
     body = spec.spec
-    stored = images.resolve(ctx, body.image) or {}
     health = body.health_check
     ports = {p.container_port: p.host_port or p.container_port for p in body.ports}
     return {
@@ -178,6 +177,8 @@ def _workload(ctx: HubContext, spec: DeploymentSpec, replica: Replica) -> dict[s
 def _publish(ctx: HubContext, db: sqlite_utils.Database, hosts: set[str], actor: str) -> None:
     """Rewrite the desired state of the agents on `hosts` from every deployment's replicas."""
     specs = {r[0]: load_spec(r[1]) for r in db.execute("SELECT name, spec FROM deployments")}
+    # Each deployment's image is looked up once, not once per replica and host.
+    stored = {name: images.resolve(ctx, spec.spec.image) or {} for name, spec in specs.items()}
     for host in sorted(hosts):
         agent = db.execute(
             "SELECT agent_id FROM hosts WHERE name = ? AND agent_id IS NOT NULL", [host]
@@ -185,7 +186,7 @@ def _publish(ctx: HubContext, db: sqlite_utils.Database, hosts: set[str], actor:
         if agent is None:
             continue
         workloads = [
-            _workload(ctx, specs[r[0]], Replica(r[1], host, tuple(json.loads(r[2]))))
+            _workload(specs[r[0]], stored[r[0]], Replica(r[1], host, tuple(json.loads(r[2]))))
             for r in db.execute(
                 "SELECT deployment, ordinal, gpus FROM deployment_replicas WHERE host = ? "
                 "ORDER BY deployment, ordinal",
