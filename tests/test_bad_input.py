@@ -78,3 +78,14 @@ def test_enroll_without_hostname_is_422(shared_hub: HubProcess, admin: httpx.Cli
     assert response.status_code == 422 and "hostname" in response.json()["detail"]
     listed = [t for t in admin.get("/enroll-tokens").json() if token.split("_")[1] == t["id"]]
     assert listed[0]["uses"] == 0, "a refused enrollment spends no use of the token"
+
+
+def test_rollout_of_unknown_deployment_is_404(admin: httpx.Client):
+    response = admin.get("/deployments/nope/rollout")
+    assert response.status_code == 404 and "nope" in response.json()["detail"]
+    assert admin.post("/deployments/nope/rollout/pause").status_code == 404
+
+
+def test_unknown_rollout_action_is_422(admin: httpx.Client):
+    response = admin.post("/deployments/nope/rollout/explode")
+    assert response.status_code == 422 and "action" in response.json()["detail"]

@@ -46,6 +46,7 @@ def test_all_jobs_are_registered_in_one_place(ctx: HubContext):
         "expire-enrollment-tokens",
         "telemetry-downsample",
         "telemetry-retention",
+        "rollouts-progress",
     }
 
 

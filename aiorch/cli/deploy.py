@@ -1,19 +1,25 @@
-"""Deployments from the CLI: `plan`, `apply`, `deployments`, `delete`, `image`, `quota`."""
+"""Deployments from the CLI: `plan`, `apply`, `deployments`, `delete`, `rollout`, `image`,
+`quota`."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from aiorch.cli.output import Output, console, emit
+from aiorch.cli.runs import FAILED_EXIT, POLL_S
 from aiorch.cli.state import OutputOpt, state
 from aiorch.errors import UserError
 
 deployments_app = typer.Typer(help="Model-serving deployments.", no_args_is_help=True)
 image_app = typer.Typer(help="The hub's image store (no registry needed).", no_args_is_help=True)
 quota_app = typer.Typer(help="Per-project quotas.", no_args_is_help=True)
+rollout_app = typer.Typer(
+    help="Rollouts of new revisions: status, pause, resume, undo.", no_args_is_help=True
+)
 
 SpecOpt = typer.Option(..., "--file", "-f", help="Deployment spec (YAML).")
 
@@ -72,7 +78,8 @@ def delete_cmd(ctx: typer.Context, name: str) -> None:
 def deployments_list(ctx: typer.Context, output: Output = OutputOpt) -> None:
     """List deployments with their replica counts."""
     rows = state(ctx).client().get("/deployments")
-    emit(rows, output, ["name", "project", "replicas", "generation", "updated_by", "updated_at"])
+    columns = ["name", "project", "replicas", "revision", "generation", "updated_by", "updated_at"]
+    emit(rows, output, columns)
 
 
 @deployments_app.command("show")
@@ -82,8 +89,11 @@ def deployments_show(ctx: typer.Context, name: str, output: Output = OutputOpt) 
     if output is Output.json:
         emit(data, output)
         return
-    console.print(f"[bold]{data['name']}[/] project {data['project']} gen {data['generation']}")
-    emit(data["replicas"], output, ["replica", "host", "gpus", "state", "reason"])
+    console.print(
+        f"[bold]{data['name']}[/] project {data['project']} gen {data['generation']} "
+        f"revision {data['revision']}"
+    )
+    emit(data["replicas"], output, ["replica", "host", "revision", "state", "reason"])
 
 
 @image_app.command("push")
@@ -116,3 +126,80 @@ def quota_set(
     """Set PROJECT's quota (admin)."""
     body = {"max_gpus": gpus, "max_replicas": replicas}
     emit(state(ctx).client().put(f"/quotas/{project}", body), output)
+
+
+@rollout_app.command("status")
+def rollout_status(
+    ctx: typer.Context,
+    name: str,
+    wait: bool = typer.Option(
+        False, "--wait", help="Wait until the rollout ends and every online replica is healthy."
+    ),
+    timeout: float = typer.Option(600, min=1, help="Seconds --wait waits at most."),
+    output: Output = OutputOpt,
+) -> None:
+    """Show NAME's revisions, its latest rollout and its replicas; exit 2 if it failed."""
+    client = state(ctx).client()
+    data = client.get(f"/deployments/{name}/rollout")
+    deadline = time.monotonic() + timeout
+    while wait and not _settled(data):
+        if time.monotonic() >= deadline:
+            raise UserError(f"timed out after {timeout:g}s waiting for the rollout of {name}")
+        time.sleep(POLL_S)
+        data = client.get(f"/deployments/{name}/rollout")
+    _show_rollout(data, output)
+    rollout = data["rollout"]
+    if rollout is not None and rollout["state"] in ("failed", "rolled_back"):
+        raise typer.Exit(FAILED_EXIT)
+
+
+def _settled(data: dict[str, Any]) -> bool:
+    rollout = data["rollout"]
+    if rollout is not None and rollout["state"] in ("progressing", "paused"):
+        return False
+    if rollout is not None and rollout["state"] in ("failed", "rolled_back"):
+        return True  # no point waiting on replicas: the rollout is over
+    online = [r for r in data["replicas"] if r["online"]]
+    return all(r["updated"] and r["state"] == "healthy" for r in online)
+
+
+def _show_rollout(data: dict[str, Any], output: Output) -> None:
+    if output is Output.json:
+        emit(data, output)
+        return
+    console.print(
+        f"[bold]{data['name']}[/] revision {data['revision']} (stable {data['stable_revision']})"
+    )
+    rollout = data["rollout"]
+    if rollout is not None:
+        waves = rollout["waves"]
+        console.print(
+            f"rollout #{rollout['id']}: revision {rollout['from_revision']} -> "
+            f"{rollout['to_revision']}, {rollout['strategy']}, {rollout['state']}, "
+            f"wave {min(rollout['wave'], len(waves))}/{len(waves)}"
+            + (f" ({rollout['reason']})" if rollout["reason"] else "")
+        )
+    emit(data["replicas"], output, ["replica", "host", "revision", "online", "state", "reason"])
+
+
+def _rollout_action(ctx: typer.Context, name: str, action: str, output: Output) -> None:
+    _show_rollout(state(ctx).client().post(f"/deployments/{name}/rollout/{action}", {}), output)
+
+
+@rollout_app.command("pause")
+def rollout_pause(ctx: typer.Context, name: str, output: Output = OutputOpt) -> None:
+    """Hold NAME's rollout after its current wave."""
+    _rollout_action(ctx, name, "pause", output)
+
+
+@rollout_app.command("resume")
+def rollout_resume(ctx: typer.Context, name: str, output: Output = OutputOpt) -> None:
+    """Go on with NAME's paused rollout."""
+    _rollout_action(ctx, name, "resume", output)
+
+
+@rollout_app.command("undo")
+def rollout_undo(ctx: typer.Context, name: str, output: Output = OutputOpt) -> None:
+    """Back to NAME's previous revision: at once if a rollout is under way or failed, else
+    rolled out again wave by wave."""
+    _rollout_action(ctx, name, "undo", output)

@@ -37,6 +37,8 @@ from aiorch.errors import InvalidInput
 
 API_VERSION = "aiorch.dev/v1"
 SECRET_PATHS = ("spec.secretEnv",)
+# Spec fields that say how many replicas run where and how they change, not what they are.
+OUTSIDE_TEMPLATE = ("replicas", "placement", "rollout")
 
 _DNS_LABEL = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
 _LABEL_KEY = re.compile(
@@ -164,6 +166,9 @@ class Rollout(_Model):
     max_unavailable: int | None = Field(default=None, ge=0)
     canary_selector: Selector | None = None
     pause_seconds: int = Field(default=0, ge=0)
+    progress_deadline_seconds: int = Field(
+        default=600, ge=1, description="a wave not healthy by then fails the rollout"
+    )
     auto_rollback: bool = True
 
     @model_validator(mode="after")
@@ -277,20 +282,37 @@ class SpecError(InvalidInput):
 def spec_hash(spec: DeploymentSpec) -> str:
     """SHA-256 of the whole spec, defaults filled in and keys sorted: applying the same spec
     twice gives the same hash whatever its key order or which defaults were spelt out."""
-    return _digest(_canonical(spec))
+    return _digest(spec_document(spec))
 
 
 def template_hash(spec: DeploymentSpec) -> str:
     """SHA-256 of what a running replica is made of (image, command, env, ports, volumes,
     resources, health check); scaling, placement and rollout changes leave it alone, so the
     hub knows which changes restart replicas."""
-    workload = _canonical(spec)["spec"]
-    for outside in ("replicas", "placement", "rollout"):
+    workload = spec_document(spec)["spec"]
+    for outside in OUTSIDE_TEMPLATE:
         del workload[outside]
     return _digest(workload)
 
 
-def _canonical(spec: DeploymentSpec) -> dict[str, Any]:
+def with_template(spec: DeploymentSpec, template: DeploymentSpec) -> DeploymentSpec:
+    """`spec` with the replicas of `template`: its image, command, env and the rest, while
+    the replica count, placement and rollout stay `spec`'s (what a rollback restores)."""
+    document, source = spec_document(spec), spec_document(template)
+    document["spec"] = {
+        **source["spec"],
+        **{key: document["spec"][key] for key in OUTSIDE_TEMPLATE},
+    }
+    return parse_spec(document)
+
+
+def spec_text(spec: DeploymentSpec) -> str:
+    """The spec as stored text (JSON, which `load_spec` reads back), secrets included."""
+    return json.dumps(spec_document(spec), sort_keys=True)
+
+
+def spec_document(spec: DeploymentSpec) -> dict[str, Any]:
+    """The spec as plain data, defaults filled in and secret values readable."""
     data = spec.model_dump(mode="json", by_alias=True)
     # Secrets count (a rotated secret must reach the replicas); only the digest is ever shown.
     data["spec"]["secretEnv"] = {

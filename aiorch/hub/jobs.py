@@ -9,7 +9,7 @@ from typing import Any
 from apscheduler.schedulers.base import BaseScheduler
 
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import agents, drift, enrollment, telemetry
+from aiorch.hub.services import agents, drift, enrollment, rollouts, telemetry
 
 log = logging.getLogger("aiorch.hub.jobs")
 
@@ -39,6 +39,7 @@ def register_jobs(scheduler: BaseScheduler, ctx: HubContext) -> None:
         "expire-enrollment-tokens": (every, enrollment.expire_tokens),
         "telemetry-downsample": (ctx.settings.downsample_interval_s, telemetry.downsample),
         "telemetry-retention": (ctx.settings.retention_interval_s, telemetry.apply_retention),
+        "rollouts-progress": (ctx.settings.rollout_interval_s, rollouts.progress),
     }
     if ctx.settings.drift_interval_s > 0:  # 0 turns the drift check off
         jobs["drift-check"] = (ctx.settings.drift_interval_s, drift.check_drift)

@@ -29,6 +29,9 @@ class HubSettings(BaseModel):
     downsample_interval_s: float = Field(5.0, gt=0, description="Period of the rollup job.")
     retention_interval_s: float = Field(300.0, gt=0, description="Period of the retention job.")
     heartbeat_flush_s: float = Field(1.0, gt=0, description="How often heartbeats are persisted.")
+    rollout_interval_s: float = Field(
+        1.0, gt=0, description="How often rollouts check their wave's health."
+    )
     playbooks_dir: Path = Field(
         default_factory=lambda: Path(_env("AIORCH_PLAYBOOKS_DIR", str(REPO_PLAYBOOKS))),
         description="Where run playbooks are looked up (AIORCH_PLAYBOOKS_DIR).",

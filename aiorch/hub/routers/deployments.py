@@ -1,13 +1,13 @@
 """Deployments (plan, apply, list, show, delete), images and project quotas."""
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 
 from aiorch.hub.context import HubContext
 from aiorch.hub.routers.deps import admin, context, operator, viewer
 from aiorch.hub.schemas import QuotaUpdate, SpecText
-from aiorch.hub.services import deployments, images
+from aiorch.hub.services import deployments, images, rollouts
 from aiorch.hub.services.auth import Principal
 
 router = APIRouter(tags=["deployments"])
@@ -46,6 +46,29 @@ def show(
 @router.delete("/deployments/{name}", status_code=204)
 def delete(name: str, ctx: HubContext = Depends(context), p: Principal = Depends(operator)) -> None:
     deployments.delete(ctx, name, p.actor)
+
+
+@router.get("/deployments/{name}/rollout")
+def rollout_status(
+    name: str, ctx: HubContext = Depends(context), _: Principal = Depends(viewer)
+) -> dict[str, Any]:
+    """Revisions, the latest rollout (waves, state, reason) and every replica's state."""
+    return rollouts.status(ctx, name)
+
+
+ROLLOUT_ACTIONS = {"pause": rollouts.pause, "resume": rollouts.resume, "undo": deployments.undo}
+
+
+@router.post("/deployments/{name}/rollout/{action}")
+def rollout_action(
+    name: str,
+    action: Literal["pause", "resume", "undo"],
+    ctx: HubContext = Depends(context),
+    p: Principal = Depends(operator),
+) -> dict[str, Any]:
+    """`pause` after the current wave, `resume`, or `undo`: back to the previous revision (at
+    once while a rollout is under way or after it failed, else wave by wave)."""
+    return ROLLOUT_ACTIONS[action](ctx, name, p.actor)
 
 
 @router.get("/images")

@@ -33,9 +33,11 @@ from aiorch.deploy import (
     spec_hash,
     template_hash,
 )
-from aiorch.errors import NotFound
+from aiorch.deploy.rollout import ACTIVE, FAILED, SUCCEEDED
+from aiorch.deploy.spec import spec_text, with_template
+from aiorch.errors import Conflict, NotFound
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import agents, audit, images
+from aiorch.hub.services import agents, audit, images, replicas, rollouts
 
 
 def _hosts(ctx: HubContext, db: sqlite_utils.Database, deployment: str) -> list[HostView]:
@@ -113,7 +115,7 @@ def _view(plan: Plan) -> dict[str, Any]:
 
 def _prepare(
     ctx: HubContext, db: sqlite_utils.Database, text: str
-) -> tuple[DeploymentSpec, Plan, list[PolicyDecision]]:
+) -> tuple[DeploymentSpec, Plan, list[PolicyDecision], list[HostView]]:
     spec = load_spec(text)
     store = frozenset(
         value for row in images.list_images(ctx) for value in (row["ref"], row["digest"])
@@ -121,14 +123,14 @@ def _prepare(
     decisions = _decisions(db, spec, store)
     residency = spec.spec.placement.residency
     regions = frozenset(residency.region) if residency else None
-    name = spec.metadata.name
-    plan = plan_placement(spec, _hosts(ctx, db, name), _current(db, name), regions=regions)
-    return spec, plan, decisions
+    hosts = _hosts(ctx, db, spec.metadata.name)
+    plan = plan_placement(spec, hosts, _current(db, spec.metadata.name), regions=regions)
+    return spec, plan, decisions, hosts
 
 
 def plan(ctx: HubContext, text: str) -> dict[str, Any]:
     """What apply would do, without doing it (policy refusals are reported, not raised)."""
-    spec, placement, decisions = _prepare(ctx, ctx.store.read(), text)
+    spec, placement, decisions, _ = _prepare(ctx, ctx.store.read(), text)
     return {
         "name": spec.metadata.name,
         "project": spec.metadata.project,
@@ -138,97 +140,90 @@ def plan(ctx: HubContext, text: str) -> dict[str, Any]:
     }
 
 
-def _workload(spec: DeploymentSpec, stored: dict[str, Any], replica: Replica) -> dict[str, Any]:
-    """One replica as its agent runs it (the contract in edge_agent/workloads)."""
-    body = spec.spec
-    health = body.health_check
-    ports = {p.container_port: p.host_port or p.container_port for p in body.ports}
-    return {
-        "id": f"{spec.metadata.project}/{spec.metadata.name}/{replica.ordinal}",
-        "deployment": spec.metadata.name,
-        "project": spec.metadata.project,
-        "replica": replica.ordinal,
-        "template_hash": template_hash(spec),
-        "image": {"ref": body.image, "digest": stored.get("digest"), "size": stored.get("size")},
-        "command": body.command,
-        "args": body.args,
-        "env": body.env,
-        "secret_env": {k: v.get_secret_value() for k, v in body.secret_env.items()},
-        "ports": [
-            {"container_port": c, "host_port": h, "protocol": "TCP"} for c, h in ports.items()
+def _revision(db: sqlite_utils.Database, spec: DeploymentSpec, actor: str, now: float) -> int:
+    """The revision number of `spec`'s template: the one it already had, or the next."""
+    name, template = spec.metadata.name, template_hash(spec)
+    found = db.execute(
+        "SELECT revision FROM deployment_revisions WHERE deployment = ? AND template_hash = ?",
+        [name, template],
+    ).fetchone()
+    if found is not None:
+        return int(found[0])
+    revision = (
+        1
+        + db.execute(
+            "SELECT COALESCE(MAX(revision), 0) FROM deployment_revisions WHERE deployment = ?",
+            [name],
+        ).fetchone()[0]
+    )
+    db.table("deployment_revisions").insert(
+        {"deployment": name, "revision": revision, "template_hash": template,
+         "spec": spec_text(spec), "created_by": actor, "created_at": now}
+    )  # fmt: skip
+    return int(revision)
+
+
+def _write(
+    ctx: HubContext,
+    db: sqlite_utils.Database,
+    spec: DeploymentSpec,
+    text: str,
+    placement: Plan,
+    hosts: list[HostView],
+    actor: str,
+) -> dict[str, Any]:
+    """Store the spec and its placement; a new template starts a rollout to its revision."""
+    now, name = ctx.clock(), spec.metadata.name
+    revision = _revision(db, spec, actor, now)
+    previous = db.execute("SELECT revision FROM deployments WHERE name = ?", [name]).fetchone()
+    running = dict(
+        db.execute("SELECT ordinal, revision FROM deployment_replicas WHERE deployment = ?", [name])
+    )
+    before = {r.host for r in _current(db, name)}
+    db.execute(
+        "INSERT INTO deployments (name, project, spec, spec_hash, generation, updated_by, "
+        "updated_at, revision, stable_revision) VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?) "
+        "ON CONFLICT(name) DO UPDATE SET project = excluded.project, spec = excluded.spec, "
+        "spec_hash = excluded.spec_hash, generation = generation + 1, "
+        "updated_by = excluded.updated_by, updated_at = excluded.updated_at, "
+        "revision = excluded.revision",
+        [name, spec.metadata.project, text, spec_hash(spec), actor, now, revision, revision],
+    )
+    kept = {r.ordinal for r in placement.kept}
+    db.execute("DELETE FROM deployment_replicas WHERE deployment = ?", [name])
+    db.conn.executemany(
+        "INSERT INTO deployment_replicas (deployment, ordinal, host, gpus, revision) "
+        "VALUES (?, ?, ?, ?, ?)",
+        [
+            (name, r.ordinal, r.host, json.dumps(list(r.gpus)),
+             running[r.ordinal] if r.ordinal in kept else revision)
+            for r in placement.replicas
         ],
-        "volumes": [v.model_dump() for v in body.volumes],
-        "gpus": list(replica.gpus),
-        "cpu": body.resources.cpu,
-        "memory_mib": body.resources.memory_mib,
-        "health_check": None
-        if health is None
-        else {
-            "path": health.http_get.path,
-            "port": ports.get(health.http_get.port, health.http_get.port),
-            "initial_delay_s": health.initial_delay_seconds,
-            "period_s": health.period_seconds,
-            "timeout_s": health.timeout_seconds,
-            "failure_threshold": health.failure_threshold,
-        },
-    }
-
-
-def _publish(ctx: HubContext, db: sqlite_utils.Database, hosts: set[str], actor: str) -> None:
-    """Rewrite the desired state of the agents on `hosts` from every deployment's replicas."""
-    specs = {r[0]: load_spec(r[1]) for r in db.execute("SELECT name, spec FROM deployments")}
-    # Each deployment's image is looked up once, not once per replica and host.
-    stored = {name: images.resolve(ctx, spec.spec.image) or {} for name, spec in specs.items()}
-    for host in sorted(hosts):
-        agent = db.execute(
-            "SELECT agent_id FROM hosts WHERE name = ? AND agent_id IS NOT NULL", [host]
-        ).fetchone()
-        if agent is None:
-            continue
-        workloads = [
-            _workload(specs[r[0]], stored[r[0]], Replica(r[1], host, tuple(json.loads(r[2]))))
-            for r in db.execute(
-                "SELECT deployment, ordinal, gpus FROM deployment_replicas WHERE host = ? "
-                "ORDER BY deployment, ordinal",
-                [host],
-            )
-        ]
-        agents.write_desired(db, agent[0], {"workloads": workloads}, actor, ctx.clock())
+    )  # fmt: skip
+    if previous is None or previous[0] != revision:
+        rollouts.begin(ctx, db, name, revision, {h.name: h for h in hosts}, actor)
+    replicas.publish(ctx, db, before | {r.host for r in placement.replicas}, actor)
+    summary = {"replicas": len(placement.replicas), "unplaced": len(placement.unplaced),
+               "revision": revision}  # fmt: skip
+    audit.record(db, actor, "deployment.apply", f"deployment:{name}", summary, ts=now)
+    return {"name": name, "changed": True, "revision": revision, "plan": _view(placement)}
 
 
 def apply(ctx: HubContext, text: str, actor: str) -> dict[str, Any]:
     now = ctx.clock()
 
     def op(db: sqlite_utils.Database) -> dict[str, Any]:
-        spec, placement, decisions = _prepare(ctx, db, text)
+        spec, placement, decisions, hosts = _prepare(ctx, db, text)
         name = spec.metadata.name
         for decision in decisions:
             audit.record(db, actor, f"policy.{decision.policy}", f"deployment:{name}",
                          decision.to_audit(), ts=now)  # fmt: skip
         if any(d.outcome is Outcome.DENY for d in decisions):
             return {"denied": decisions}  # commit the audit entries only, then refuse
-        digest = spec_hash(spec)
         row = db.execute("SELECT spec_hash FROM deployments WHERE name = ?", [name]).fetchone()
-        if row is not None and row[0] == digest and not placement.changed:
+        if row is not None and row[0] == spec_hash(spec) and not placement.changed:
             return {"name": name, "changed": False, "plan": _view(placement)}
-        before = {r.host for r in _current(db, name)}
-        db.execute(
-            "INSERT INTO deployments (name, project, spec, spec_hash, generation, updated_by, "
-            "updated_at) VALUES (?, ?, ?, ?, 1, ?, ?) ON CONFLICT(name) DO UPDATE SET "
-            "project = excluded.project, spec = excluded.spec, spec_hash = excluded.spec_hash, "
-            "generation = generation + 1, updated_by = excluded.updated_by, "
-            "updated_at = excluded.updated_at",
-            [name, spec.metadata.project, text, digest, actor, now],
-        )
-        db.execute("DELETE FROM deployment_replicas WHERE deployment = ?", [name])
-        db.conn.executemany(
-            "INSERT INTO deployment_replicas (deployment, ordinal, host, gpus) VALUES (?, ?, ?, ?)",
-            [(name, r.ordinal, r.host, json.dumps(list(r.gpus))) for r in placement.replicas],
-        )
-        _publish(ctx, db, before | {r.host for r in placement.replicas}, actor)
-        summary = {"replicas": len(placement.replicas), "unplaced": len(placement.unplaced)}
-        audit.record(db, actor, "deployment.apply", f"deployment:{name}", summary, ts=now)
-        return {"name": name, "changed": True, "plan": _view(placement)}
+        return _write(ctx, db, spec, text, placement, hosts, actor)
 
     result = ctx.store.write(op)
     if "denied" in result:
@@ -236,13 +231,37 @@ def apply(ctx: HubContext, text: str, actor: str) -> dict[str, Any]:
     return result
 
 
+def undo(ctx: HubContext, name: str, actor: str) -> dict[str, Any]:
+    """Back to the revision before: a rollout in progress (or failed) is rolled back at once;
+    after a finished one, the previous template is rolled out again, wave by wave."""
+
+    def op(db: sqlite_utils.Database) -> None:
+        if db.execute("SELECT 1 FROM deployments WHERE name = ?", [name]).fetchone() is None:
+            raise NotFound(f"no deployment named {name}")
+        last = rollouts.latest(db, name)
+        if last is not None and last["state"] in (*ACTIVE, FAILED):
+            rollouts.roll_back(ctx, db, last, f"undone by {actor}", actor)
+            return
+        if last is None or last["state"] != SUCCEEDED:
+            state = "no rollout" if last is None else f"its last rollout was {last['state']}"
+            raise Conflict(f"deployment {name} has no earlier revision to go back to ({state})")
+        current = replicas.current_spec(db, name)
+        spec = with_template(current, replicas.revision_spec(db, name, last["from_revision"]))
+        hosts = _hosts(ctx, db, name)
+        _write(ctx, db, spec, spec_text(spec), Plan(kept=tuple(_current(db, name))), hosts, actor)
+
+    ctx.store.write(op)
+    return rollouts.status(ctx, name)
+
+
 def delete(ctx: HubContext, name: str, actor: str) -> None:
     def op(db: sqlite_utils.Database) -> None:
         hosts = {r.host for r in _current(db, name)}
         if db.execute("DELETE FROM deployments WHERE name = ?", [name]).rowcount == 0:
             raise NotFound(f"no deployment named {name}")
-        db.execute("DELETE FROM deployment_replicas WHERE deployment = ?", [name])
-        _publish(ctx, db, hosts, actor)
+        for table in ("deployment_replicas", "deployment_revisions", "rollouts"):
+            db.execute(f"DELETE FROM {table} WHERE deployment = ?", [name])
+        replicas.publish(ctx, db, hosts, actor)
         audit.record(db, actor, "deployment.delete", f"deployment:{name}", ts=ctx.clock())
 
     ctx.store.write(op)
@@ -251,7 +270,7 @@ def delete(ctx: HubContext, name: str, actor: str) -> None:
 def list_deployments(ctx: HubContext) -> list[dict[str, Any]]:
     return list(
         ctx.store.read().query(
-            "SELECT d.name, d.project, d.generation, d.updated_by, d.updated_at, "
+            "SELECT d.name, d.project, d.generation, d.revision, d.updated_by, d.updated_at, "
             "COUNT(r.ordinal) AS replicas FROM deployments d "
             "LEFT JOIN deployment_replicas r ON r.deployment = d.name "
             "GROUP BY d.name ORDER BY d.name"
@@ -260,36 +279,20 @@ def list_deployments(ctx: HubContext) -> list[dict[str, Any]]:
 
 
 def show(ctx: HubContext, name: str) -> dict[str, Any]:
-    """A deployment with its replicas and what their agents last reported about them."""
-    db = ctx.store.read()
-    rows = list(db.query("SELECT * FROM deployments WHERE name = ?", [name]))
-    if not rows:
+    """A deployment with its spec (secrets masked), revisions, latest rollout and replicas as
+    their agents last reported them."""
+    row = (
+        ctx.store.read()
+        .execute("SELECT project, generation, spec FROM deployments WHERE name = ?", [name])
+        .fetchone()
+    )
+    if row is None:
         raise NotFound(f"no deployment named {name}")
-    spec = load_spec(rows[0]["spec"])
-    replicas = []
-    for ordinal, host, gpus, report in db.execute(
-        "SELECT r.ordinal, r.host, r.gpus, a.report FROM deployment_replicas r "
-        "JOIN hosts h ON h.name = r.host LEFT JOIN agents a ON a.id = h.agent_id "
-        "WHERE r.deployment = ? ORDER BY r.ordinal",
-        [name],
-    ):
-        workload_id = f"{spec.metadata.project}/{name}/{ordinal}"
-        seen = (json.loads(report or "{}").get("workloads") or {}).get(workload_id) or {}
-        replicas.append(
-            {
-                "replica": ordinal,
-                "host": host,
-                "gpus": json.loads(gpus),
-                "state": seen.get("state", "pending"),
-                "reason": seen.get("reason"),
-            }
-        )
     return {
-        "name": name,
-        "project": spec.metadata.project,
-        "generation": rows[0]["generation"],
-        "spec": spec.model_dump(mode="json", by_alias=True),
-        "replicas": replicas,
+        "project": row[0],
+        "generation": row[1],
+        "spec": load_spec(row[2]).model_dump(mode="json", by_alias=True),
+        **rollouts.status(ctx, name),
     }
 
 

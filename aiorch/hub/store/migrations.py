@@ -7,6 +7,8 @@ from collections.abc import Callable
 
 import sqlite_utils
 
+from aiorch.deploy import load_spec, template_hash
+
 Migration = Callable[[sqlite_utils.Database], None]
 
 
@@ -244,7 +246,54 @@ def m003_deployments(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [m001_core, m002_runs, m003_deployments]
+def m004_rollouts(db: sqlite_utils.Database) -> None:
+    """Revisions (one per template a deployment has run) and the rollouts between them; each
+    replica runs one revision, and `stable_revision` is the last one fully rolled out."""
+    _run(
+        db,
+        """
+        ALTER TABLE deployments ADD COLUMN revision INTEGER NOT NULL DEFAULT 1;
+        ALTER TABLE deployments ADD COLUMN stable_revision INTEGER NOT NULL DEFAULT 1;
+        ALTER TABLE deployment_replicas ADD COLUMN revision INTEGER NOT NULL DEFAULT 1;
+        CREATE TABLE deployment_revisions (
+            deployment TEXT NOT NULL,
+            revision INTEGER NOT NULL,
+            template_hash TEXT NOT NULL,
+            spec TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (deployment, revision)
+        );
+        CREATE TABLE rollouts (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            deployment TEXT NOT NULL,
+            from_revision INTEGER NOT NULL,
+            to_revision INTEGER NOT NULL,
+            strategy TEXT NOT NULL,
+            waves TEXT NOT NULL,
+            wave INTEGER NOT NULL DEFAULT 0,
+            state TEXT NOT NULL,
+            reason TEXT,
+            wave_started_at REAL NOT NULL,
+            healthy_since REAL,
+            started_by TEXT NOT NULL,
+            started_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        CREATE INDEX rollouts_deployment ON rollouts(deployment, id);
+        CREATE INDEX rollouts_state ON rollouts(state)
+        """,
+    )
+    for name, spec, by, at in db.execute(
+        "SELECT name, spec, updated_by, updated_at FROM deployments"
+    ).fetchall():
+        db.execute(
+            "INSERT INTO deployment_revisions VALUES (?, 1, ?, ?, ?, ?)",
+            [name, template_hash(load_spec(spec)), spec, by, at],
+        )
+
+
+MIGRATIONS: list[Migration] = [m001_core, m002_runs, m003_deployments, m004_rollouts]
 
 
 def apply_migrations(db: sqlite_utils.Database) -> list[str]:

@@ -1,0 +1,118 @@
+"""Replicas between the hub and the agents: each agent's desired workloads are written from
+the replicas placed on its host (each at the revision it is meant to run), and what agents
+report about them is read back for `show`, rollouts and their status."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import sqlite_utils
+
+from aiorch.deploy import DeploymentSpec, Replica, load_spec, template_hash
+from aiorch.deploy.rollout import Observed
+from aiorch.hub.context import HubContext
+from aiorch.hub.services import agents, images
+
+
+def workload_id(project: str, deployment: str, ordinal: int) -> str:
+    """How agents name a replica in their reports."""
+    return f"{project}/{deployment}/{ordinal}"
+
+
+def current_spec(db: sqlite_utils.Database, deployment: str) -> DeploymentSpec:
+    """The deployment's spec as last applied (or restored by a rollback)."""
+    row = db.execute("SELECT spec FROM deployments WHERE name = ?", [deployment]).fetchone()
+    return load_spec(row[0])
+
+
+def revision_spec(db: sqlite_utils.Database, deployment: str, revision: int) -> DeploymentSpec:
+    row = db.execute(
+        "SELECT spec FROM deployment_revisions WHERE deployment = ? AND revision = ?",
+        [deployment, revision],
+    ).fetchone()
+    return load_spec(row[0])
+
+
+def _workload(spec: DeploymentSpec, stored: dict[str, Any], replica: Replica) -> dict[str, Any]:
+    """One replica as its agent runs it (the contract in edge_agent/workloads)."""
+    body = spec.spec
+    health = body.health_check
+    ports = {p.container_port: p.host_port or p.container_port for p in body.ports}
+    return {
+        "id": workload_id(spec.metadata.project, spec.metadata.name, replica.ordinal),
+        "deployment": spec.metadata.name,
+        "project": spec.metadata.project,
+        "replica": replica.ordinal,
+        "template_hash": template_hash(spec),
+        "image": {"ref": body.image, "digest": stored.get("digest"), "size": stored.get("size")},
+        "command": body.command,
+        "args": body.args,
+        "env": body.env,
+        "secret_env": {k: v.get_secret_value() for k, v in body.secret_env.items()},
+        "ports": [
+            {"container_port": c, "host_port": h, "protocol": "TCP"} for c, h in ports.items()
+        ],
+        "volumes": [v.model_dump() for v in body.volumes],
+        "gpus": list(replica.gpus),
+        "cpu": body.resources.cpu,
+        "memory_mib": body.resources.memory_mib,
+        "health_check": None
+        if health is None
+        else {
+            "path": health.http_get.path,
+            "port": ports.get(health.http_get.port, health.http_get.port),
+            "initial_delay_s": health.initial_delay_seconds,
+            "period_s": health.period_seconds,
+            "timeout_s": health.timeout_seconds,
+            "failure_threshold": health.failure_threshold,
+        },
+    }
+
+
+def publish(ctx: HubContext, db: sqlite_utils.Database, hosts: set[str], actor: str) -> None:
+    """Rewrite the desired state of the agents on `hosts` from the replicas placed there."""
+    specs: dict[tuple[str, int], DeploymentSpec] = {}
+    stored: dict[tuple[str, int], dict[str, Any]] = {}
+    for host in sorted(hosts):
+        agent = db.execute(
+            "SELECT agent_id FROM hosts WHERE name = ? AND agent_id IS NOT NULL", [host]
+        ).fetchone()
+        if agent is None:
+            continue
+        workloads = []
+        for name, revision, ordinal, gpus in db.execute(
+            "SELECT deployment, revision, ordinal, gpus FROM deployment_replicas "
+            "WHERE host = ? ORDER BY deployment, ordinal",
+            [host],
+        ).fetchall():
+            key = (name, revision)
+            if key not in specs:  # each revision's spec and image looked up once
+                specs[key] = revision_spec(db, name, revision)
+                stored[key] = images.resolve(ctx, specs[key].spec.image) or {}
+            replica = Replica(ordinal, host, tuple(json.loads(gpus)))
+            workloads.append(_workload(specs[key], stored[key], replica))
+        agents.write_desired(db, agent[0], {"workloads": workloads}, actor, ctx.clock())
+
+
+def observe(
+    ctx: HubContext, db: sqlite_utils.Database, deployment: str, project: str
+) -> list[tuple[int, Observed]]:
+    """Each replica's revision and what its agent last said about it, by ordinal."""
+    seen = []
+    for ordinal, host, revision, agent_id, last_seen, revoked_at, report in db.execute(
+        "SELECT r.ordinal, r.host, r.revision, a.id, a.last_seen, a.revoked_at, a.report "
+        "FROM deployment_replicas r JOIN hosts h ON h.name = r.host "
+        "LEFT JOIN agents a ON a.id = h.agent_id WHERE r.deployment = ? ORDER BY r.ordinal",
+        [deployment],
+    ).fetchall():
+        workloads = json.loads(report or "{}").get("workloads") or {}
+        about = workloads.get(workload_id(project, deployment, ordinal)) or {}
+        last_seen = ctx.heartbeats.last_seen(agent_id or "", last_seen)
+        online = agent_id is not None and agents.liveness(ctx, last_seen, revoked_at) == "online"
+        state = about.get("state")
+        observed = Observed(
+            ordinal, host, online, state, about.get("template_hash"), about.get("reason")
+        )
+        seen.append((revision, observed))
+    return seen

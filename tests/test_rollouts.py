@@ -1,0 +1,213 @@
+"""Rollouts through the hub's services: a new template goes out wave by wave as agents report
+the new replicas healthy, a failing wave rolls back on its own, and pause, resume and undo."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+
+from aiorch.errors import Conflict
+from aiorch.hub.context import HubContext
+from aiorch.hub.services import agents, audit, deployments, enrollment, images, rollouts
+
+SPEC = """
+apiVersion: aiorch.dev/v1
+kind: Deployment
+metadata: {{name: web, project: lab}}
+spec:
+  image: localhost/aiorch-model:{version}
+  env: {{NOTE: "{note}"}}
+  ports: [{{containerPort: 8080, hostPort: 18080}}]
+  replicas: 3
+  healthCheck: {{httpGet: {{path: /healthz, port: 8080}}}}
+  rollout: {rollout}
+"""
+HOSTS = ("edge1-1", "edge2-1", "edge3-1")
+
+
+def spec(version: str = "v1", note: str = "a", rollout: str = "{}") -> str:
+    return SPEC.format(version=version, note=note, rollout=rollout)
+
+
+async def _chunks(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+@pytest.fixture
+def ctx(make_context) -> HubContext:
+    context = make_context()
+    for host in HOSTS:
+        site = host.split("-")[0]
+        token = enrollment.create_token(context, site, 3600, 1, "user:t")["token"]
+        facts = {"hostname": host, "cpu": {"logical": 4}, "memory_total_bytes": 2**33}
+        enrollment.enroll(context, token, facts, "1")
+    for version in ("v1", "v2"):
+        ref = f"localhost/aiorch-model:{version}"
+        asyncio.run(images.store(context, ref, _chunks(version.encode()), "t", 1 << 20))
+    return context
+
+
+def _agent(ctx: HubContext, host: str) -> str:
+    db = ctx.store.read()
+    return str(db.execute("SELECT agent_id FROM hosts WHERE name = ?", [host]).fetchone()[0])
+
+
+def _workloads(ctx: HubContext, host: str) -> list[dict]:
+    return list(agents.get_desired(ctx, _agent(ctx, host))["document"]["workloads"])
+
+
+def agents_report(ctx: HubContext, state: str = "healthy", hosts: tuple[str, ...] = HOSTS) -> None:
+    """Each agent on `hosts` runs what it was told and reports every replica in `state`."""
+    for host in hosts:
+        report = {
+            "workloads": {
+                w["id"]: {"state": state, "template_hash": w["template_hash"], "reason": None}
+                for w in _workloads(ctx, host)
+            }
+        }
+        ctx.store.write(
+            lambda db, r=report, h=host: db.execute(
+                "UPDATE agents SET report = ? WHERE id = ?", [json.dumps(r), _agent(ctx, h)]
+            )
+        )
+
+
+def revisions(ctx: HubContext) -> list[int]:
+    return [r["revision"] for r in rollouts.status(ctx, "web")["replicas"]]
+
+
+def notes(ctx: HubContext) -> list[str]:
+    return [w["env"]["NOTE"] for host in HOSTS for w in _workloads(ctx, host)]
+
+
+def test_first_apply_runs_everywhere_without_a_rollout(ctx: HubContext):
+    deployments.apply(ctx, spec(), "user:t")
+    status = rollouts.status(ctx, "web")
+    assert status["rollout"] is None and revisions(ctx) == [1, 1, 1]
+    assert (status["revision"], status["stable_revision"]) == (1, 1)
+
+
+def test_new_template_rolls_out_one_wave_at_a_time(ctx: HubContext):
+    deployments.apply(ctx, spec(), "user:t")
+    agents_report(ctx)
+    result = deployments.apply(ctx, spec(note="b"), "user:t")
+    assert result["revision"] == 2 and revisions(ctx) == [2, 1, 1]
+    assert sorted(notes(ctx)) == ["a", "a", "b"]
+    rollouts.progress(ctx)  # wave 1's agent has not run revision 2 yet
+    assert revisions(ctx) == [2, 1, 1]
+    for expected in ([2, 2, 1], [2, 2, 2]):
+        agents_report(ctx)
+        rollouts.progress(ctx)
+        assert revisions(ctx) == expected
+    agents_report(ctx)
+    rollouts.progress(ctx)
+    status = rollouts.status(ctx, "web")
+    assert status["rollout"]["state"] == "succeeded" and status["stable_revision"] == 2
+    assert all(r["updated"] and r["state"] == "healthy" for r in status["replicas"])
+
+
+def test_unhealthy_wave_rolls_back_to_the_previous_revision(ctx: HubContext):
+    deployments.apply(ctx, spec(), "user:t")
+    agents_report(ctx)
+    deployments.apply(ctx, spec(version="v2"), "user:t")
+    agents_report(ctx, state="unhealthy")
+    assert (
+        rollouts.progress(ctx) == "web: rolled back to revision 1 (wave 1/3: replica 0 on "
+        "edge1-1 is unhealthy)"
+    )
+    status = rollouts.status(ctx, "web")
+    assert status["rollout"]["state"] == "rolled_back" and status["revision"] == 1
+    assert revisions(ctx) == [1, 1, 1]
+    refs = {w["image"]["ref"] for host in HOSTS for w in _workloads(ctx, host)}
+    assert refs == {"localhost/aiorch-model:v1"}
+    shown = deployments.show(ctx, "web")
+    assert shown["spec"]["spec"]["image"] == "localhost/aiorch-model:v1"
+    actions = [e["action"] for e in audit.list_entries(ctx, limit=50)]
+    assert "rollout.rolled_back" in actions and "rollout.start" in actions
+    # Applying the broken spec again is a new attempt, not a no-op.
+    assert deployments.apply(ctx, spec(version="v2"), "user:t")["changed"]
+
+
+def test_without_auto_rollback_a_failed_rollout_stays_for_undo(ctx: HubContext):
+    manual = "{autoRollback: false}"
+    deployments.apply(ctx, spec(rollout=manual), "user:t")
+    agents_report(ctx)
+    deployments.apply(ctx, spec(version="v2", rollout=manual), "user:t")
+    agents_report(ctx, state="failed")
+    rollouts.progress(ctx)
+    assert rollouts.status(ctx, "web")["rollout"]["state"] == "failed"
+    assert revisions(ctx) == [2, 1, 1]
+    undone = deployments.undo(ctx, "web", "user:t")
+    assert undone["rollout"]["state"] == "rolled_back" and revisions(ctx) == [1, 1, 1]
+
+
+def test_offline_host_shows_pending_and_does_not_block(ctx: HubContext):
+    deployments.apply(ctx, spec(), "user:t")
+    agents_report(ctx)
+    deployments.apply(ctx, spec(note="b", rollout="{waveSize: 2}"), "user:t")
+    ctx.clock.now += 3600  # type: ignore[attr-defined]
+    online = HOSTS[1:]  # the first host goes quiet mid-rollout
+    ctx.store.write(
+        lambda db: db.execute(
+            "UPDATE agents SET last_seen = ? WHERE host_name IN (?, ?)", [ctx.clock(), *online]
+        )
+    )
+    for _ in range(2):
+        agents_report(ctx, hosts=online)
+        rollouts.progress(ctx)
+    status = rollouts.status(ctx, "web")
+    assert status["rollout"]["state"] == "succeeded"
+    (offline,) = [r for r in status["replicas"] if r["host"] == HOSTS[0]]
+    assert (offline["online"], offline["updated"], offline["revision"]) == (False, False, 2)
+
+
+def test_pause_holds_the_next_wave_and_resume_goes_on(ctx: HubContext):
+    deployments.apply(ctx, spec(), "user:t")
+    agents_report(ctx)
+    deployments.apply(ctx, spec(note="b"), "user:t")
+    assert rollouts.pause(ctx, "web", "user:t")["rollout"]["state"] == "paused"
+    agents_report(ctx)
+    rollouts.progress(ctx)
+    assert revisions(ctx) == [2, 1, 1]
+    with pytest.raises(Conflict, match="is paused, not progressing"):
+        rollouts.pause(ctx, "web", "user:t")
+    rollouts.resume(ctx, "web", "user:t")
+    rollouts.progress(ctx)
+    assert revisions(ctx) == [2, 2, 1]
+
+
+def test_undo_after_a_finished_rollout_rolls_the_old_template_out_again(ctx: HubContext):
+    deployments.apply(ctx, spec(), "user:t")
+    agents_report(ctx)
+    deployments.apply(ctx, spec(note="b", rollout="{waveSize: 3}"), "user:t")
+    agents_report(ctx)
+    rollouts.progress(ctx)
+    assert rollouts.status(ctx, "web")["rollout"]["state"] == "succeeded"
+    status = deployments.undo(ctx, "web", "user:t")
+    assert status["revision"] == 1 and status["rollout"]["to_revision"] == 1
+    assert revisions(ctx) == [1, 1, 1] and notes(ctx) == ["a", "a", "a"]
+
+
+def test_undo_with_nothing_to_go_back_to_is_refused(ctx: HubContext):
+    deployments.apply(ctx, spec(), "user:t")
+    with pytest.raises(Conflict, match="no earlier revision"):
+        deployments.undo(ctx, "web", "user:t")
+
+
+def test_three_changes_in_a_row_leave_one_rollout_to_the_newest(ctx: HubContext):
+    deployments.apply(ctx, spec(), "user:t")
+    agents_report(ctx)
+    for note in ("b", "c", "d"):
+        deployments.apply(ctx, spec(note=note), "user:t")
+    states = [r["state"] for r in ctx.store.read().query("SELECT state FROM rollouts ORDER BY id")]
+    assert states == ["superseded", "superseded", "progressing"]
+    assert sorted(notes(ctx)) == ["a", "a", "d"]
+
+
+def test_scaling_alone_starts_no_rollout(ctx: HubContext):
+    deployments.apply(ctx, spec(), "user:t")
+    deployments.apply(ctx, spec().replace("replicas: 3", "replicas: 2"), "user:t")
+    assert rollouts.status(ctx, "web")["rollout"] is None and revisions(ctx) == [1, 1]
