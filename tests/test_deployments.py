@@ -107,3 +107,23 @@ def test_delete_empties_the_agents_desired_state(ctx: HubContext):
     deployments.delete(ctx, "chat", "user:t")
     assert _desired(ctx, "gpu-a")["document"] == {"workloads": []}
     assert json.loads(json.dumps(deployments.list_deployments(ctx))) == []
+
+
+def test_secret_env_is_sealed_at_rest_and_opened_only_for_the_agent(ctx: HubContext):
+    from aiorch.hub.schemas import CheckinRequest
+
+    secret = "hunter2-do-not-store"
+    text = SPEC.format(replicas=1) + f"  secretEnv: {{API_KEY: {secret}}}\n"
+    deployments.apply(ctx, text, "user:t")
+    for path in ctx.settings.data_dir.iterdir():  # the database and its WAL
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path.name
+    host = deployments.show(ctx, "chat")["replicas"][0]["host"]
+    (stored,) = _desired(ctx, host)["document"]["workloads"]
+    assert stored["secret_env"]["API_KEY"].startswith("sealed:v1:")
+    agent_id = _desired(ctx, host)["agent_id"]
+    body = CheckinRequest(agent_version="1", uptime_s=1, facts_hash="f", applied_revision=0)
+    answer = asyncio.run(agents.checkin(ctx, agent_id, body, None))
+    assert answer.document is not None
+    assert answer.document["workloads"][0]["secret_env"] == {"API_KEY": secret}
+    assert deployments.show(ctx, "chat")["spec"]["spec"]["secretEnv"] == {"API_KEY": "**********"}

@@ -306,11 +306,6 @@ def with_template(spec: DeploymentSpec, template: DeploymentSpec) -> DeploymentS
     return parse_spec(document)
 
 
-def spec_text(spec: DeploymentSpec) -> str:
-    """The spec as stored text (JSON, which `load_spec` reads back), secrets included."""
-    return json.dumps(spec_document(spec), sort_keys=True)
-
-
 def spec_document(spec: DeploymentSpec) -> dict[str, Any]:
     """The spec as plain data, defaults filled in and secret values readable."""
     data = spec.model_dump(mode="json", by_alias=True)

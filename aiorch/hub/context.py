@@ -6,8 +6,10 @@ import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
+from aiorch.hub.sealing import Sealer
 from aiorch.hub.services.heartbeats import HeartbeatBuffer
 from aiorch.hub.services.latest import LatestValues
 from aiorch.hub.services.series import InternedIds, series_ids, stream_ids
@@ -24,6 +26,11 @@ class HubContext:
     series: InternedIds = field(default_factory=series_ids)
     streams: InternedIds = field(default_factory=stream_ids)
     latest: LatestValues = field(default_factory=LatestValues)
+
+    @cached_property
+    def sealer(self) -> Sealer:
+        """Made on first use: a hub that never stores a secret needs no key file."""
+        return Sealer.in_dir(self.settings.data_dir)
 
 
 def decode_json_fields(row: dict[str, Any], fields: Iterable[str]) -> dict[str, Any]:

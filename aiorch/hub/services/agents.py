@@ -55,7 +55,18 @@ async def checkin(
     revision, document = _desired_row(ctx.store.read(), agent_id)
     if if_none_match is not None and if_none_match.strip() == etag(revision):
         return CheckinAnswer(revision, None)
-    return CheckinAnswer(revision, json.loads(document) if document else dict(EMPTY_DESIRED))
+    if document is None:
+        return CheckinAnswer(revision, dict(EMPTY_DESIRED))
+    return CheckinAnswer(revision, _opened(ctx, json.loads(document)))
+
+
+def _opened(ctx: HubContext, document: dict[str, Any]) -> dict[str, Any]:
+    """The desired state as its agent needs it: workloads' sealed secret values opened (they
+    stay sealed in the store and in what the API shows)."""
+    for workload in document.get("workloads") or []:
+        if isinstance(workload, dict) and workload.get("secret_env"):
+            workload["secret_env"] = ctx.sealer.unseal_all(workload["secret_env"])
+    return document
 
 
 def get_desired(ctx: HubContext, agent_id: str) -> dict[str, Any]:

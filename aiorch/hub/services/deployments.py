@@ -34,10 +34,10 @@ from aiorch.deploy import (
     template_hash,
 )
 from aiorch.deploy.rollout import ACTIVE, FAILED, SUCCEEDED
-from aiorch.deploy.spec import spec_text, with_template
+from aiorch.deploy.spec import with_template
 from aiorch.errors import Conflict, NotFound
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import agents, audit, images, replicas, rollouts
+from aiorch.hub.services import agents, audit, images, replicas, rollouts, specs
 
 
 def _hosts(ctx: HubContext, db: sqlite_utils.Database, deployment: str) -> list[HostView]:
@@ -140,7 +140,9 @@ def plan(ctx: HubContext, text: str) -> dict[str, Any]:
     }
 
 
-def _revision(db: sqlite_utils.Database, spec: DeploymentSpec, actor: str, now: float) -> int:
+def _revision(
+    ctx: HubContext, db: sqlite_utils.Database, spec: DeploymentSpec, actor: str, now: float
+) -> int:
     """The revision number of `spec`'s template: the one it already had, or the next."""
     name, template = spec.metadata.name, template_hash(spec)
     found = db.execute(
@@ -158,7 +160,7 @@ def _revision(db: sqlite_utils.Database, spec: DeploymentSpec, actor: str, now: 
     )
     db.table("deployment_revisions").insert(
         {"deployment": name, "revision": revision, "template_hash": template,
-         "spec": spec_text(spec), "created_by": actor, "created_at": now}
+         "spec": specs.to_store(ctx, spec), "created_by": actor, "created_at": now}
     )  # fmt: skip
     return int(revision)
 
@@ -167,14 +169,14 @@ def _write(
     ctx: HubContext,
     db: sqlite_utils.Database,
     spec: DeploymentSpec,
-    text: str,
     placement: Plan,
     hosts: list[HostView],
     actor: str,
 ) -> dict[str, Any]:
     """Store the spec and its placement; a new template starts a rollout to its revision."""
     now, name = ctx.clock(), spec.metadata.name
-    revision = _revision(db, spec, actor, now)
+    revision = _revision(ctx, db, spec, actor, now)
+    stored = specs.to_store(ctx, spec)
     previous = db.execute("SELECT revision FROM deployments WHERE name = ?", [name]).fetchone()
     running = dict(
         db.execute("SELECT ordinal, revision FROM deployment_replicas WHERE deployment = ?", [name])
@@ -187,7 +189,7 @@ def _write(
         "spec_hash = excluded.spec_hash, generation = generation + 1, "
         "updated_by = excluded.updated_by, updated_at = excluded.updated_at, "
         "revision = excluded.revision",
-        [name, spec.metadata.project, text, spec_hash(spec), actor, now, revision, revision],
+        [name, spec.metadata.project, stored, spec_hash(spec), actor, now, revision, revision],
     )
     kept = {r.ordinal for r in placement.kept}
     db.execute("DELETE FROM deployment_replicas WHERE deployment = ?", [name])
@@ -223,7 +225,7 @@ def apply(ctx: HubContext, text: str, actor: str) -> dict[str, Any]:
         row = db.execute("SELECT spec_hash FROM deployments WHERE name = ?", [name]).fetchone()
         if row is not None and row[0] == spec_hash(spec) and not placement.changed:
             return {"name": name, "changed": False, "plan": _view(placement)}
-        return _write(ctx, db, spec, text, placement, hosts, actor)
+        return _write(ctx, db, spec, placement, hosts, actor)
 
     result = ctx.store.write(op)
     if "denied" in result:
@@ -245,10 +247,10 @@ def undo(ctx: HubContext, name: str, actor: str) -> dict[str, Any]:
         if last is None or last["state"] != SUCCEEDED:
             state = "no rollout" if last is None else f"its last rollout was {last['state']}"
             raise Conflict(f"deployment {name} has no earlier revision to go back to ({state})")
-        current = replicas.current_spec(db, name)
-        spec = with_template(current, replicas.revision_spec(db, name, last["from_revision"]))
+        current = specs.current(ctx, db, name)
+        spec = with_template(current, specs.revision(ctx, db, name, last["from_revision"]))
         hosts = _hosts(ctx, db, name)
-        _write(ctx, db, spec, spec_text(spec), Plan(kept=tuple(_current(db, name))), hosts, actor)
+        _write(ctx, db, spec, Plan(kept=tuple(_current(db, name))), hosts, actor)
 
     ctx.store.write(op)
     return rollouts.status(ctx, name)
@@ -291,7 +293,7 @@ def show(ctx: HubContext, name: str) -> dict[str, Any]:
     return {
         "project": row[0],
         "generation": row[1],
-        "spec": load_spec(row[2]).model_dump(mode="json", by_alias=True),
+        "spec": specs.from_store(ctx, row[2]).model_dump(mode="json", by_alias=True),
         **rollouts.status(ctx, name),
     }
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import sqlite_utils
 
-from aiorch.deploy import DeploymentSpec, Replica, load_spec, template_hash
+from aiorch.deploy import DeploymentSpec, Replica, template_hash
 from aiorch.deploy.rollout import Observed
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import agents, images
+from aiorch.hub.services import agents, images, specs
 
 
 def workload_id(project: str, deployment: str, ordinal: int) -> str:
@@ -20,22 +20,11 @@ def workload_id(project: str, deployment: str, ordinal: int) -> str:
     return f"{project}/{deployment}/{ordinal}"
 
 
-def current_spec(db: sqlite_utils.Database, deployment: str) -> DeploymentSpec:
-    """The deployment's spec as last applied (or restored by a rollback)."""
-    row = db.execute("SELECT spec FROM deployments WHERE name = ?", [deployment]).fetchone()
-    return load_spec(row[0])
-
-
-def revision_spec(db: sqlite_utils.Database, deployment: str, revision: int) -> DeploymentSpec:
-    row = db.execute(
-        "SELECT spec FROM deployment_revisions WHERE deployment = ? AND revision = ?",
-        [deployment, revision],
-    ).fetchone()
-    return load_spec(row[0])
-
-
-def _workload(spec: DeploymentSpec, stored: dict[str, Any], replica: Replica) -> dict[str, Any]:
-    """One replica as its agent runs it (the contract in edge_agent/workloads)."""
+def _workload(
+    ctx: HubContext, spec: DeploymentSpec, stored: dict[str, Any], replica: Replica
+) -> dict[str, Any]:
+    """One replica as its agent runs it (the contract in edge_agent/workloads); secret values
+    stay sealed in the stored desired state and are opened only on their way to the agent."""
     body = spec.spec
     health = body.health_check
     ports = {p.container_port: p.host_port or p.container_port for p in body.ports}
@@ -49,7 +38,9 @@ def _workload(spec: DeploymentSpec, stored: dict[str, Any], replica: Replica) ->
         "command": body.command,
         "args": body.args,
         "env": body.env,
-        "secret_env": {k: v.get_secret_value() for k, v in body.secret_env.items()},
+        "secret_env": ctx.sealer.seal_all(
+            {k: v.get_secret_value() for k, v in body.secret_env.items()}
+        ),
         "ports": [
             {"container_port": c, "host_port": h, "protocol": "TCP"} for c, h in ports.items()
         ],
@@ -72,7 +63,7 @@ def _workload(spec: DeploymentSpec, stored: dict[str, Any], replica: Replica) ->
 
 def publish(ctx: HubContext, db: sqlite_utils.Database, hosts: set[str], actor: str) -> None:
     """Rewrite the desired state of the agents on `hosts` from the replicas placed there."""
-    specs: dict[tuple[str, int], DeploymentSpec] = {}
+    made_of: dict[tuple[str, int], DeploymentSpec] = {}
     stored: dict[tuple[str, int], dict[str, Any]] = {}
     for host in sorted(hosts):
         agent = db.execute(
@@ -87,11 +78,11 @@ def publish(ctx: HubContext, db: sqlite_utils.Database, hosts: set[str], actor: 
             [host],
         ).fetchall():
             key = (name, revision)
-            if key not in specs:  # each revision's spec and image looked up once
-                specs[key] = revision_spec(db, name, revision)
-                stored[key] = images.resolve(ctx, specs[key].spec.image) or {}
+            if key not in made_of:  # each revision's spec and image looked up once
+                made_of[key] = specs.revision(ctx, db, name, revision)
+                stored[key] = images.resolve(ctx, made_of[key].spec.image) or {}
             replica = Replica(ordinal, host, tuple(json.loads(gpus)))
-            workloads.append(_workload(specs[key], stored[key], replica))
+            workloads.append(_workload(ctx, made_of[key], stored[key], replica))
         agents.write_desired(db, agent[0], {"workloads": workloads}, actor, ctx.clock())
 
 

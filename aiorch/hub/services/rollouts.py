@@ -27,10 +27,10 @@ from aiorch.deploy.rollout import (
     advance,
     plan_waves,
 )
-from aiorch.deploy.spec import spec_hash, spec_text, with_template
+from aiorch.deploy.spec import spec_hash, with_template
 from aiorch.errors import Conflict, NotFound
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import audit, replicas
+from aiorch.hub.services import audit, replicas, specs
 
 HUB = "hub"  # the actor of the steps the hub takes on its own
 
@@ -64,7 +64,7 @@ def begin(
     if not stale:  # nothing runs an older revision: this one is already everywhere
         db.execute("UPDATE deployments SET stable_revision = ? WHERE name = ?", [revision, name])
         return set()
-    rollout = replicas.current_spec(db, name).spec.rollout
+    rollout = specs.current(ctx, db, name).spec.rollout
     waves = plan_waves(rollout, stale, hosts)
     db.execute(
         "INSERT INTO rollouts (deployment, from_revision, to_revision, strategy, waves, wave, "
@@ -109,7 +109,7 @@ def progress(ctx: HubContext) -> str | None:
 
 def _step(ctx: HubContext, db: sqlite_utils.Database, rollout: dict[str, Any]) -> str:
     now, name = ctx.clock(), rollout["deployment"]
-    spec = replicas.current_spec(db, name)
+    spec = specs.current(ctx, db, name)
     project = spec.metadata.project
     target = _template(db, name, rollout["to_revision"])
     plan = spec.spec.rollout
@@ -160,12 +160,12 @@ def roll_back(
     """Every replica back on the rollout's previous revision at once (it ran healthy before),
     and the deployment's template with it; its replica count and placement stay."""
     now, name, previous = ctx.clock(), rollout["deployment"], rollout["from_revision"]
-    current = replicas.current_spec(db, name)
-    restored = with_template(current, replicas.revision_spec(db, name, previous))
+    current = specs.current(ctx, db, name)
+    restored = with_template(current, specs.revision(ctx, db, name, previous))
     db.execute(
         "UPDATE deployments SET spec = ?, spec_hash = ?, revision = ?, "
         "generation = generation + 1, updated_by = ?, updated_at = ? WHERE name = ?",
-        [spec_text(restored), spec_hash(restored), previous, actor, now, name],
+        [specs.to_store(ctx, restored), spec_hash(restored), previous, actor, now, name],
     )
     hosts = {
         r[0]
