@@ -271,3 +271,13 @@ def test_image_references_normalise(reference: str, canonical: str) -> None:
 def test_bad_image_references_are_refused(reference: str) -> None:
     with pytest.raises(ValueError):
         parse_image(reference)
+
+
+def test_invalid_example_problems_are_the_ones_the_readme_shows() -> None:
+    path = Path(__file__).parents[1] / "examples" / "invalid" / "chat-with-mistakes.yaml"
+    with pytest.raises(SpecError) as caught:
+        load_spec(path.read_text())
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert len(caught.value.problems) == 5
+    for problem in caught.value.problems:
+        assert f"\n{problem}\n" in readme
