@@ -11,7 +11,7 @@ import pytest
 
 from aiorch.errors import Conflict
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import agents, audit, deployments, enrollment, images, rollouts
+from aiorch.hub.services import agents, audit, deployments, enrollment, images, metrics, rollouts
 
 SPEC = """
 apiVersion: aiorch.dev/v1
@@ -211,3 +211,12 @@ def test_scaling_alone_starts_no_rollout(ctx: HubContext):
     deployments.apply(ctx, spec(), "user:t")
     deployments.apply(ctx, spec().replace("replicas: 3", "replicas: 2"), "user:t")
     assert rollouts.status(ctx, "web")["rollout"] is None and revisions(ctx) == [1, 1]
+
+
+def test_metrics_count_replicas_by_state_and_rollouts_under_way(ctx: HubContext):
+    deployments.apply(ctx, spec(), "user:t")
+    agents_report(ctx)
+    deployments.apply(ctx, spec(note="b"), "user:t")
+    text = metrics.render(ctx).decode()
+    assert 'aiorch_deployment_replicas{deployment="web",project="lab",state="healthy"} 3.0' in text
+    assert 'aiorch_rollouts_active{state="progressing"} 1.0' in text

@@ -7,6 +7,7 @@ reading becomes e.g. `gpu_utilization_percent{host="dc1-1",site="dc1",gpu="0",..
 from __future__ import annotations
 
 import json
+from collections import Counter as Tally
 from collections import defaultdict
 from collections.abc import Iterator
 
@@ -14,14 +15,17 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from aiorch.deploy.rollout import ACTIVE
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import agents
+from aiorch.hub.services import agents, replicas
 
 CHECKINS = Counter("aiorch_checkins", "Agent check-ins received.")
 SAMPLES_STORED = Counter("aiorch_telemetry_samples_stored", "Telemetry samples stored.")
 SAMPLES_DUPLICATE = Counter(
     "aiorch_telemetry_samples_duplicate", "Telemetry samples received again and not stored."
 )
+
+REPLICA_STATES = ("pending", "starting", "healthy", "unhealthy", "failed")
 
 
 class FleetCollector(Collector):
@@ -30,6 +34,7 @@ class FleetCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield from self._hub_metrics()
+        yield from self._deployment_metrics()
         yield from self._fleet_metrics()
 
     def _hub_metrics(self) -> Iterator[Metric]:
@@ -55,6 +60,34 @@ class FleetCollector(Collector):
             "Samples agents dropped before upload (outbox full), as they reported.",
             value=drops,
         )
+
+    def _deployment_metrics(self) -> Iterator[Metric]:
+        db = self.ctx.store.read()
+        family = GaugeMetricFamily(
+            "aiorch_deployment_replicas",
+            "Replicas by the state their agents last reported (pending: no report yet).",
+            labels=["deployment", "project", "state"],
+        )
+        for name, project in db.execute("SELECT name, project FROM deployments ORDER BY name"):
+            states = Tally(
+                o.state or "pending" for _, o in replicas.observe(self.ctx, db, name, project)
+            )
+            for state in REPLICA_STATES:
+                family.add_metric([name, project, state], states[state])
+        yield family
+        marks = ",".join("?" * len(ACTIVE))
+        active = dict(
+            db.execute(
+                f"SELECT state, COUNT(*) FROM rollouts WHERE state IN ({marks}) GROUP BY state",
+                list(ACTIVE),
+            )
+        )
+        family = GaugeMetricFamily(
+            "aiorch_rollouts_active", "Rollouts under way, by state.", labels=["state"]
+        )
+        for state in ACTIVE:
+            family.add_metric([state], active.get(state, 0))
+        yield family
 
     def _fleet_metrics(self) -> Iterator[Metric]:
         where = {
