@@ -11,7 +11,7 @@ import pytest
 
 from aiorch.errors import Forbidden, InvalidInput
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import agents, deployments, enrollment, images
+from aiorch.hub.services import agents, deployments, drift, enrollment, images
 
 H100 = {"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_total_bytes": 81559 * 2**20}
 SPEC = """
@@ -127,3 +127,20 @@ def test_secret_env_is_sealed_at_rest_and_opened_only_for_the_agent(ctx: HubCont
     assert answer.document is not None
     assert answer.document["workloads"][0]["secret_env"] == {"API_KEY": secret}
     assert deployments.show(ctx, "chat")["spec"]["spec"]["secretEnv"] == {"API_KEY": "**********"}
+
+
+def test_drifted_hosts_get_no_new_replicas_and_the_plan_says_why(ctx: HubContext):
+    run = {"id": "r1", "finished_at": 1.0, "recap": {"gpu-b": {"changed": 2, "failed": 0,
+           "unreachable": 0}}}  # fmt: skip
+
+    def drift_check_finished(db):
+        db.table("runs").insert(
+            {"id": "r1", "kind": "drift", "playbook": "site.yml", "actor": "t", "created_at": 0}
+        )
+        drift.record_drift(db, run)
+
+    ctx.store.write(drift_check_finished)
+    plan = deployments.plan(ctx, SPEC.format(replicas=2))["plan"]
+    assert [r["host"] for r in plan["placed"]] == ["gpu-a"]
+    assert plan["excluded"] == ["host gpu-b excluded: drifted"]
+    assert "drifted" in plan["unplaced"][0]["reason"]

@@ -47,6 +47,7 @@ def _hosts(ctx: HubContext, db: sqlite_utils.Database, deployment: str) -> list[
         "SELECT host, gpus FROM deployment_replicas WHERE deployment != ?", [deployment]
     ):
         taken.setdefault(host, set()).update(json.loads(gpus))
+    drifted = {r[0] for r in db.execute("SELECT host FROM drift")}
     views = []
     for row in db.query(
         "SELECT h.name, h.site, h.region, h.role, h.labels, h.facts, h.agent_id, a.last_seen, "
@@ -63,6 +64,7 @@ def _hosts(ctx: HubContext, db: sqlite_utils.Database, deployment: str) -> list[
                 role=row["role"] or "",
                 labels=json.loads(row["labels"]),
                 online=agents.liveness(ctx, last_seen, row["revoked_at"]) == "online",
+                drifted=row["name"] in drifted,  # the last drift check found changes there
                 gpus=tuple(
                     Gpu(int(g["index"]), str(g["name"]), int(g["memory_total_bytes"]) // 2**20)
                     for g in facts.get("gpus") or []
