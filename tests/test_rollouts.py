@@ -11,7 +11,16 @@ import pytest
 
 from aiorch.errors import Conflict
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import agents, audit, deployments, enrollment, images, metrics, rollouts
+from aiorch.hub.services import (
+    agents,
+    audit,
+    deployments,
+    enrollment,
+    images,
+    metrics,
+    rollouts,
+    status,
+)
 
 SPEC = """
 apiVersion: aiorch.dev/v1
@@ -220,3 +229,20 @@ def test_metrics_count_replicas_by_state_and_rollouts_under_way(ctx: HubContext)
     text = metrics.render(ctx).decode()
     assert 'aiorch_deployment_replicas{deployment="web",project="lab",state="healthy"} 3.0' in text
     assert 'aiorch_rollouts_active{state="progressing"} 1.0' in text
+
+
+def test_status_overview_shows_replica_states_and_the_rollout_under_way(ctx: HubContext):
+    deployments.apply(ctx, spec(), "user:t")
+    agents_report(ctx)
+    deployments.apply(ctx, spec(note="b"), "user:t")
+    (row,) = status.overview(ctx)["deployments"]
+    assert row == {
+        "deployment": "web",
+        "project": "lab",
+        "replicas": 3,
+        "healthy": 3,
+        "pending": 0,
+        "starting": 0,
+        "not_healthy": 0,
+        "rollout": "progressing to revision 2",
+    }

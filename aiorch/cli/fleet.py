@@ -97,7 +97,7 @@ def sites_cmd(ctx: typer.Context, output: Output = OutputOpt) -> None:
 
 
 def status_cmd(ctx: typer.Context, output: Output = OutputOpt) -> None:
-    """One-screen fleet overview: hosts, GPUs and agents per site."""
+    """One-screen fleet overview: hosts, GPUs and agents per site, drift, deployments."""
     data = state(ctx).client().get("/status")
     if output is Output.json:
         emit(data, output)
@@ -112,6 +112,9 @@ def status_cmd(ctx: typer.Context, output: Output = OutputOpt) -> None:
     emit(data["sites"], output, columns, title="sites")
     if data.get("drift"):
         emit(data["drift"], output, ["host", "detected_at", "run_id", "changed_tasks"], "drift")
+    if data.get("deployments"):
+        columns = ["deployment", "project", "replicas", "healthy", "starting", "pending"]
+        emit(data["deployments"], output, [*columns, "not_healthy", "rollout"], "deployments")
 
 
 def audit_cmd(

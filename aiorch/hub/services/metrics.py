@@ -7,7 +7,6 @@ reading becomes e.g. `gpu_utilization_percent{host="dc1-1",site="dc1",gpu="0",..
 from __future__ import annotations
 
 import json
-from collections import Counter as Tally
 from collections import defaultdict
 from collections.abc import Iterator
 
@@ -68,12 +67,9 @@ class FleetCollector(Collector):
             "Replicas by the state their agents last reported (pending: no report yet).",
             labels=["deployment", "project", "state"],
         )
-        for name, project in db.execute("SELECT name, project FROM deployments ORDER BY name"):
-            states = Tally(
-                o.state or "pending" for _, o in replicas.observe(self.ctx, db, name, project)
-            )
+        for (name, project), counts in replicas.states(self.ctx, db).items():
             for state in REPLICA_STATES:
-                family.add_metric([name, project, state], states[state])
+                family.add_metric([name, project, state], counts[state])
         yield family
         marks = ",".join("?" * len(ACTIVE))
         active = dict(

@@ -5,6 +5,7 @@ report about them is read back for `show`, rollouts and their status."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any
 
 import sqlite_utils
@@ -107,3 +108,12 @@ def observe(
         )
         seen.append((revision, observed))
     return seen
+
+
+def states(ctx: HubContext, db: sqlite_utils.Database) -> dict[tuple[str, str], Counter[str]]:
+    """Replica states per (deployment, project), as agents last reported them; a replica
+    not reported yet is `pending`."""
+    return {
+        (name, project): Counter(o.state or "pending" for _, o in observe(ctx, db, name, project))
+        for name, project in db.execute("SELECT name, project FROM deployments ORDER BY name")
+    }

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiorch import __version__
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import agents, drift, inventory
+from aiorch.hub.services import agents, drift, inventory, replicas, rollouts
 
 
 def overview(ctx: HubContext) -> dict[str, Any]:
@@ -28,4 +28,26 @@ def overview(ctx: HubContext) -> dict[str, Any]:
         "sites": [{"site": name, **dict(counts)} for name, counts in sorted(per_site.items())],
         "poll_interval_s": ctx.settings.poll_interval_s,
         "drift": drift.drifted_hosts(ctx),
+        "deployments": _deployments(ctx),
     }
+
+
+def _deployments(ctx: HubContext) -> list[dict[str, Any]]:
+    """Each deployment's replicas by state, and its rollout if one is under way."""
+    db = ctx.store.read()
+    rows = []
+    for (name, project), counts in replicas.states(ctx, db).items():
+        rollout = rollouts.active(db, name)
+        rows.append(
+            {
+                "deployment": name,
+                "project": project,
+                "replicas": sum(counts.values()),
+                **{state: counts[state] for state in ("healthy", "pending", "starting")},
+                "not_healthy": counts["unhealthy"] + counts["failed"],
+                "rollout": ""
+                if rollout is None
+                else f"{rollout['state']} to revision {rollout['to_revision']}",
+            }
+        )
+    return rows
