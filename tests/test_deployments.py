@@ -62,7 +62,9 @@ def test_apply_places_replicas_and_publishes_desired_state(ctx: HubContext):
             workload["image"]["digest"]
             == images.resolve(ctx, "localhost/aiorch-model:v1")["digest"]
         )
-        assert workload["gpus"] == [0] and workload["health_check"]["port"] == 18080
+        assert (
+            workload["gpus"] == [0] and workload["health_check"]["port"] == 8080
+        )  # the container port
 
 
 def test_apply_twice_changes_nothing(ctx: HubContext):

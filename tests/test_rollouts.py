@@ -246,3 +246,13 @@ def test_status_overview_shows_replica_states_and_the_rollout_under_way(ctx: Hub
         "not_healthy": 0,
         "rollout": "progressing to revision 2",
     }
+
+
+def test_applying_while_every_host_is_offline_keeps_their_replicas(ctx: HubContext):
+    deployments.apply(ctx, spec(), "user:t")
+    ctx.clock.now += 3600  # type: ignore[attr-defined]  # e.g. a hub restarted before check-ins
+    result = deployments.apply(ctx, spec(note="b", rollout="{waveSize: 3}"), "user:t")
+    assert len(result["plan"]["kept"]) == 3 and not result["plan"]["removed"]
+    assert sorted(notes(ctx)) == ["b", "b", "b"]  # the change waits for them, nothing is lost
+    rollouts.progress(ctx)
+    assert rollouts.status(ctx, "web")["rollout"]["state"] == "succeeded"

@@ -12,9 +12,9 @@ from __future__ import annotations
 import heapq
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from aiorch.deploy.eligibility import Candidate, Demand, Exclusion, screen
+from aiorch.deploy.eligibility import Candidate, Demand, Exclusion, Stage, screen
 from aiorch.deploy.explain import Funnel, unplaced_reason
 from aiorch.deploy.hosts import HostView, Replica
 from aiorch.deploy.spec import DeploymentSpec
@@ -73,9 +73,11 @@ def plan_placement(
     """
     demand = Demand.of(spec, regions)
     spread = spec.spec.placement.spread
-    candidates, exclusions, funnel = _screen_all(hosts, demand)
-    kept, displaced = _keep(current, candidates, exclusions, demand)
-    kept, to_move, fresh, removed = _resize(kept, displaced, spec.spec.replicas, spread, candidates)
+    candidates, unwell, exclusions, funnel = _screen_all(hosts, demand)
+    kept, held, displaced = _keep(current, candidates, unwell, exclusions, demand)
+    kept, to_move, fresh, removed = _resize(
+        kept, held, displaced, spec.spec.replicas, spread, candidates
+    )
 
     chooser = _chooser(spread, candidates.values(), demand)
     moved: list[Move] = []
@@ -107,21 +109,30 @@ def plan_placement(
 
 def _resize(
     kept: list[Replica],
+    held: list[tuple[Replica, str]],
     displaced: list[tuple[Replica, str]],
     want: int,
     spread: str,
     candidates: dict[str, Candidate],
 ) -> tuple[list[Replica], list[tuple[Replica, str]], list[int], list[Removal]]:
-    """Match the replica count to `want`: displaced replicas go first when there are too many,
-    then kept ones as `_scale_down` picks; when too few, displaced ones move before new ones
-    (with fresh ordinals) are added. Returns kept, to move, new ordinals and removals."""
+    """Match the replica count to `want`: when there are too many, displaced replicas go
+    first, then those held on unhealthy hosts, then kept ones as `_scale_down` picks; when too
+    few, displaced ones move before new ones (with fresh ordinals) are added. Returns kept
+    (held included), to move, new ordinals and removals."""
     removed: list[Removal] = []
-    if len(kept) > want:
-        stop = _scale_down(kept, len(kept) - want, spread, candidates)
+    surplus = len(kept) + len(held) - want
+    if surplus > 0 and held:
+        by_last = sorted(held, key=lambda pair: -pair[0].ordinal)
+        dropped, held = by_last[:surplus], by_last[surplus:]
+        removed += [Removal(r, f"{why}; scaled down to {want} replicas") for r, why in dropped]
+        surplus -= len(dropped)
+    if surplus > 0:
+        stop = _scale_down(kept, surplus, spread, candidates)
         removed += [
             Removal(r, f"scaled down to {want} replicas") for r in kept if r.ordinal in stop
         ]
         kept = [r for r in kept if r.ordinal not in stop]
+    kept = sorted([*kept, *(r for r, _ in held)], key=lambda r: r.ordinal)
     need = want - len(kept)
     removed += [Removal(r, f"{why}; scaled down to {want} replicas") for r, why in displaced[need:]]
     to_move = displaced[:need]
@@ -131,8 +142,11 @@ def _resize(
 
 def _screen_all(
     hosts: Sequence[HostView], demand: Demand
-) -> tuple[dict[str, Candidate], dict[str, Exclusion], Funnel]:
+) -> tuple[dict[str, Candidate], dict[str, Candidate], dict[str, Exclusion], Funnel]:
+    """Candidates for new replicas; `unwell` hosts (offline, not ready, drifted) that would
+    otherwise be candidates: they take no new replicas but keep the ones they have."""
     candidates: dict[str, Candidate] = {}
+    unwell: dict[str, Candidate] = {}
     exclusions: dict[str, Exclusion] = {}
     funnel = Funnel()
     for host in hosts:
@@ -142,39 +156,51 @@ def _screen_all(
         if isinstance(verdict, Exclusion):
             exclusions[host.name] = verdict
             funnel.add(verdict)
+            if verdict.stage is Stage.HEALTH:
+                well = replace(host, online=True, ready=True, drifted=False)
+                if isinstance(as_if_well := screen(well, demand), Candidate):
+                    unwell[host.name] = as_if_well
         else:
             candidates[host.name] = verdict
             funnel.add(None)
     funnel.done()
-    return candidates, exclusions, funnel
+    return candidates, unwell, exclusions, funnel
 
 
 def _keep(
     current: Sequence[Replica],
     candidates: dict[str, Candidate],
+    unwell: dict[str, Candidate],
     exclusions: dict[str, Exclusion],
     demand: Demand,
-) -> tuple[list[Replica], list[tuple[Replica, str]]]:
-    """Split current replicas into those that stay (claiming their share) and those that must
-    move, with why; by ordinal, so the lower ordinal keeps a contested GPU."""
+) -> tuple[list[Replica], list[tuple[Replica, str]], list[tuple[Replica, str]]]:
+    """Split current replicas into those that stay (claiming their share), those held where
+    they are on an unhealthy host, and those that must move, with why; by ordinal, so the
+    lower ordinal keeps a contested GPU. A host being offline or drifted is no reason to take
+    its replicas away: an edge site cut off keeps serving and gets the changes when it is
+    back (retiring a host is how its replicas move)."""
     kept: list[Replica] = []
+    held: list[tuple[Replica, str]] = []
     displaced: list[tuple[Replica, str]] = []
     ordinals = [r.ordinal for r in current]
     if len(set(ordinals)) != len(ordinals):
         raise ValueError("a replica ordinal is listed twice")
     for replica in sorted(current, key=lambda r: r.ordinal):
-        candidate = candidates.get(replica.host)
+        candidate = candidates.get(replica.host) or unwell.get(replica.host)
         if candidate is None:
             exclusion = exclusions.get(replica.host)
             displaced.append((replica, str(exclusion or f"host {replica.host} is gone")))
             continue
         why = candidate.why_not_keep(replica, demand)
-        if why is None:
-            candidate.take(demand, replica.gpus)
-            kept.append(replica)
-        else:
+        if why is not None:
             displaced.append((replica, why))
-    return kept, displaced
+            continue
+        candidate.take(demand, replica.gpus)
+        if replica.host in unwell:
+            held.append((replica, str(exclusions[replica.host])))
+        else:
+            kept.append(replica)
+    return kept, held, displaced
 
 
 def _free_ordinals(used: set[int], n: int) -> list[int]:

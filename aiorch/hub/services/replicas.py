@@ -53,7 +53,7 @@ def _workload(
         if health is None
         else {
             "path": health.http_get.path,
-            "port": ports.get(health.http_get.port, health.http_get.port),
+            "port": health.http_get.port,  # a container port; probed where it is published
             "initial_delay_s": health.initial_delay_seconds,
             "period_s": health.period_seconds,
             "timeout_s": health.timeout_seconds,
