@@ -1,6 +1,8 @@
 """`make demo`: a hub and a lab fleet it brings up with Ansible, fully offline: the site
 repository is built here and served by the hub; every lab host gets site.yml (repo, base,
 storage, network, container runtime, NVIDIA driver check, edge agent), and its agent checks in.
+Then the lab's model server image goes to the hub's image store and a deployment of it
+(examples/deployments/lab-model.yaml, pinned to that image) serves on every edge box.
 
 Each step runs the same command a person would type, printed before it runs, so
 the demo doubles as a walkthrough. Running it again reuses what is already up;
@@ -18,14 +20,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+
+from aiorch.deploy.spec import load_spec
 from aiorch.errors import AiorchError, UserError
 from aiorch.hub.process import HubProcess, healthy
 from aiorch.hub.server import endpoint_url
 from aiorch.lab.fleet import Lab
+from aiorch.lab.payload import deployment_spec
 from aiorch.lab.site import prepare_disks, write_site_inventory
 
 BIN = Path(sys.executable).parent
 REPO_DIR = Path(".data/site-repo").resolve()
+EDGE_ROLE = "edge-box"
+# Downloading and loading the image on every edge box, on a busy 2-core machine.
+SERVE_TIMEOUT = 600.0
+FEATURES = '{"features": [1, 2, 3, 4]}'
 
 
 def _show(
@@ -33,6 +43,11 @@ def _show(
 ) -> str:
     shown = " ".join(Path(argv[0]).name if i == 0 else a for i, a in enumerate(argv))
     print(f"\n$ {shown.replace(secret, '***') if secret else shown}", flush=True)
+    return _run(argv, env, capture)
+
+
+def _run(argv: list[str], env: dict[str, str] | None = None, capture: bool = False) -> str:
+    """Run a step's command; a failure is a UserError with its last line of stderr."""
     result = subprocess.run(
         argv, env={**os.environ, **(env or {})}, text=True, capture_output=capture, timeout=1800
     )
@@ -77,12 +92,42 @@ def demo_up(data_dir: Path, lab_name: str, hosts: int, port: int) -> None:
               secret=token)  # fmt: skip
     _show([aiorch, "agents", "list"], env)
     _show([aiorch, "status"], env)
+    calls = deploy_model(aiorch, env, data_dir, lab)
     print(
         f"\nThe hub runs at http://127.0.0.1:{port}; lab hosts reach it at {hub_on_lab}.\n"
         f"Try: AIORCH_DATA_DIR={data_dir} aiorch runs list   |   "
         f"ansible all -i {lab.inventory_path} -m ping\n"
-        "Remove everything the demo made: make demo-down"
+        "Call the model on an edge box:\n"
+        + "".join(f"  {call}\n" for call in calls)
+        + "Remove everything the demo made: make demo-down"
     )
+
+
+def deploy_model(aiorch: str, env: dict[str, str], data_dir: Path, lab: Lab) -> list[str]:
+    """Build and push the lab's model image, apply the example deployment pinned to it with a
+    replica per edge box, and wait until every replica is healthy and one answers. Returns a
+    curl command line per replica."""
+    built = json.loads(_show([aiorch, "lab", "payload", "build", "--output", "json"], capture=True))
+    print(f"{built['path']}\n{built['digest']}", flush=True)
+    push = [aiorch, "image", "push", built["path"], "--ref", built["ref"], "--output", "json"]
+    pushed = json.loads(_show(push, env, capture=True))
+    print(f"{pushed['ref']} {pushed['digest']}", flush=True)
+    edges = [host for host in lab.hosts if host.role == EDGE_ROLE]
+    text = deployment_spec(f"{pushed['ref']}@{pushed['digest']}", replicas=len(edges))
+    spec = data_dir / "lab-model.yaml"
+    spec.write_text(text)
+    _show([aiorch, "apply", "-f", str(spec)], env)
+    deployment = load_spec(text)
+    name = deployment.metadata.name
+    _show([aiorch, "rollout", "status", name, "--wait", "--timeout", f"{SERVE_TIMEOUT:g}"], env)
+    shown = json.loads(_run([aiorch, "deployments", "show", name, "--output", "json"], env, True))
+    addresses = {host.name: host.address for host in lab.hosts}
+    port = deployment.spec.ports[0].host_port
+    urls = [f"http://{addresses[r['host']]}:{port}/predict" for r in shown["replicas"]]
+    answer = httpx.post(urls[0], content=FEATURES, timeout=10)
+    answer.raise_for_status()
+    print(f"\nPOST {urls[0]} {FEATURES}\n-> {answer.text}", flush=True)
+    return [f"curl -s -X POST {url} -d '{FEATURES}'" for url in urls]
 
 
 def demo_down(data_dir: Path, lab_name: str) -> None:

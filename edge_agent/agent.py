@@ -88,6 +88,8 @@ class Agent:
         # The last pass's report, sent with the next check-in.
         self.report: dict[str, Any] | None = None
         self.schedule = Schedule(max_backoff_s=config.max_backoff_s)
+        # While the hub is away: when to try it again (monotonic; 0 when it answered last).
+        self.retry_at = 0.0
         self.started = time.monotonic()
 
     def close(self) -> None:
@@ -172,20 +174,37 @@ class Agent:
         try:
             interval = self.checkin()
         finally:
-            self.reconcile()
-            self.outbox.append(self.collectors.collect(time.time()))
+            self.local_round()
         self.flush_telemetry()
         return interval
 
+    def local_round(self) -> None:
+        """What a round does without the hub: converge the workloads, collect into the outbox."""
+        self.reconcile()
+        self.outbox.append(self.collectors.collect(time.time()))
+
     def cycle(self) -> float:
-        """One round, absorbing hub outages. Returns the seconds to wait before the next."""
+        """One round, absorbing hub outages. Returns the seconds to wait before the next.
+
+        Check-ins back off while the hub is away, but the rounds in between still run locally
+        at the usual interval: a workload that crashes during a long outage is restarted
+        within one interval, not after the next (up to `max_backoff_s`) try at the hub."""
+        if time.monotonic() < self.retry_at:
+            self.local_round()
+            return self._until_retry()
         try:
             interval = self.round()
         except HubUnavailable as exc:
             delay = self.schedule.failed(exc.retry_after_s)
             log.warning("%s; next try in %.1fs", exc, delay)
-            return delay
+            self.retry_at = time.monotonic() + delay
+            return self._until_retry()
+        self.retry_at = 0.0
         return self.schedule.succeeded(interval)
+
+    def _until_retry(self) -> float:
+        """Seconds to the next round while the hub is away: the next try, or one interval."""
+        return max(0.0, min(self.retry_at - time.monotonic(), self.schedule.interval_s))
 
     def run_forever(self) -> None:
         # Parsed netlink messages (pyroute2) are reference cycles: left to the generational

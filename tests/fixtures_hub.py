@@ -29,11 +29,13 @@ class HubProcess(BaseHubProcess):
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return httpx.Client(base_url=f"{self.url}/api/v1", headers=headers, timeout=30)
 
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         """Run the `aiorch` CLI against this hub with the admin token."""
         env = {**os.environ, "AIORCH_HUB": self.url, "AIORCH_TOKEN": self.admin_token}
         result = subprocess.run(
-            [AIORCH, *args], env=env, capture_output=True, text=True, timeout=120
+            [AIORCH, *args], env=env, capture_output=True, text=True, timeout=timeout
         )
         if check and result.returncode != 0:
             raise AssertionError(f"aiorch {' '.join(args)} failed: {result.stderr}")

@@ -25,7 +25,6 @@ import httpx
 import pytest
 
 from aiorch.errors import UserError
-from aiorch.hub.process import HubProcess
 from aiorch.lab import Lab
 from aiorch.lab.image import ensure_image
 from aiorch.lab.podman import podman, preflight
@@ -33,6 +32,7 @@ from aiorch.lab.site import prepare_disks, site_vars
 from aiorch.repo import build_repo
 from aiorch.repo.debs import default_sources
 from aiorch.repo.packages import BASE_PACKAGES
+from tests.fixtures_hub import HubProcess
 from tests.fixtures_lab import INVENTORIES, unique_lab_name
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -103,6 +103,12 @@ class Playbook:
     rc: int
     output: str
     recap: dict[str, dict[str, int]]
+
+
+def assert_ok(result: Playbook) -> None:
+    """The playbook ran to the end with no host failed or unreachable (else: its output)."""
+    failed = {h: r for h, r in result.recap.items() if r["failed"] or r["unreachable"]}
+    assert result.rc == 0 and not failed, result.output[-6000:]
 
 
 @dataclass

@@ -534,3 +534,16 @@ def test_hub_accepts_a_batch_that_only_reports_drops(hub: HubProcess):
     finally:
         client.close()
     assert (reply["acked_through"], reply["stored"]) == (3000, 0)
+
+
+def test_rounds_go_on_locally_while_check_ins_back_off(agent_factory):
+    hub = StubHub(down=True)
+    agent = agent_factory(hub, max_backoff_s=3600)
+    for _ in range(6):  # a few failures: the next try at the hub is far off
+        agent.retry_at = 0.0
+        agent.cycle()
+    tries, collected = hub.calls.count("checkin"), len(agent.outbox)
+    wait = agent.cycle()  # before the next try: collect (and reconcile) without the hub
+    assert hub.calls.count("checkin") == tries, "no check-in before its backoff is over"
+    assert len(agent.outbox) > collected, "the round still collected"
+    assert 0 < wait <= agent.schedule.interval_s, "and the next round is an interval away"

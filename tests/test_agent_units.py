@@ -112,3 +112,20 @@ def test_torn_desired_file_falls_back_to_empty(tmp_path: Path):
     state = AgentState(tmp_path)
     (tmp_path / "desired.json").write_text('{"revision": 4, "docu')
     assert state.desired()["revision"] == 0
+
+
+@pytest.mark.parametrize(
+    ("ref", "tags", "held"),
+    [
+        ("localhost/model:v1", ["localhost/model:v1"], True),
+        ("model:v1", ["localhost/model:v1"], True),
+        ("localhost/model:v1@sha256:" + "a" * 64, ["localhost/model:v1"], True),
+        ("localhost/model@sha256:" + "a" * 64, ["localhost/model:v7"], True),
+        ("localhost/model:v2@sha256:" + "a" * 64, ["localhost/model:v1"], False),
+        ("localhost/other:v1", ["localhost/model:v1"], False),
+    ],
+)
+def test_archive_tags_match_the_workloads_image_pinned_or_not(ref: str, tags: list, held: bool):
+    from edge_agent.workloads.images import _holds
+
+    assert _holds(ref, tags) is held

@@ -1,5 +1,5 @@
-"""`make demo` provisions a lab through the hub, can run twice without harm, and `--down`
-removes what it made."""
+"""`make demo` provisions a lab through the hub, ends with a model serving on its edge box, can
+run twice without harm, and `--down` removes what it made."""
 
 from __future__ import annotations
 
@@ -40,9 +40,22 @@ def test_demo_twice_then_down(tmp_path: Path):
         assert sorted(a["host_name"] for a in agents) == sorted(h.name for h in Lab(name).hosts)
         assert {a["status"] for a in agents} == {"online"}
         assert "aie_" not in first.stdout, "the enrollment token is masked in the walkthrough"
+        # The walkthrough ends with the model answering on the (only) edge box.
+        edge = Lab(name).host("edge1-1").address
+        assert f"curl -s -X POST http://{edge}:18080/predict" in first.stdout
+        answer = first.stdout.split(f"POST http://{edge}:18080/predict", 1)[1]
+        assert '"model": "v1"' in answer.split("\n$ ", 1)[0], first.stdout[-3000:]
+        deployed = json.loads(
+            subprocess.run(
+                [str(BIN / "aiorch"), "deployments", "show", "lab-model", "--output", "json"],
+                env=env, capture_output=True, text=True, check=True,
+            ).stdout
+        )  # fmt: skip
+        assert [(r["host"], r["state"]) for r in deployed["replicas"]] == [("edge1-1", "healthy")]
         second = _demo(*args, "--hosts", "2")
         assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-2000:]
         assert "hub already running" in second.stdout
+        assert "lab-model unchanged" in second.stdout
         assert len(Lab(name).hosts) == 2
     finally:
         down = _demo(*args, "--down")

@@ -16,16 +16,11 @@ import pytest
 
 from aiorch.lab import wait_until
 from aiorch.lab.podman import podman
-from tests.fixtures_provision import Playbook, ProvisionLab, tiny_image_archive
+from tests.fixtures_provision import ProvisionLab, assert_ok, tiny_image_archive
 
 pytestmark = pytest.mark.lab
 
 HOSTS = ("dc1-1", "edge1-1", "edge2-1")
-
-
-def assert_ok(result: Playbook) -> None:
-    failed = {h: r for h, r in result.recap.items() if r["failed"] or r["unreachable"]}
-    assert result.rc == 0 and not failed, result.output[-6000:]
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ files in ``payload/`` (a stdlib HTTP server with a fixed-weight logistic regress
 it under ``$AIORCH_LAB_DIR/payload/`` and returns the archive's path. ``v2-broken`` is the
 same server failing its health check, for rollouts that must roll back. Archives are cached
 by a hash of their recipe, and built under a lock so parallel callers build once.
+``deployment_spec(image)`` is the example deployment that serves it on the lab's edge boxes.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import yaml
+
 from aiorch.errors import UserError
 from aiorch.lab.image import ensure_image
 from aiorch.lab.podman import podman
@@ -27,6 +30,7 @@ REPOSITORY = "localhost/aiorch-model"
 VERSIONS = ("v1", "v2-broken")
 FILES = Path(__file__).with_suffix("")  # aiorch/lab/payload/
 SOURCES = ("Containerfile", "server.py")
+EXAMPLE_SPEC = Path(__file__).resolve().parents[2] / "examples" / "deployments" / "lab-model.yaml"
 
 
 def payload_ref(version: str) -> str:
@@ -64,6 +68,22 @@ def build_payload(version: str = "v1") -> Path:
 def payload_digest(path: Path) -> str:
     """``sha256:<hex>`` of the archive file: the digest the hub and agents name it by."""
     return f"sha256:{sha256_file(path)}"
+
+
+def deployment_spec(
+    image: str, *, replicas: int | None = None, env: dict[str, str] | None = None
+) -> str:
+    """The example deployment of the payload (EXAMPLE_SPEC) as YAML text, with `image` in
+    place of its placeholder (archives differ by machine, so only the pushed one's digest
+    pins it) and, when given, another replica count and more env. The demo and the lab tests
+    apply this, so the example is what they run."""
+    doc = yaml.safe_load(EXAMPLE_SPEC.read_text())
+    work = doc["spec"]
+    work["image"] = image
+    if replicas is not None:
+        work["replicas"] = replicas
+    work["env"] = {**(work.get("env") or {}), **(env or {})}
+    return yaml.safe_dump(doc, sort_keys=False)
 
 
 def _checked(version: str) -> str:
