@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import socket
 from collections import defaultdict
 from collections.abc import Callable, Mapping
@@ -42,6 +43,8 @@ def collect_facts(gpu_backend: GpuBackend) -> dict[str, Any]:
         "disks": _disks,
         "network_interfaces": _network_interfaces,
         "gpus": lambda: [gpu.to_dict() for gpu in gpu_backend.inventory()],
+        # The hub places workloads only where they can run: "podman", or None without it.
+        "container_runtime": lambda: "podman" if shutil.which("podman") else None,
     }
     facts: dict[str, Any] = {"gpu_backend": gpu_backend.name}
     errors: dict[str, str] = {}

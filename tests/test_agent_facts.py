@@ -6,6 +6,7 @@ import copy
 import json
 import os
 import platform
+import shutil
 import socket
 from pathlib import Path
 from typing import Any
@@ -149,3 +150,11 @@ def test_hash_changes_when_a_fact_changes(host_facts: dict[str, Any]) -> None:
 def test_hash_is_stable_across_collections() -> None:
     backend = SimulatedBackend("1xL4-24GB")
     assert facts_hash(collect_facts(backend)) == facts_hash(collect_facts(backend))
+
+
+def test_container_runtime_is_podman_when_it_is_installed(
+    host_facts: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert host_facts["container_runtime"] == ("podman" if shutil.which("podman") else None)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert collect_facts(NullBackend())["container_runtime"] is None

@@ -146,3 +146,15 @@ def test_drifted_hosts_get_no_new_replicas_and_the_plan_says_why(ctx: HubContext
     assert [r["host"] for r in plan["placed"]] == ["gpu-a"]
     assert plan["excluded"] == ["host gpu-b excluded: drifted"]
     assert len(plan["unplaced"]) == 1
+
+
+def test_hosts_whose_agent_found_no_container_runtime_are_not_ready(ctx: HubContext):
+    ctx.store.write(
+        lambda db: db.execute(
+            "UPDATE hosts SET facts = json_set(facts, '$.container_runtime', json('null')) "
+            "WHERE name = 'gpu-a'"
+        )
+    )
+    plan = deployments.plan(ctx, SPEC.format(replicas=1))["plan"]
+    assert [r["host"] for r in plan["placed"]] == ["gpu-b"]
+    assert plan["excluded"] == ["host gpu-a excluded: not ready"]

@@ -65,6 +65,9 @@ def _hosts(ctx: HubContext, db: sqlite_utils.Database, deployment: str) -> list[
                 labels=json.loads(row["labels"]),
                 online=agents.liveness(ctx, last_seen, row["revoked_at"]) == "online",
                 drifted=row["name"] in drifted,  # the last drift check found changes there
+                # Ready: its agent found a container runtime (agents that do not say are
+                # taken at their word that they can run workloads).
+                ready=facts.get("container_runtime", "unreported") is not None,
                 gpus=tuple(
                     Gpu(int(g["index"]), str(g["name"]), int(g["memory_total_bytes"]) // 2**20)
                     for g in facts.get("gpus") or []
