@@ -22,6 +22,7 @@ import httpx
 import pytest
 import yaml
 
+from aiorch.deploy.rollout import ACTIVE
 from aiorch.deploy.spec import load_spec, template_hash
 from aiorch.lab import wait_until
 from aiorch.lab.payload import (
@@ -164,7 +165,7 @@ def serving(lab: ProvisionLab, text: str, hosts: tuple[str, ...]) -> list[dict[s
             return None
         if any(r["state"] != "healthy" or not r["updated"] for r in replicas):
             return None
-        if shown["rollout"] is not None and shown["rollout"]["state"] in ("progressing", "paused"):
+        if shown["rollout"] is not None and shown["rollout"]["state"] in ACTIVE:
             return None
         online = {h["name"] for h in lab.hub.admin.get("/hosts").json() if h["agent"] == "online"}
         if not online >= set(hosts):

@@ -12,6 +12,7 @@ import typer
 from aiorch.cli.output import Output, console, emit
 from aiorch.cli.runs import FAILED_EXIT, POLL_S
 from aiorch.cli.state import OutputOpt, state
+from aiorch.deploy.rollout import ACTIVE, UNSUCCESSFUL
 from aiorch.errors import UserError
 
 deployments_app = typer.Typer(help="Model-serving deployments.", no_args_is_help=True)
@@ -149,15 +150,15 @@ def rollout_status(
         data = client.get(f"/deployments/{name}/rollout")
     _show_rollout(data, output)
     rollout = data["rollout"]
-    if rollout is not None and rollout["state"] in ("failed", "rolled_back"):
+    if rollout is not None and rollout["state"] in UNSUCCESSFUL:
         raise typer.Exit(FAILED_EXIT)
 
 
 def _settled(data: dict[str, Any]) -> bool:
     rollout = data["rollout"]
-    if rollout is not None and rollout["state"] in ("progressing", "paused"):
+    if rollout is not None and rollout["state"] in ACTIVE:
         return False
-    if rollout is not None and rollout["state"] in ("failed", "rolled_back"):
+    if rollout is not None and rollout["state"] in UNSUCCESSFUL:
         return True  # no point waiting on replicas: the rollout is over
     online = [r for r in data["replicas"] if r["online"]]
     return all(r["updated"] and r["state"] == "healthy" for r in online)

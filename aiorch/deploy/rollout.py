@@ -20,6 +20,7 @@ from aiorch.deploy.spec import Rollout
 PROGRESSING, PAUSED = "progressing", "paused"
 SUCCEEDED, FAILED, ROLLED_BACK, SUPERSEDED = "succeeded", "failed", "rolled_back", "superseded"
 ACTIVE = (PROGRESSING, PAUSED)
+UNSUCCESSFUL = (FAILED, ROLLED_BACK)
 BAD = ("failed", "unhealthy")
 
 

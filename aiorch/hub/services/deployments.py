@@ -183,10 +183,11 @@ def _write(
     revision = _revision(ctx, db, spec, actor, now)
     stored = specs.to_store(ctx, spec)
     previous = db.execute("SELECT revision FROM deployments WHERE name = ?", [name]).fetchone()
-    running = dict(
-        db.execute("SELECT ordinal, revision FROM deployment_replicas WHERE deployment = ?", [name])
-    )
-    before = {r.host for r in _current(db, name)}
+    existing = db.execute(
+        "SELECT ordinal, host, revision FROM deployment_replicas WHERE deployment = ?", [name]
+    ).fetchall()
+    before = {host for _, host, _ in existing}
+    running = {ordinal: revision for ordinal, _, revision in existing}
     db.execute(
         "INSERT INTO deployments (name, project, spec, spec_hash, generation, updated_by, "
         "updated_at, revision, stable_revision) VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?) "
