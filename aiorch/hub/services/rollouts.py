@@ -42,9 +42,9 @@ def begin(
     revision: int,
     hosts: Mapping[str, HostView],
     actor: str,
-) -> set[str]:
+) -> None:
     """Start moving `name`'s replicas to `revision` (its first wave at once), superseding a
-    rollout in progress. Returns the hosts whose replicas changed revision."""
+    rollout in progress. The caller publishes the desired state of the deployment's hosts."""
     now = ctx.clock()
     db.execute(
         "UPDATE rollouts SET state = ?, reason = ?, updated_at = ? "
@@ -63,7 +63,7 @@ def begin(
     ]
     if not stale:  # nothing runs an older revision: this one is already everywhere
         db.execute("UPDATE deployments SET stable_revision = ? WHERE name = ?", [revision, name])
-        return set()
+        return
     rollout = specs.current(ctx, db, name).spec.rollout
     waves = plan_waves(rollout, stale, hosts)
     db.execute(
@@ -75,7 +75,7 @@ def begin(
     )  # fmt: skip
     detail = {"from_revision": stable, "to_revision": revision, "waves": waves}
     audit.record(db, actor, "rollout.start", f"deployment:{name}", detail, ts=now)
-    return _switch(db, name, waves[0], revision)
+    _switch(db, name, waves[0], revision)
 
 
 def _switch(db: sqlite_utils.Database, name: str, ordinals: list[int], revision: int) -> set[str]:
