@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The repository's playbooks/ (an editable install); AIORCH_PLAYBOOKS_DIR points elsewhere.
 REPO_PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name) or default
+class HubSettings(BaseSettings):
+    """Every field reads `AIORCH_<NAME>` from the environment (an empty value counts as
+    unset); arguments given in code win over the environment."""
 
+    model_config = SettingsConfigDict(env_prefix="AIORCH_", env_ignore_empty=True)
 
-class HubSettings(BaseModel):
     data_dir: Path
     poll_interval_s: float = Field(30.0, gt=0, description="How often agents check in.")
     offline_after_missed: int = Field(3, ge=1, description="Missed check-ins before offline.")
@@ -33,18 +34,18 @@ class HubSettings(BaseModel):
         1.0, gt=0, description="How often rollouts check their wave's health."
     )
     playbooks_dir: Path = Field(
-        default_factory=lambda: Path(_env("AIORCH_PLAYBOOKS_DIR", str(REPO_PLAYBOOKS))),
+        REPO_PLAYBOOKS,
         description="Where run playbooks are looked up (AIORCH_PLAYBOOKS_DIR).",
     )
     run_forks: int = Field(20, ge=1, description="Hosts Ansible works on at once.")
     preflight_timeout_s: float = Field(5.0, gt=0, description="SSH pre-flight per host.")
     drift_interval_s: float = Field(
-        default_factory=lambda: float(_env("AIORCH_DRIFT_INTERVAL_S", "3600")),
+        3600.0,
         ge=0,
         description="Period of the drift check (AIORCH_DRIFT_INTERVAL_S); 0 disables it.",
     )
     drift_playbook: str = Field(
-        default_factory=lambda: _env("AIORCH_DRIFT_PLAYBOOK", "site.yml"),
+        "site.yml",
         description="Playbook the drift check runs in check mode, per site.",
     )
     retire_playbook: str = Field("decommission.yml", description="Playbook `hosts retire` runs.")
