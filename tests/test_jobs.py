@@ -46,6 +46,10 @@ def test_all_jobs_are_registered_in_one_place(ctx: HubContext):
         "expire-enrollment-tokens",
         "telemetry-downsample",
         "telemetry-retention",
+        "runs-retention",
+        "agents-retention",
+        "revisions-retention",
+        "images-gc",
         "rollouts-progress",
     }
 

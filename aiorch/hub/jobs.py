@@ -9,7 +9,7 @@ from typing import Any
 from apscheduler.schedulers.base import BaseScheduler
 
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import agents, drift, enrollment, rollouts, telemetry
+from aiorch.hub.services import agents, drift, enrollment, images, retention, rollouts, telemetry
 
 log = logging.getLogger("aiorch.hub.jobs")
 
@@ -32,13 +32,17 @@ def flush_heartbeats(ctx: HubContext) -> None:
 
 
 def register_jobs(scheduler: BaseScheduler, ctx: HubContext) -> None:
-    every = ctx.settings.job_interval_s
+    every, retain = ctx.settings.job_interval_s, ctx.settings.retention_interval_s
     jobs: dict[str, tuple[float, Callable[[HubContext], Any]]] = {
         "flush-heartbeats": (ctx.settings.heartbeat_flush_s, flush_heartbeats),
         "mark-agents-offline": (every, agents.mark_offline),
         "expire-enrollment-tokens": (every, enrollment.expire_tokens),
         "telemetry-downsample": (ctx.settings.downsample_interval_s, telemetry.downsample),
-        "telemetry-retention": (ctx.settings.retention_interval_s, telemetry.apply_retention),
+        "telemetry-retention": (retain, telemetry.apply_retention),
+        "runs-retention": (retain, retention.expire_runs),
+        "agents-retention": (retain, retention.forget_gone_agents),
+        "revisions-retention": (retain, retention.prune_revisions),
+        "images-gc": (retain, images.collect_garbage),
         "rollouts-progress": (ctx.settings.rollout_interval_s, rollouts.progress),
     }
     if ctx.settings.drift_interval_s > 0:  # 0 turns the drift check off

@@ -28,7 +28,31 @@ class HubSettings(BaseSettings):
         14 * 86400, gt=0, description="How long 1-minute rollups are kept."
     )
     downsample_interval_s: float = Field(5.0, gt=0, description="Period of the rollup job.")
-    retention_interval_s: float = Field(300.0, gt=0, description="Period of the retention job.")
+    retention_interval_s: float = Field(300.0, gt=0, description="Period of the retention jobs.")
+    run_retention_s: float = Field(
+        30 * 86400, gt=0, description="How long finished runs and their events are kept."
+    )
+    agent_retention_s: float = Field(
+        30 * 86400,
+        gt=0,
+        description="Silence after which an agent's series and streams go (retired: at once),"
+        " once its samples and rollups have aged out.",
+    )
+    latest_stale_s: float = Field(
+        3600.0, gt=0, description="Age at which /metrics forgets a series' latest value."
+    )
+    revisions_kept: int = Field(
+        10, ge=1, description="Newest revisions kept per deployment, besides those in use."
+    )
+    image_gc_grace_s: float = Field(
+        7 * 86400, gt=0, description="How long an image nothing names is kept after its push."
+    )
+    retention_batch_rows: int = Field(
+        1000, ge=1, description="Rows one retention write deletes at most."
+    )
+    retention_max_batches: int = Field(
+        20, ge=1, description="Writes one retention job run makes at most; the rest waits."
+    )
     heartbeat_flush_s: float = Field(1.0, gt=0, description="How often heartbeats are persisted.")
     rollout_interval_s: float = Field(
         1.0, gt=0, description="How often rollouts check their wave's health."

@@ -2,7 +2,8 @@
 
 There is no registry at an air-gapped site. `aiorch image push FILE` uploads an archive
 here; agents download the archives their desired state names and check the digest before
-`podman load`. Files live under DATA_DIR/images/sha256/<hex>, written once, never changed.
+`podman load`. Files live under DATA_DIR/images/sha256/<hex>, written once, never changed,
+until the garbage collector removes those nothing names any more.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,11 +20,16 @@ from typing import Any
 import sqlite_utils
 
 from aiorch.deploy.image import parse_image
+from aiorch.deploy.yaml_source import load_mapping
 from aiorch.errors import Forbidden, InvalidInput, NotFound
 from aiorch.hub.context import HubContext
 from aiorch.hub.services import audit
 
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+# Held while a push renames its upload into place and while the collector takes a blob
+# away, so that a blob pushed again at that moment is never lost.
+_BLOBS = threading.Lock()
 
 
 def normalise(reference: str) -> str:
@@ -61,10 +68,12 @@ async def store(
         name = f"sha256:{digest.hexdigest()}"
         final = blob_path(ctx, name)
         final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, final)
+        now = ctx.clock()
+        os.utime(tmp, (now, now))  # the blob's age, on the clock its row and the GC use
+        with _BLOBS:
+            os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
-    now = ctx.clock()
 
     def op(db: sqlite_utils.Database) -> None:
         db.execute(
@@ -111,3 +120,86 @@ def agent_blob(ctx: HubContext, agent_id: str, digest: str) -> Path:
     if not path.exists():
         raise NotFound(f"image {digest} is not in the hub's store")
     return path
+
+
+# ---- garbage collection ------------------------------------------------------------------------
+
+# Moves whenever a desired state or a revision is written: the collector deletes rows only if
+# nothing came to name an image since it looked.
+_NAMING_MARK = (
+    "SELECT (SELECT COALESCE(SUM(revision), 0) FROM desired_states), "
+    "(SELECT COUNT(*) FROM deployment_revisions), "
+    "(SELECT COALESCE(MAX(created_at), 0) FROM deployment_revisions)"
+)
+
+
+def _names_in_use(db: sqlite_utils.Database) -> tuple[set[str], set[str]]:
+    """The image references the deployments' revisions name, and the digests they and the
+    agents' desired states name."""
+    refs: set[str] = set()
+    digests: set[str] = set()
+    for (text,) in db.execute("SELECT spec FROM deployment_revisions"):
+        image = (load_mapping(text).get("spec") or {}).get("image")
+        name, _, digest = str(image or "").partition("@")
+        if digest:
+            digests.add(digest)
+        elif name:
+            refs.add(normalise(name))
+    for (text,) in db.execute("SELECT document FROM desired_states"):
+        for workload in json.loads(text).get("workloads") or []:
+            if named := (workload.get("image") or {}).get("digest"):
+                digests.add(named)
+    return refs, digests
+
+
+def collect_garbage(ctx: HubContext) -> dict[str, int]:
+    """Scheduled job: images that no revision and no desired state names go, rows and files,
+    once `image_gc_grace_s` has passed since their push (a fresh push waits for its first
+    apply; an upload still being written is never touched). Uploads left by a hub that died
+    mid-push go after the same grace."""
+    cutoff = ctx.clock() - ctx.settings.image_gc_grace_s
+    limit = ctx.settings.retention_batch_rows
+    db = ctx.store.read()
+    mark = tuple(db.execute(_NAMING_MARK).fetchone())
+    refs, digests = _names_in_use(db)
+
+    def op(db: sqlite_utils.Database) -> list[str]:
+        if tuple(db.execute(_NAMING_MARK).fetchone()) != mark:
+            return []  # something new names images: the next run decides
+        old = db.execute(
+            "SELECT ref, digest FROM images WHERE created_at < ? ORDER BY created_at", [cutoff]
+        ).fetchall()
+        doomed = [ref for ref, digest in old if ref not in refs and digest not in digests]
+        doomed = doomed[:limit]
+        db.conn.executemany("DELETE FROM images WHERE ref = ?", [(ref,) for ref in doomed])
+        if doomed:
+            audit.record(db, "hub", "image.gc", "images", {"refs": doomed}, ts=ctx.clock())
+        return doomed
+
+    rows = ctx.store.write(op)
+    live = digests | {r[0] for r in ctx.store.read().execute("SELECT digest FROM images")}
+    root = ctx.settings.data_dir / "images"
+    stale = [
+        path
+        for folder in ("sha256", "tmp")
+        if (root / folder).is_dir()
+        for path in sorted((root / folder).iterdir())
+        if not (folder == "sha256" and f"sha256:{path.name}" in live)
+    ]
+    files = sum(_remove_if_older(path, cutoff, root / "tmp") for path in stale[:limit])
+    return {k: v for k, v in (("image_rows", len(rows)), ("image_files", files)) if v}
+
+
+def _remove_if_older(path: Path, cutoff: float, trash_dir: Path) -> bool:
+    """Remove `path` if it was last written before `cutoff`; the check and the move out of
+    the way happen under the lock a push renames under, the slow unlink after it."""
+    trash = trash_dir / f"gc-{path.name}"
+    with _BLOBS:
+        try:
+            if path.stat().st_mtime >= cutoff:
+                return False
+            os.replace(path, trash)
+        except FileNotFoundError:
+            return False
+    trash.unlink(missing_ok=True)
+    return True

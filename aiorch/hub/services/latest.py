@@ -7,6 +7,7 @@ scan the sample table. After a hub restart the map refills with the next uploads
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from aiorch.hub.schemas import TelemetryBatch
@@ -40,7 +41,18 @@ class LatestValues:
         with self._lock:
             return dict(self._values)
 
-    def forget_agent(self, agent_id: str) -> None:
+    def forget_agents(self, agent_ids: Collection[str]) -> int:
+        """Drop the values of agents that are gone (retired), so `/metrics` stops showing
+        them; returns how many were dropped."""
+        return self._drop(lambda key, _: key[0] in agent_ids)
+
+    def forget_older_than(self, cutoff: float) -> int:
+        """Drop values sampled before `cutoff`: a series no agent reports any more is stale."""
+        return self._drop(lambda _, latest: latest.ts < cutoff)
+
+    def _drop(self, doomed: Callable[[SeriesKey, Latest], bool]) -> int:
         with self._lock:
-            for key in [k for k in self._values if k[0] == agent_id]:
+            keys = [key for key, latest in self._values.items() if doomed(key, latest)]
+            for key in keys:
                 del self._values[key]
+        return len(keys)

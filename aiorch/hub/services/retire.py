@@ -40,11 +40,12 @@ def retire_host(
             "aiorch_decommission_confirm": WIPE_CONFIRMATION,
         }
     req = runs.RunRequest(playbook=ctx.settings.retire_playbook, limit=name, extravars=extravars)
-    hook = partial(_retire, name=name, actor=actor, wipe=wipe, force=force)
+    hook = partial(_retire, ctx, name=name, actor=actor, wipe=wipe, force=force)
     return runs.start_run(ctx, req, actor, kind="retire", on_finish=hook)
 
 
 def _retire(
+    ctx: HubContext,
     db: sqlite_utils.Database,
     run: dict[str, Any],
     *,
@@ -56,11 +57,19 @@ def _retire(
     if run["status"] != "successful" and not force:
         return f"{name} not retired: the decommission run did not succeed (force retires anyway)"
     now = run["finished_at"]
-    revoked = db.execute(
-        "UPDATE agents SET revoked_at = ? WHERE revoked_at IS NULL AND "
-        "(host_name = ? OR id = (SELECT agent_id FROM hosts WHERE name = ?))",
-        [now, name, name],
-    ).rowcount
+    agent_ids = [
+        row[0]
+        for row in db.execute(
+            "SELECT id FROM agents WHERE revoked_at IS NULL AND "
+            "(host_name = ? OR id = (SELECT agent_id FROM hosts WHERE name = ?))",
+            [name, name],
+        )
+    ]
+    db.conn.executemany(
+        "UPDATE agents SET revoked_at = ? WHERE id = ?", [(now, a) for a in agent_ids]
+    )
+    revoked = len(agent_ids)
+    ctx.latest.forget_agents(agent_ids)  # `/metrics` stops showing the host at once
     db.execute("UPDATE hosts SET status = 'retired', updated_at = ? WHERE name = ?", [now, name])
     detail = {"run": run["id"], "agents_revoked": revoked, "wipe": wipe, "forced": force}
     audit.record(db, actor, "host.retire", f"host:{name}", detail, ts=now)

@@ -19,7 +19,7 @@ class InternedIds:
         names = ", ".join(columns)
         where = " AND ".join(f"{c} = ?" for c in columns)
         marks = ", ".join("?" for _ in columns)
-        self._insert = f"INSERT OR IGNORE INTO {table} ({names}) VALUES ({marks})"
+        self._insert = f"INSERT INTO {table} ({names}) VALUES ({marks}) ON CONFLICT DO NOTHING"
         self._select = f"SELECT id FROM {table} WHERE {where}"
         self._ids: dict[tuple[str, ...], int] = {}
         self._lock = threading.Lock()
@@ -45,6 +45,12 @@ class InternedIds:
         """Drop the cache (after a transaction that created ids was rolled back)."""
         with self._lock:
             self._ids.clear()
+
+    def forget_agent(self, agent_id: str) -> None:
+        """Drop an agent's cached ids once its rows are deleted (keys start with the agent)."""
+        with self._lock:
+            for key in [k for k in self._ids if k[0] == agent_id]:
+                del self._ids[key]
 
 
 def series_ids() -> InternedIds:

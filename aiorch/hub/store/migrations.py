@@ -293,7 +293,18 @@ def m004_rollouts(db: sqlite_utils.Database) -> None:
         )
 
 
-MIGRATIONS: list[Migration] = [m001_core, m002_runs, m003_deployments, m004_rollouts]
+def m006_retention_indexes(db: sqlite_utils.Database) -> None:
+    """The run retention job looks for the oldest finished runs."""
+    db.execute("CREATE INDEX runs_finished ON runs(finished_at)")
+
+
+MIGRATIONS: list[Migration] = [
+    m001_core,
+    m002_runs,
+    m003_deployments,
+    m004_rollouts,
+    m006_retention_indexes,
+]
 
 
 def apply_migrations(db: sqlite_utils.Database) -> list[str]:
