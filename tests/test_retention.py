@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import retention
+from aiorch.hub.schemas import CheckinRequest, TelemetryBatch
+from aiorch.hub.services import (
+    agents,
+    deployments,
+    enrollment,
+    images,
+    metrics,
+    retention,
+    retire,
+    rollouts,
+    runs,
+    telemetry,
+)
 from aiorch.hub.settings import HubSettings
+from tests.test_rollouts import HOSTS, agents_report, revisions, spec
 
 
 def test_settings_read_every_field_from_aiorch_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
@@ -98,3 +114,194 @@ def test_run_retention_deletes_in_bounded_writes(make_context):
         {"runs": 1},
     ]
     assert _left(ctx, "runs", "id") == {} and _left(ctx, "run_events", "run_id") == {}
+
+
+# ---- series, streams and latest values of agents gone ------------------------------------------
+
+
+def _enroll(ctx: HubContext, host: str) -> str:
+    token = enrollment.create_token(ctx, "edge1", 3600, 1, "user:t")["token"]
+    return str(enrollment.enroll(ctx, token, {"hostname": host}, "1")["agent_id"])
+
+
+def _report(ctx: HubContext, agent_id: str, seq: int) -> None:
+    """One sample of a simulated GPU's utilisation, taken now."""
+    batch = TelemetryBatch(
+        epoch="e1",
+        seq_start=seq,
+        seq_end=seq,
+        series=[{"metric": "gpu_utilization_percent", "labels": {"gpu": "0", "simulated": "1"}}],
+        samples=[(seq, ctx.clock(), 0, 50.0)],
+    )
+    asyncio.run(telemetry.ingest(ctx, agent_id, batch))
+    telemetry.downsample(ctx)
+
+
+def _checkin(ctx: HubContext, agent_id: str) -> None:
+    body = CheckinRequest(agent_version="1", uptime_s=1, facts_hash="f", applied_revision=0)
+    asyncio.run(agents.checkin(ctx, agent_id, body, None))
+
+
+def _owners(ctx: HubContext, table: str) -> set[str]:
+    return set(_left(ctx, table, "agent_id"))
+
+
+def test_series_and_streams_of_retired_and_silent_agents_leave_once_their_data_has(make_context):
+    ctx = make_context(agent_retention_s=30 * DAY, rollup_retention_s=14 * DAY)
+    retired, live, silent = (_enroll(ctx, h) for h in ("retired-1", "live-1", "silent-1"))
+    for agent_id in (retired, live, silent):
+        _report(ctx, agent_id, 1)
+    ctx.store.write(
+        lambda db: db.execute("UPDATE agents SET revoked_at = 1 WHERE id = ?", [retired])
+    )
+    assert retention.forget_gone_agents(ctx) == {"latest_values": 1}, "history stays while it lasts"
+    assert _owners(ctx, "series") == _owners(ctx, "streams") == {retired, live, silent}
+
+    ctx.clock.now += 15 * DAY  # type: ignore[attr-defined]
+    telemetry.apply_retention(ctx)  # the samples and rollups of 15 days ago age out
+    _checkin(ctx, live)
+    _report(ctx, live, 2)
+    assert retention.forget_gone_agents(ctx) == {"series": 1, "streams": 1, "latest_values": 1}
+    assert _owners(ctx, "series") == _owners(ctx, "streams") == {live, silent}
+
+    ctx.clock.now += 16 * DAY  # type: ignore[attr-defined]
+    _checkin(ctx, live)
+    assert retention.forget_gone_agents(ctx) == {"series": 1, "streams": 1, "latest_values": 1}
+    assert _owners(ctx, "series") == _owners(ctx, "streams") == {live}
+
+    _report(ctx, silent, 3)  # back after a month: its series are made again, not reused
+    orphans = "SELECT COUNT(*) FROM samples s LEFT JOIN series x ON x.id = s.series_id "
+    assert ctx.store.read().execute(orphans + "WHERE x.id IS NULL").fetchone()[0] == 0
+    assert _owners(ctx, "series") == {live, silent}
+
+
+def test_latest_values_forget_a_retired_host_at_once(make_context, monkeypatch):
+    ctx = make_context(playbooks_dir=Path(__file__).parent / "playbooks")
+    monkeypatch.setattr(runs, "_launch", lambda *args: launched.append(args))
+    launched: list[tuple[Any, ...]] = []
+    kept, going = _enroll(ctx, "kept-1"), _enroll(ctx, "going-1")
+    for agent_id in (kept, going):
+        _report(ctx, agent_id, 1)
+    run = retire.retire_host(ctx, "going-1", "user:t")
+    runs._finish(ctx, run["id"], runs._Outcome(status="successful"), launched[-1][-1])
+    assert {key[0] for key in ctx.latest.snapshot()} == {kept}
+    assert b'host="going-1"' not in metrics.render(ctx)
+
+
+# ---- deployment revisions ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def fleet(make_context) -> HubContext:
+    """Three enrolled edge boxes and two pushed images, as the rollout tests have them."""
+    ctx = make_context(revisions_kept=1, image_gc_grace_s=7 * DAY)
+    for host in HOSTS:
+        token = enrollment.create_token(ctx, host.split("-")[0], 3600, 1, "user:t")["token"]
+        facts = {"hostname": host, "cpu": {"logical": 4}, "memory_total_bytes": 2**33}
+        enrollment.enroll(ctx, token, facts, "1")
+    for version in ("v1", "v2"):
+        _push(ctx, f"localhost/aiorch-model:{version}", version.encode())
+    return ctx
+
+
+def _push(ctx: HubContext, ref: str, data: bytes) -> str:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield data
+
+    return str(asyncio.run(images.store(ctx, ref, chunks(), "user:t", 1 << 20))["digest"])
+
+
+def _revisions(ctx: HubContext) -> list[int]:
+    rows = ctx.store.read().execute("SELECT revision FROM deployment_revisions ORDER BY revision")
+    return [r[0] for r in rows]
+
+
+def test_revisions_keep_the_current_the_stable_those_running_and_the_newest(fleet: HubContext):
+    deployments.apply(fleet, spec(note="1"), "user:t")  # revision 1, everywhere: stable
+    agents_report(fleet)
+    deployments.apply(fleet, spec(note="2"), "user:t")
+    agents_report(fleet)
+    rollouts.progress(fleet)  # revision 2 on replicas 0 and 1, then superseded
+    for note in ("3", "4", "5"):
+        deployments.apply(fleet, spec(note=note), "user:t")  # each moves replica 0 only
+    assert revisions(fleet) == [5, 2, 1] and _revisions(fleet) == [1, 2, 3, 4, 5]
+    assert retention.prune_revisions(fleet) == {"deployment_revisions": 2}
+    assert _revisions(fleet) == [1, 2, 5], "stable, run by replica 1, current (and newest)"
+    for _ in range(3):
+        agents_report(fleet)
+        rollouts.progress(fleet)
+    status = rollouts.status(fleet, "web")
+    assert status["rollout"]["state"] == "succeeded" and revisions(fleet) == [5, 5, 5]
+    retention.prune_revisions(fleet)
+    assert _revisions(fleet) == [1, 5], "1 stays as the latest rollout's start, for undo"
+    assert deployments.undo(fleet, "web", "user:t")["rollout"]["to_revision"] == 1
+
+
+# ---- image garbage collection ------------------------------------------------------------------
+
+
+def _image_state(ctx: HubContext) -> tuple[set[str], set[str]]:
+    """The stored refs, and the blob files present (as digests)."""
+    refs = {r[0] for r in ctx.store.read().execute("SELECT ref FROM images")}
+    folder = ctx.settings.data_dir / "images" / "sha256"
+    return refs, {f"sha256:{p.name}" for p in folder.iterdir()}
+
+
+def _upload_left(ctx: HubContext, name: str, written_at: float) -> Path:
+    """A part-written upload, as a push in progress (or one a dead hub left) has it."""
+    path = ctx.settings.data_dir / "images" / "tmp" / name
+    path.write_bytes(b"partial")
+    os.utime(path, (written_at, written_at))
+    return path
+
+
+def test_image_gc_removes_images_nothing_names_after_the_grace(fleet: HubContext):
+    pushed_at = fleet.clock()
+    deployments.apply(fleet, spec(version="v1"), "user:t")  # its revision names v1
+    spare = _enroll(fleet, "spare-1")
+    v2 = _digest(fleet, "localhost/aiorch-model:v2")
+    agents.set_desired(fleet, spare, {"workloads": [{"image": {"digest": v2}}]}, "user:t")
+    replaced = _push(fleet, "localhost/aiorch-model:v3", b"v3, first push")
+    v3 = _push(fleet, "localhost/aiorch-model:v3", b"v3")  # the first blob is left unnamed
+    dead_upload = _upload_left(fleet, "upload-1-1", pushed_at)
+    assert images.collect_garbage(fleet) == {}, "within the grace everything stays"
+
+    fleet.clock.now += 8 * DAY  # type: ignore[attr-defined]
+    v4 = _push(fleet, "localhost/aiorch-model:v4", b"v4")  # just pushed, not deployed yet
+    uploading = _upload_left(fleet, "upload-1-2", fleet.clock())
+    assert images.collect_garbage(fleet) == {"image_rows": 1, "image_files": 3}
+    refs, blobs = _image_state(fleet)
+    assert refs == {f"localhost/aiorch-model:{v}" for v in ("v1", "v2", "v4")}
+    assert v2 in blobs and v4 in blobs and not {replaced, v3} & blobs
+    assert uploading.exists() and not dead_upload.exists()
+    v1 = _digest(fleet, "localhost/aiorch-model:v1")
+    assert images.agent_blob(fleet, _agent_of(fleet, HOSTS[0]), v1).exists()
+    audit = [e for e in fleet.store.read().query("SELECT * FROM audit_log")]
+    assert audit[-1]["action"] == "image.gc" and "aiorch-model:v3" in audit[-1]["detail"]
+
+
+def test_image_gc_keeps_an_image_named_while_it_looked(
+    fleet: HubContext, monkeypatch: pytest.MonkeyPatch
+):
+    fleet.clock.now += 8 * DAY  # type: ignore[attr-defined]
+    scan = images._names_in_use
+
+    def scan_then_apply(db: Any) -> tuple[set[str], set[str]]:
+        found = scan(db)
+        deployments.apply(fleet, spec(version="v2"), "user:t")  # lands before the GC's write
+        return found
+
+    monkeypatch.setattr(images, "_names_in_use", scan_then_apply)
+    assert images.collect_garbage(fleet) == {}
+    assert {"localhost/aiorch-model:v1", "localhost/aiorch-model:v2"} <= _image_state(fleet)[0]
+
+
+def _digest(ctx: HubContext, ref: str) -> str:
+    found = images.resolve(ctx, ref)
+    assert found is not None
+    return str(found["digest"])
+
+
+def _agent_of(ctx: HubContext, host: str) -> str:
+    row = ctx.store.read().execute("SELECT agent_id FROM hosts WHERE name = ?", [host]).fetchone()
+    return str(row[0])
