@@ -139,8 +139,7 @@ def _names_in_use(db: sqlite_utils.Database) -> tuple[set[str], set[str]]:
     refs: set[str] = set()
     digests: set[str] = set()
     for (text,) in db.execute("SELECT spec FROM deployment_revisions"):
-        image = (load_mapping(text).get("spec") or {}).get("image")
-        name, _, digest = str(image or "").partition("@")
+        name, _, digest = _spec_image(text).partition("@")
         if digest:
             digests.add(digest)
         elif name:
@@ -150,6 +149,15 @@ def _names_in_use(db: sqlite_utils.Database) -> tuple[set[str], set[str]]:
             if named := (workload.get("image") or {}).get("digest"):
                 digests.add(named)
     return refs, digests
+
+
+def _spec_image(text: str) -> str:
+    """The image a stored spec names: JSON, or the YAML of a spec stored before sealing."""
+    try:
+        document = json.loads(text)
+    except ValueError:
+        document = load_mapping(text)
+    return str((document.get("spec") or {}).get("image") or "")
 
 
 def collect_garbage(ctx: HubContext) -> dict[str, int]:
@@ -179,14 +187,18 @@ def collect_garbage(ctx: HubContext) -> dict[str, int]:
     rows = ctx.store.write(op)
     live = digests | {r[0] for r in ctx.store.read().execute("SELECT digest FROM images")}
     root = ctx.settings.data_dir / "images"
-    stale = [
+    unnamed = (
         path
         for folder in ("sha256", "tmp")
         if (root / folder).is_dir()
         for path in sorted((root / folder).iterdir())
         if not (folder == "sha256" and f"sha256:{path.name}" in live)
-    ]
-    files = sum(_remove_if_older(path, cutoff, root / "tmp") for path in stale[:limit])
+    )
+    files = 0
+    for path in unnamed:
+        if files >= limit:
+            break
+        files += _remove_if_older(path, cutoff, root / "tmp")
     return {k: v for k, v in (("image_rows", len(rows)), ("image_files", files)) if v}
 
 
