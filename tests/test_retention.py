@@ -177,8 +177,8 @@ def test_series_and_streams_of_retired_and_silent_agents_leave_once_their_data_h
 
 def test_latest_values_forget_a_retired_host_at_once(make_context, monkeypatch):
     ctx = make_context(playbooks_dir=Path(__file__).parent / "playbooks")
+    launched: list[tuple[Any, ...]] = []  # runs are created, not executed: no host to run on
     monkeypatch.setattr(runs, "_launch", lambda *args: launched.append(args))
-    launched: list[tuple[Any, ...]] = []
     kept, going = _enroll(ctx, "kept-1"), _enroll(ctx, "going-1")
     for agent_id in (kept, going):
         _report(ctx, agent_id, 1)

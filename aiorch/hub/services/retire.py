@@ -1,6 +1,6 @@
 """Retiring a host: decommission it with a playbook run, then revoke its agent's credential
-and mark it `retired`. Its history (runs, telemetry, audit) stays; it leaves the inventory
-that runs and exports use.
+and mark it `retired`. Its history (runs, telemetry, audit) stays until the retention jobs
+age it out; it leaves the inventory that runs and exports use, and `/metrics` at once.
 """
 
 from __future__ import annotations
