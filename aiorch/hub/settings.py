@@ -28,7 +28,7 @@ class HubSettings(BaseSettings):
         14 * 86400, gt=0, description="How long 1-minute rollups are kept."
     )
     downsample_interval_s: float = Field(5.0, gt=0, description="Period of the rollup job.")
-    retention_interval_s: float = Field(300.0, gt=0, description="Period of the retention jobs.")
+    retention_interval_s: float = Field(300.0, gt=0, description="Period of the retention job.")
     run_retention_s: float = Field(
         30 * 86400, gt=0, description="How long finished runs and their events are kept."
     )
