@@ -20,6 +20,11 @@ from aiorch.hub.services.runs import ACTIVE_STATUSES
 Sweep = Callable[[sqlite_utils.Database, int], int]
 
 
+def _quoted(states: tuple[str, ...]) -> str:
+    """Fixed state names as an SQL list, for a statement built once at import."""
+    return ", ".join(f"'{state}'" for state in states)
+
+
 def sweep_in_batches(ctx: HubContext, sweep: Sweep) -> int:
     """Run `sweep` one write at a time until it finds less than a batch or the run's budget
     of writes is spent; returns the rows deleted."""
@@ -35,11 +40,11 @@ def sweep_in_batches(ctx: HubContext, sweep: Sweep) -> int:
 # ---- runs --------------------------------------------------------------------------------------
 
 _EXPIRED_RUNS = (
-    "SELECT id FROM runs WHERE status NOT IN ({active}) AND finished_at < ? "
+    f"SELECT id FROM runs WHERE status NOT IN ({_quoted(ACTIVE_STATUSES)}) AND finished_at < ? "
     "AND NOT EXISTS (SELECT 1 FROM host_locks l WHERE l.run_id = runs.id) "
     "AND NOT EXISTS (SELECT 1 FROM drift d WHERE d.run_id = runs.id) "
     "ORDER BY finished_at LIMIT ?"
-).format(active=", ".join(f"'{s}'" for s in ACTIVE_STATUSES))
+)
 
 
 def expire_runs(ctx: HubContext) -> dict[str, int]:
@@ -151,10 +156,11 @@ _PRUNABLE_REVISIONS = (
     "AND NOT EXISTS (SELECT 1 FROM deployment_replicas p WHERE p.deployment = ranked.deployment "
     "  AND p.revision = ranked.revision) "
     "AND NOT EXISTS (SELECT 1 FROM rollouts o WHERE o.deployment = ranked.deployment "
-    "  AND ranked.revision IN (o.from_revision, o.to_revision) AND (o.state IN ({active}) "
+    "  AND ranked.revision IN (o.from_revision, o.to_revision) "
+    f"  AND (o.state IN ({_quoted(ACTIVE)}) "
     "  OR o.id = (SELECT MAX(l.id) FROM rollouts l WHERE l.deployment = o.deployment))) "
     "ORDER BY deployment, revision LIMIT ?"
-).format(active=", ".join(f"'{s}'" for s in ACTIVE))
+)
 
 
 def prune_revisions(ctx: HubContext) -> dict[str, int]:
