@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from aiorch.errors import UserError
 from aiorch.hub.context import HubContext
 from aiorch.hub.schemas import CheckinRequest, TelemetryBatch
 from aiorch.hub.services import (
@@ -25,6 +27,7 @@ from aiorch.hub.services import (
     telemetry,
 )
 from aiorch.hub.settings import HubSettings
+from tests.fixtures_hub import AIORCH
 from tests.test_rollouts import HOSTS, agents_report, revisions, spec
 
 
@@ -51,8 +54,24 @@ def test_settings_treat_an_empty_env_value_as_unset(
 
 def test_settings_refuse_a_bad_env_value_naming_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     monkeypatch.setenv("AIORCH_RAW_RETENTION_S", "-1")
-    with pytest.raises(ValueError, match="raw_retention_s"):
+    with pytest.raises(UserError, match=r"^bad hub setting: AIORCH_RAW_RETENTION_S: .*-1"):
         HubSettings(data_dir=tmp_path)
+
+
+def test_hub_serve_with_a_bad_setting_says_which_in_one_line(tmp_path: Path):
+    env = {**os.environ, "AIORCH_RUN_FORKS": "many"}
+    result = subprocess.run(
+        [AIORCH, "hub", "serve", "--data-dir", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "aiorch: error: bad hub setting: AIORCH_RUN_FORKS: Input should be a valid integer, "
+        "unable to parse string as an integer (got 'many')"
+    ]
 
 
 # ---- runs and their events ---------------------------------------------------------------------

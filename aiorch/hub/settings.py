@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field
+from pydantic import Field, ModelWrapValidatorHandler, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from aiorch.errors import UserError
 
 # The repository's playbooks/ (an editable install); AIORCH_PLAYBOOKS_DIR points elsewhere.
 REPO_PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
+
+
+def _problem(error: ErrorDetails) -> str:
+    name = f"AIORCH_{str(error['loc'][0]).upper()}" if error["loc"] else "settings"
+    got = "" if error["type"] == "missing" else f" (got {error['input']!r})"
+    return f"{name}: {error['msg']}{got}"
 
 
 class HubSettings(BaseSettings):
@@ -73,6 +83,18 @@ class HubSettings(BaseSettings):
         description="Playbook the drift check runs in check mode, per site.",
     )
     retire_playbook: str = Field("decommission.yml", description="Playbook `hosts retire` runs.")
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _one_line_errors(
+        cls, data: Any, handler: ModelWrapValidatorHandler[HubSettings]
+    ) -> HubSettings:
+        """A bad setting stops `hub serve` and the CLI with one line naming its variable."""
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            problems = "; ".join(_problem(error) for error in exc.errors())
+            raise UserError(f"bad hub setting: {problems}") from None
 
     @property
     def db_path(self) -> Path:
