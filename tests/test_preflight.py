@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import getpass
 import socket
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -232,3 +233,21 @@ def test_a_failing_proxycommand_says_what_it_said(tmp_path: Path):
     assert preflight.check(hosts, timeout=2) == {
         "edge1-1": "edge1-1: ProxyCommand exited with 1: no route to the bastion"
     }
+
+
+def test_certificate_file_from_ssh_config_is_presented_with_its_key(tmp_path: Path):
+    for name in ("ca", "id"):
+        keygen = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / name)]
+        subprocess.run(keygen, check=True)
+    sign = ["ssh-keygen", "-q", "-s", str(tmp_path / "ca"), "-I", "ops", "-n", "root"]
+    subprocess.run([*sign, str(tmp_path / "id.pub")], check=True)
+    certificate = tmp_path / "certs" / "ops-cert.pub"  # not beside the key: paramiko misses it
+    certificate.parent.mkdir()
+    (tmp_path / "id-cert.pub").rename(certificate)
+    config = tmp_path / "ssh_config"
+    config.write_text(f"IdentityFile {tmp_path / 'id'}\nCertificateFile {certificate}\n")
+    found = settings({"ansible_ssh_common_args": f"-F {config}"})
+    assert found.certificate == str(certificate)
+    key = preflight._certified_key(found)
+    assert key is not None and key.public_blob is not None
+    assert key.public_blob.key_type == "ssh-ed25519-cert-v01@openssh.com"
