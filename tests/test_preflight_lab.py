@@ -9,12 +9,14 @@ key and known_hosts, as an operator's ~/.ssh/config would.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from aiorch.hub.services import preflight
 from aiorch.lab import Lab
 from tests.fixtures_hub import HubProcess
 from tests.fixtures_lab import LabFactory
@@ -25,14 +27,19 @@ PLAYBOOKS = Path(__file__).parent / "playbooks"
 TARGET = "edge1-1"
 
 
-def inventory_through(lab: Lab, bastion_config: Path, jump: str | None, path: Path) -> Path:
-    """The lab's inventory with TARGET reached through `jump` (None: directly, as today)."""
+def inventory_with(lab: Lab, target_args: str, path: Path) -> Path:
+    """The lab's inventory with `target_args` added to TARGET's ansible_ssh_common_args."""
     inventory = yaml.safe_load(lab.inventory_path.read_text())
-    target = inventory["all"]["children"]["edge1"]["hosts"][TARGET]
-    if jump is not None:
-        target["ansible_ssh_common_args"] += f" -F {bastion_config} -o ProxyJump={jump}"
+    inventory["all"]["children"]["edge1"]["hosts"][TARGET]["ansible_ssh_common_args"] += (
+        f" {target_args}"
+    )
     path.write_text(yaml.safe_dump(inventory))
     return path
+
+
+def target_vars(inventory: Path, **changes: object) -> dict[str, Any]:
+    hostvars = yaml.safe_load(inventory.read_text())["all"]["children"]["edge1"]["hosts"][TARGET]
+    return {**hostvars, **changes}
 
 
 def provision(hub: HubProcess, inventory: Path, label: str) -> tuple[int, dict[str, Any]]:
@@ -55,8 +62,9 @@ def test_host_behind_a_jump_host_passes_preflight_and_provisions_through_it(
         f"  UserKnownHostsFile {lab.known_hosts_path}\n"
         "  StrictHostKeyChecking yes\n"
     )
-    via_bastion = inventory_through(lab, config, f"root@{bastion.address}:22", tmp_path / "j.yml")
-    direct = inventory_through(lab, config, None, tmp_path / "direct.yml")
+    jump = f"root@{bastion.address}:22"
+    via_bastion = inventory_with(lab, f"-F {config} -o ProxyJump={jump}", tmp_path / "jump.yml")
+    direct = inventory_with(lab, "", tmp_path / "direct.yml")
     monkeypatch.setenv("AIORCH_PLAYBOOKS_DIR", str(PLAYBOOKS))
     hub = HubProcess(tmp_path / "hub").start()
     lab.faults.hide(TARGET)
@@ -70,6 +78,19 @@ def test_host_behind_a_jump_host_passes_preflight_and_provisions_through_it(
         code, run = provision(hub, direct, "direct")
         assert code == 2 and run["status"] == "failed" and run["recap"] == {}
         assert run["preflight"] == {TARGET: f"{TARGET}: no answer within 5 s ({target.address}:22)"}
+
+        closed_port = target_vars(via_bastion, ansible_port=2222)
+        assert preflight.check({TARGET: closed_port}, timeout=5) == {
+            TARGET: f"{TARGET}: jump host {jump} cannot connect to {target.address}:2222: "
+            "Connect failed"
+        }
+        unknown_bastion = target_vars(
+            inventory_with(lab, f"-F none -o ProxyJump={jump}", tmp_path / "no-config.yml")
+        )
+        problem = preflight.check({TARGET: unknown_bastion}, timeout=5)[TARGET]
+        assert problem.startswith(f"{TARGET}: via jump host {jump} ({bastion.address}:22): ")
+        # This machine's own ssh files do not vouch for the bastion (nor hold the lab's key).
+        assert re.search(r"host key (not known|does not match)|authentication failed", problem)
     finally:
         lab.faults.unhide(TARGET)
         hub.stop()

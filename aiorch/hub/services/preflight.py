@@ -66,11 +66,13 @@ def _check_one(name: str, hostvars: Mapping[str, Any], timeout: float) -> str | 
     with ExitStack() as stack:
         try:
             client = _login(target, timeout, stack)
+            problem = _check_host(client, target.user, python, timeout)
         except _Failure as exc:
             via = exc.at is not target
             where = f"via jump host {exc.at.name} ({_where(exc.at)}): " if via else ""
             return f"{name}: {where}{exc}"
-        problem = _check_host(client, target.user, python, timeout)
+        except (paramiko.SSHException, OSError) as exc:
+            problem = f"checking python and sudo failed ({_where(target)}): {exc}"
     return f"{name}: {problem}" if problem else None
 
 
@@ -149,8 +151,8 @@ def _transport(
                 "direct-tcpip", (end.address, end.port), ("127.0.0.1", 0), timeout=timeout
             )
         except paramiko.ChannelException as exc:
-            reason = f"{exc.text} ({end.jump.name} to {_where(end)})"
-            raise _Failure(f"jump host cannot connect: {reason}", end) from None
+            reason = f"jump host {end.jump.name} cannot connect to {_where(end)}: {exc.text}"
+            raise _Failure(reason, end) from None
         except paramiko.SSHException as exc:
             raise _Failure(f"jump host {end.jump.name} cannot forward: {exc}", end) from None
         stack.callback(channel.close)
