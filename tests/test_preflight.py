@@ -138,11 +138,12 @@ def test_proxycommand_is_used_with_its_tokens_expanded():
     assert found.proxy_command == "nc -x proxy 10.0.0.5 2222" and found.jump is None
 
 
-def test_host_key_checking_stays_on_unless_the_inventory_turns_it_off():
+def test_host_key_checking_stays_on_unless_the_ssh_args_turn_it_off():
     base = {"ansible_ssh_common_args": NO_CONFIG}
     assert settings(base).strict
-    assert not settings({**base, "ansible_host_key_checking": False}).strict
-    assert settings({**base, "ansible_host_key_checking": True}).strict
+    assert settings({**base, "ansible_host_key_checking": False}).strict
+    off = {"ansible_ssh_common_args": f"{NO_CONFIG} -o StrictHostKeyChecking=no"}
+    assert not settings(off).strict
 
 
 def test_password_is_used_but_never_shown():

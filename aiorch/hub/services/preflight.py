@@ -110,23 +110,29 @@ def _login(end: Endpoint, timeout: float, stack: ExitStack) -> paramiko.SSHClien
             auth_timeout=timeout,
         )
     except (paramiko.SSHException, OSError) as exc:
-        ended = isinstance(sock, paramiko.ProxyCommand) and _proxy_ended(sock)
+        ended = isinstance(sock, _Proxy) and _proxy_ended(sock)
         raise _Failure(ended or _login_problem(exc, end), end) from None
     return client
 
 
-def _stop(proxy: paramiko.ProxyCommand) -> None:
-    """End a ProxyCommand and reap it; paramiko's close fails on one that has already exited."""
-    with suppress(ProcessLookupError):
-        proxy.close()
-    try:
-        proxy.process.wait(timeout=1)
-    except subprocess.TimeoutExpired:
-        proxy.process.kill()
-        proxy.process.wait()
+class _Proxy(paramiko.ProxyCommand):
+    """paramiko's ProxyCommand, with a close that also copes with a command that has exited.
+
+    paramiko closes the socket from its transport thread and from the client, and its close
+    kills the pid blindly, which fails once the process has been reaped.
+    """
+
+    def close(self) -> None:
+        with suppress(ProcessLookupError):
+            super().close()
+        try:
+            self.process.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
-def _proxy_ended(proxy: paramiko.ProxyCommand) -> str | None:
+def _proxy_ended(proxy: _Proxy) -> str | None:
     """Why a ProxyCommand ended (exit status, last line on stderr); None while it runs."""
     try:
         code = proxy.process.wait(timeout=1)
@@ -139,7 +145,7 @@ def _proxy_ended(proxy: paramiko.ProxyCommand) -> str | None:
 
 def _transport(
     end: Endpoint, timeout: float, stack: ExitStack
-) -> socket.socket | paramiko.Channel | paramiko.ProxyCommand:
+) -> socket.socket | paramiko.Channel | _Proxy:
     """What `end`'s SSH session runs over: a channel through its jump host, its ProxyCommand,
     or a TCP connection on which the server has started to greet."""
     if end.jump is not None:
@@ -159,10 +165,10 @@ def _transport(
         return channel
     if end.proxy_command is not None:
         try:
-            proxy = paramiko.ProxyCommand(end.proxy_command)
+            proxy = _Proxy(end.proxy_command)
         except (OSError, ValueError) as exc:
             raise _Failure(f"ProxyCommand cannot start: {exc}", end) from None
-        stack.callback(_stop, proxy)
+        stack.callback(proxy.close)
         return proxy
     try:
         sock = _greeted_socket(end.address, end.port, timeout)

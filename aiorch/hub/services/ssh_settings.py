@@ -26,7 +26,6 @@ from aiorch.ansible.runner import SSH_ARGS
 
 MAX_HOPS = 8
 _LENIENT = ("no", "off", "false", "accept-new")  # StrictHostKeyChecking values that admit new keys
-_FALSE = ("false", "no", "off", "0", "n", "f")
 
 
 class ResolveError(Exception):
@@ -59,11 +58,12 @@ def for_host(name: str, hostvars: Mapping[str, Any], timeout: float) -> Endpoint
 
 
 def ansible_ssh_words(name: str, hostvars: Mapping[str, Any]) -> list[str]:
-    """The options and destination Ansible's ssh connection gives ssh for this host."""
+    """The options and destination Ansible's ssh connection gives ssh for this host.
+
+    All but `ansible_host_key_checking`: host keys are checked whatever the inventory says,
+    unless its ssh args say `StrictHostKeyChecking=no` themselves.
+    """
     words = _split(hostvars.get("ansible_ssh_args") or SSH_ARGS)
-    checking = _first(hostvars, "ansible_host_key_checking", "ansible_ssh_host_key_checking")
-    if checking is not None and str(checking).lower() in _FALSE:
-        words += ["-o", "StrictHostKeyChecking=no"]
     if (port := _first(hostvars, "ansible_port", "ansible_ssh_port")) is not None:
         words += ["-o", f"Port={port}"]
     key = _first(hostvars, "ansible_private_key_file", "ansible_ssh_private_key_file")
