@@ -252,3 +252,10 @@ def test_certificate_file_from_ssh_config_is_presented_with_its_key(tmp_path: Pa
     key = preflight._certified_key(found)
     assert key is not None and key.public_blob is not None
     assert key.public_blob.key_type == "ssh-ed25519-cert-v01@openssh.com"
+
+
+def test_a_jump_host_loop_is_one_line(tmp_path: Path):
+    config = tmp_path / "ssh_config"
+    config.write_text("Host a\n  ProxyJump b\nHost b\n  ProxyJump a\n")
+    hosts = {"edge1-1": {"ansible_host": "a", "ansible_ssh_common_args": f"-F {config}"}}
+    assert preflight.check(hosts, timeout=5) == {"edge1-1": "edge1-1: more than 8 ProxyJump hops"}
