@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_agent.client import DigestMismatch, HubUnavailable
+from edge_agent.contract.workload import Image
 from edge_agent.digest import sha256_file
 from edge_agent.state import read_json, write_private
 from edge_agent.workloads.podman import Podman
-from edge_agent.workloads.spec import Image
 
 log = logging.getLogger("aiorch.agent.workloads")
 
