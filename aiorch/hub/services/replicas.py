@@ -30,7 +30,7 @@ def workload_id(project: str, deployment: str, ordinal: int) -> str:
     return f"{project}/{deployment}/{ordinal}"
 
 
-def _workload(
+def workload(
     ctx: HubContext, spec: DeploymentSpec, stored: dict[str, Any], replica: Replica
 ) -> Workload:
     """One replica as its agent runs it; secret values stay sealed in the stored desired state
@@ -95,7 +95,7 @@ def publish(ctx: HubContext, db: sqlite_utils.Database, hosts: set[str], actor: 
                 made_of[key] = specs.revision(ctx, db, name, revision)
                 stored[key] = images.resolve(ctx, made_of[key].spec.image) or {}
             replica = Replica(ordinal, host, tuple(json.loads(gpus)))
-            workloads.append(_workload(ctx, made_of[key], stored[key], replica))
+            workloads.append(workload(ctx, made_of[key], stored[key], replica))
         agents.write_desired(db, agent[0], desired_document(workloads), actor, ctx.clock())
 
 
