@@ -115,3 +115,11 @@ def test_agent_refuses_a_document_binding_one_host_port_twice(make_context: Any)
     twice = {**entry, "ports": [*entry["ports"], {**entry["ports"][0], "container_port": 81}]}
     with pytest.raises(ContractError, match="publish host port 80/tcp more than once"):
         parse_workload(twice)
+
+
+def test_a_udp_port_reaches_the_agent_as_udp(make_context: Any) -> None:
+    udp_too = "- containerPort: 80\n      protocol: UDP\n    - containerPort: 80"
+    spec = load_spec(EXAMPLES[0].read_text().replace("- containerPort: 80", udp_too))
+    entry = next(iter(published(make_context, spec).values()))[0]
+    ports = {(p.host_port, p.protocol) for p in parse_workload(entry).ports}
+    assert ports == {(80, "udp"), (80, "tcp")}
