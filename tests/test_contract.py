@@ -13,8 +13,9 @@ import pytest
 from aiorch.deploy import DeploymentSpec, Gpu, HostView, load_spec, plan_placement
 from aiorch.deploy.eligibility import Demand
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import replicas
+from aiorch.hub.services import images, replicas
 from edge_agent.contract.fields import ContractError
+from edge_agent.contract.image import holds
 from edge_agent.contract.workload import (
     Workload,
     desired_document,
@@ -123,3 +124,18 @@ def test_a_udp_port_reaches_the_agent_as_udp(make_context: Any) -> None:
     entry = next(iter(published(make_context, spec).values()))[0]
     ports = {(p.host_port, p.protocol) for p in parse_workload(entry).ports}
     assert ports == {(80, "udp"), (80, "tcp")}
+
+
+@pytest.mark.parametrize(
+    ("ref", "tags"),
+    [
+        ("model", ["localhost/model:latest"]),  # no tag is :latest, for the hub as for podman
+        ("docker.io/vllm/vllm-openai:v0.6.3", ["vllm/vllm-openai:v0.6.3"]),
+        ("registry.local:5000/team/m:v1@sha256:" + "a" * 64, ["registry.local:5000/team/m:v1"]),
+    ],
+)
+def test_the_agent_accepts_the_archive_of_the_image_the_hub_resolved(
+    ref: str, tags: list[str]
+) -> None:
+    assert images.normalise(ref) == images.normalise(tags[0].replace("localhost/", ""))
+    assert holds(ref, tags)

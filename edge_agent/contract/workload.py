@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge_agent.contract.fields import ContractError, items, mapping, number, text, whole
+from edge_agent.contract.image import parse_image
 
 log = logging.getLogger("aiorch.agent.workloads")
 
@@ -214,6 +215,10 @@ def _image(raw: dict[str, Any]) -> Image:
     if not DIGEST_RE.match(digest):
         raise ContractError("image.digest", f"must be sha256:<64 hex digits>, got {digest!r}")
     ref = text(raw.get("ref"), "image.ref")
+    try:
+        parse_image(ref)
+    except ValueError as exc:
+        raise ContractError("image.ref", str(exc)) from None
     return Image(ref=ref, digest=digest, size=_count(raw.get("size"), "image.size"))
 
 
