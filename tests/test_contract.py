@@ -4,6 +4,8 @@ document and the agent's parser, which must agree on what runs where and on whic
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -139,3 +141,15 @@ def test_the_agent_accepts_the_archive_of_the_image_the_hub_resolved(
 ) -> None:
     assert images.normalise(ref) == images.normalise(tags[0].replace("localhost/", ""))
     assert holds(ref, tags)
+
+
+def test_the_contract_needs_only_the_standard_library() -> None:
+    """The agent imports it, and keeps its small dependency set (no pydantic, no hub)."""
+    probe = (
+        "import sys, edge_agent.contract.workload, edge_agent.contract.facts, "
+        "edge_agent.contract.image, edge_agent.contract.telemetry; "
+        "print(*{m.split('.')[0] for m in sys.modules if not m.startswith('_')})"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    third_party = set(out.stdout.split()) - set(sys.stdlib_module_names)
+    assert third_party == {"edge_agent"}
