@@ -10,7 +10,7 @@ import pytest
 
 from tests.fixtures_hub import HubProcess
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.e2e  # starts its own hub, outside the hub fixtures
 
 SECRET = "the hub's own secret\n"
 

@@ -26,7 +26,7 @@ LAB_FIXTURES = frozenset({"lab", "lab_factory", "provision_lab"})
 
 # Seconds per test (setup, call and teardown): a lab test may build the lab image, boot
 # hosts and provision them; an e2e test starts hubs and CLIs; a unit test does neither.
-TIMEOUTS = {"lab": 900, "e2e": 300}
+TIMEOUTS = {"lab": 1200, "e2e": 300}
 
 _running: list[pytest.Item] = []
 
