@@ -41,7 +41,8 @@ def lab_required(env: Mapping[str, str] = os.environ) -> bool:
 def missing_lab(reason: str, env: Mapping[str, str] = os.environ) -> NoReturn:
     """Skip on a developer's machine; fail where the lab tier is required."""
     if lab_required(env):
-        pytest.fail(f"the lab is required here (CI or AIORCH_REQUIRE_LAB=1): {reason}", False)
+        message = f"the lab is required here (CI or AIORCH_REQUIRE_LAB=1): {reason}"
+        pytest.fail(message, pytrace=False)
     pytest.skip(f"no lab on this machine: {reason}")
 
 
@@ -62,7 +63,7 @@ def require_marker(name: str, what: str) -> None:
         pytest.fail(
             f"{nodeid} {what} but is not marked {name}: "
             f"add `pytestmark = pytest.mark.{name}` to its module",
-            False,
+            pytrace=False,
         )
 
 
