@@ -45,17 +45,37 @@ def test_missing_lab_fails_under_ci_and_make_test(env: dict[str, str]) -> None:
 
 
 @pytest.mark.usefixtures("no_lab_tools")
-@pytest.mark.parametrize(("env", "outcome"), [("CI=true", "errors"), ("", "skipped")])
-def test_lab_fixture_without_podman_fails_ci_and_skips_elsewhere(
+@pytest.mark.parametrize(
+    ("env", "outcome"), [("CI=true", "errors"), ("AIORCH_REQUIRE_LAB=1", "errors"), ("", "skipped")]
+)
+def test_lab_tests_without_podman_fail_ci_and_make_test_and_skip_elsewhere(
     inner: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, env: str, outcome: str
 ) -> None:
+    """Through a lab fixture, and for a lab test whose own body would need podman (the demo):
+    the check comes first, so neither ends as an unrelated error on a laptop."""
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.delenv("AIORCH_REQUIRE_LAB", raising=False)
     if env:
         monkeypatch.setenv(*env.split("="))
-    inner.makepyfile("def test_uses_the_lab(lab_factory):\n    pass\n")
+    inner.makepyfile(
+        """
+        import pytest
+
+        def test_uses_the_lab(lab_factory): pass
+
+        @pytest.fixture
+        def site():
+            raise FileNotFoundError("apt-get")
+
+        @pytest.mark.lab
+        def test_runs_the_demo(site): raise FileNotFoundError("podman")
+        """
+    )
     result = inner.runpytest("-p", "no:timeout")
-    result.assert_outcomes(**{outcome: 1})  # type: ignore[arg-type]
+    result.assert_outcomes(**{outcome: 2})  # type: ignore[arg-type]
+    if outcome == "errors":
+        result.stdout.fnmatch_lines(["*the lab is required here*aiorch lab needs*"])
+    result.stdout.no_fnmatch_line("*FileNotFoundError*")
 
 
 def test_hub_and_lab_fixtures_mark_their_tests(inner: pytest.Pytester) -> None:
