@@ -47,13 +47,13 @@ def missing_lab(reason: str, env: Mapping[str, str] = os.environ) -> NoReturn:
 
 
 def require_lab() -> None:
-    """What every lab fixture calls first: the current test is marked ``lab``, and the
-    machine can run the lab (root, podman, nft, ...), or the test skips or fails."""
+    """What every lab fixture calls first: the current test is marked ``lab``, so the machine
+    check (`pytest_runtest_setup` below) ran before any fixture."""
     require_marker("lab", "uses the podman lab")
-    _require_lab_machine()
 
 
 def _require_lab_machine() -> None:
+    """The machine can run the lab (root, podman, nft, ...), or the test skips or fails."""
     try:
         preflight()
     except UserError as exc:
