@@ -131,10 +131,9 @@ def enroll(
             {"hub_url": url, "state_dir": str(workdir / "state"), "gpu_backend": PROFILE}
         )
     )
-    argv = [*agent_cmd, "enroll", "--hub", url, "--token", reply.json()["token"]]
-    done = subprocess.run(
-        [*argv, "--config", str(config)], capture_output=True, text=True, timeout=60, env=env
-    )
+    argv = [*agent_cmd, "enroll", "--hub", url, "--config", str(config)]
+    token = reply.json()["token"]
+    done = subprocess.run(argv, input=token, capture_output=True, text=True, timeout=60, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"enroll failed: {done.stderr}")
     return config

@@ -24,7 +24,13 @@ class HubUnavailable(Exception):
 
 
 class HubRefused(Exception):
-    """Permanent for this request: the hub said no (bad token, revoked credential, bad data)."""
+    """Permanent for this request: the hub said no (bad token, revoked credential, bad data).
+    `status` is the HTTP status, which tells the agent what to do about it."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"hub refused ({status}): {detail}")
+        self.status = status
+        self.detail = detail
 
 
 class DigestMismatch(Exception):
@@ -45,6 +51,19 @@ def _retry_after(response: httpx.Response) -> float | None:
         return float(value) if value is not None else None
     except ValueError:
         return None
+
+
+def _transient(status: int) -> bool:
+    """Worth retrying the same request later: overload, a timeout or a hub-side failure."""
+    return status in (408, 429) or status >= 500
+
+
+def _refusal(response: httpx.Response) -> Exception:
+    """The exception for an answer of 400 or more: HubUnavailable or HubRefused."""
+    status = response.status_code
+    if _transient(status):
+        return HubUnavailable(f"hub answered {status}: {_detail(response)}", _retry_after(response))
+    return HubRefused(status, _detail(response))
 
 
 def _detail(response: httpx.Response) -> str:
@@ -78,12 +97,8 @@ class HubClient:
             response = self.http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise HubUnavailable(f"hub unreachable: {exc}") from None
-        if response.status_code == 429 or response.status_code >= 500:
-            raise HubUnavailable(
-                f"hub answered {response.status_code}: {_detail(response)}", _retry_after(response)
-            )
         if response.status_code >= 400:
-            raise HubRefused(f"hub refused ({response.status_code}): {_detail(response)}")
+            raise _refusal(response)
         return response
 
     def enroll(self, token: str, facts: dict[str, Any]) -> dict[str, Any]:
@@ -125,10 +140,7 @@ class HubClient:
                 with self.http.stream("GET", f"/agents/{agent_id}/images/{digest}") as response:
                     if response.status_code >= 400:
                         response.read()
-                        message = f"hub answered {response.status_code}: {_detail(response)}"
-                        if response.status_code == 429 or response.status_code >= 500:
-                            raise HubUnavailable(message, _retry_after(response))
-                        raise HubRefused(message)
+                        raise _refusal(response)
                     for chunk in response.iter_bytes(1 << 20):
                         sha.update(chunk)
                         fh.write(chunk)

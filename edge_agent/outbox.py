@@ -33,6 +33,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from edge_agent.trouble import Trouble
+
 log = logging.getLogger("aiorch.agent.outbox")
 
 Sample = tuple[float, str, float, dict[str, str]]  # (ts, metric, value, labels)
@@ -96,7 +98,7 @@ class Outbox:
         self.unwritten = 0  # samples that could not be written, not yet counted in the file
         self._checked = False  # quick_check passed for the file at `path`
         self._salvage_from: Path | None = None  # a damaged file whose rows the next open copies
-        self._trouble: str | None = None  # the failure being suffered, logged when it changes
+        self._trouble = Trouble(log)  # the failure being suffered, logged when it changes
         self._attempt(lambda conn: None)
 
     @property
@@ -127,6 +129,11 @@ class Outbox:
         """The hub stored `batch`: forget its samples and note the drops it heard of.
         Acknowledging a batch twice, or one of an epoch the file no longer has, changes nothing."""
         self._attempt(lambda conn: _ack(conn, batch))
+
+    def drop(self, batch: Pending) -> None:
+        """The hub refused `batch` for good: forget its samples and count them as dropped, so
+        the next batch reports them (a batch without samples: its drops count as reported)."""
+        self._attempt(lambda conn: _drop(conn, batch))
 
     def close(self) -> None:
         if self.unwritten:
@@ -253,7 +260,8 @@ class Outbox:
             epochs = _readable_epochs(old)
             conn.executemany("INSERT INTO epochs VALUES (?, ?, ?, ?, ?, ?, 0)", epochs)
             conn.executemany(
-                "INSERT OR IGNORE INTO samples VALUES (?, ?, ?, ?, ?, ?, ?)", _readable_rows(old)
+                "INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                _readable_rows(old),
             )
         finally:
             old.close()
@@ -287,18 +295,16 @@ class Outbox:
 
     def _report(self, exc: BaseException | None) -> None:
         """Log a failure when it starts or changes, and the recovery when it ends."""
-        trouble = None if exc is None else f"{type(exc).__name__}: {exc}"
-        if trouble == self._trouble:
+        if exc is None:
+            self._trouble.over("outbox %s works again", self.path)
             return
-        if trouble is None:
-            log.warning("outbox %s works again", self.path)
-        else:
-            log.error(
-                "outbox %s: %s; samples are counted as dropped until it can be written",
-                self.path,
-                trouble,
-            )
-        self._trouble = trouble
+        trouble = f"{type(exc).__name__}: {exc}"
+        self._trouble.failing(
+            trouble,
+            "outbox %s: %s; samples are counted as dropped until it can be written",
+            self.path,
+            trouble,
+        )
 
 
 def _kind(exc: BaseException) -> str | None:
@@ -411,6 +417,19 @@ def _pending(conn: sqlite3.Connection, limit: int) -> Pending | None:
 
 
 def _ack(conn: sqlite3.Connection, batch: Pending) -> None:
+    _forget(conn, batch, "reported = MAX(reported, :heard)")
+
+
+def _drop(conn: sqlite3.Connection, batch: Pending) -> None:
+    # A batch without samples only carried drops: the hub will not hear of them, so stop telling.
+    _forget(
+        conn, batch, "dropped = dropped + :gone" + ("" if batch.samples else ", reported = dropped")
+    )
+
+
+def _forget(conn: sqlite3.Connection, batch: Pending, settle: str) -> None:
+    """Delete `batch`'s samples (and any older of its epoch) and `settle` the epoch's counts
+    (`:gone` the samples deleted, `:heard` the drops the batch reported)."""
     with _transaction(conn):
         row = conn.execute("SELECT id FROM epochs WHERE name = ?", [batch.epoch]).fetchone()
         if row is None:
@@ -421,9 +440,9 @@ def _ack(conn: sqlite3.Connection, batch: Pending) -> None:
         gone, gone_bytes = count.fetchone()
         conn.execute(f"DELETE {where}", args)
         conn.execute(
-            "UPDATE epochs SET count = count - ?, bytes = bytes - ?, "
-            "reported = MAX(reported, ?) WHERE id = ?",
-            [gone, gone_bytes, batch.dropped, row[0]],
+            f"UPDATE epochs SET count = count - :gone, bytes = bytes - :bytes, {settle} "
+            "WHERE id = :id",
+            {"gone": gone, "bytes": gone_bytes, "heard": batch.dropped, "id": row[0]},
         )
         _retire_finished_epochs(conn)
 
