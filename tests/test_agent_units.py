@@ -15,6 +15,7 @@ import yaml
 from aiorch.lab.wait import wait_until
 from edge_agent.backoff import Schedule
 from edge_agent.cli import main
+from edge_agent.client import CheckinReply, HubClient
 from edge_agent.config import AgentConfig, ConfigError
 from edge_agent.state import AgentState
 from edge_agent.trouble import Trouble
@@ -233,3 +234,39 @@ def test_a_lasting_failure_is_logged_once_per_kind_and_its_end_once(
         "refused 422",
         "fine again",
     ]
+
+
+class _ForgetfulHub(BaseHTTPRequestHandler):
+    """Answers every check-in 304 over HTTP/1.1, then drops the connection without saying so,
+    as a hub does that restarts or times out an idle keep-alive connection."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(304)
+        self.send_header("X-Aiorch-Poll-Interval", "7")
+        self.end_headers()
+        self.close_connection = True
+
+    def log_message(self, *args: object) -> None:
+        return None
+
+
+def test_hub_client_replaces_a_kept_alive_connection_the_hub_dropped():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ForgetfulHub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = HubClient(f"http://127.0.0.1:{server.server_address[1]}", "aia_x")
+    try:
+        replies = [client.checkin("a1", {}, 3) for _ in range(3)]
+    finally:
+        client.close()
+        server.shutdown()
+        server.server_close()
+    assert replies == [CheckinReply(False, 3, None, 7.0)] * 3
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:8700", "ftp://hub", "http://hub:port"])
+def test_bad_hub_url_is_one_clear_error(url: str):
+    with pytest.raises(ConfigError, match="hub URL"):
+        HubClient(url)
