@@ -426,9 +426,16 @@ def test_bounded_outbox_matches_model_through_crashes(tmp_path_factory, ops):
 class StubHub:
     """The hub as the agent's HubClient sees it, recording the order of calls."""
 
-    def __init__(self, refuse: bool = False, down: bool = False, status: int = 422) -> None:
+    def __init__(
+        self,
+        refuse: bool = False,
+        down: bool = False,
+        status: int = 422,
+        refuse_checkin: int | None = None,
+    ) -> None:
         self.calls: list[str] = []
         self.refuse = refuse
+        self.refuse_checkin = refuse_checkin
         self.down = down
         self.status = status
         self.seqs: list[int] = []
@@ -438,6 +445,8 @@ class StubHub:
         self.calls.append("checkin")
         if self.down:
             raise HubUnavailable("hub unreachable: stub")
+        if self.refuse_checkin is not None:
+            raise HubRefused(self.refuse_checkin, "stub")
         return CheckinReply(False, known_revision, None, 10.0)
 
     def upload(self, agent_id: str, batch: dict) -> dict:
@@ -596,3 +605,34 @@ def test_rounds_go_on_locally_while_check_ins_back_off(agent_factory):
     assert hub.calls.count("checkin") == tries, "no check-in before its backoff is over"
     assert len(agent.outbox) > collected, "the round still collected"
     assert 0 < wait <= agent.schedule.interval_s, "and the next round is an interval away"
+
+
+@pytest.mark.parametrize(
+    ("status", "advice"),
+    [
+        (401, "re-enroll this host with `aiorch-agent enroll`"),
+        (413, "raise the hub's max_body_bytes"),
+        (422, "install the agent version that matches the hub"),
+    ],
+)
+def test_refused_check_in_backs_off_says_what_to_do_once_and_rounds_go_on(
+    agent_factory, caplog, status: int, advice: str
+):
+    hub = StubHub(refuse_checkin=status)
+    agent = agent_factory(hub, max_backoff_s=3600)
+    with caplog.at_level(logging.WARNING, "aiorch.agent"):
+        for _ in range(5):
+            agent.retry_at = 0.0  # as if each backoff were over
+            assert 0 < agent.cycle() <= agent.schedule.interval_s
+        tries, collected = hub.calls.count("checkin"), len(agent.outbox)
+        agent.cycle()
+        assert len(agent.outbox) > collected, "the rounds in between still collect"
+        hub.refuse_checkin = None
+        agent.retry_at = 0.0
+        agent.cycle()
+    assert tries == 5 and agent.schedule.failures == 0, "refusals counted, then reset"
+    assert hub.calls.count("checkin") == 6, "no check-in while backing off"
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines
+    assert f"({status})" in lines[0] and advice in lines[0]
+    assert lines[1] == "check-in accepted again"
