@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import logging
 import os
@@ -111,6 +110,8 @@ def enrollment_token(token_file: Path | None) -> str:
     elif sys.stdin is None:
         text = ""
     elif sys.stdin.isatty():
+        import getpass  # only where a person types the token
+
         text = getpass.getpass("enrollment token: ")
     else:
         text = sys.stdin.read()
