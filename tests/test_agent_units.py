@@ -17,10 +17,10 @@ from edge_agent.backoff import Schedule
 from edge_agent.cli import main
 from edge_agent.client import CheckinReply, HubClient
 from edge_agent.config import AgentConfig, ConfigError
+from edge_agent.contract.workload import HealthCheck
 from edge_agent.state import AgentState
 from edge_agent.trouble import Trouble
 from edge_agent.workloads.health import HealthMonitor
-from edge_agent.workloads.spec import HealthCheck
 
 ROLE = Path(__file__).resolve().parents[1] / "playbooks" / "roles" / "aiorch_edge_agent"
 
@@ -139,9 +139,9 @@ def test_torn_desired_file_falls_back_to_empty(tmp_path: Path):
     ],
 )
 def test_archive_tags_match_the_workloads_image_pinned_or_not(ref: str, tags: list, held: bool):
-    from edge_agent.workloads.images import _holds
+    from edge_agent.contract.image import holds
 
-    assert _holds(ref, tags) is held
+    assert holds(ref, tags) is held
 
 
 class _Probed(BaseHTTPRequestHandler):

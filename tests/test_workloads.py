@@ -32,10 +32,10 @@ from aiorch.lab.podman import preflight
 from aiorch.lab.wait import wait_until
 from edge_agent.agent import Agent, enroll
 from edge_agent.config import AgentConfig
+from edge_agent.contract.workload import parse_workload
 from edge_agent.workloads import Podman, Reconciler
 from edge_agent.workloads.container import run_argv
 from edge_agent.workloads.podman import OWNER
-from edge_agent.workloads.spec import parse_workload
 from tests.fixtures_hub import HubProcess, enroll_agent, make_enroll_token
 
 lab = pytest.mark.lab  # real podman, as root

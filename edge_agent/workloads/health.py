@@ -16,7 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from edge_agent.workloads.spec import HealthCheck
+from edge_agent.contract.workload import HealthCheck
 
 MAX_PARALLEL = 16
 
