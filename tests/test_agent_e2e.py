@@ -172,7 +172,7 @@ def _outbox_rounds(state: Path) -> int:
         return 0
 
 
-def test_agent_whose_credential_is_revoked_stays_up_backs_off_and_says_so_once(
+def test_revoked_agent_stays_up_says_so_once_and_takes_up_a_new_enrollment(
     hub: HubProcess, agent_config: Path, enrolled: dict, tmp_path: Path
 ):
     config = yaml.safe_load(agent_config.read_text())
@@ -197,10 +197,17 @@ def test_agent_whose_credential_is_revoked_stays_up_backs_off_and_says_so_once(
         # Rounds go on (and with them, check-ins every max_backoff_s = 1 s): several more.
         wait_until(lambda: _outbox_rounds(state) >= 4 * first, timeout=60, what="more rounds")
         assert proc.poll() is None, "the agent is still running"
+        lines = [line for line in log.read_text().splitlines() if "refused" in line]
+        assert len(lines) == 1, lines
+        assert "credential refused (401)" in lines[0] and "`aiorch-agent enroll`" in lines[0]
+        assert "desired revision 1" in lines[0]
+        # Doing what it says: the running agent takes up the new credential, no restart.
+        token = hub.cli_json("enroll-token", "create", "--site", "edge1", "--ttl", "1h")["token"]
+        assert _agent(agent_config, "enroll", "--hub", hub.url, stdin=token).returncode == 0
+        wait_until(
+            lambda: "check-in accepted again" in log.read_text(), timeout=30, what="recovery"
+        )
+        assert proc.poll() is None
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    lines = [line for line in log.read_text().splitlines() if "refused" in line]
-    assert len(lines) == 1, lines
-    assert "credential refused (401)" in lines[0] and "`aiorch-agent enroll`" in lines[0]
-    assert "desired revision 1" in lines[0]
