@@ -179,15 +179,24 @@ def _inventory(exported: dict[str, Any], merged: dict[str, Any], filename: str) 
     return Inventory(hosts=hosts, groups=groups)
 
 
-def _check_host_name(filename: str, name: str) -> None:
-    """Host names end up in URLs, logs and CLI tables: one printable token of DNS length."""
+def host_name_problem(name: str) -> str | None:
+    """What is wrong with `name` as a host name, or None: the one rule for inventory import
+    and enrollment. Host names end up in URLs, logs, CLI tables and the exported inventory:
+    one printable token of DNS length, without '/', and not a name Ansible reserves for a
+    group (a host named `all` would break the exported inventory)."""
     if len(name) > MAX_HOST_NAME:
-        problem = f"is longer than {MAX_HOST_NAME} characters"
-    elif not name or any(c.isspace() for c in name) or not name.isprintable():
-        problem = "must be non-empty, without spaces or control characters"
-    else:
-        return
-    raise InvalidInput(f"{filename}: host name {name[:64]!r} {problem}")
+        return f"is longer than {MAX_HOST_NAME} characters"
+    if not name or any(c.isspace() for c in name) or not name.isprintable() or "/" in name:
+        return "must be non-empty, without spaces, '/' or control characters"
+    if name in IMPLICIT_GROUPS:
+        return f"is reserved by Ansible for a group ({', '.join(IMPLICIT_GROUPS)})"
+    return None
+
+
+def _check_host_name(filename: str, name: str) -> None:
+    problem = host_name_problem(name)
+    if problem is not None:
+        raise InvalidInput(f"{filename}: host name {name[:64]!r} {problem}")
 
 
 def _labels(where: str, merged: dict[str, Any]) -> dict[str, Any]:
