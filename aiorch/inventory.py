@@ -14,6 +14,7 @@ no hosts or children: every host is in `all`, and `ungrouped` holds the hosts in
 """
 
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field
 
-from aiorch.ansible.runner import list_inventory
+from aiorch.ansible.runner import TIMEOUT_S, list_inventory
+from aiorch.deploy.yaml_source import NoAliasLoader
 from aiorch.errors import InvalidInput
 
 IMPLICIT_GROUPS = ("all", "ungrouped")
 LABEL_FIELDS = ("site", "role", "region")
+_YAML_SUFFIXES = (".yml", ".yaml")
 MAX_HOST_NAME = 253
 
 
@@ -61,13 +64,29 @@ def parse_inventory(content: str, filename: str) -> Inventory:
             f"{filename}: looks like a script (starts with #!); "
             "only static YAML or INI inventories are accepted"
         )
+    name = _local_name(filename)
+    if name.endswith(_YAML_SUFFIXES):
+        _refuse_aliases(content, filename)
+    deadline = time.monotonic() + TIMEOUT_S  # one deadline for both runs
     with tempfile.TemporaryDirectory(prefix="aiorch-inventory-") as tmp:
-        path = Path(tmp) / _local_name(filename)
+        path = Path(tmp) / name
         path.write_text(content, encoding="utf-8")
         with ThreadPoolExecutor(max_workers=2) as pool:  # two ~1 s runs of ansible-inventory
-            exported = pool.submit(list_inventory, path, export=True)
-            merged = pool.submit(list_inventory, path, export=False)
+            exported = pool.submit(list_inventory, path, export=True, deadline=deadline)
+            merged = pool.submit(list_inventory, path, export=False, deadline=deadline)
             return _inventory(exported.result(), merged.result(), filename)
+
+
+def _refuse_aliases(content: str, filename: str) -> None:
+    """YAML aliases let a few hundred bytes expand into millions of hosts (an alias bomb);
+    an inventory needs none. Syntax errors are left to ansible-inventory to report."""
+    try:
+        for _ in yaml.compose_all(content, Loader=NoAliasLoader):
+            pass
+    except InvalidInput as exc:
+        raise InvalidInput(f"{filename}: {exc}") from None
+    except yaml.YAMLError:
+        return
 
 
 def render_inventory(inv: Inventory) -> str:
