@@ -169,7 +169,10 @@ def enroll(
         if previous:
             detail["replaces_agent"] = previous
         audit.record(db, actor, "agent.enroll", f"agent:{minted.id}", detail, ts=now)
-        if previous:
+        placed = db.execute(
+            "SELECT 1 FROM deployment_replicas WHERE host = ? LIMIT 1", [hostname]
+        ).fetchone()
+        if previous and placed:
             # The new credential's desired state: the host's replicas, as the old one had.
             replicas.publish(ctx, db, {hostname}, actor)
         return {"agent_id": minted.id, "site": site, "host": hostname}
