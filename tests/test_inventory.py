@@ -185,7 +185,7 @@ def test_bad_inventory_is_invalid_input_naming_the_problem(content, filename, wo
         assert word in message
 
 
-def _alias_bomb(levels: int = 6, width: int = 10) -> str:
+def alias_bomb(levels: int = 6, width: int = 10) -> str:
     """Each level lists the one before `width` times: width**levels strings from ~330 bytes."""
     lines = ["all:", "  hosts:", "    h1:", "  vars:", "    l0: &l0 x"]
     for level in range(1, levels + 1):
@@ -195,7 +195,7 @@ def _alias_bomb(levels: int = 6, width: int = 10) -> str:
 
 
 def test_yaml_alias_bomb_is_refused_at_once_naming_the_line():
-    bomb = _alias_bomb()
+    bomb = alias_bomb()
     assert len(bomb) < 400
     started = time.monotonic()
     with pytest.raises(InvalidInput, match=r"bomb\.yml: line 6: YAML aliases"):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 Name = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
@@ -68,11 +68,19 @@ class EnrollRequest(Strict):
     agent_version: str = Field("", max_length=64)
 
 
+MAX_REASON = 2000
+
+
+def _shortened(value: Any) -> Any:
+    """A long reason (podman's stderr, say) is cut, not refused: it is not hostile."""
+    return value[:MAX_REASON] if isinstance(value, str) else value
+
+
 class WorkloadReport(BaseModel):
     """One workload as its agent last saw it (fields a newer agent adds are dropped)."""
 
     state: Literal["pending", "starting", "healthy", "unhealthy", "failed"]
-    reason: str | None = Field(None, max_length=2000)
+    reason: Annotated[str | None, BeforeValidator(_shortened)] = None
     template_hash: str | None = Field(None, max_length=128)
     restarts: Count = 0
     container: str | None = Field(None, max_length=253)
