@@ -23,12 +23,12 @@ import yaml
 from pydantic import BaseModel, Field
 
 from aiorch.ansible.runner import TIMEOUT_S, list_inventory
-from aiorch.deploy.yaml_source import NoAliasLoader
 from aiorch.errors import InvalidInput
 
 IMPLICIT_GROUPS = ("all", "ungrouped")
 LABEL_FIELDS = ("site", "role", "region")
 _YAML_SUFFIXES = (".yml", ".yaml")
+MAX_EXPANDED_NODES = 500_000  # YAML values once aliases are expanded: ~50,000 hosts with vars
 MAX_HOST_NAME = 253
 
 
@@ -66,7 +66,7 @@ def parse_inventory(content: str, filename: str) -> Inventory:
         )
     name = _local_name(filename)
     if name.endswith(_YAML_SUFFIXES):
-        _refuse_aliases(content, filename)
+        _check_expanded_size(content, filename)
     deadline = time.monotonic() + TIMEOUT_S  # one deadline for both runs
     with tempfile.TemporaryDirectory(prefix="aiorch-inventory-") as tmp:
         path = Path(tmp) / name
@@ -77,16 +77,47 @@ def parse_inventory(content: str, filename: str) -> Inventory:
             return _inventory(exported.result(), merged.result(), filename)
 
 
-def _refuse_aliases(content: str, filename: str) -> None:
-    """YAML aliases let a few hundred bytes expand into millions of hosts (an alias bomb);
-    an inventory needs none. Syntax errors are left to ansible-inventory to report."""
+def _check_expanded_size(content: str, filename: str) -> None:
+    """Aliases (`<<: *common` and the like) are fine, but a few hundred bytes of nested ones
+    expand into millions of values (an alias bomb) in ansible-inventory: count the document
+    as expanded, which composing never does, and refuse it past MAX_EXPANDED_NODES.
+    Syntax errors are left to ansible-inventory to report."""
     try:
-        for _ in yaml.compose_all(content, Loader=NoAliasLoader):
-            pass
-    except InvalidInput as exc:
-        raise InvalidInput(f"{filename}: {exc}") from None
+        roots = list(yaml.compose_all(content, Loader=yaml.SafeLoader))
     except yaml.YAMLError:
         return
+    except RecursionError:
+        raise InvalidInput(f"{filename}: the YAML document is nested too deeply") from None
+    sizes: dict[int, int] = {}
+    entered: set[int] = set()  # nodes whose children are being sized: the current path
+    stack: list[tuple[yaml.Node, bool]] = [(root, False) for root in roots]
+    while stack:
+        node, children_sized = stack.pop()
+        if id(node) in sizes:
+            continue
+        children = _children(node)
+        if not children_sized:
+            if id(node) in entered:
+                raise InvalidInput(f"{filename}: a YAML alias refers to a node that contains it")
+            entered.add(id(node))
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if id(child) not in sizes)
+            continue
+        sizes[id(node)] = 1 + sum(sizes[id(child)] for child in children)
+        if sizes[id(node)] > MAX_EXPANDED_NODES:
+            mark = node.start_mark
+            raise InvalidInput(
+                f"{filename}: line {mark.line + 1}: YAML aliases expand this inventory to "
+                f"more than {MAX_EXPANDED_NODES:,} values"
+            )
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
 
 
 def render_inventory(inv: Inventory) -> str:

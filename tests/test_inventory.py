@@ -198,9 +198,19 @@ def test_yaml_alias_bomb_is_refused_at_once_naming_the_line():
     bomb = alias_bomb()
     assert len(bomb) < 400
     started = time.monotonic()
-    with pytest.raises(InvalidInput, match=r"bomb\.yml: line 6: YAML aliases"):
+    with pytest.raises(InvalidInput, match=r"bomb\.yml: line 11: YAML aliases expand .* 500,000"):
         parse_inventory(bomb, "bomb.yml")
     assert time.monotonic() - started < 1, "refused before ansible-inventory runs"
+
+
+def test_yaml_aliases_that_expand_a_little_are_kept():
+    shared = "x-common: &common\n  aiorch_site: dc1\nall:\n  hosts:\n    h1:\n      <<: *common\n"
+    assert parse_inventory(shared, "shared.yml").hosts["h1"].site == "dc1"
+
+
+def test_recursive_yaml_alias_is_refused():
+    with pytest.raises(InvalidInput, match="refers to a node that contains it"):
+        parse_inventory("all: &loop\n  hosts: {h1: {v: *loop}}\n", "loop.yml")
 
 
 def test_inventory_parse_writes_no_file_per_output_line(tmp_path, monkeypatch):

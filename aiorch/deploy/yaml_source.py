@@ -15,17 +15,13 @@ from aiorch.errors import InvalidInput
 MAX_BYTES = 1024 * 1024
 
 
-class NoAliasLoader(yaml.SafeLoader):
-    """Refuses aliases as it composes (before any expansion); inventories use it too."""
-
+class _StrictLoader(yaml.SafeLoader):
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
             mark = self.peek_event().start_mark
             raise InvalidInput(f"line {mark.line + 1}: YAML aliases (*name) are not supported")
         return super().compose_node(parent, index)
 
-
-class _StrictLoader(NoAliasLoader):
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
         first_line: dict[Any, int] = {}
         for key_node, _ in node.value:
