@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
+from edge_agent.contract.facts import parse_facts
+
 Name = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 MAX_SQL_INT = 2**63 - 1  # SQLite's INTEGER is a signed 64-bit value
@@ -62,9 +64,18 @@ class EnrollTokenCreate(Strict):
     uses: int = Field(1, ge=1, le=100_000)
 
 
+def _checked_facts(facts: dict[str, Any]) -> dict[str, Any]:
+    parse_facts(facts)  # its ContractError is a ValueError: a 422 naming the field
+    return facts
+
+
+# An agent's facts as the contract defines them, stored as sent once they pass.
+HostFacts = Annotated[dict[str, Any], AfterValidator(_checked_facts)]
+
+
 class EnrollRequest(Strict):
     token: str = Field(min_length=1, max_length=200)
-    facts: dict[str, Any]
+    facts: HostFacts
     agent_version: str = Field("", max_length=64)
 
 
@@ -100,7 +111,7 @@ class CheckinRequest(Strict):
     uptime_s: Seconds
     facts_hash: str = Field(max_length=128)
     applied_revision: Count
-    facts: dict[str, Any] | None = None
+    facts: HostFacts | None = None
     report: AgentReport | None = None
 
 
