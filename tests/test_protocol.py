@@ -266,14 +266,22 @@ def test_telemetry_sample_out_of_bounds_is_refused_and_metrics_still_scrape(
         assert scrape.get("/metrics").status_code == 200
 
 
-def test_telemetry_may_not_use_the_hubs_own_metric_names(
-    shared_hub: HubProcess, admin: httpx.Client
+@pytest.mark.parametrize(
+    ("series", "words"),
+    [
+        ({"metric": "aiorch_agents", "labels": {}}, "aiorch_"),
+        ({"metric": "host_load1", "labels": {"bad-name": "x"}}, "labels.bad-name"),
+    ],
+    ids=["hub-metric-name", "bad-label-name"],
+)
+def test_telemetry_series_that_would_spoil_the_scrape_are_refused(
+    shared_hub: HubProcess, admin: httpx.Client, series: dict, words: str
 ):
     enrolled = enroll_agent(shared_hub, make_enroll_token(admin), "hub-names")
-    batch = {**_batch("e1", 0, 1), "series": [{"metric": "aiorch_agents", "labels": {}}]}
+    batch = {**_batch("e1", 0, 1), "series": [series]}
     with _agent_client(shared_hub, enrolled) as agent:
         response = agent.post(f"/agents/{enrolled['agent_id']}/telemetry", json=batch)
-    assert response.status_code == 422 and "aiorch_" in response.json()["detail"]
+    assert response.status_code == 422 and words in response.json()["detail"]
 
 
 def test_enroll_as_a_host_named_like_an_ansible_group_is_refused(

@@ -121,6 +121,10 @@ def _not_reserved(metric: str) -> str:
     return metric
 
 
+# Prometheus label names (one invalid name spoils the whole scrape for every host).
+LabelName = Annotated[str, Field(max_length=200, pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")]
+
+
 class SeriesRef(Strict):
     """One time series in a batch: a Prometheus-style metric name and its labels."""
 
@@ -129,8 +133,8 @@ class SeriesRef(Strict):
         Field(min_length=1, max_length=200, pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"),
         AfterValidator(_not_reserved),
     ]
-    labels: dict[Annotated[str, Field(max_length=200)], Annotated[str, Field(max_length=1000)]] = (
-        Field(default_factory=dict, max_length=32)
+    labels: dict[LabelName, Annotated[str, Field(max_length=1000)]] = Field(
+        default_factory=dict, max_length=32
     )
 
 
