@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from pyroute2 import IPRoute
 
 from edge_agent import facts as facts_module
+from edge_agent import netclass
 from edge_agent.facts import collect_facts, facts_hash
 from edge_agent.gpu import NullBackend, SimulatedBackend
 
@@ -98,6 +99,23 @@ def test_addresses_match_netlink_on_this_machine() -> None:
     steady = {name for name in before.keys() & after.keys() if before[name] == after[name]}
     assert {"lo"} < steady <= read.keys()
     assert {name: read[name] for name in steady} == {name: before[name] for name in steady}
+
+
+@pytest.mark.parametrize(
+    ("family", "netmask", "prefixlen"),
+    [
+        ("ipv4", "255.255.255.0", 24),
+        ("ipv4", "255.255.255.255", 32),
+        ("ipv6", "ffff:ffff:ffff:ffff::", 64),
+        ("ipv6", "::", 0),
+        ("ipv4", None, 32),
+        ("ipv6", None, 128),
+    ],
+)
+def test_prefix_length_comes_from_the_netmask(
+    family: str, netmask: str | None, prefixlen: int
+) -> None:
+    assert netclass._prefixlen(family, netmask) == prefixlen
 
 
 def test_disks_are_sorted_mounts_with_sizes(host_facts: dict[str, Any]) -> None:
