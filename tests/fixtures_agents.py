@@ -14,7 +14,7 @@ import yaml
 from packaging.requirements import Requirement
 
 from aiorch.lab import Lab
-from aiorch.lab.wait import wait_until
+from aiorch.wait import wait_until
 
 AGENT_LIB = "/opt/aiorch-agent/lib"
 STATE_DIR = "/var/lib/aiorch-agent"

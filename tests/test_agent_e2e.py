@@ -12,7 +12,7 @@ import httpx
 import pytest
 import yaml
 
-from aiorch.lab.wait import wait_until
+from aiorch.wait import wait_until
 from tests.fixtures_hub import AGENT, HubProcess, enroll_agent, make_enroll_token
 
 pytestmark = pytest.mark.e2e

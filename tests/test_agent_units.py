@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aiorch.lab.wait import wait_until
+from aiorch.wait import wait_until
 from edge_agent.backoff import Schedule
 from edge_agent.cli import main
 from edge_agent.client import CheckinReply, HubClient

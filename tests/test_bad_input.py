@@ -19,7 +19,7 @@ from fastapi import Request
 from aiorch.hub.app import create_app
 from aiorch.hub.connections import ConnectionLimits, RateLimitedLog, protocol_class
 from aiorch.hub.process import free_port
-from aiorch.lab.wait import wait_until
+from aiorch.wait import wait_until
 from tests.fixtures_hub import (
     Clock,
     HubProcess,

@@ -27,7 +27,7 @@ import pytest
 
 from aiorch.hub.services.images import blob_path
 from aiorch.lab.payload import build_payload, payload_digest, payload_ref
-from aiorch.lab.wait import wait_until
+from aiorch.wait import wait_until
 from edge_agent.agent import Agent, enroll
 from edge_agent.config import AgentConfig
 from edge_agent.contract.workload import parse_workload

@@ -7,8 +7,6 @@ from pathlib import Path
 import typer
 
 from aiorch.cli.state import state
-from aiorch.hub.connections import ConnectionLimits, default_max_connections
-from aiorch.hub.server import parse_listen, serve
 from aiorch.hub.settings import HubSettings
 
 app = typer.Typer(help="Run the hub (API, store, background jobs).", no_args_is_help=True)
@@ -45,6 +43,10 @@ def serve_cmd(
     ),
 ) -> None:
     """Serve the hub API; on first start create DATA_DIR, the database and DATA_DIR/admin.token."""
+    # Only this command loads the server: every other CLI call talks to a hub over HTTP.
+    from aiorch.hub.connections import ConnectionLimits, default_max_connections
+    from aiorch.hub.server import parse_listen, serve
+
     directory = data_dir or state(ctx).data_dir
     settings = HubSettings(data_dir=directory.resolve(), poll_interval_s=poll_interval)
     addresses = [(host, port), *(parse_listen(v) for v in listen)]

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 
 from aiorch.errors import UserError
-from aiorch.lab.wait import wait_until
+from aiorch.wait import wait_until
 
 BIN = Path(sys.executable).parent
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import socket
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import uvicorn
 
+from aiorch.endpoint import write_endpoint
 from aiorch.errors import UserError
 from aiorch.hub.app import create_app
 from aiorch.hub.connections import (
@@ -75,9 +75,7 @@ def serve(
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     ctx = open_context(settings)
     host, port = sockets[0].getsockname()[:2]
-    settings.endpoint_path.write_text(
-        json.dumps({"url": f"http://{host}:{port}", "pid": os.getpid()}) + "\n"
-    )
+    write_endpoint(settings.data_dir, f"http://{host}:{port}")
     app = create_app(ctx)
     if repo_dir is not None:
         mount_repo(app, repo_dir)
@@ -95,10 +93,3 @@ def serve(
         asyncio.run(server.serve(sockets=sockets))
     finally:
         ctx.store.close()
-
-
-def endpoint_url(data_dir: Path) -> str | None:
-    try:
-        return str(json.loads((data_dir / "hub.json").read_text())["url"])
-    except (OSError, ValueError, KeyError):
-        return None
