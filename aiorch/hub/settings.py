@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
+
+from aiorch.errors import UserError
 
 # The repository's playbooks/ (an editable install); AIORCH_PLAYBOOKS_DIR points elsewhere.
 REPO_PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
@@ -13,6 +16,13 @@ REPO_PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(name) or default
+
+
+def _synchronous() -> Literal["FULL", "NORMAL"]:
+    value = _env("AIORCH_STORE_SYNCHRONOUS", "FULL").upper()
+    if value not in ("FULL", "NORMAL"):
+        raise UserError(f"AIORCH_STORE_SYNCHRONOUS must be FULL or NORMAL, not {value!r}")
+    return "NORMAL" if value == "NORMAL" else "FULL"
 
 
 class HubSettings(BaseModel):
@@ -29,6 +39,11 @@ class HubSettings(BaseModel):
     downsample_interval_s: float = Field(5.0, gt=0, description="Period of the rollup job.")
     retention_interval_s: float = Field(300.0, gt=0, description="Period of the retention job.")
     heartbeat_flush_s: float = Field(1.0, gt=0, description="How often heartbeats are persisted.")
+    store_synchronous: Literal["FULL", "NORMAL"] = Field(
+        default_factory=_synchronous,
+        description="SQLite sync of every commit (AIORCH_STORE_SYNCHRONOUS): FULL survives a "
+        "power loss; NORMAL is faster and may lose the last commits, never consistency.",
+    )
     rollout_interval_s: float = Field(
         1.0, gt=0, description="How often rollouts check their wave's health."
     )

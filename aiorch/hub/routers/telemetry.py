@@ -20,8 +20,9 @@ MAX_DURATION_S = 10 * 366 * 86400
 
 def _seconds(default: float, *, at_least_zero: bool = False) -> Any:
     """A duration query parameter in seconds: > 0 (or >= 0), finite, at most MAX_DURATION_S."""
-    low = {"ge": 0} if at_least_zero else {"gt": 0}
-    return Query(default, le=MAX_DURATION_S, allow_inf_nan=False, **low)
+    if at_least_zero:
+        return Query(default, ge=0, le=MAX_DURATION_S, allow_inf_nan=False)
+    return Query(default, gt=0, le=MAX_DURATION_S, allow_inf_nan=False)
 
 
 @router.get("/telemetry/series")
