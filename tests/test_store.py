@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import sqlite3
 import threading
@@ -12,16 +13,18 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlite_utils
 import uvicorn
 
+from aiorch.deploy import load_spec, template_hash
 from aiorch.errors import Unavailable
 from aiorch.hub.app import create_app
 from aiorch.hub.context import HubContext
 from aiorch.hub.process import free_port
 from aiorch.hub.services import enrollment
 from aiorch.hub.settings import HubSettings
-from aiorch.hub.store import Store
-from aiorch.hub.store.migrations import MIGRATIONS, apply_migrations
+from aiorch.hub.store import Store, migrations
+from aiorch.hub.store.migrations import MIGRATIONS, _m004_template_hash, apply_migrations
 from aiorch.lab.wait import wait_until
 
 
@@ -316,3 +319,64 @@ def test_full_write_queue_answers_agents_503_with_retry_after_and_loses_nothing(
     stored = ctx.store.read().execute("SELECT COUNT(*) FROM samples").fetchone()[0]
     assert stored == 30, "every batch the hub accepted or acknowledged is stored"
     ctx.store.close()
+
+
+OLD_SPEC = """\
+apiVersion: aiorch.dev/v1
+kind: Deployment
+metadata: {name: chat, project: nlp}
+spec:
+  image: localhost/aiorch-model:v1
+  command: [serve, 8]
+  env: {WORKERS: 4, DEBUG: true, RATIO: 0.5}
+  secretEnv: {TOKEN: 1234}
+  ports: [{containerPort: 8080, hostPort: 18080}, {containerPort: 9090, protocol: UDP}]
+  volumes: [{hostPath: /srv/models, mountPath: /models, readOnly: true}]
+  resources: {gpus: 1, gpuProduct: H100, cpu: 2, memoryMiB: 4096}
+  replicas: 2
+  healthCheck: {httpGet: {path: /healthz, port: 8080}, periodSeconds: 5}
+"""
+
+
+def _database_before_m004(path: Path) -> sqlite_utils.Database:
+    """A database as a hub of the release before rollouts left it: YAML specs, no revisions."""
+    db = sqlite_utils.Database(sqlite3.connect(path))
+    db.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
+    for migration in MIGRATIONS[:3]:
+        migration(db)
+        db.table("_migrations").insert({"name": migration.__name__, "applied_at": 0})
+    db.execute(
+        "INSERT INTO deployments VALUES ('chat', 'nlp', ?, 'old-hash', 1, 'user:t', 5.0)",
+        [OLD_SPEC],
+    )
+    db.conn.commit()
+    return db
+
+
+def test_m004_gives_old_deployments_their_first_revision_without_domain_code(tmp_path: Path):
+    db = _database_before_m004(tmp_path / "old.db")
+    assert "m004_rollouts" in apply_migrations(db)
+    (row,) = db.query("SELECT * FROM deployment_revisions")
+    assert (row["deployment"], row["revision"], row["spec"]) == ("chat", 1, OLD_SPEC)
+    # The hash the replicas of that release were made with, frozen here as m004 is.
+    assert row["template_hash"] == (
+        "354477ca54e83465c4663ac9c15eac25904a423c503deddb4aa0e3b6b9079392"
+    )
+
+
+def test_m004_hash_matches_todays_template_hash_for_every_example():
+    specs = [OLD_SPEC, *(p.read_text() for p in Path("examples/deployments").glob("*.yaml"))]
+    for text in specs:
+        assert _m004_template_hash(text) == template_hash(load_spec(text))
+
+
+def test_migrations_import_no_domain_code():
+    """A later release may change aiorch.deploy; an old database must still migrate."""
+    tree = ast.parse(Path(migrations.__file__).read_text())
+    imported = [
+        node.module if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    ]
+    assert not [name for name in imported if name and name.startswith("aiorch")], imported
