@@ -113,18 +113,21 @@ def _sites(store: Store) -> set[str]:
     return {r["name"] for r in store.read().query("SELECT name FROM sites")}
 
 
-def _blocking_op(started: threading.Event, release: threading.Event):
-    def op(db):
+def _hold_writer(store: Store) -> threading.Event:
+    """Keep the writer busy with one write (as a slow one would) until the event is set."""
+    started, release = threading.Event(), threading.Event()
+
+    def hold(db):
         started.set()
         assert release.wait(10), "the test never released the writer"
 
-    return op
+    store.submit(hold)
+    assert started.wait(5)
+    return release
 
 
 def test_cancelled_waiter_neither_kills_the_writer_nor_writes(store: Store):
-    started, release = threading.Event(), threading.Event()
-    store.submit(_blocking_op(started, release))
-    assert started.wait(5)
+    release = _hold_writer(store)
 
     async def give_up() -> None:  # e.g. a client that stopped waiting
         await asyncio.wait_for(store.awrite(_insert_site("abandoned")), timeout=0.05)
@@ -155,9 +158,7 @@ def test_op_raising_a_base_exception_fails_only_that_op(store: Store, error: Bas
 
 def test_write_that_cannot_start_in_time_is_503_and_never_runs(tmp_path: Path):
     store = Store(tmp_path / "hub.db", write_timeout_s=0.2).open()
-    started, release = threading.Event(), threading.Event()
-    store.submit(_blocking_op(started, release))
-    assert started.wait(5)
+    release = _hold_writer(store)
     with pytest.raises(Unavailable, match=r"did not start this write within 0\.2 s; nothing"):
         store.write(_insert_site("late"))
     release.set()
@@ -168,9 +169,7 @@ def test_write_that_cannot_start_in_time_is_503_and_never_runs(tmp_path: Path):
 
 def test_full_write_queue_is_refused_and_what_it_accepted_is_kept(tmp_path: Path):
     store = Store(tmp_path / "hub.db", max_pending=2).open()
-    started, release = threading.Event(), threading.Event()
-    store.submit(_blocking_op(started, release))
-    assert started.wait(5)
+    release = _hold_writer(store)
     accepted = [store.submit(_insert_site("q1")), store.submit(_insert_site("q2"))]
     with pytest.raises(Unavailable, match="2 writes waiting") as refused:
         store.submit(_insert_site("q3"))
@@ -184,9 +183,7 @@ def test_full_write_queue_is_refused_and_what_it_accepted_is_kept(tmp_path: Path
 
 def test_stuck_writer_makes_the_store_unhealthy_until_it_moves(tmp_path: Path):
     store = Store(tmp_path / "hub.db", stuck_after_s=0.05).open()
-    started, release = threading.Event(), threading.Event()
-    store.submit(_blocking_op(started, release))
-    assert started.wait(5)
+    release = _hold_writer(store)
     wait_until(lambda: store.health() is not None, timeout=5, what="store reported stuck")
     assert "writer is stuck" in (store.health() or "")
     release.set()
@@ -256,11 +253,9 @@ def _batch(epoch: str, first: int, count: int = 10) -> dict:
 @pytest.mark.e2e
 def test_healthz_is_503_while_the_writer_is_stuck_and_200_once_it_moves(tmp_path: Path):
     ctx = _context(tmp_path, Store(tmp_path / "hub.db", stuck_after_s=0.05))
-    started, release = threading.Event(), threading.Event()
     with serving(ctx) as url:
         assert httpx.get(f"{url}/healthz").status_code == 200
-        ctx.store.submit(_blocking_op(started, release))
-        assert started.wait(5)
+        release = _hold_writer(ctx.store)
         answer = wait_until(
             lambda: (r := httpx.get(f"{url}/healthz")).status_code == 503 and r,
             timeout=5,
@@ -292,7 +287,6 @@ def test_full_write_queue_answers_agents_503_with_retry_after_and_loses_nothing(
     ctx = _context(tmp_path, Store(tmp_path / "hub.db", max_pending=2))
     token = enrollment.create_token(ctx, "edge1", 3600, 1, "user:t")["token"]
     agent = enrollment.enroll(ctx, token, {"hostname": "h1"}, "1")
-    started, release = threading.Event(), threading.Event()
     with (
         serving(ctx) as url,
         httpx.Client(
@@ -302,8 +296,7 @@ def test_full_write_queue_answers_agents_503_with_retry_after_and_loses_nothing(
         ) as client,
         ThreadPoolExecutor(2) as pool,
     ):
-        ctx.store.submit(_blocking_op(started, release))
-        assert started.wait(5)
+        release = _hold_writer(ctx.store)
         queued = [pool.submit(client.post, "/telemetry", json=_batch("e", n * 10)) for n in (0, 1)]
         wait_until(lambda: ctx.store.pending_writes == 2, timeout=10, what="two queued batches")
         refused = client.post("/telemetry", json=_batch("e", 20))
