@@ -176,14 +176,14 @@ def _prepare(ctx: HubContext, db: sqlite_utils.Database, spec: DeploymentSpec) -
     return _Prepared(spec, placement, decisions, hosts, _basis(db, spec, placement))
 
 
-def _prepared(ctx: HubContext, spec: DeploymentSpec) -> _Prepared:
+def _prepare_from_snapshot(ctx: HubContext, spec: DeploymentSpec) -> _Prepared:
     with ctx.store.snapshot() as db:
         return _prepare(ctx, db, spec)
 
 
 def plan(ctx: HubContext, text: str) -> dict[str, Any]:
     """What apply would do, without doing it (policy refusals are reported, not raised)."""
-    prepared = _prepared(ctx, load_spec(text))
+    prepared = _prepare_from_snapshot(ctx, load_spec(text))
     spec = prepared.spec
     return {
         "name": spec.metadata.name,
@@ -286,7 +286,7 @@ def _commit(
 
 
 def _attempt(ctx: HubContext, spec: DeploymentSpec, actor: str) -> dict[str, Any] | None:
-    prepared = _prepared(ctx, spec)
+    prepared = _prepare_from_snapshot(ctx, spec)
     return ctx.store.write(lambda db: _commit(ctx, db, prepared, actor))
 
 
@@ -309,6 +309,8 @@ def apply(ctx: HubContext, text: str, actor: str) -> dict[str, Any]:
 def undo(ctx: HubContext, name: str, actor: str) -> dict[str, Any]:
     """Back to the revision before: a rollout in progress (or failed) is rolled back at once;
     after a finished one, the previous template is rolled out again, wave by wave."""
+    with ctx.store.snapshot() as snapshot:  # the hosts, for waves: read off the writer
+        hosts = _hosts(ctx, snapshot, name)
 
     def op(db: sqlite_utils.Database) -> None:
         if db.execute("SELECT 1 FROM deployments WHERE name = ?", [name]).fetchone() is None:
@@ -322,7 +324,6 @@ def undo(ctx: HubContext, name: str, actor: str) -> dict[str, Any]:
             raise Conflict(f"deployment {name} has no earlier revision to go back to ({state})")
         current = specs.current(ctx, db, name)
         spec = with_template(current, specs.revision(ctx, db, name, last["from_revision"]))
-        hosts = _hosts(ctx, db, name)
         _write(ctx, db, spec, Plan(kept=tuple(_current(db, name))), hosts, actor)
 
     ctx.store.write(op)
