@@ -17,7 +17,7 @@ import sqlite_utils
 import uvicorn
 
 from aiorch.deploy import load_spec, template_hash
-from aiorch.errors import Unavailable
+from aiorch.errors import Unavailable, UserError
 from aiorch.hub.app import create_app
 from aiorch.hub.context import HubContext
 from aiorch.hub.process import free_port
@@ -373,3 +373,14 @@ def test_migrations_import_no_domain_code():
         for alias in node.names
     ]
     assert not [name for name in imported if name and name.startswith("aiorch")], imported
+
+
+def test_store_sync_mode_is_a_setting_and_a_wrong_one_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    assert HubSettings(data_dir=tmp_path).store_synchronous == "FULL"
+    monkeypatch.setenv("AIORCH_STORE_SYNCHRONOUS", "normal")
+    assert HubSettings(data_dir=tmp_path).store_synchronous == "NORMAL"
+    monkeypatch.setenv("AIORCH_STORE_SYNCHRONOUS", "off")
+    with pytest.raises(UserError, match="must be FULL or NORMAL, not 'OFF'"):
+        HubSettings(data_dir=tmp_path)
