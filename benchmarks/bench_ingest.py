@@ -24,6 +24,7 @@ from aiorch.hub.store.db import Synchronous
 BATCH = 5000
 BATCHES = 60
 SERIES = 50
+ROUNDS = 2
 
 
 def batch_body(epoch: str, start: int) -> bytes:
@@ -88,12 +89,17 @@ def raw_executemany(tmp: Path, synchronous: Synchronous) -> float:
 
 
 def main() -> None:
+    best: dict[Synchronous, float] = {"FULL": 0.0, "NORMAL": 0.0}
     with tempfile.TemporaryDirectory() as tmp:
-        api = through_api(Path(tmp), "FULL")
-        api_normal = through_api(Path(tmp), "NORMAL")
+        # Interleaved, best of each: on a busy machine the noise is larger than the one fsync
+        # per group commit that FULL adds.
+        for round_ in range(ROUNDS):
+            for mode in best:
+                best[mode] = max(best[mode], through_api(Path(tmp) / str(round_), mode))
         raw = raw_executemany(Path(tmp), "FULL")
+    api, api_normal = best["FULL"], best["NORMAL"]
     print(f"ingest through the API, synchronous=FULL  : {api:,.0f} samples/s "
-          f"({BATCHES} batches of {BATCH})")  # fmt: skip
+          f"({BATCHES} batches of {BATCH}, best of {ROUNDS})")  # fmt: skip
     print(f"ingest through the API, synchronous=NORMAL: {api_normal:,.0f} samples/s")
     print(f"durability cost: FULL/NORMAL = {api / api_normal:.2f}")
     print(f"raw sqlite executemany, synchronous=FULL  : {raw:,.0f} samples/s (same table)")
