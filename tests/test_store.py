@@ -384,3 +384,12 @@ def test_store_sync_mode_is_a_setting_and_a_wrong_one_is_named(
     monkeypatch.setenv("AIORCH_STORE_SYNCHRONOUS", "off")
     with pytest.raises(UserError, match="must be FULL or NORMAL, not 'OFF'"):
         HubSettings(data_dir=tmp_path)
+
+
+def test_write_from_inside_a_write_is_refused_at_once(store: Store):
+    def nested(db):
+        store.write(_insert_site("inner"))
+
+    with pytest.raises(RuntimeError, match="from inside a write operation"):
+        store.submit(nested).result(timeout=5)
+    assert store.health() is None and _sites(store) == set()

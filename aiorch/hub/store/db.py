@@ -149,6 +149,8 @@ class Store:
     def write(self, op: Callable[[sqlite_utils.Database], T]) -> T:
         """Run `op` on the writer thread inside a transaction; return its result once
         committed, or raise `Unavailable` (503) when the queue is full or it takes too long."""
+        if threading.current_thread() is self._writer:  # it would wait on itself
+            raise RuntimeError("write() called from inside a write operation; use its db")
         future = self.submit(op)
         if not wait([future], self.write_timeout_s).done:
             raise _timed_out(future, self.write_timeout_s)
