@@ -23,9 +23,9 @@ from pathlib import Path
 import httpx
 
 from aiorch.deploy.spec import load_spec
+from aiorch.endpoint import endpoint_url
 from aiorch.errors import AiorchError, UserError
 from aiorch.hub.process import HubProcess, healthy
-from aiorch.hub.server import endpoint_url
 from aiorch.lab.fleet import Lab
 from aiorch.lab.payload import deployment_spec
 from aiorch.lab.site import prepare_disks, write_site_inventory

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _load import run_load
 
 from aiorch.hub.process import BIN, HubProcess, free_port
-from aiorch.lab.wait import wait_until
+from aiorch.wait import wait_until
 
 AGENTS = 1000
 DURATION = 10.0

@@ -3,7 +3,7 @@
 Facts describe the host, not its load: nothing here changes from one minute to
 the next, so facts_hash() lets the agent send them only when they change. Each
 section is collected on its own; one that fails (a container without
-/etc/os-release or netlink, say) becomes None with its error in
+/etc/os-release or /sys, say) becomes None with its error in
 `collection_errors` instead of failing the whole report. The sections the hub reads are
 named and checked by `edge_agent.contract.facts`: a section the hub would refuse is reported
 the same way, so the agent never sends facts its hub refuses.
@@ -17,13 +17,11 @@ import os
 import platform
 import shutil
 import socket
-from collections import defaultdict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import psutil
-from pyroute2 import IPRoute
 
 from edge_agent.contract.facts import (
     CONTAINER_RUNTIME,
@@ -36,10 +34,9 @@ from edge_agent.contract.facts import (
 )
 from edge_agent.contract.fields import ContractError
 from edge_agent.gpu import GpuBackend
+from edge_agent.netclass import addresses, links
 
 _OS_RELEASE_KEYS = ("ID", "ID_LIKE", "NAME", "VERSION_ID", "VERSION_CODENAME", "PRETTY_NAME")
-_IFF_UP = 0x1  # <net/if.h>: administratively up
-_FAMILIES = {socket.AF_INET: "ipv4", socket.AF_INET6: "ipv6"}
 
 
 def collect_facts(gpu_backend: GpuBackend) -> dict[str, Any]:
@@ -141,29 +138,16 @@ def _disks() -> list[dict[str, Any]]:
 
 
 def _network_interfaces() -> list[dict[str, Any]]:
-    """Links and their addresses over netlink (pyroute2), sorted for a stable hash."""
-    with IPRoute() as ipr:
-        links = ipr.get_links()
-        addrs = ipr.get_addr()
-    by_link: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for msg in addrs:
-        family = _FAMILIES.get(msg["family"])
-        # IFA_LOCAL is the interface's own address; IFA_ADDRESS is the peer on
-        # point-to-point links and the only one set for IPv6.
-        address = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
-        if family and address:
-            by_link[msg["index"]].append(
-                {"family": family, "address": address, "prefixlen": msg["prefixlen"]}
-            )
-    interfaces = [
+    """Links (sysfs) with their addresses (getifaddrs), sorted by name for a stable hash."""
+    by_name = addresses()
+    return [
         {
-            "name": link.get_attr("IFLA_IFNAME"),
-            "mac": link.get_attr("IFLA_ADDRESS"),
-            "mtu": link.get_attr("IFLA_MTU"),
-            "state": (link.get_attr("IFLA_OPERSTATE") or "UNKNOWN").lower(),
-            "admin_up": bool(link["flags"] & _IFF_UP),
-            "addresses": sorted(by_link[link["index"]], key=lambda a: (a["family"], a["address"])),
+            "name": link.name,
+            "mac": link.mac,
+            "mtu": link.mtu,
+            "state": link.state,
+            "admin_up": link.admin_up,
+            "addresses": by_name.get(link.name, []),
         }
-        for link in links
+        for link in links()
     ]
-    return sorted(interfaces, key=lambda i: i["name"] or "")

@@ -14,7 +14,7 @@ import yaml
 from packaging.requirements import Requirement
 
 from aiorch.lab import Lab
-from aiorch.lab.wait import wait_until
+from aiorch.wait import wait_until
 
 AGENT_LIB = "/opt/aiorch-agent/lib"
 STATE_DIR = "/var/lib/aiorch-agent"
@@ -85,7 +85,7 @@ class LabAgent:
 
     def enroll(self, token: str) -> dict:
         out = self.lab.exec(
-            self.host, self._agent("enroll", "--hub", self.hub_url, "--token", token)
+            self.host, self._agent("enroll", "--hub", self.hub_url), input=token.encode()
         )
         return dict(json.loads(out.stdout))
 

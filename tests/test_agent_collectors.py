@@ -1,16 +1,26 @@
-"""The agent's collectors on this machine: real psutil and netlink, the simulated GPU backend."""
+"""The agent's collectors on this machine: real psutil and sysfs, the simulated GPU backend;
+netlink (pyroute2, in the tests only) as the reference the sysfs reader is held to."""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
+import shutil
 import socket
+import subprocess
+import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
-from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+from pyroute2 import IPRoute
 
+from edge_agent import netclass
 from edge_agent.collectors import default_collectors
 from edge_agent.collectors.gpu import METRICS, PROCESSES, REDUNDANT, GpuCollector
 from edge_agent.collectors.host import HostCollector
@@ -71,28 +81,163 @@ def test_network_collector_counts_loopback_traffic():
     assert {"net_receive_errors_total", "net_transmit_drops_total", "net_up"} <= lo
 
 
-def test_bond_member_state_comes_from_slave_info():
-    """No bonding module here, so a kernel-format message is built and parsed by pyroute2."""
-    msg = ifinfmsg()
-    msg["index"] = 5
-    slave = {"attrs": [("IFLA_BOND_SLAVE_STATE", 1), ("IFLA_BOND_SLAVE_MII_STATUS", 0)]}
-    msg["attrs"] = [
-        ("IFLA_IFNAME", "eth1"),
-        ("IFLA_OPERSTATE", "UP"),
-        ("IFLA_MASTER", 7),
-        (
-            "IFLA_LINKINFO",
-            {"attrs": [("IFLA_INFO_SLAVE_KIND", "bond"), ("IFLA_INFO_SLAVE_DATA", slave)]},
-        ),
-    ]
-    msg.encode()
-    link = ifinfmsg(msg.data)
-    link.decode()
-    samples = link_samples(NOW, link, {5: "eth1", 7: "bond0"})
-    member = {"interface": "eth1", "bond": "bond0"}
-    assert one(samples, "net_bond_member_active", **member) == 0.0, "state 1 is backup"
-    assert one(samples, "net_bond_member_link_up", **member) == 1.0
+def netlink_links() -> dict[str, dict[str, Any]]:
+    """The kernel's links as netlink reports them, in the reader's terms."""
+    with IPRoute() as ipr:
+        found = ipr.get_links()
+    return {
+        link.get_attr("IFLA_IFNAME"): {
+            "mac": link.get_attr("IFLA_ADDRESS"),
+            "mtu": link.get_attr("IFLA_MTU"),
+            "state": link.get_attr("IFLA_OPERSTATE").lower(),
+            "admin_up": bool(link["flags"] & 0x1),
+            "counters": {f: link.get_attr("IFLA_STATS64")[f] for f in netclass.COUNTERS},
+        }
+        for link in found
+    }
+
+
+def test_sysfs_links_match_netlink_on_this_machine():
+    """Read between two netlink dumps: lab hosts come and go here, so only links unchanged
+    across both are compared, and each counter must lie between its two netlink readings."""
+    before = netlink_links()
+    read = {link.name: link for link in netclass.links()}
+    after = netlink_links()
+    assert before.keys() & after.keys() <= read.keys() <= before.keys() | after.keys()
+    steady = {
+        name
+        for name in before.keys() & after.keys() & read.keys()
+        if {**before[name], "counters": None} == {**after[name], "counters": None}
+    }
+    assert "lo" in steady and len(steady) >= 2, "loopback and at least one other link"
+    for name in sorted(steady):
+        link, kernel = read[name], before[name]
+        assert (link.mac, link.mtu, link.state, link.admin_up) == (
+            kernel["mac"],
+            kernel["mtu"],
+            kernel["state"],
+            kernel["admin_up"],
+        ), name
+        for field in netclass.COUNTERS:
+            low, high = kernel["counters"][field], after[name]["counters"][field]
+            assert low <= link.counters[field] <= high, (name, field)
+
+
+def fake_sysfs_link(root: Path, name: str, **files: str) -> Path:
+    """A directory laid out as the kernel lays out /sys/class/net/<name>."""
+    path = root / name
+    (path / "statistics").mkdir(parents=True)
+    for field in netclass.COUNTERS:
+        (path / "statistics" / field).write_text("7\n")
+    defaults = {"address": "02:00:00:00:00:01", "mtu": "9000", "operstate": "up", "flags": "0x1003"}
+    for file, text in {**defaults, **files}.items():
+        (path / file).write_text(f"{text}\n")
+    return path
+
+
+def test_bond_member_state_comes_from_bonding_slave_files(tmp_path: Path):
+    """Simulated: this kernel has no bonding module, so a bond and its members are laid out in a
+    directory as the kernel's bonding driver lays them out in sysfs."""
+    fake_sysfs_link(tmp_path, "bond0")
+    for name, state, mii in (("eth1", "backup", "up"), ("eth2", "active", "down")):
+        member = fake_sysfs_link(tmp_path, name)
+        (member / "bonding_slave").mkdir()
+        (member / "bonding_slave" / "state").write_text(f"{state}\n")
+        (member / "bonding_slave" / "mii_status").write_text(f"{mii}\n")
+        (member / "master").symlink_to("../bond0")
+    bridge_port = fake_sysfs_link(tmp_path, "veth0", operstate="lowerlayerdown")
+    (bridge_port / "master").symlink_to("../bond0")  # a bridge port has `master` too
+    samples = [s for link in netclass.links(tmp_path) for s in link_samples(NOW, link)]
+    eth1, eth2 = {"interface": "eth1", "bond": "bond0"}, {"interface": "eth2", "bond": "bond0"}
+    assert one(samples, "net_bond_member_active", **eth1) == 0.0, "backup"
+    assert one(samples, "net_bond_member_link_up", **eth1) == 1.0
+    assert one(samples, "net_bond_member_active", **eth2) == 1.0
+    assert one(samples, "net_bond_member_link_up", **eth2) == 0.0
+    bonded = {lab["interface"] for _, m, _, lab in samples if m.startswith("net_bond_")}
+    assert bonded == {"eth1", "eth2"}
     assert one(samples, "net_up", interface="eth1") == 1.0
+    assert one(samples, "net_up", interface="veth0") == 0.0
+    assert one(samples, "net_mtu_bytes", interface="bond0") == 9000.0
+    assert one(samples, "net_receive_drops_total", interface="eth2") == 7.0
+
+
+def test_a_link_removed_while_it_is_read_is_left_out(tmp_path: Path):
+    fake_sysfs_link(tmp_path, "eth0")
+    (fake_sysfs_link(tmp_path, "veth9") / "mtu").unlink()  # a lab host stopping
+    assert [link.name for link in netclass.links(tmp_path)] == ["eth0"]
+
+
+@pytest.fixture
+def veth_namespace() -> Iterator[str]:
+    """A network namespace of this test's own with a veth pair in it."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root and iproute2 to build interfaces")
+    name = f"aiorch-netclass-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        for command in (
+            "link add va type veth peer name vb",
+            "link set va mtu 1400 address 02:00:00:00:99:0a up",
+            "link set vb address 02:00:00:00:99:0b",
+            "addr add 10.99.0.1/24 dev va",
+            "addr add 10.99.0.2/24 label va:1 dev va",
+            "link set lo up",
+        ):
+            subprocess.run(["ip", "-n", name, *command.split()], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], check=True)
+
+
+def test_facts_and_collector_read_interfaces_built_in_a_namespace(veth_namespace: str):
+    """`ip netns exec` mounts the namespace's own /sys, as a container gets its own."""
+    code = (
+        "import json; from edge_agent.facts import _network_interfaces; "
+        "from edge_agent.collectors.network import NetworkCollector; "
+        "print(json.dumps([_network_interfaces(), NetworkCollector().collect(0.0)]))"
+    )
+    argv = ["ip", "netns", "exec", veth_namespace, sys.executable, "-c", code]
+    done = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60)
+    interfaces, samples = json.loads(done.stdout)
+    by_name = {i["name"]: i for i in interfaces}
+    assert [i["name"] for i in interfaces] == ["lo", "va", "vb"]
+    va, vb = by_name["va"], by_name["vb"]
+    assert (va["mac"], va["mtu"], va["admin_up"], va["state"]) == (
+        "02:00:00:00:99:0a",
+        1400,
+        True,
+        "lowerlayerdown",
+    ), "up, but its peer is down"
+    assert (vb["mac"], vb["admin_up"], vb["state"]) == ("02:00:00:00:99:0b", False, "down")
+    ipv4 = [a for a in va["addresses"] if a["family"] == "ipv4"]
+    assert ipv4 == [
+        {"family": "ipv4", "address": "10.99.0.1", "prefixlen": 24},
+        {"family": "ipv4", "address": "10.99.0.2", "prefixlen": 24},
+    ], "the labelled address va:1 belongs to va"
+    assert {"family": "ipv6", "address": "::1", "prefixlen": 128} in by_name["lo"]["addresses"]
+    assert one(samples, "net_mtu_bytes", interface="va") == 1400.0
+    assert one(samples, "net_up", interface="va") == 0.0
+    assert one(samples, "net_receive_bytes_total", interface="vb") == 0.0
+
+
+def test_the_agent_never_loads_pyroute2():
+    """pyroute2's import alone is about 23 MB of the agent's 40 MB budget: every agent module,
+    a facts report and a collection round must do without it."""
+    code = (
+        "import pkgutil, importlib, sys, edge_agent\n"
+        "for m in pkgutil.walk_packages(edge_agent.__path__, 'edge_agent.'):\n"
+        "    if not m.name.endswith('__main__'): importlib.import_module(m.name)\n"
+        "from edge_agent.collectors import default_collectors\n"
+        "from edge_agent.facts import collect_facts\n"
+        "from edge_agent.gpu import NullBackend\n"
+        "assert collect_facts(NullBackend())['network_interfaces']\n"
+        "default_collectors(NullBackend()).collect(0.0)\n"
+        "print(sorted(n for n in sys.modules if n.split('.')[0] == 'pyroute2'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]"
 
 
 def test_simulated_8xh100_samples_are_all_marked_simulated():

@@ -15,8 +15,10 @@ import psutil
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pyroute2 import IPRoute
 
 from edge_agent import facts as facts_module
+from edge_agent import netclass
 from edge_agent.facts import collect_facts, facts_hash
 from edge_agent.gpu import NullBackend, SimulatedBackend
 
@@ -65,6 +67,57 @@ def test_interfaces_match_the_kernel(host_facts: dict[str, Any]) -> None:
         assert iface["admin_up"] == kernel_view[iface["name"]].isup
 
 
+def netlink_addresses() -> dict[str, list[dict[str, Any]]]:
+    """Addresses per interface as netlink reports them (what the agent read before sysfs)."""
+    families = {socket.AF_INET: "ipv4", socket.AF_INET6: "ipv6"}
+    with IPRoute() as ipr:
+        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+        found = ipr.get_addr()
+    by_name: dict[str, list[dict[str, Any]]] = {name: [] for name in names.values()}
+    for msg in found:
+        # IFA_LOCAL is the interface's own address; IFA_ADDRESS is the peer on point-to-point
+        # links and the only one set for IPv6.
+        address = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
+        if msg["family"] in families and msg["index"] in names:
+            by_name[names[msg["index"]]].append(
+                {
+                    "family": families[msg["family"]],
+                    "address": address,
+                    "prefixlen": msg["prefixlen"],
+                }
+            )
+    return {
+        name: sorted(a, key=lambda a: (a["family"], a["address"])) for name, a in by_name.items()
+    }
+
+
+def test_addresses_match_netlink_on_this_machine() -> None:
+    """Lab hosts come and go here: only interfaces unchanged across two netlink dumps count."""
+    before = netlink_addresses()
+    read = {i["name"]: i["addresses"] for i in facts_module._network_interfaces()}
+    after = netlink_addresses()
+    steady = {name for name in before.keys() & after.keys() if before[name] == after[name]}
+    assert {"lo"} < steady <= read.keys()
+    assert {name: read[name] for name in steady} == {name: before[name] for name in steady}
+
+
+@pytest.mark.parametrize(
+    ("family", "netmask", "prefixlen"),
+    [
+        ("ipv4", "255.255.255.0", 24),
+        ("ipv4", "255.255.255.255", 32),
+        ("ipv6", "ffff:ffff:ffff:ffff::", 64),
+        ("ipv6", "::", 0),
+        ("ipv4", None, 32),
+        ("ipv6", None, 128),
+    ],
+)
+def test_prefix_length_comes_from_the_netmask(
+    family: str, netmask: str | None, prefixlen: int
+) -> None:
+    assert netclass._prefixlen(family, netmask) == prefixlen
+
+
 def test_disks_are_sorted_mounts_with_sizes(host_facts: dict[str, Any]) -> None:
     disks = host_facts["disks"]
     assert [d["mountpoint"] for d in disks] == sorted(d["mountpoint"] for d in disks)
@@ -94,14 +147,14 @@ def test_missing_os_release_is_not_an_error(monkeypatch: pytest.MonkeyPatch) -> 
 def test_a_failing_source_is_reported_and_the_rest_collected(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def no_netlink() -> None:
-        raise PermissionError("netlink socket refused")
+    def no_sysfs() -> None:
+        raise PermissionError("/sys/class/net refused")
 
-    monkeypatch.setattr(facts_module, "IPRoute", no_netlink)
+    monkeypatch.setattr(facts_module, "links", no_sysfs)
     facts = collect_facts(NullBackend())
     assert facts["network_interfaces"] is None
     assert facts["collection_errors"] == {
-        "network_interfaces": "PermissionError: netlink socket refused"
+        "network_interfaces": "PermissionError: /sys/class/net refused"
     }
     assert facts["hostname"] == socket.gethostname()
 

@@ -20,7 +20,7 @@ import pytest
 
 from aiorch.hub.process import HubProcess
 from aiorch.lab import Lab
-from aiorch.lab.wait import wait_until
+from aiorch.wait import wait_until
 from tests.fixtures_agents import LabAgent
 from tests.fixtures_lab import LabFactory
 

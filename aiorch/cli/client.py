@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from aiorch import errors
+from aiorch.endpoint import endpoint_url
 from aiorch.hub.settings import HubSettings
 
 _BY_STATUS: dict[int, type[errors.AiorchError]] = {
@@ -36,8 +37,6 @@ class HubClient:
     @classmethod
     def resolve(cls, hub: str | None, token: str | None, data_dir: Path) -> HubClient:
         """Explicit options win, then AIORCH_HUB/AIORCH_TOKEN, then the local data dir's hub."""
-        from aiorch.hub.server import endpoint_url
-
         settings = HubSettings(data_dir=data_dir)
         url = hub or os.environ.get("AIORCH_HUB") or endpoint_url(data_dir)
         if not url:

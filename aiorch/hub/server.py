@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import socket
@@ -11,8 +10,15 @@ from pathlib import Path
 
 import uvicorn
 
+from aiorch.endpoint import write_endpoint
 from aiorch.errors import UserError
 from aiorch.hub.app import create_app
+from aiorch.hub.connections import (
+    ConnectionLimits,
+    default_max_connections,
+    protocol_class,
+    rate_limit_logs,
+)
 from aiorch.hub.context import HubContext
 from aiorch.hub.services import tokens
 from aiorch.hub.settings import HubSettings
@@ -63,29 +69,28 @@ def serve(
     addresses: list[tuple[str, int]],
     log_level: str = "info",
     repo_dir: Path | None = None,
+    limits: ConnectionLimits | None = None,
 ) -> None:
+    limits = limits or ConnectionLimits(max_connections=default_max_connections())
     sockets = [_bind(host, port) for host, port in addresses]
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     ctx = open_context(settings)
     host, port = sockets[0].getsockname()[:2]
-    settings.endpoint_path.write_text(
-        json.dumps({"url": f"http://{host}:{port}", "pid": os.getpid()}) + "\n"
-    )
+    write_endpoint(settings.data_dir, f"http://{host}:{port}")
     app = create_app(ctx)
     if repo_dir is not None:
         mount_repo(app, repo_dir)
     config = uvicorn.Config(
-        app, log_level=log_level, access_log=False, timeout_keep_alive=30, proxy_headers=False
+        app,
+        http=protocol_class(limits),
+        log_level=log_level,
+        access_log=False,
+        timeout_keep_alive=30,
+        proxy_headers=False,
     )
+    rate_limit_logs()  # after uvicorn.Config, which configures the loggers
     server = uvicorn.Server(config)
     try:
         asyncio.run(server.serve(sockets=sockets))
     finally:
         ctx.store.close()
-
-
-def endpoint_url(data_dir: Path) -> str | None:
-    try:
-        return str(json.loads((data_dir / "hub.json").read_text())["url"])
-    except (OSError, ValueError, KeyError):
-        return None

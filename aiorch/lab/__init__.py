@@ -6,6 +6,6 @@ edge agents on; see README.md in this package.
 
 from aiorch.lab.fleet import Lab
 from aiorch.lab.layout import LabHost
-from aiorch.lab.wait import wait_until
+from aiorch.wait import wait_until
 
 __all__ = ["Lab", "LabHost", "wait_until"]

@@ -29,7 +29,7 @@ from aiorch.lab.image import ensure_image
 from aiorch.lab.layout import LabHost
 from aiorch.lab.podman import podman, podman_json, preflight
 from aiorch.lab.state import locked, state_dir
-from aiorch.lab.wait import wait_until
+from aiorch.wait import wait_until
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -1,4 +1,5 @@
-"""Waiting on a condition with a deadline: the only way lab code and tests synchronise."""
+"""Waiting on a condition with a deadline: how the hub's process control, the lab and the tests
+synchronise (never a bare sleep)."""
 
 from __future__ import annotations
 
