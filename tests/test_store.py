@@ -25,7 +25,7 @@ from aiorch.hub.services import enrollment
 from aiorch.hub.settings import HubSettings
 from aiorch.hub.store import Store, migrations
 from aiorch.hub.store.migrations import MIGRATIONS, _m004_template_hash, apply_migrations
-from aiorch.lab.wait import wait_until
+from aiorch.wait import wait_until
 
 
 @pytest.fixture
