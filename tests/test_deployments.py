@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from aiorch.errors import Forbidden, InvalidInput
+from aiorch.errors import Conflict, Forbidden, InvalidInput
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import agents, deployments, drift, enrollment, images
+from aiorch.hub.services import agents, deployments, drift, enrollment, images, replicas
 
 H100 = {"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_total_bytes": 81559 * 2**20}
 SPEC = """
@@ -60,7 +62,7 @@ def test_apply_places_replicas_and_publishes_desired_state(ctx: HubContext):
         assert desired["revision"] == 1
         assert (
             workload["image"]["digest"]
-            == images.resolve(ctx, "localhost/aiorch-model:v1")["digest"]
+            == images.resolve(ctx.store.read(), "localhost/aiorch-model:v1")["digest"]
         )
         assert (
             workload["gpus"] == [0] and workload["health_check"]["port"] == 8080
@@ -158,3 +160,90 @@ def test_hosts_whose_agent_found_no_container_runtime_are_not_ready(ctx: HubCont
     plan = deployments.plan(ctx, SPEC.format(replicas=1))["plan"]
     assert [r["host"] for r in plan["placed"]] == ["gpu-b"]
     assert plan["excluded"] == ["host gpu-a excluded: not ready"]
+
+
+def _used_gpus(ctx: HubContext) -> list[tuple[str, int]]:
+    rows = ctx.store.read().execute("SELECT host, gpus FROM deployment_replicas").fetchall()
+    return [(host, gpu) for host, gpus in rows for gpu in json.loads(gpus)]
+
+
+def test_apply_parses_and_places_off_the_writer_thread(
+    ctx: HubContext, monkeypatch: pytest.MonkeyPatch
+):
+    threads: list[str] = []
+    real_place, real_load = deployments.plan_placement, deployments.load_spec
+
+    def place(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return real_place(*args, **kwargs)
+
+    def load(text):
+        threads.append(threading.current_thread().name)
+        return real_load(text)
+
+    monkeypatch.setattr(deployments, "plan_placement", place)
+    monkeypatch.setattr(deployments, "load_spec", load)
+    assert deployments.apply(ctx, SPEC.format(replicas=2), "user:t")["changed"]
+    assert threads and "aiorch-store-writer" not in threads
+
+
+def test_concurrent_applies_never_hand_out_the_same_gpu(
+    ctx: HubContext, monkeypatch: pytest.MonkeyPatch
+):
+    """Both plans are made from the same snapshot (each wants both GPUs); the second to
+    reach the writer finds the fleet changed, plans again and gets what is left: nothing."""
+    both_planned = threading.Barrier(2, timeout=10)
+    first_plans: list[int] = []
+    real_place = deployments.plan_placement
+
+    def place(*args, **kwargs):
+        placement = real_place(*args, **kwargs)
+        first_plans.append(len(placement.placed))
+        if len(first_plans) <= 2:
+            both_planned.wait()
+        return placement
+
+    monkeypatch.setattr(deployments, "plan_placement", place)
+    specs = [SPEC.format(replicas=2), SPEC.format(replicas=2).replace("name: chat", "name: rag")]
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda text: deployments.apply(ctx, text, "user:t"), specs))
+    assert first_plans[:2] == [2, 2] and len(first_plans) == 3, "one apply planned again"
+    used = _used_gpus(ctx)
+    assert len(used) == len(set(used)) == 2, used
+    assert sorted(len(r["plan"]["placed"]) for r in results) == [0, 2]
+
+
+def test_apply_gives_up_with_409_when_the_fleet_keeps_changing(
+    ctx: HubContext, monkeypatch: pytest.MonkeyPatch
+):
+    real_place = deployments.plan_placement
+    changes = iter(range(100))
+
+    def place(*args, **kwargs):
+        n = next(changes)  # a host's facts change after every plan, before it is applied
+        ctx.store.submit(
+            lambda db: db.execute(
+                "UPDATE hosts SET facts = json_set(facts, '$.n', ?) WHERE name = 'gpu-a'", [n]
+            )
+        )
+        return real_place(*args, **kwargs)
+
+    monkeypatch.setattr(deployments, "plan_placement", place)
+    with pytest.raises(Conflict, match=f"each of {deployments.APPLY_ATTEMPTS} plans of chat"):
+        deployments.apply(ctx, SPEC.format(replicas=2), "user:t")
+    assert deployments.list_deployments(ctx) == [] and _used_gpus(ctx) == []
+
+
+def test_publish_reads_inside_the_writers_transaction(ctx: HubContext):
+    deployments.apply(ctx, SPEC.format(replicas=1), "user:t")
+    host = deployments.show(ctx, "chat")["replicas"][0]["host"]
+    new_digest = "sha256:" + "f" * 64
+
+    def repush_and_publish(db):
+        db.execute("UPDATE images SET digest = ? WHERE ref = 'localhost/aiorch-model:v1'",
+                   [new_digest])  # fmt: skip
+        replicas.publish(ctx, db, {host}, "user:t")
+
+    ctx.store.write(repush_and_publish)
+    (workload,) = _desired(ctx, host)["document"]["workloads"]
+    assert workload["image"]["digest"] == new_digest

@@ -256,3 +256,44 @@ def test_applying_while_every_host_is_offline_keeps_their_replicas(ctx: HubConte
     assert sorted(notes(ctx)) == ["b", "b", "b"]  # the change waits for them, nothing is lost
     rollouts.progress(ctx)
     assert rollouts.status(ctx, "web")["rollout"]["state"] == "succeeded"
+
+
+def test_one_broken_rollout_does_not_hold_back_the_others(
+    ctx: HubContext, caplog: pytest.LogCaptureFixture
+):
+    other = spec().replace("name: web", "name: api").replace("18080", "18081")
+    for text in (spec(), other):
+        deployments.apply(ctx, text, "user:t")
+    agents_report(ctx)
+    for text in (spec(note="b"), other.replace('NOTE: "a"', 'NOTE: "b"')):
+        deployments.apply(ctx, text, "user:t")
+    # web's stored spec no longer validates (say, a later release tightened the schema).
+    ctx.store.write(
+        lambda db: db.execute("UPDATE deployments SET spec = '{\"kind\": 1}' WHERE name = 'web'")
+    )
+    agents_report(ctx)
+    with caplog.at_level("ERROR", logger="aiorch.hub.rollouts"):
+        assert rollouts.progress(ctx) == "api: wave 2/3 started"
+        agents_report(ctx)
+        assert rollouts.progress(ctx) == "api: wave 3/3 started"
+    assert [r["revision"] for r in rollouts.status(ctx, "api")["replicas"]] == [2, 2, 2]
+    broken = rollouts.status(ctx, "web")["rollout"]
+    assert broken["state"] == "progressing" and broken["wave"] == 1
+    assert broken["reason"].startswith(rollouts.CANNOT_STEP + "SpecError")
+    logged = [r for r in caplog.records if r.name == "aiorch.hub.rollouts"]
+    assert len(logged) == 1 and "rollout 1 of web cannot step" in logged[0].getMessage()
+
+
+def test_a_rollout_that_steps_again_loses_its_error(ctx: HubContext):
+    deployments.apply(ctx, spec(), "user:t")
+    agents_report(ctx)
+    deployments.apply(ctx, spec(note="b"), "user:t")
+    good = ctx.store.read().execute("SELECT spec FROM deployments WHERE name = 'web'").fetchone()
+    ctx.store.write(lambda db: db.execute("UPDATE deployments SET spec = '{}' WHERE name = 'web'"))
+    rollouts.progress(ctx)
+    assert rollouts.status(ctx, "web")["rollout"]["reason"].startswith(rollouts.CANNOT_STEP)
+    restore = "UPDATE deployments SET spec = ? WHERE name = 'web'"
+    ctx.store.write(lambda db: db.execute(restore, good))
+    agents_report(ctx)
+    assert rollouts.progress(ctx) == "web: wave 2/3 started"
+    assert rollouts.status(ctx, "web")["rollout"]["reason"] is None

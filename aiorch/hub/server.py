@@ -56,7 +56,8 @@ def _bind(host: str, port: int) -> socket.socket:
 def open_context(settings: HubSettings) -> HubContext:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(settings.data_dir, 0o700)
-    ctx = HubContext(store=Store(settings.db_path).open(), settings=settings)
+    store = Store(settings.db_path, synchronous=settings.store_synchronous)
+    ctx = HubContext(store=store.open(), settings=settings)
     created = tokens.ensure_admin_token(ctx)
     if created:
         log.warning("first start: admin token written to %s", created)

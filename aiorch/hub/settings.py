@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, ModelWrapValidatorHandler, ValidationError, model_validator
+from pydantic import (
+    Field,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -64,6 +70,11 @@ class HubSettings(BaseSettings):
         20, ge=1, description="Writes one retention job run makes at most; the rest waits."
     )
     heartbeat_flush_s: float = Field(1.0, gt=0, description="How often heartbeats are persisted.")
+    store_synchronous: Literal["FULL", "NORMAL"] = Field(
+        "FULL",
+        description="SQLite sync of every commit (AIORCH_STORE_SYNCHRONOUS): FULL survives a "
+        "power loss; NORMAL is faster and may lose the last commits, never consistency.",
+    )
     rollout_interval_s: float = Field(
         1.0, gt=0, description="How often rollouts check their wave's health."
     )
@@ -83,6 +94,15 @@ class HubSettings(BaseSettings):
         description="Playbook the drift check runs in check mode, per site.",
     )
     retire_playbook: str = Field("decommission.yml", description="Playbook `hosts retire` runs.")
+
+    @field_validator("store_synchronous", mode="before")
+    @classmethod
+    def _sync_mode(cls, value: Any) -> str:
+        """`normal` works as well as `NORMAL`; anything else is named."""
+        mode = str(value).upper()
+        if mode not in ("FULL", "NORMAL"):
+            raise ValueError(f"must be FULL or NORMAL, not {mode!r}")
+        return mode
 
     @model_validator(mode="wrap")
     @classmethod

@@ -13,13 +13,24 @@ from aiorch.hub.services.auth import Principal
 router = APIRouter(tags=["telemetry"])
 scrape = APIRouter(tags=["telemetry"])
 
+# Every duration parameter is finite and at most this (longer than any retention), so the
+# time arithmetic and SQLite's integers never overflow: `since_s=inf` is a 422, not a 500.
+MAX_DURATION_S = 10 * 366 * 86400
+
+
+def _seconds(default: float, *, at_least_zero: bool = False) -> Any:
+    """A duration query parameter in seconds: > 0 (or >= 0), finite, at most MAX_DURATION_S."""
+    if at_least_zero:
+        return Query(default, ge=0, le=MAX_DURATION_S, allow_inf_nan=False)
+    return Query(default, gt=0, le=MAX_DURATION_S, allow_inf_nan=False)
+
 
 @router.get("/telemetry/series")
 def series(
     host: str,
     metric: str,
-    since_s: float = Query(3600, gt=0),
-    until_s: float = Query(0, ge=0),
+    since_s: float = _seconds(3600),
+    until_s: float = _seconds(0, at_least_zero=True),
     resolution: str = "auto",
     ctx: HubContext = Depends(context),
     _: Principal = Depends(viewer),
@@ -31,7 +42,7 @@ def series(
 @router.get("/accounting/gpu-hours")
 def gpu_hours(
     by: str = "site",
-    since_s: float = Query(86400, gt=0),
+    since_s: float = _seconds(86400),
     ctx: HubContext = Depends(context),
     _: Principal = Depends(viewer),
 ) -> list[dict[str, Any]]:

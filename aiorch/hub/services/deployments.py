@@ -1,9 +1,12 @@
 """Deployments: plan and apply specs over the live fleet, and turn the result into each
 agent's desired state.
 
-Apply runs inside one writer transaction: host snapshot, plan, policy checks, stored
-replicas and the agents' new desired documents, so two applies never hand out the same GPU
-and a refused apply changes nothing. Every policy decision goes to the audit log.
+Apply parses, checks policies and places from a read snapshot, off the writer thread (the
+writer serves every heartbeat and telemetry batch). The writer then only verifies that what
+the plan was based on is unchanged and stores it: replicas, revisions and the agents' new
+desired documents in one transaction. A plan overtaken by another change is made again, so
+two applies never hand out the same GPU and a refused apply changes nothing. Every policy
+decision goes to the audit log.
 """
 
 from __future__ import annotations
@@ -148,10 +151,51 @@ def _view(plan: Plan) -> dict[str, Any]:
     }
 
 
-def _prepare(
-    ctx: HubContext, db: sqlite_utils.Database, text: str
-) -> tuple[DeploymentSpec, Plan, list[PolicyDecision], list[HostView]]:
-    spec = load_spec(text)
+@dataclass(frozen=True)
+class _Prepared:
+    """A plan made from a read snapshot, with what it was based on (see `_basis`)."""
+
+    spec: DeploymentSpec
+    placement: Plan
+    decisions: list[PolicyDecision]
+    hosts: list[HostView]
+    basis: tuple[Any, ...]
+
+
+APPLY_ATTEMPTS = 5  # plans made again when the fleet changed under them, before a 409
+_CHUNK = 500  # host names per IN (...) list
+
+
+def _basis(db: sqlite_utils.Database, spec: DeploymentSpec, placement: Plan) -> tuple[Any, ...]:
+    """What a plan rests on, cheap to read again inside the writer: every deployment's
+    generation (its spec and quota use), every replica's host, GPUs and revision (what it holds
+    there: ports, CPU, memory), the rows of the hosts the plan puts replicas on, and the
+    project's quota. Any other change (a new host, an agent going quiet) is as if it came just
+    after the apply."""
+    used = sorted({r.host for r in placement.replicas})
+    hosts: list[Any] = []
+    for start in range(0, len(used), _CHUNK):
+        chunk = used[start : start + _CHUNK]
+        hosts += db.execute(
+            "SELECT name, status, site, region, role, labels, facts FROM hosts "
+            f"WHERE name IN ({','.join('?' * len(chunk))}) ORDER BY name",
+            chunk,
+        ).fetchall()
+    return (
+        db.execute("SELECT name, generation, spec_hash FROM deployments ORDER BY name").fetchall(),
+        db.execute(
+            "SELECT deployment, ordinal, host, gpus, revision FROM deployment_replicas "
+            "ORDER BY deployment, ordinal"
+        ).fetchall(),
+        hosts,
+        db.execute(
+            "SELECT max_gpus, max_replicas FROM quotas WHERE project = ?", [spec.metadata.project]
+        ).fetchall(),
+    )
+
+
+def _prepare(ctx: HubContext, db: sqlite_utils.Database, spec: DeploymentSpec) -> _Prepared:
+    """Policies and placement of `spec` over `db` (a snapshot, never the writer's)."""
     store = frozenset(
         value for row in images.list_images(ctx) for value in (row["ref"], row["digest"])
     )
@@ -159,19 +203,25 @@ def _prepare(
     residency = spec.spec.placement.residency
     regions = frozenset(residency.region) if residency else None
     hosts = _hosts(ctx, db, spec.metadata.name)
-    plan = plan_placement(spec, hosts, _current(db, spec.metadata.name), regions=regions)
-    return spec, plan, decisions, hosts
+    placement = plan_placement(spec, hosts, _current(db, spec.metadata.name), regions=regions)
+    return _Prepared(spec, placement, decisions, hosts, _basis(db, spec, placement))
+
+
+def _prepare_from_snapshot(ctx: HubContext, spec: DeploymentSpec) -> _Prepared:
+    with ctx.store.snapshot() as db:
+        return _prepare(ctx, db, spec)
 
 
 def plan(ctx: HubContext, text: str) -> dict[str, Any]:
     """What apply would do, without doing it (policy refusals are reported, not raised)."""
-    spec, placement, decisions, _ = _prepare(ctx, ctx.store.read(), text)
+    prepared = _prepare_from_snapshot(ctx, load_spec(text))
+    spec = prepared.spec
     return {
         "name": spec.metadata.name,
         "project": spec.metadata.project,
         "spec_hash": spec_hash(spec),
-        "plan": _view(placement),
-        "decisions": [d.to_audit() for d in decisions],
+        "plan": _view(prepared.placement),
+        "decisions": [d.to_audit() for d in prepared.decisions],
     }
 
 
@@ -247,23 +297,41 @@ def _write(
     return {"name": name, "changed": True, "revision": revision, "plan": _view(placement)}
 
 
+def _commit(
+    ctx: HubContext, db: sqlite_utils.Database, prepared: _Prepared, actor: str
+) -> dict[str, Any] | None:
+    """On the writer: store a prepared plan, or None when what it was based on changed."""
+    spec, placement = prepared.spec, prepared.placement
+    if _basis(db, spec, placement) != prepared.basis:
+        return None
+    now, name = ctx.clock(), spec.metadata.name
+    for decision in prepared.decisions:
+        audit.record(db, actor, f"policy.{decision.policy}", f"deployment:{name}",
+                     decision.to_audit(), ts=now)  # fmt: skip
+    if any(d.outcome is Outcome.DENY for d in prepared.decisions):
+        return {"denied": prepared.decisions}  # commit the audit entries only, then refuse
+    row = db.execute("SELECT spec_hash FROM deployments WHERE name = ?", [name]).fetchone()
+    if row is not None and row[0] == spec_hash(spec) and not placement.changed:
+        return {"name": name, "changed": False, "plan": _view(placement)}
+    return _write(ctx, db, spec, placement, prepared.hosts, actor)
+
+
+def _attempt(ctx: HubContext, spec: DeploymentSpec, actor: str) -> dict[str, Any] | None:
+    prepared = _prepare_from_snapshot(ctx, spec)
+    return ctx.store.write(lambda db: _commit(ctx, db, prepared, actor))
+
+
 def apply(ctx: HubContext, text: str, actor: str) -> dict[str, Any]:
-    now = ctx.clock()
-
-    def op(db: sqlite_utils.Database) -> dict[str, Any]:
-        spec, placement, decisions, hosts = _prepare(ctx, db, text)
-        name = spec.metadata.name
-        for decision in decisions:
-            audit.record(db, actor, f"policy.{decision.policy}", f"deployment:{name}",
-                         decision.to_audit(), ts=now)  # fmt: skip
-        if any(d.outcome is Outcome.DENY for d in decisions):
-            return {"denied": decisions}  # commit the audit entries only, then refuse
-        row = db.execute("SELECT spec_hash FROM deployments WHERE name = ?", [name]).fetchone()
-        if row is not None and row[0] == spec_hash(spec) and not placement.changed:
-            return {"name": name, "changed": False, "plan": _view(placement)}
-        return _write(ctx, db, spec, placement, hosts, actor)
-
-    result = ctx.store.write(op)
+    spec = load_spec(text)
+    for _ in range(APPLY_ATTEMPTS):
+        result = _attempt(ctx, spec, actor)
+        if result is not None:
+            break
+    else:
+        raise Conflict(
+            f"the fleet changed under each of {APPLY_ATTEMPTS} plans of {spec.metadata.name}; "
+            "apply again"
+        )
     if "denied" in result:
         enforce(result["denied"])
     return result
@@ -272,6 +340,8 @@ def apply(ctx: HubContext, text: str, actor: str) -> dict[str, Any]:
 def undo(ctx: HubContext, name: str, actor: str) -> dict[str, Any]:
     """Back to the revision before: a rollout in progress (or failed) is rolled back at once;
     after a finished one, the previous template is rolled out again, wave by wave."""
+    with ctx.store.snapshot() as snapshot:  # the hosts, for waves: read off the writer
+        hosts = _hosts(ctx, snapshot, name)
 
     def op(db: sqlite_utils.Database) -> None:
         if db.execute("SELECT 1 FROM deployments WHERE name = ?", [name]).fetchone() is None:
@@ -285,7 +355,6 @@ def undo(ctx: HubContext, name: str, actor: str) -> dict[str, Any]:
             raise Conflict(f"deployment {name} has no earlier revision to go back to ({state})")
         current = specs.current(ctx, db, name)
         spec = with_template(current, specs.revision(ctx, db, name, last["from_revision"]))
-        hosts = _hosts(ctx, db, name)
         _write(ctx, db, spec, Plan(kept=tuple(_current(db, name))), hosts, actor)
 
     ctx.store.write(op)

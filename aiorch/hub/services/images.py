@@ -92,9 +92,9 @@ def list_images(ctx: HubContext) -> list[dict[str, Any]]:
     return list(ctx.store.read().query("SELECT * FROM images ORDER BY ref"))
 
 
-def resolve(ctx: HubContext, ref: str) -> dict[str, Any] | None:
-    """The stored image for a reference, by `name:tag` or by `...@sha256:...`."""
-    db = ctx.store.read()
+def resolve(db: sqlite_utils.Database, ref: str) -> dict[str, Any] | None:
+    """The stored image for a reference, by `name:tag` or by `...@sha256:...`; `db` is the
+    writer's when publishing, so it sees the transaction's own changes."""
     name, _, digest = ref.partition("@")
     rows = (
         list(db.query("SELECT * FROM images WHERE digest = ?", [digest]))

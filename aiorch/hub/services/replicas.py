@@ -94,7 +94,7 @@ def publish(ctx: HubContext, db: sqlite_utils.Database, hosts: set[str], actor: 
             key = (name, revision)
             if key not in made_of:  # each revision's spec and image looked up once
                 made_of[key] = specs.revision(ctx, db, name, revision)
-                stored[key] = images.resolve(ctx, made_of[key].spec.image) or {}
+                stored[key] = images.resolve(db, made_of[key].spec.image) or {}
             replica = Replica(ordinal, host, tuple(json.loads(gpus)))
             workloads.append(workload(ctx, made_of[key], stored[key], replica))
         agents.write_desired(db, agent[0], desired_document(workloads), actor, ctx.clock())

@@ -3,13 +3,17 @@ the `rollouts-progress` job as waves turn healthy, paused, resumed and rolled ba
 
 Every step runs in one writer transaction that switches replicas to a revision and rewrites
 the desired state of their agents, so what the agents are told and what `rollout status`
-shows never disagree. Steps are written to the audit log.
+shows never disagree. Each rollout steps in its own transaction: one that cannot step (a
+stored spec that no longer validates, a missing revision) keeps the error as its reason and
+is logged once, while the others go on. Steps are written to the audit log.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import sqlite_utils
@@ -28,11 +32,14 @@ from aiorch.deploy.rollout import (
     plan_waves,
 )
 from aiorch.deploy.spec import spec_hash, with_template
-from aiorch.errors import Conflict, NotFound
+from aiorch.errors import Conflict, NotFound, Unavailable
 from aiorch.hub.context import HubContext
 from aiorch.hub.services import audit, replicas, specs
 
 HUB = "hub"  # the actor of the steps the hub takes on its own
+CANNOT_STEP = "cannot step: "  # the reason of a progressing rollout whose last step failed
+
+log = logging.getLogger("aiorch.hub.rollouts")
 
 
 def begin(
@@ -91,20 +98,58 @@ def _switch(db: sqlite_utils.Database, name: str, ordinals: list[int], revision:
 
 
 def progress(ctx: HubContext) -> str | None:
-    """The scheduled step of every rollout in progress; a cheap read when there is none."""
-    if (
-        ctx.store.read()
-        .execute("SELECT 1 FROM rollouts WHERE state = ? LIMIT 1", [PROGRESSING])
-        .fetchone()
-        is None
-    ):
-        return None
+    """The scheduled step of every rollout in progress, each in its own transaction; a cheap
+    read when there is none."""
+    ids = [
+        r[0]
+        for r in ctx.store.read().execute(
+            "SELECT id FROM rollouts WHERE state = ? ORDER BY id", [PROGRESSING]
+        )
+    ]
+    said = []
+    for rollout_id in ids:
+        try:
+            said.append(ctx.store.write(partial(_step_by_id, ctx, rollout_id)))
+        except Unavailable:
+            return "; ".join(filter(None, said)) or None  # the store is busy: next time
+        except Exception as exc:
+            _record_failure(ctx, rollout_id, exc)
+    return "; ".join(filter(None, said)) or None
 
-    def op(db: sqlite_utils.Database) -> str:
-        rows = list(db.query("SELECT * FROM rollouts WHERE state = ?", [PROGRESSING]))
-        return "; ".join(filter(None, (_step(ctx, db, row) for row in rows)))
 
-    return ctx.store.write(op) or None
+def _step_by_id(ctx: HubContext, rollout_id: int, db: sqlite_utils.Database) -> str:
+    rows = list(
+        db.query("SELECT * FROM rollouts WHERE id = ? AND state = ?", [rollout_id, PROGRESSING])
+    )
+    if not rows:  # paused, superseded or finished since the job looked
+        return ""
+    rollout = rows[0]
+    if (rollout["reason"] or "").startswith(CANNOT_STEP):  # it steps again: clear the error
+        _update(db, rollout_id, ctx.clock(), reason=None)
+    return _step(ctx, db, rollout)
+
+
+def _record_failure(ctx: HubContext, rollout_id: int, exc: Exception) -> None:
+    """Keep the error as the rollout's reason (shown by `rollout status`); log it when new,
+    so a rollout failing every second logs once, not every second."""
+    reason = f"{CANNOT_STEP}{type(exc).__name__}: {exc}"[:1000]
+
+    def op(db: sqlite_utils.Database) -> str | None:
+        row = db.execute(
+            "SELECT deployment, reason FROM rollouts WHERE id = ?", [rollout_id]
+        ).fetchone()
+        if row is None or row[1] == reason:
+            return None
+        _update(db, rollout_id, ctx.clock(), reason=reason)
+        return str(row[0])
+
+    try:
+        deployment = ctx.store.write(op)
+    except Exception:
+        log.exception("rollout %s: %s; recording it failed too", rollout_id, reason)
+        return
+    if deployment is not None:
+        log.error("rollout %s of %s %s", rollout_id, deployment, reason, exc_info=exc)
 
 
 def _step(ctx: HubContext, db: sqlite_utils.Database, rollout: dict[str, Any]) -> str:

@@ -1,13 +1,19 @@
-"""Versioned schema migrations, each a small function applied once, in order."""
+"""Versioned schema migrations, each a small function applied once, in order.
+
+A migration is frozen once released: it imports no domain code (a later release may change
+or tighten it, and an old database must still migrate), so what it needs is copied here.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable
+from typing import Any
 
 import sqlite_utils
-
-from aiorch.deploy import load_spec, template_hash
+import yaml
 
 Migration = Callable[[sqlite_utils.Database], None]
 
@@ -246,6 +252,55 @@ def m003_deployments(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m004_text(value: Any) -> Any:
+    """As the spec of m004's time read env values and arguments: YAML scalars as text."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value) if isinstance(value, int | float) else value
+
+
+def _m004_template_hash(stored: str) -> str:
+    """Frozen copy of `template_hash(load_spec(stored))` as it was when m004 shipped: the
+    SHA-256 of a stored (valid, YAML or JSON) spec's workload fields, defaults filled in."""
+    body = yaml.safe_load(stored)["spec"]
+    resources, health = body.get("resources") or {}, body.get("healthCheck")
+    workload = {
+        "image": body["image"],
+        "command": [_m004_text(v) for v in body.get("command") or []],
+        "args": [_m004_text(v) for v in body.get("args") or []],
+        "env": {k: _m004_text(v) for k, v in (body.get("env") or {}).items()},
+        "secretEnv": {k: _m004_text(v) for k, v in (body.get("secretEnv") or {}).items()},
+        "ports": [
+            {"containerPort": p["containerPort"], "hostPort": p.get("hostPort"),
+             "protocol": p.get("protocol", "TCP")}
+            for p in body.get("ports") or []
+        ],
+        "volumes": [
+            {"hostPath": v["hostPath"], "mountPath": v["mountPath"],
+             "readOnly": v.get("readOnly", False)}
+            for v in body.get("volumes") or []
+        ],
+        "resources": {
+            "gpus": resources.get("gpus", 0),
+            "gpuProduct": resources.get("gpuProduct"),
+            "minGpuMemoryMiB": resources.get("minGpuMemoryMiB"),
+            "cpu": float(resources.get("cpu", 0.0)),
+            "memoryMiB": resources.get("memoryMiB", 0),
+        },
+        "healthCheck": None
+        if health is None
+        else {
+            "httpGet": {"path": health["httpGet"]["path"], "port": health["httpGet"]["port"]},
+            "initialDelaySeconds": health.get("initialDelaySeconds", 0),
+            "periodSeconds": health.get("periodSeconds", 10),
+            "timeoutSeconds": health.get("timeoutSeconds", 1),
+            "failureThreshold": health.get("failureThreshold", 3),
+        },
+    }  # fmt: skip
+    text = json.dumps(workload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def m004_rollouts(db: sqlite_utils.Database) -> None:
     """Revisions (one per template a deployment has run) and the rollouts between them; each
     replica runs one revision, and `stable_revision` is the last one fully rolled out."""
@@ -289,7 +344,7 @@ def m004_rollouts(db: sqlite_utils.Database) -> None:
     ).fetchall():
         db.execute(
             "INSERT INTO deployment_revisions VALUES (?, 1, ?, ?, ?, ?)",
-            [name, template_hash(load_spec(spec)), spec, by, at],
+            [name, _m004_template_hash(spec), spec, by, at],
         )
 
 
