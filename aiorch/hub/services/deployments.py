@@ -47,7 +47,7 @@ def _hosts(ctx: HubContext, db: sqlite_utils.Database, deployment: str) -> list[
         "SELECT host, gpus FROM deployment_replicas WHERE deployment != ?", [deployment]
     ):
         taken.setdefault(host, set()).update(json.loads(gpus))
-    drifted = {r[0] for r in db.execute("SELECT host FROM drift")}
+    drifted = {r[0] for r in db.execute("SELECT host FROM drift WHERE state = 'drifted'")}
     views = []
     for row in db.query(
         "SELECT h.name, h.site, h.region, h.role, h.labels, h.facts, h.agent_id, a.last_seen, "

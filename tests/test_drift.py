@@ -1,0 +1,134 @@
+"""The drift job in process: real check-mode runs of ansible-playbook on local hosts.
+
+Hosts with `ansible_connection: local` each own a folder; the drift playbook wants one file
+there. A host that matches is clean, one whose file differs has drifted, one where a task
+fails or that pre-flight refuses is `unknown` with the reason, never clean.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aiorch.hub.context import HubContext
+from aiorch.hub.services import deployments, drift, runs, status
+
+PLAYBOOKS = Path(__file__).parent / "playbooks"
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _add_host(ctx: HubContext, name: str, hostvars: dict[str, Any]) -> None:
+    row = {
+        "name": name,
+        "site": "s1",
+        "labels": json.dumps({"site": "s1"}),
+        "groups": json.dumps(["s1"]),
+        "vars": json.dumps(hostvars),
+        "status": "active",
+        "created_at": 0,
+        "updated_at": 0,
+    }
+    ctx.store.write(lambda db: db.table("hosts").insert(row))
+
+
+@pytest.fixture
+def site(make_context: Callable[..., HubContext], tmp_path: Path) -> HubContext:
+    """clean (file as wanted), tampered (file differs), failing (a task fails), gone (no SSH)."""
+    ctx = make_context(
+        playbooks_dir=PLAYBOOKS, drift_playbook="drift_local.yml", preflight_timeout_s=1
+    )
+    for name, content in (
+        ("clean", "desired\n"),
+        ("tampered", "tampered\n"),
+        ("failing", "desired\n"),
+    ):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "desired").write_text(content)
+        (folder / "desired").chmod(0o644)
+        local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+        hostvars = {**local, "target_dir": str(folder), "fail_here": name == "failing"}
+        _add_host(ctx, name, hostvars)
+    _add_host(ctx, "gone", {"ansible_host": "127.0.0.1", "ansible_port": _closed_port()})
+    return ctx
+
+
+def _check(ctx: HubContext) -> dict[str, Any]:
+    (run_id,) = drift.check_drift(ctx).values()
+    runs.wait(run_id, 120)
+    return runs.get_run(ctx, run_id)
+
+
+def test_drift_check_records_drifted_unknown_and_clean_hosts(site: HubContext, tmp_path: Path):
+    run = _check(site)
+    assert run["kind"] == "drift" and run["check"] is True
+    found = {f["host"]: f for f in drift.findings(site)}
+    assert sorted(found) == ["failing", "gone", "tampered"]  # clean has no finding
+    tampered = found["tampered"]
+    assert (tampered["state"], tampered["changed_tasks"], tampered["reason"]) == (
+        "drifted",
+        ["Desired file content"],
+        None,
+    )
+    assert (found["failing"]["state"], found["failing"]["changed_tasks"]) == ("unknown", [])
+    assert found["failing"]["reason"] == "failed: Fail where asked: asked to fail on failing"
+    assert found["gone"]["state"] == "unknown"
+    assert found["gone"]["reason"].startswith("pre-flight: ")
+    assert (tmp_path / "tampered" / "desired").read_text() == "tampered\n"  # check mode
+
+
+def test_changes_seen_before_a_failure_are_drift(site: HubContext, tmp_path: Path):
+    (tmp_path / "failing" / "desired").write_text("tampered\n")
+    _check(site)
+    found = {f["host"]: f for f in drift.findings(site)}["failing"]
+    assert (found["state"], found["changed_tasks"]) == ("drifted", ["Desired file content"])
+    assert found["reason"] == "failed: Fail where asked: asked to fail on failing"
+
+
+def test_drift_findings_show_in_the_status_answer(site: HubContext):
+    _check(site)
+    shown = {d["host"]: (d["state"], bool(d["reason"])) for d in status.overview(site)["drift"]}
+    assert shown["gone"] == ("unknown", True) and shown["tampered"] == ("drifted", False)
+
+
+def test_a_later_clean_check_clears_drift_and_unknown(site: HubContext, tmp_path: Path):
+    _check(site)
+    for name in ("tampered", "failing"):
+        (tmp_path / name / "desired").write_text("desired\n")
+    site.store.write(
+        lambda db: db.execute(
+            "UPDATE hosts SET vars = json_set(vars, '$.fail_here', json('false')) "
+            "WHERE name = 'failing'"
+        )
+    )
+    site.store.write(
+        lambda db: db.execute("UPDATE hosts SET status = 'retired' WHERE name = 'gone'")
+    )
+    _check(site)
+    assert drift.findings(site) == []
+
+
+def test_drift_runs_store_only_changed_and_failed_results(site: HubContext):
+    run = _check(site)
+    assert run["recap"]["clean"]["ok"] >= 2  # results happened ...
+    events = runs.run_events(site, run["id"])
+    assert {e["status"] for e in events} == {"changed", "failed"}  # ... but only these stay
+    assert {e["host"] for e in events} == {"tampered", "failing"}
+
+
+def test_unknown_hosts_stay_eligible_for_placement_and_drifted_ones_do_not(site: HubContext):
+    _check(site)
+    views = {v.name: v.drifted for v in deployments._hosts(site, site.store.read(), "any")}
+    assert views["tampered"] is True
+    assert views["gone"] is False and views["clean"] is False
