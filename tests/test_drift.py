@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,9 @@ import pytest
 
 from aiorch.hub.context import HubContext
 from aiorch.hub.services import deployments, drift, runs, status
+from aiorch.hub.settings import HubSettings
+from aiorch.hub.store import Store
+from tests.fixtures_hub import Clock, HubProcess
 
 PLAYBOOKS = Path(__file__).parent / "playbooks"
 
@@ -42,18 +46,14 @@ def _add_host(ctx: HubContext, name: str, hostvars: dict[str, Any]) -> None:
     ctx.store.write(lambda db: db.table("hosts").insert(row))
 
 
-@pytest.fixture
-def site(make_context: Callable[..., HubContext], tmp_path: Path) -> HubContext:
+def _make_site(ctx: HubContext, root: Path) -> HubContext:
     """clean (file as wanted), tampered (file differs), failing (a task fails), gone (no SSH)."""
-    ctx = make_context(
-        playbooks_dir=PLAYBOOKS, drift_playbook="drift_local.yml", preflight_timeout_s=1
-    )
     for name, content in (
         ("clean", "desired\n"),
         ("tampered", "tampered\n"),
         ("failing", "desired\n"),
     ):
-        folder = tmp_path / name
+        folder = root / name
         folder.mkdir()
         (folder / "desired").write_text(content)
         (folder / "desired").chmod(0o644)
@@ -64,16 +64,48 @@ def site(make_context: Callable[..., HubContext], tmp_path: Path) -> HubContext:
     return ctx
 
 
+SETTINGS = {
+    "playbooks_dir": PLAYBOOKS,
+    "drift_playbook": "drift_local.yml",
+    "preflight_timeout_s": 1,
+}
+
+
+@pytest.fixture
+def site(make_context: Callable[..., HubContext], tmp_path: Path) -> HubContext:
+    """A site of four hosts for a test that changes them."""
+    return _make_site(make_context(**SETTINGS), tmp_path)
+
+
+@dataclass
+class Checked:
+    ctx: HubContext
+    run: dict[str, Any]
+    root: Path
+
+
+@pytest.fixture(scope="module")
+def checked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Checked]:
+    """The site after one drift check, shared by the tests that only read it."""
+    root = tmp_path_factory.mktemp("drift")
+    settings = HubSettings(data_dir=root, **SETTINGS)
+    ctx = HubContext(store=Store(settings.db_path).open(), settings=settings, clock=Clock())
+    try:
+        _make_site(ctx, root)
+        yield Checked(ctx, _check(ctx), root)
+    finally:
+        ctx.store.close()
+
+
 def _check(ctx: HubContext) -> dict[str, Any]:
     (run_id,) = drift.check_drift(ctx).values()
     runs.wait(run_id, 120)
     return runs.get_run(ctx, run_id)
 
 
-def test_drift_check_records_drifted_unknown_and_clean_hosts(site: HubContext, tmp_path: Path):
-    run = _check(site)
-    assert run["kind"] == "drift" and run["check"] is True
-    found = {f["host"]: f for f in drift.findings(site)}
+def test_drift_check_records_drifted_unknown_and_clean_hosts(checked: Checked):
+    assert checked.run["kind"] == "drift" and checked.run["check"] is True
+    found = {f["host"]: f for f in drift.findings(checked.ctx)}
     assert sorted(found) == ["failing", "gone", "tampered"]  # clean has no finding
     tampered = found["tampered"]
     assert (tampered["state"], tampered["changed_tasks"], tampered["reason"]) == (
@@ -85,7 +117,7 @@ def test_drift_check_records_drifted_unknown_and_clean_hosts(site: HubContext, t
     assert found["failing"]["reason"] == "failed: Fail where asked: asked to fail on failing"
     assert found["gone"]["state"] == "unknown"
     assert found["gone"]["reason"].startswith("pre-flight: ")
-    assert (tmp_path / "tampered" / "desired").read_text() == "tampered\n"  # check mode
+    assert (checked.root / "tampered" / "desired").read_text() == "tampered\n"  # check mode
 
 
 def test_changes_seen_before_a_failure_are_drift(site: HubContext, tmp_path: Path):
@@ -96,9 +128,9 @@ def test_changes_seen_before_a_failure_are_drift(site: HubContext, tmp_path: Pat
     assert found["reason"] == "failed: Fail where asked: asked to fail on failing"
 
 
-def test_drift_findings_show_in_the_status_answer(site: HubContext):
-    _check(site)
-    shown = {d["host"]: (d["state"], bool(d["reason"])) for d in status.overview(site)["drift"]}
+def test_drift_findings_show_in_the_status_answer(checked: Checked):
+    answer = status.overview(checked.ctx)["drift"]
+    shown = {d["host"]: (d["state"], bool(d["reason"])) for d in answer}
     assert shown["gone"] == ("unknown", True) and shown["tampered"] == ("drifted", False)
 
 
@@ -119,16 +151,34 @@ def test_a_later_clean_check_clears_drift_and_unknown(site: HubContext, tmp_path
     assert drift.findings(site) == []
 
 
-def test_drift_runs_store_only_changed_and_failed_results(site: HubContext):
-    run = _check(site)
-    assert run["recap"]["clean"]["ok"] >= 2  # results happened ...
-    events = runs.run_events(site, run["id"])
+def test_drift_runs_store_only_changed_and_failed_results(checked: Checked):
+    assert checked.run["recap"]["clean"]["ok"] >= 2  # results happened ...
+    events = runs.run_events(checked.ctx, checked.run["id"])
     assert {e["status"] for e in events} == {"changed", "failed"}  # ... but only these stay
     assert {e["host"] for e in events} == {"tampered", "failing"}
 
 
-def test_unknown_hosts_stay_eligible_for_placement_and_drifted_ones_do_not(site: HubContext):
-    _check(site)
-    views = {v.name: v.drifted for v in deployments._hosts(site, site.store.read(), "any")}
+def test_unknown_hosts_stay_eligible_for_placement_and_drifted_ones_do_not(checked: Checked):
+    ctx = checked.ctx
+    views = {v.name: v.drifted for v in deployments._hosts(ctx, ctx.store.read(), "any")}
     assert views["tampered"] is True
     assert views["gone"] is False and views["clean"] is False
+
+
+@pytest.mark.e2e
+def test_aiorch_status_shows_drifted_and_unknown_hosts_with_the_reason(
+    checked: Checked, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("COLUMNS", "400")  # one table row per line
+    hub = HubProcess(checked.root).start()  # serves the checked site's database
+    try:
+        table = hub.cli("status").stdout
+        answer = hub.cli_json("status")
+    finally:
+        hub.stop()
+    states = {d["host"]: d["state"] for d in answer["drift"]}
+    assert states == {"failing": "unknown", "gone": "unknown", "tampered": "drifted"}
+    rows = {line.split()[1]: line for line in table.splitlines() if len(line.split()) > 2}
+    assert "unknown" in rows["failing"] and "Fail where asked" in rows["failing"]
+    assert "drifted" in rows["tampered"] and "Desired file content" in rows["tampered"]
+    assert "unknown" in rows["gone"] and "pre-flight" in rows["gone"]
