@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlite_utils
 
 from aiorch.hub.context import HubContext
 from aiorch.hub.services import deployments, drift, runs, status
 from aiorch.hub.settings import HubSettings
 from aiorch.hub.store import Store
+from aiorch.hub.store.migrations import MIGRATIONS, m005_drift_state
 from tests.fixtures_hub import Clock, HubProcess
 
 PLAYBOOKS = Path(__file__).parent / "playbooks"
@@ -182,3 +184,15 @@ def test_aiorch_status_shows_drifted_and_unknown_hosts_with_the_reason(
     assert "unknown" in rows["failing"] and "Fail where asked" in rows["failing"]
     assert "drifted" in rows["tampered"] and "Desired file content" in rows["tampered"]
     assert "unknown" in rows["gone"] and "pre-flight" in rows["gone"]
+
+
+def test_drift_found_before_the_state_column_stays_drifted(tmp_path: Path):
+    db = sqlite_utils.Database(tmp_path / "old.db")
+    for migration in MIGRATIONS[: MIGRATIONS.index(m005_drift_state)]:
+        migration(db)
+    db.table("runs").insert({"id": "r1", "playbook": "site.yml", "actor": "t", "created_at": 0})
+    db.table("drift").insert({"host": "h1", "run_id": "r1", "detected_at": 1.0})
+    m005_drift_state(db)
+    assert [(r["state"], r["reason"]) for r in db.query("SELECT * FROM drift")] == [
+        ("drifted", None)
+    ]
