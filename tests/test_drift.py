@@ -153,6 +153,19 @@ def test_a_later_clean_check_clears_drift_and_unknown(site: HubContext, tmp_path
     assert drift.findings(site) == []
 
 
+def test_drift_found_before_stands_when_a_later_check_cannot_reach_the_host(site: HubContext):
+    first = _check(site)
+    unreachable = json.dumps({"ansible_host": "127.0.0.1", "ansible_port": _closed_port()})
+    site.store.write(
+        lambda db: db.execute("UPDATE hosts SET vars = ? WHERE name = 'tampered'", [unreachable])
+    )
+    _check(site)
+    found = {f["host"]: f for f in drift.findings(site)}["tampered"]
+    assert (found["state"], found["run_id"]) == ("drifted", first["id"])
+    assert found["changed_tasks"] == ["Desired file content"]
+    assert found["reason"].startswith("pre-flight: ")
+
+
 def test_drift_runs_store_only_changed_and_failed_results(checked: Checked):
     assert checked.run["recap"]["clean"]["ok"] >= 2  # results happened ...
     events = runs.run_events(checked.ctx, checked.run["id"])

@@ -3,7 +3,8 @@
 The scheduled check runs the site playbook in check mode, one run per site. A host with
 changed tasks in that run has drifted; a host the check could not finish on (a failed task,
 unreachable, refused by pre-flight, the run stopped) is `unknown`, with the reason, because
-nothing was learnt about it: it is never taken for clean. A later clean check clears either.
+nothing was learnt about it: it is never taken for clean, and drift found before stands. A
+later clean check clears either.
 Hosts a mutating run holds are left out of the check: their state is moving on purpose.
 
 A check-mode run of the site playbook reports a hundred or more results per host; only the
@@ -76,18 +77,28 @@ def record_drift(db: sqlite_utils.Database, run: dict[str, Any]) -> str | None:
         else:
             state, reason = UNKNOWN, _unknown_reason(host, run, failures)
         findings.append(f"{host} {state}")
+        reason = reason[:REASON_CHARS] if reason else None
+        if state == UNKNOWN and _state(db, host) == DRIFTED:
+            # Nothing new was learnt: the drift found before stands, with why it was not rechecked.
+            db.execute("UPDATE drift SET reason = ? WHERE host = ?", [reason, host])
+            continue
         db.table("drift").upsert(
             {
                 "host": host,
                 "run_id": run["id"],
                 "detected_at": run["finished_at"],
                 "state": state,
-                "reason": reason[:REASON_CHARS] if reason else None,
+                "reason": reason,
                 "changed_tasks": json.dumps(tasks),
             },
             pk="host",
         )
     return f"drift: {', '.join(findings)}" if findings else None
+
+
+def _state(db: sqlite_utils.Database, host: str) -> str | None:
+    row = db.execute("SELECT state FROM drift WHERE host = ?", [host]).fetchone()
+    return None if row is None else str(row[0])
 
 
 def _failure(row: dict[str, Any]) -> str:
