@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SYSTEM_PACKAGES := podman runc crun debootstrap openssh-client nftables uidmap
 DATA_DIR ?= $(CURDIR)/.data/demo
 
-.PHONY: install system-deps demo demo-down test test-unit test-lab lint bench clean
+.PHONY: install system-deps demo demo-down test test-unit test-e2e test-lab lint lock bench clean
 
 install: $(STAMP)
 
@@ -33,20 +33,29 @@ demo: install system-deps
 demo-down: install
 	$(BIN)/python -m aiorch.demo --data-dir $(DATA_DIR) --down
 
+# Tiers by marker (tests/tiers.py): unit (no hub, no lab), e2e (a real hub under uvicorn), lab
+# (podman hosts). `test` and `test-lab` need the lab: a missing prerequisite fails, never skips.
 test: install system-deps
-	$(BIN)/pytest -q
+	AIORCH_REQUIRE_LAB=1 $(BIN)/pytest -q
 
 test-unit: install
-	$(BIN)/pytest -q -m "not lab"
+	$(BIN)/pytest -q -m "not lab and not e2e"
+
+test-e2e: install
+	$(BIN)/pytest -q -m "e2e and not lab"
 
 test-lab: install system-deps
-	$(BIN)/pytest -q -m lab
+	AIORCH_REQUIRE_LAB=1 $(BIN)/pytest -q -m lab
 
 lint: install
 	$(BIN)/ruff check aiorch edge_agent tests benchmarks
 	$(BIN)/ruff format --check aiorch edge_agent tests benchmarks
 	$(BIN)/mypy aiorch edge_agent
 	@if [ -d playbooks/roles ]; then $(BIN)/ansible-lint --profile production playbooks; fi
+
+# Re-resolve the agent's wheels for the hosts' Python and pin them (constraints/agent.txt).
+lock: install
+	$(BIN)/aiorch repo lock
 
 bench: install system-deps
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

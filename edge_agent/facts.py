@@ -4,7 +4,9 @@ Facts describe the host, not its load: nothing here changes from one minute to
 the next, so facts_hash() lets the agent send them only when they change. Each
 section is collected on its own; one that fails (a container without
 /etc/os-release or netlink, say) becomes None with its error in
-`collection_errors` instead of failing the whole report.
+`collection_errors` instead of failing the whole report. The sections the hub reads are
+named and checked by `edge_agent.contract.facts`: a section the hub would refuse is reported
+the same way, so the agent never sends facts its hub refuses.
 """
 
 from __future__ import annotations
@@ -23,6 +25,16 @@ from typing import Any
 import psutil
 from pyroute2 import IPRoute
 
+from edge_agent.contract.facts import (
+    CONTAINER_RUNTIME,
+    CPU,
+    CPU_LOGICAL,
+    GPUS,
+    HOSTNAME,
+    MEMORY_TOTAL,
+    parse_facts,
+)
+from edge_agent.contract.fields import ContractError
 from edge_agent.gpu import GpuBackend
 
 _OS_RELEASE_KEYS = ("ID", "ID_LIKE", "NAME", "VERSION_ID", "VERSION_CODENAME", "PRETTY_NAME")
@@ -33,18 +45,18 @@ _FAMILIES = {socket.AF_INET: "ipv4", socket.AF_INET6: "ipv6"}
 def collect_facts(gpu_backend: GpuBackend) -> dict[str, Any]:
     """Gathers the host facts as a JSON-ready dict; never raises for a missing source."""
     collectors: dict[str, Callable[[], Any]] = {
-        "hostname": socket.gethostname,
+        HOSTNAME: socket.gethostname,
         "fqdn": socket.getfqdn,
         "os": _os_release,
         "kernel": platform.release,
         "architecture": platform.machine,
-        "cpu": _cpu,
-        "memory_total_bytes": lambda: psutil.virtual_memory().total,
+        CPU: _cpu,
+        MEMORY_TOTAL: lambda: psutil.virtual_memory().total,
         "disks": _disks,
         "network_interfaces": _network_interfaces,
-        "gpus": lambda: [gpu.to_dict() for gpu in gpu_backend.inventory()],
+        GPUS: lambda: [gpu.to_dict() for gpu in gpu_backend.inventory()],
         # The hub places workloads only where they can run: "podman", or None without it.
-        "container_runtime": lambda: "podman" if shutil.which("podman") else None,
+        CONTAINER_RUNTIME: lambda: "podman" if shutil.which("podman") else None,
     }
     facts: dict[str, Any] = {"gpu_backend": gpu_backend.name}
     errors: dict[str, str] = {}
@@ -55,6 +67,19 @@ def collect_facts(gpu_backend: GpuBackend) -> dict[str, Any]:
             facts[key] = None
             errors[key] = f"{type(exc).__name__}: {exc}"
     facts["collection_errors"] = errors
+    return _checked(facts, errors)
+
+
+def _checked(facts: dict[str, Any], errors: dict[str, str]) -> dict[str, Any]:
+    """`facts` with every section the hub would refuse nulled and its error reported."""
+    for _ in range(len(facts)):
+        try:
+            parse_facts(facts)
+        except ContractError as exc:
+            facts[exc.section] = None
+            errors[exc.section] = f"refused by the contract: {exc}"
+        else:
+            break
     return facts
 
 
@@ -77,7 +102,7 @@ def _os_release() -> dict[str, str]:
 def _cpu() -> dict[str, Any]:
     return {
         "model": _cpu_model(),
-        "logical_count": os.cpu_count(),
+        CPU_LOGICAL: os.cpu_count(),
         "physical_count": psutil.cpu_count(logical=False),
     }
 

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from aiorch.errors import UserError
 from aiorch.lab import Lab
-from aiorch.lab.podman import preflight
+from tests.tiers import require_lab
 
 INVENTORIES = Path(__file__).resolve().parents[1] / "inventories"
 
@@ -29,10 +28,7 @@ def unique_lab_name(prefix: str = "t") -> str:
 @pytest.fixture(scope="session")
 def lab_factory() -> Iterator[LabFactory]:
     """``make(hosts=1, name=None) -> Lab``: an extra lab, up and reachable, removed at the end."""
-    try:
-        preflight()
-    except UserError as exc:
-        pytest.skip(str(exc))
+    require_lab()
     made: list[Lab] = []
 
     def make(hosts: int = 1, name: str | None = None) -> Lab:

@@ -24,16 +24,16 @@ from typing import Any
 import httpx
 import pytest
 
-from aiorch.errors import UserError
 from aiorch.lab import Lab
 from aiorch.lab.image import ensure_image
-from aiorch.lab.podman import podman, preflight
+from aiorch.lab.podman import podman
 from aiorch.lab.site import prepare_disks, site_vars
 from aiorch.repo import build_repo
 from aiorch.repo.debs import default_sources
 from aiorch.repo.packages import BASE_PACKAGES
 from tests.fixtures_hub import HubProcess
 from tests.fixtures_lab import INVENTORIES, unique_lab_name
+from tests.tiers import require_lab
 
 PROJECT = Path(__file__).resolve().parents[1]
 PLAYBOOKS = PROJECT / "playbooks"
@@ -225,10 +225,7 @@ def provision_lab(
     site_repo: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ProvisionLab]:
     """A fresh 3-host lab, repository and hub on its gateway; torn down after the module."""
-    try:
-        preflight()
-    except UserError as exc:
-        pytest.skip(str(exc))
+    require_lab()
     workdir = tmp_path_factory.mktemp("provision")
     lab = Lab(unique_lab_name("p"), inventory_dir=INVENTORIES)
     hub: LabHub | None = None

@@ -126,6 +126,6 @@ def test_torn_desired_file_falls_back_to_empty(tmp_path: Path):
     ],
 )
 def test_archive_tags_match_the_workloads_image_pinned_or_not(ref: str, tags: list, held: bool):
-    from edge_agent.workloads.images import _holds
+    from edge_agent.contract.image import holds
 
-    assert _holds(ref, tags) is held
+    assert holds(ref, tags) is held

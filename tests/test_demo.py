@@ -15,7 +15,8 @@ from aiorch.hub.process import BIN, free_port
 from aiorch.lab import Lab
 from tests.fixtures_lab import unique_lab_name
 
-pytestmark = pytest.mark.lab
+# The demo starts its own hub; two demo runs of up to 1500 s each (see _demo) plus --down.
+pytestmark = [pytest.mark.lab, pytest.mark.e2e, pytest.mark.timeout(3600)]
 
 
 def _demo(*args: str) -> subprocess.CompletedProcess[str]:

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from aiorch.deploy.image import parse_image
 from aiorch.deploy.spec import SpecError, load_spec, parse_spec, spec_hash, template_hash
 from aiorch.errors import InvalidInput
+from edge_agent.contract.image import parse_image
 
 EXAMPLES = sorted((Path(__file__).parents[1] / "examples" / "deployments").glob("*.yaml"))
 DIGEST = "sha256:" + "ab" * 32

@@ -36,7 +36,7 @@ def ctx(make_context) -> HubContext:
     context = make_context()
     token = enrollment.create_token(context, "dc1", 3600, 10, "user:t")["token"]
     for name in ("gpu-a", "gpu-b"):
-        facts = {"hostname": name, "gpus": [H100], "cpu": {"logical": 32}}
+        facts = {"hostname": name, "gpus": [H100], "cpu": {"logical_count": 32}}
         enrollment.enroll(context, token, {**facts, "memory_total_bytes": 2**38}, "1")
     asyncio.run(
         images.store(context, "localhost/aiorch-model:v1", _chunks(b"archive"), "t", 1 << 20)

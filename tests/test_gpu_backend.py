@@ -387,7 +387,7 @@ def test_real_nvml_without_gpu_reports_none(real_nvml: NvmlBackend) -> None:
 
 def test_real_nvml_with_gpu_reads_it(real_nvml: NvmlBackend) -> None:
     if not real_nvml.available():
-        pytest.skip("no NVIDIA GPU here")
+        pytest.skip(f"needs a real NVIDIA GPU (NVML: {real_nvml.unavailable_reason})")
     inventory = real_nvml.inventory()
     (first, *_rest) = real_nvml.sample(expensive=True)
     assert inventory and not any(gpu.simulated for gpu in inventory)

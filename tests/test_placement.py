@@ -250,6 +250,16 @@ def test_host_ports_keep_replicas_apart() -> None:
     )
 
 
+def test_a_container_port_without_host_port_binds_its_own_number() -> None:
+    spec = deployment(3, ports=[{"containerPort": 80}], placement={"spread": "none"})
+    fleet = [host("a"), host("b", used_host_ports=frozenset({80}))]
+    plan = plan_placement(spec, fleet)
+    assert hosts_of(plan) == ["a"]
+    assert [u.reason for u in plan.unplaced] == [
+        "needs hostPort 80; its hostPort is in use on all 2 eligible hosts"
+    ] * 2
+
+
 def test_plan_is_deterministic() -> None:
     fleet = [host(f"h{i}", f"s{i % 3}", gpus=4) for i in range(12)]
     current = [Replica(0, "h4", (0,)), Replica(3, "h7", (2,))]
@@ -360,7 +370,9 @@ SPEC_DRAWS = st.fixed_dictionaries(
         "spread": st.sampled_from(["hosts", "sites", "none"]),
         "selector": st.sampled_from([{}, {"role": "gpu-server"}, {"role": "edge"}]),
         "residency": st.sampled_from([None, {"region": ["eu"]}, {"region": ["us"]}]),
-        "ports": st.sampled_from([[], [{"containerPort": 80, "hostPort": 8000}]]),
+        "ports": st.sampled_from(
+            [[], [{"containerPort": 80, "hostPort": 8000}], [{"containerPort": 8000}]]
+        ),
     }
 )
 
@@ -389,7 +401,9 @@ def assert_valid(plan: Plan, spec: DeploymentSpec, fleet: list[HostView]) -> Non
     res = spec.spec.resources
     selector = spec.spec.placement.selector
     residency = spec.spec.placement.residency
-    ports = {p.host_port for p in spec.spec.ports if p.host_port}
+    # What `podman run --publish` binds on the host: the hostPort, or the containerPort's own
+    # number when the spec gives none (podman needs a host port for every published port).
+    ports = {p.container_port if p.host_port is None else p.host_port for p in spec.spec.ports}
     used: Counter[tuple[str, int]] = Counter()
     per_host: Counter[str] = Counter()
     for replica in plan.replicas:

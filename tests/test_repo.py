@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from aiorch.repo.build import build_repo
 from aiorch.repo.cli import app
+from aiorch.repo.lock import read_lock
 from aiorch.repo.manifest import (
     MANIFEST,
     Manifest,
@@ -107,6 +108,10 @@ def test_build_makes_an_apt_repo_and_a_wheel_dir_then_reuses_them(tmp_path: Path
     assert {"aiorch", "httpx", "pyyaml", "pyroute2", "nvidia_ml_py", "psutil"} <= wheels
     first = load_manifest(out)
     assert first is not None
+    pins = read_lock(project).pins  # the locked versions, and only those, reach the site
+    assert first.requirements == pins
+    dists = {"==".join(p.name.split("-")[:2]) for p in (out / "wheels").glob("*.whl")}
+    assert {d.lower().replace("_", "-") for d in dists if not d.startswith("aiorch==")} == set(pins)
     stamps = {p.name: p.stat().st_mtime_ns for p in (out / "debs").iterdir()}
     again = build_repo(out, first.packages, project, sources=first.sources)
     # Same inputs and intact files: nothing fetched or re-indexed.

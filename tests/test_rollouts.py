@@ -51,7 +51,7 @@ def ctx(make_context) -> HubContext:
     for host in HOSTS:
         site = host.split("-")[0]
         token = enrollment.create_token(context, site, 3600, 1, "user:t")["token"]
-        facts = {"hostname": host, "cpu": {"logical": 4}, "memory_total_bytes": 2**33}
+        facts = {"hostname": host, "cpu": {"logical_count": 4}, "memory_total_bytes": 2**33}
         enrollment.enroll(context, token, facts, "1")
     for version in ("v1", "v2"):
         ref = f"localhost/aiorch-model:{version}"

@@ -7,12 +7,10 @@ so the whole path (ansible-runner, events, recap, locks) is exercised in a few s
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from aiorch.errors import Conflict, InvalidInput
 from aiorch.hub.context import HubContext
 from aiorch.hub.jobs import register_jobs
-from aiorch.hub.services import drift, enrollment, preflight, redaction, retire, runs, status
+from aiorch.hub.services import drift, enrollment, redaction, retire, runs, status
 from aiorch.hub.services.run_events import EventBatcher, error_text, event_row
 from aiorch.hub.services.targets import resolve_limit
 from aiorch.lab import wait_until
@@ -339,71 +337,6 @@ def test_stopping_a_run_kills_ansible_and_frees_its_hosts(
     assert locks(ctx) == {} and _ansible_processes(run["id"]) == 0
     with pytest.raises(Conflict):
         runs.cancel_run(ctx, run["id"], "user:test")
-
-
-# ---- pre-flight --------------------------------------------------------------------------------
-
-
-def test_preflight_target_follows_the_inventory():
-    target = preflight.target(
-        "edge1-1",
-        {
-            "ansible_host": "10.0.0.5",
-            "ansible_port": 2222,
-            "ansible_user": "ops",
-            "ansible_ssh_private_key_file": "/keys/id",
-            "ansible_ssh_common_args": "-o UserKnownHostsFile=/kh -o StrictHostKeyChecking=yes",
-        },
-    )
-    assert (target.address, target.port, target.user) == ("10.0.0.5", 2222, "ops")
-    assert target.key_file == "/keys/id" and target.known_hosts == ("/kh",) and target.strict
-
-
-@pytest.fixture
-def silent_server() -> Iterator[tuple[int, Callable[[bytes], None]]]:
-    """A local TCP server that accepts and then sends what it is told (or nothing)."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
-    greeting = [b""]
-    conns: list[socket.socket] = []
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            conns.append(conn)
-            if greeting[0]:
-                conn.sendall(greeting[0])
-
-    threading.Thread(target=serve, daemon=True).start()
-    yield server.getsockname()[1], lambda text: greeting.__setitem__(0, text)
-    server.close()
-    for conn in conns:
-        conn.close()
-
-
-def test_preflight_says_why_in_one_line(silent_server: tuple[int, Callable[[bytes], None]]):
-    port, greet = silent_server
-    closed = socket.socket()
-    closed.bind(("127.0.0.1", 0))
-    closed_port = closed.getsockname()[1]
-    closed.close()
-    targets = [
-        preflight.target("refused", {"ansible_host": "127.0.0.1", "ansible_port": closed_port}),
-        preflight.target("silent", {"ansible_host": "127.0.0.1", "ansible_port": port}),
-    ]
-    problems = preflight.check(targets, timeout=0.5)
-    assert problems == {
-        "refused": f"refused: connection refused (127.0.0.1:{closed_port})",
-        "silent": f"silent: no SSH greeting within 0.5 s (127.0.0.1:{port})",
-    }
-    greet(b"HTTP/1.1 400 Bad Request\r\n\r\n")
-    assert preflight.check(targets[1:], timeout=0.5) == {
-        "silent": f"silent: no SSH server on 127.0.0.1:{port}"
-    }
 
 
 # ---- drift, retire, jobs -----------------------------------------------------------------------

@@ -24,7 +24,7 @@ from aiorch.lab.wait import wait_until
 from tests.fixtures_agents import LabAgent
 from tests.fixtures_lab import LabFactory
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.e2e]  # lab_hub starts a hub
 
 
 @pytest.fixture(scope="module")

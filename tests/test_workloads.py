@@ -24,18 +24,17 @@ from typing import Any
 import httpx
 import pytest
 
-from aiorch.errors import UserError
 from aiorch.hub.services.images import blob_path
 from aiorch.lab.payload import build_payload, payload_digest, payload_ref
-from aiorch.lab.podman import preflight
 from aiorch.lab.wait import wait_until
 from edge_agent.agent import Agent, enroll
 from edge_agent.config import AgentConfig
+from edge_agent.contract.workload import parse_workload
 from edge_agent.workloads import Podman, Reconciler
 from edge_agent.workloads.container import run_argv
 from edge_agent.workloads.podman import OWNER
-from edge_agent.workloads.spec import parse_workload
 from tests.fixtures_hub import HubProcess, make_enroll_token
+from tests.tiers import require_lab
 
 lab = pytest.mark.lab  # real podman, as root
 
@@ -72,10 +71,7 @@ class Payload:
 
 @pytest.fixture(scope="module")
 def payloads() -> dict[str, Payload]:
-    try:
-        preflight()
-    except UserError as exc:
-        pytest.skip(str(exc))
+    require_lab()
     made = {}
     for version in ("v1", "v2-broken"):
         path = build_payload(version)

@@ -13,6 +13,7 @@ from enum import IntEnum
 
 from aiorch.deploy.hosts import Gpu, HostView, Replica
 from aiorch.deploy.spec import DeploymentSpec
+from edge_agent.contract.workload import published_port
 
 EPSILON = 1e-9  # CPU counts are floats; 0.1 + 0.2 must still fit in 0.3
 
@@ -45,6 +46,7 @@ class Demand:
     min_gpu_memory_mib: int | None = None
     cpu: float = 0.0
     memory_mib: int = 0
+    # Every port a replica publishes (whatever its protocol, to stay on the safe side).
     host_ports: frozenset[int] = frozenset()
     selector: tuple[tuple[str, str], ...] = ()
     regions: frozenset[str] | None = None
@@ -63,7 +65,7 @@ class Demand:
             min_gpu_memory_mib=res.min_gpu_memory_mib,
             cpu=res.cpu,
             memory_mib=res.memory_mib,
-            host_ports=frozenset(p.host_port for p in work.ports if p.host_port),
+            host_ports=frozenset(published_port(p.container_port, p.host_port) for p in work.ports),
             selector=tuple(sorted(work.placement.selector.items())),
             regions=regions,
         )

@@ -20,8 +20,9 @@ class Gpu:
 @dataclass(frozen=True, slots=True)
 class HostView:
     """One host as one deployment sees it: `allocated_gpus`, `free_cpu`, `free_memory_mib` and
-    `used_host_ports` count every *other* workload, never this deployment's own replicas (they
-    come in as `Replica`s), so a re-plan can keep replicas exactly where they are."""
+    `used_host_ports` (every port published there, `hostPort` or else `containerPort`) count
+    every *other* deployment's replicas, never this deployment's own (they come in as
+    `Replica`s), so a re-plan can keep replicas exactly where they are."""
 
     name: str
     site: str = ""

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from aiorch.deploy.hosts import HostView
-from aiorch.deploy.image import parse_image
 from aiorch.deploy.placement import Plan
 from aiorch.deploy.spec import DeploymentSpec
 from aiorch.errors import Forbidden
+from edge_agent.contract.image import parse_image
 
 
 class Outcome(StrEnum):

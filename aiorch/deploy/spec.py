@@ -30,10 +30,10 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from aiorch.deploy.image import ImageRef, parse_image
 from aiorch.deploy.problems import problems
 from aiorch.deploy.yaml_source import load_mapping
 from aiorch.errors import InvalidInput
+from edge_agent.contract.image import ImageRef, parse_image
 
 API_VERSION = "aiorch.dev/v1"
 SECRET_PATHS = ("spec.secretEnv",)

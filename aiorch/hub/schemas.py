@@ -6,9 +6,11 @@ field before any service runs.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from edge_agent.contract.facts import parse_facts
 
 Name = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
@@ -28,9 +30,18 @@ class EnrollTokenCreate(Strict):
     uses: int = Field(1, ge=1, le=100_000)
 
 
+def _checked_facts(facts: dict[str, Any]) -> dict[str, Any]:
+    parse_facts(facts)  # its ContractError is a ValueError: a 422 naming the field
+    return facts
+
+
+# An agent's facts as the contract defines them, stored as sent once they pass.
+HostFacts = Annotated[dict[str, Any], AfterValidator(_checked_facts)]
+
+
 class EnrollRequest(Strict):
     token: str = Field(min_length=1, max_length=200)
-    facts: dict[str, Any]
+    facts: HostFacts
     agent_version: str = Field("", max_length=64)
 
 
@@ -39,7 +50,7 @@ class CheckinRequest(Strict):
     uptime_s: float = Field(ge=0)
     facts_hash: str = Field(max_length=128)
     applied_revision: int = Field(ge=0)
-    facts: dict[str, Any] | None = None
+    facts: HostFacts | None = None
     report: dict[str, Any] | None = None
 
 

@@ -80,6 +80,8 @@ def _fault(action: str) -> Callable[[list[str], str], None]:
 for _action, _help in {
     "cut": "Cut hosts off from this machine (the hub); SSH from here still works.",
     "heal": "Undo a cut.",
+    "hide": "Make hosts unreachable from this machine (behind a bastion); lab hosts reach them.",
+    "unhide": "Undo a hide.",
     "pause": "Freeze hosts (podman pause).",
     "resume": "Unfreeze paused hosts.",
     "restart": "Reboot hosts and wait until sshd answers again.",

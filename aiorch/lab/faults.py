@@ -2,6 +2,8 @@
 
 * cut / heal: the host can no longer open connections to this machine (the hub
   on the gateway address); see ``firewall`` for what exactly is dropped.
+* hide / unhide: this machine can no longer open connections to the host (SSH from the
+  hub times out), while the other lab hosts still reach it: a host behind a bastion.
 * pause / resume: ``podman pause`` freezes every process (a hung box).
 * restart: a real reboot of the container; returns once sshd answers again.
 * kill: ``kill -9`` of a named process inside the host.
@@ -32,6 +34,14 @@ class Faults:
     def heal(self, *hosts: str) -> None:
         for name in hosts:
             firewall.heal(self._lab.table, self._lab.host(name).address)
+
+    def hide(self, *hosts: str) -> None:
+        for name in hosts:
+            firewall.hide(self._lab.table, self._lab.host(name).address)
+
+    def unhide(self, *hosts: str) -> None:
+        for name in hosts:
+            firewall.unhide(self._lab.table, self._lab.host(name).address)
 
     def pause(self, *hosts: str) -> None:
         for name in hosts:

@@ -8,6 +8,9 @@ One table per lab (``inet aiorch_lab_<lab>``), removed whole by ``down``:
 * cut: packets a cut host *originates* towards this machine are dropped (new and
   already-open connections: TCP to the hub, DNS, ping). Replies on connections
   this machine opened still pass, so SSH from here keeps working during a cut.
+* hide: the reverse, for a host behind a bastion: connections this machine opens to
+  a hidden host are dropped (SSH from here times out); other lab hosts still reach
+  it, and its own connections to the hub still work.
 
 The cut lives here rather than inside the host so that it survives a reboot of
 the host (like a real broken link) and root on the host cannot undo it.
@@ -40,11 +43,16 @@ table inet {table}
 delete table inet {table}
 table inet {table} {{
     set cut {{ type ipv4_addr; }}
+    set hidden {{ type ipv4_addr; }}
     chain input {{
         type filter hook input priority filter; policy accept;
         iifname "{bridge}" meta nfproto ipv6 drop
         iifname "{bridge}" ip daddr != {gateway} drop
         iifname "{bridge}" ip saddr @cut ct direction original drop
+    }}
+    chain output {{
+        type filter hook output priority filter; policy accept;
+        oifname "{bridge}" ip daddr @hidden ct direction original drop
     }}
     chain forward {{
         type filter hook forward priority filter; policy accept;
@@ -70,7 +78,27 @@ def remove(table: str) -> bool:
 
 def cut_addresses(table: str) -> set[str]:
     """Addresses currently cut off (empty when the table does not exist)."""
-    proc = _nft("-j", "list", "set", "inet", table, "cut", check=False)
+    return _members(table, "cut")
+
+
+def cut(table: str, address: str) -> None:
+    _nft("add", "element", "inet", table, "cut", f"{{ {address} }}")
+
+
+def heal(table: str, address: str) -> None:
+    _remove_member(table, "cut", address)
+
+
+def hide(table: str, address: str) -> None:
+    _nft("add", "element", "inet", table, "hidden", f"{{ {address} }}")
+
+
+def unhide(table: str, address: str) -> None:
+    _remove_member(table, "hidden", address)
+
+
+def _members(table: str, name: str) -> set[str]:
+    proc = _nft("-j", "list", "set", "inet", table, name, check=False)
     if proc.returncode != 0:
         return set()
     for item in json.loads(proc.stdout)["nftables"]:
@@ -79,10 +107,6 @@ def cut_addresses(table: str) -> set[str]:
     return set()
 
 
-def cut(table: str, address: str) -> None:
-    _nft("add", "element", "inet", table, "cut", f"{{ {address} }}")
-
-
-def heal(table: str, address: str) -> None:
-    if address in cut_addresses(table):
-        _nft("delete", "element", "inet", table, "cut", f"{{ {address} }}")
+def _remove_member(table: str, name: str, address: str) -> None:
+    if address in _members(table, name):
+        _nft("delete", "element", "inet", table, name, f"{{ {address} }}")

@@ -1,7 +1,7 @@
 """``build_repo``: the site repository, rebuilt only where its inputs changed.
 
 Three parts, each with its own cache key in the previous manifest: the debs
-(package list and apt sources), the dependency wheels (requirements and target
+(package list and apt sources), the dependency wheels (the pins of the agent's lock and target
 Python) and the project's own wheel (a hash of its sources). A part whose key
 is unchanged and whose files still verify is left alone.
 """
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from aiorch.repo import debs, wheels
+from aiorch.repo import debs, lock, wheels
 from aiorch.repo.manifest import Manifest, hash_files, load_manifest, verify_files, write_manifest
 
 log = logging.getLogger("aiorch.repo")
@@ -38,15 +38,17 @@ def build_repo(
     ``packages`` are Debian package names, fetched with their full dependency
     closure from ``sources`` (default: this machine's Debian mirror, bookworm
     with updates and security). ``wheels_from`` is the project whose wheel and
-    base dependencies go into ``wheels/``. Needs the package registries.
+    locked dependencies (``constraints/agent.txt``) go into ``wheels/``; the
+    manifest's ``requirements`` are those pins. Needs the package registries.
     """
+    agent_lock = lock.read_lock(wheels_from)  # before any download: a stale lock stops here
     out_dir.mkdir(parents=True, exist_ok=True)
     old = load_manifest(out_dir)
-    name, requirements = wheels.project_meta(wheels_from)
+    name, _ = wheels.project_meta(wheels_from)
     new = Manifest(
         packages=tuple(sorted(set(packages))),
         sources=tuple(sources or debs.default_sources()),
-        requirements=tuple(requirements),
+        requirements=agent_lock.pins,
         python_version=wheels.PYTHON_VERSION,
         project_digest=wheels.project_digest(wheels_from),
     )
@@ -74,7 +76,7 @@ def build_repo(
         log.info("wheels: dependencies unchanged")
     else:
         log.info("wheels: downloading %s", ", ".join(new.requirements))
-        wheels.download_dependencies(new.requirements, wheels_dir, name)
+        wheels.download_dependencies(agent_lock.path, wheels_dir, name)
     if (
         wheels_ok
         and old

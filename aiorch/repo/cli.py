@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from aiorch.errors import UserError
-from aiorch.repo import debs, packages
+from aiorch.repo import debs, lock, packages
 from aiorch.repo.build import build_repo
 from aiorch.repo.manifest import verify_repo
 
@@ -43,6 +43,17 @@ def build(
     sources = [*debs.default_sources(gpu=gpu), *(source or [])]
     manifest = build_repo(out, wanted, project, sources=sources)
     typer.echo(f"{out}: {len(manifest.files)} files, {len(manifest.packages)} packages requested")
+
+
+@app.command("lock")
+def lock_command(
+    project: Annotated[
+        Path, typer.Option(help="Project whose base dependencies are resolved and pinned.")
+    ] = PROJECT,
+) -> None:
+    """Pin the agent's wheels for the hosts' Python, with hashes, in constraints/agent.txt."""
+    path = lock.write_lock(project)
+    typer.echo(f"{path}: {len(lock.read_lock(project).pins)} wheels pinned")
 
 
 @app.command()

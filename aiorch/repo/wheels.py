@@ -12,7 +12,6 @@ import subprocess
 import sys
 import tempfile
 import tomllib
-from collections.abc import Sequence
 from pathlib import Path
 
 from aiorch.errors import UserError
@@ -42,7 +41,7 @@ def project_digest(project: Path) -> str:
     return digest.hexdigest()
 
 
-def _pip(*args: str) -> None:
+def run_pip(*args: str) -> None:
     argv = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args]
     proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -57,20 +56,13 @@ def own_wheels(wheels_dir: Path, name: str) -> list[Path]:
     return sorted(wheels_dir.glob(f"{_normalized(name)}-*.whl"))
 
 
-def download_dependencies(requirements: Sequence[str], wheels_dir: Path, name: str) -> None:
-    """Replace every wheel but the project's own with binary wheels for the hosts' Python."""
-    wheels_dir.mkdir(parents=True, exist_ok=True)
-    keep = set(own_wheels(wheels_dir, name))
-    for old in wheels_dir.glob("*.whl"):
-        if old not in keep:
-            old.unlink()
-    if not requirements:
-        return
+def download_argv(dest: Path, *requirements: str) -> list[str]:
+    """``pip download`` arguments for binary wheels that install on the hosts' Python."""
     platforms = [arg for p in PLATFORMS for arg in ("--platform", p)]
-    _pip(
+    return [
         "download",
         "--dest",
-        str(wheels_dir),
+        str(dest),
         "--only-binary=:all:",
         "--python-version",
         PYTHON_VERSION,
@@ -78,13 +70,24 @@ def download_dependencies(requirements: Sequence[str], wheels_dir: Path, name: s
         "cp",
         *platforms,
         *requirements,
-    )
+    ]
+
+
+def download_dependencies(lock_file: Path, wheels_dir: Path, name: str) -> None:
+    """Replace every wheel but the project's own with the locked ones, each checked against
+    its sha256 in ``lock_file``: a build next week puts the same files on a site."""
+    wheels_dir.mkdir(parents=True, exist_ok=True)
+    keep = set(own_wheels(wheels_dir, name))
+    for old in wheels_dir.glob("*.whl"):
+        if old not in keep:
+            old.unlink()
+    run_pip(*download_argv(wheels_dir, "--require-hashes", "--requirement", str(lock_file)))
 
 
 def build_own_wheel(project: Path, wheels_dir: Path, name: str) -> None:
     """``pip wheel --no-deps`` the project; the old wheel goes only once the new one exists."""
     with tempfile.TemporaryDirectory(prefix="aiorch-wheel-") as tmp:
-        _pip("wheel", "--no-deps", "--wheel-dir", tmp, str(project))
+        run_pip("wheel", "--no-deps", "--wheel-dir", tmp, str(project))
         built = list(Path(tmp).glob("*.whl"))
         if len(built) != 1:
             raise UserError(f"pip wheel made {len(built)} wheels, expected one")

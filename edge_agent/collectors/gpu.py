@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from edge_agent.contract.telemetry import GPU_UTILIZATION, SIMULATED_LABEL
 from edge_agent.gpu import GpuBackend, GpuInfo, GpuSample, SimulatedBackend
 from edge_agent.outbox import Sample
 
@@ -17,7 +18,7 @@ def _ecc(counter: str, kind: str) -> Metric:
 
 # GpuSample.metrics key -> metric
 METRICS: dict[str, Metric] = {
-    "utilization_gpu_pct": ("gpu_utilization_percent", 1, {}),
+    "utilization_gpu_pct": (GPU_UTILIZATION, 1, {}),
     "utilization_memory_pct": ("gpu_memory_utilization_percent", 1, {}),
     "memory_used_bytes": ("gpu_memory_used_bytes", 1, {}),
     "memory_total_bytes": ("gpu_memory_total_bytes", 1, {}),
@@ -96,7 +97,12 @@ class GpuCollector:
     def _labels(self, index: int, uuid: str, simulated: bool) -> dict[str, str]:
         info = self._inventory().get(index)
         product = info.name if info else "unknown"
-        return {"gpu": str(index), "uuid": uuid, "product": product, "simulated": _flag(simulated)}
+        return {
+            "gpu": str(index),
+            "uuid": uuid,
+            "product": product,
+            SIMULATED_LABEL: _flag(simulated),
+        }
 
     def _inventory_labels(self, index: int) -> dict[str, str]:
         info = self._inventory().get(index)

@@ -13,8 +13,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from edge_agent.contract.workload import Workload
 from edge_agent.workloads.podman import MANAGED, OWNER, TEMPLATE, WORKLOAD, Podman
-from edge_agent.workloads.spec import Workload
 
 STOP_TIMEOUT_S = 10  # SIGTERM, then SIGKILL after this long
 

@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from edge_agent.workloads.spec import HealthCheck
+from edge_agent.contract.workload import HealthCheck
 
 
 @dataclass(frozen=True)

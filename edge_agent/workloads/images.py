@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_agent.client import DigestMismatch, HubUnavailable
+from edge_agent.contract.image import holds
+from edge_agent.contract.workload import Image
 from edge_agent.digest import sha256_file
 from edge_agent.state import read_json, write_private
 from edge_agent.workloads.podman import Podman
-from edge_agent.workloads.spec import Image
 
 log = logging.getLogger("aiorch.agent.workloads")
 
@@ -157,7 +158,7 @@ class ImageCache:
             path.unlink(missing_ok=True)
             raise DigestMismatch(f"cached archive {path.name} no longer matches its digest")
         image_id, tags = _manifest(path)
-        if not _holds(image.ref, tags):
+        if not holds(image.ref, tags):
             raise ImageError(f"the archive holds {', '.join(tags) or 'no tag'}, not {image.ref}")
         self.podman("load", "--input", str(path), timeout=1800)
         loaded = self.podman("image", "inspect", "--format", "{{.Id}}", image_id).strip()
@@ -190,27 +191,6 @@ def _manifest(path: Path) -> tuple[str, list[str]]:
     # "<id>.json" from podman; "blobs/sha256/<id>" from newer docker.
     config = str(manifest[0].get("Config", "")).rsplit("/", 1)[-1].removesuffix(".json")
     return config, manifest[0].get("RepoTags") or []
-
-
-def _holds(ref: str, tags: list[str]) -> bool:
-    """Whether an archive tagged `tags` is the image `ref` names. A spec may pin its image
-    (`name:tag@sha256:...`, the digest of the archive, checked already): the name and any tag
-    must still match, and a name pinned without a tag matches every tag of that name."""
-    name, _, digest = ref.partition("@")
-    wanted = _short(name)
-    held = {_short(tag) for tag in tags}
-    if digest and ":" not in wanted.rsplit("/", 1)[-1]:
-        return wanted in {tag.rsplit(":", 1)[0] for tag in held}
-    return wanted in held
-
-
-def _short(ref: str) -> str:
-    """A reference without the registry defaults podman and docker fill in, so that
-    `model:v1`, `localhost/model:v1` and `docker.io/library/model:v1` compare equal."""
-    for prefix in ("docker.io/library/", "docker.io/", "localhost/"):
-        if ref.startswith(prefix):
-            return ref[len(prefix) :]
-    return ref
 
 
 def _one_line(exc: Exception) -> str:

@@ -1,7 +1,8 @@
 """GPU-hours: how much GPU time the fleet used, by site, project or deployment.
 
-Computed from the one-minute rollups of `gpu_utilization_percent`: every minute a GPU
-reported counts as 1/60 of a GPU-hour available and `mean utilization / 100` of it used.
+Computed from the one-minute rollups of GPU utilization (named in `edge_agent.contract`):
+every minute a GPU reported counts as 1/60 of a GPU-hour available and `mean utilization / 100`
+of it used.
 Project and deployment come from the labels the agent puts on a GPU's samples while a
 workload holds it; GPUs without them are reported as `unassigned`.
 """
@@ -14,9 +15,9 @@ from typing import Any
 
 from aiorch.errors import InvalidInput
 from aiorch.hub.context import HubContext
+from edge_agent.contract.telemetry import GPU_UTILIZATION, SIMULATED_LABEL
 
 GROUPINGS = ("site", "project", "deployment", "host")
-METRIC = "gpu_utilization_percent"
 
 
 def gpu_hours(ctx: HubContext, by: str, since_s: float) -> list[dict[str, Any]]:
@@ -29,7 +30,7 @@ def gpu_hours(ctx: HubContext, by: str, since_s: float) -> list[dict[str, Any]]:
             "SELECT a.site, a.host_name, s.labels, r.count, r.sum FROM rollups_1m r "
             "JOIN series s ON s.id = r.series_id JOIN agents a ON a.id = s.agent_id "
             "WHERE s.metric = ? AND r.minute >= ?",
-            [METRIC, first_minute],
+            [GPU_UTILIZATION, first_minute],
         )
         .fetchall()
     )
@@ -37,7 +38,7 @@ def gpu_hours(ctx: HubContext, by: str, since_s: float) -> list[dict[str, Any]]:
     for site, host, labels_json, count, total in rows:
         labels = json.loads(labels_json)
         key = {"site": site, "host": host}.get(by) or labels.get(by) or "unassigned"
-        simulated = labels.get("simulated") == "true"
+        simulated = labels.get(SIMULATED_LABEL) == "true"
         acc = totals[(key, simulated)]
         acc[0] += 1 / 60  # one GPU for one minute
         acc[1] += (total / count) / 100 / 60

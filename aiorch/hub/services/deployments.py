@@ -9,7 +9,8 @@ and a refused apply changes nothing. Every policy decision goes to the audit log
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import sqlite_utils
@@ -33,20 +34,48 @@ from aiorch.deploy import (
     spec_hash,
     template_hash,
 )
+from aiorch.deploy.eligibility import Demand
 from aiorch.deploy.rollout import ACTIVE, FAILED, SUCCEEDED
 from aiorch.deploy.spec import with_template
 from aiorch.errors import Conflict, NotFound
 from aiorch.hub.context import HubContext
 from aiorch.hub.services import agents, audit, images, replicas, rollouts, specs
+from edge_agent.contract.facts import stored_facts
+
+
+@dataclass
+class _Held:
+    """What other deployments' replicas hold on one host."""
+
+    gpus: set[int] = field(default_factory=set)
+    ports: set[int] = field(default_factory=set)
+    cpu: float = 0.0
+    memory_mib: int = 0
+
+
+def _held(ctx: HubContext, db: sqlite_utils.Database, deployment: str) -> dict[str, _Held]:
+    """By host, what every other deployment's replicas hold there, each replica counted with
+    the demand of the revision it runs (placement's own rules, host-port defaults included)."""
+    demands: dict[tuple[str, int], Demand] = {}
+    held: dict[str, _Held] = defaultdict(_Held)
+    for name, revision, host, gpus in db.execute(
+        "SELECT deployment, revision, host, gpus FROM deployment_replicas WHERE deployment != ?",
+        [deployment],
+    ):
+        if (name, revision) not in demands:
+            demands[(name, revision)] = Demand.of(specs.revision(ctx, db, name, revision))
+        demand, use = demands[(name, revision)], held[host]
+        use.gpus.update(json.loads(gpus))
+        use.ports |= demand.host_ports
+        use.cpu += demand.cpu
+        use.memory_mib += demand.memory_mib
+    return held
 
 
 def _hosts(ctx: HubContext, db: sqlite_utils.Database, deployment: str) -> list[HostView]:
-    """Every active host as `deployment` sees it: other deployments' GPUs count as taken."""
-    taken: dict[str, set[int]] = {}
-    for host, gpus in db.execute(
-        "SELECT host, gpus FROM deployment_replicas WHERE deployment != ?", [deployment]
-    ):
-        taken.setdefault(host, set()).update(json.loads(gpus))
+    """Every active host as `deployment` sees it: what other deployments hold counts as taken.
+    A host whose stored facts do not parse shows no capacity and is not ready."""
+    held = _held(ctx, db, deployment)
     drifted = {r[0] for r in db.execute("SELECT host FROM drift WHERE state = 'drifted'")}
     views = []
     for row in db.query(
@@ -54,7 +83,8 @@ def _hosts(ctx: HubContext, db: sqlite_utils.Database, deployment: str) -> list[
         "a.revoked_at FROM hosts h LEFT JOIN agents a ON a.id = h.agent_id "
         "WHERE h.status = 'active'"
     ):
-        facts = json.loads(row["facts"])
+        facts = stored_facts(row["facts"])
+        use = held.get(row["name"], _Held())
         last_seen = ctx.heartbeats.last_seen(row["agent_id"] or "", row["last_seen"])
         views.append(
             HostView(
@@ -65,16 +95,16 @@ def _hosts(ctx: HubContext, db: sqlite_utils.Database, deployment: str) -> list[
                 labels=json.loads(row["labels"]),
                 online=agents.liveness(ctx, last_seen, row["revoked_at"]) == "online",
                 drifted=row["name"] in drifted,  # the last drift check found changes there
-                # Ready: its agent found a container runtime (agents that do not say are
-                # taken at their word that they can run workloads).
-                ready=facts.get("container_runtime", "unreported") is not None,
-                gpus=tuple(
-                    Gpu(int(g["index"]), str(g["name"]), int(g["memory_total_bytes"]) // 2**20)
-                    for g in facts.get("gpus") or []
+                ready=facts is not None and facts.can_run_workloads,
+                gpus=()
+                if facts is None
+                else tuple(Gpu(g.index, g.name, g.memory_mib) for g in facts.gpus),
+                allocated_gpus=frozenset(use.gpus),
+                free_cpu=max(0.0, (facts.cpu_logical if facts else 0) - use.cpu),
+                free_memory_mib=max(
+                    0, (facts.memory_total_bytes if facts else 0) // 2**20 - use.memory_mib
                 ),
-                allocated_gpus=frozenset(taken.get(row["name"], ())),
-                free_cpu=float((facts.get("cpu") or {}).get("logical") or 0),
-                free_memory_mib=int(facts.get("memory_total_bytes") or 0) // 2**20,
+                used_host_ports=frozenset(use.ports),
             )
         )
     return views

@@ -17,10 +17,10 @@ from typing import Any
 
 import sqlite_utils
 
-from aiorch.deploy.image import parse_image
 from aiorch.errors import Forbidden, InvalidInput, NotFound
 from aiorch.hub.context import HubContext
 from aiorch.hub.services import audit
+from edge_agent.contract.image import parse_image
 
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 

@@ -17,6 +17,7 @@ from aiorch.inventory import (
     parse_inventory,
     render_inventory,
 )
+from edge_agent.contract.facts import stored_facts
 
 
 def import_inventory(ctx: HubContext, content: str, filename: str, actor: str) -> dict[str, Any]:
@@ -103,13 +104,13 @@ def list_hosts(ctx: HubContext, site: str | None = None) -> list[dict[str, Any]]
     where, params = ("WHERE h.site = ?", [site]) if site else ("", [])
     rows = ctx.store.read().query(
         "SELECT h.name, h.site, h.role, h.region, h.labels, h.groups, h.status, h.agent_id, "
-        "a.last_seen, a.revoked_at, json_array_length(h.facts, '$.gpus') AS gpus, "
-        "json_extract(h.facts, '$.gpus[0].simulated') AS gpus_simulated "
+        "a.last_seen, a.revoked_at, h.facts "
         f"FROM hosts h LEFT JOIN agents a ON a.id = h.agent_id {where} ORDER BY h.site, h.name",
         params,
     )
     out = []
     for row in rows:
+        facts = stored_facts(row.pop("facts"))
         row = agents.host_row(row)
         agent_status = (
             agents.liveness(
@@ -120,8 +121,8 @@ def list_hosts(ctx: HubContext, site: str | None = None) -> list[dict[str, Any]]
             if row["agent_id"]
             else "none"
         )
-        simulated = bool(row.pop("gpus_simulated"))
-        gpus = row["gpus"] or 0
+        gpus = len(facts.gpus) if facts else 0
+        simulated = bool(facts and facts.gpus_simulated)
         out.append({**row, "agent": agent_status, "gpus": gpus, "gpus_simulated": simulated})
     return out
 

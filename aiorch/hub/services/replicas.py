@@ -14,6 +14,15 @@ from aiorch.deploy import DeploymentSpec, Replica, template_hash
 from aiorch.deploy.rollout import Observed
 from aiorch.hub.context import HubContext
 from aiorch.hub.services import agents, images, specs
+from edge_agent.contract.workload import (
+    HealthCheck,
+    Image,
+    Port,
+    Volume,
+    Workload,
+    desired_document,
+    published_port,
+)
 
 
 def workload_id(project: str, deployment: str, ordinal: int) -> str:
@@ -21,45 +30,48 @@ def workload_id(project: str, deployment: str, ordinal: int) -> str:
     return f"{project}/{deployment}/{ordinal}"
 
 
-def _workload(
+def workload(
     ctx: HubContext, spec: DeploymentSpec, stored: dict[str, Any], replica: Replica
-) -> dict[str, Any]:
-    """One replica as its agent runs it (the contract in edge_agent/workloads); secret values
-    stay sealed in the stored desired state and are opened only on their way to the agent."""
+) -> Workload:
+    """One replica as its agent runs it; secret values stay sealed in the stored desired state
+    and are opened only on their way to the agent."""
     body = spec.spec
     health = body.health_check
-    ports = {p.container_port: p.host_port or p.container_port for p in body.ports}
-    return {
-        "id": workload_id(spec.metadata.project, spec.metadata.name, replica.ordinal),
-        "deployment": spec.metadata.name,
-        "project": spec.metadata.project,
-        "replica": replica.ordinal,
-        "template_hash": template_hash(spec),
-        "image": {"ref": body.image, "digest": stored.get("digest"), "size": stored.get("size")},
-        "command": body.command,
-        "args": body.args,
-        "env": body.env,
-        "secret_env": ctx.sealer.seal_all(
+    return Workload(
+        id=workload_id(spec.metadata.project, spec.metadata.name, replica.ordinal),
+        project=spec.metadata.project,
+        deployment=spec.metadata.name,
+        replica=replica.ordinal,
+        template_hash=template_hash(spec),
+        # An image missing from the store gets no digest: the agent reports it as invalid.
+        image=Image(body.image, stored.get("digest") or "", stored.get("size") or 0),
+        command=tuple(body.command),
+        args=tuple(body.args),
+        env=dict(body.env),
+        secret_env=ctx.sealer.seal_all(
             {k: v.get_secret_value() for k, v in body.secret_env.items()}
         ),
-        "ports": [
-            {"container_port": c, "host_port": h, "protocol": "TCP"} for c, h in ports.items()
-        ],
-        "volumes": [v.model_dump() for v in body.volumes],
-        "gpus": list(replica.gpus),
-        "cpu": body.resources.cpu,
-        "memory_mib": body.resources.memory_mib,
-        "health_check": None
+        ports=tuple(
+            Port(
+                p.container_port, published_port(p.container_port, p.host_port), p.protocol.lower()
+            )
+            for p in body.ports
+        ),
+        volumes=tuple(Volume(v.host_path, v.mount_path, v.read_only) for v in body.volumes),
+        gpus=replica.gpus,
+        cpu=body.resources.cpu or None,
+        memory_mib=body.resources.memory_mib or None,
+        health_check=None
         if health is None
-        else {
-            "path": health.http_get.path,
-            "port": health.http_get.port,  # a container port; probed where it is published
-            "initial_delay_s": health.initial_delay_seconds,
-            "period_s": health.period_seconds,
-            "timeout_s": health.timeout_seconds,
-            "failure_threshold": health.failure_threshold,
-        },
-    }
+        else HealthCheck(
+            path=health.http_get.path,
+            port=health.http_get.port,  # a container port; probed where it is published
+            initial_delay_s=float(health.initial_delay_seconds),
+            period_s=float(health.period_seconds),
+            timeout_s=float(health.timeout_seconds),
+            failure_threshold=health.failure_threshold,
+        ),
+    )
 
 
 def publish(ctx: HubContext, db: sqlite_utils.Database, hosts: set[str], actor: str) -> None:
@@ -83,8 +95,8 @@ def publish(ctx: HubContext, db: sqlite_utils.Database, hosts: set[str], actor: 
                 made_of[key] = specs.revision(ctx, db, name, revision)
                 stored[key] = images.resolve(ctx, made_of[key].spec.image) or {}
             replica = Replica(ordinal, host, tuple(json.loads(gpus)))
-            workloads.append(_workload(ctx, made_of[key], stored[key], replica))
-        agents.write_desired(db, agent[0], {"workloads": workloads}, actor, ctx.clock())
+            workloads.append(workload(ctx, made_of[key], stored[key], replica))
+        agents.write_desired(db, agent[0], desired_document(workloads), actor, ctx.clock())
 
 
 def observe(

@@ -1,12 +1,15 @@
 """Container image references, parsed and normalised the way Docker and Podman read them.
 
-The spec validates references with this, and the image policy compares them against the hub's
-image store: `vllm/vllm-openai:v0.6.3` and `docker.io/vllm/vllm-openai:v0.6.3` are one image.
+One set of rules for the hub and its agents. The spec validates references with this, and the
+image policy compares them against the hub's image store: `vllm/vllm-openai:v0.6.3` and
+`docker.io/vllm/vllm-openai:v0.6.3` are one image. An agent checks with `holds` that an
+archive is the image its desired state names before loading it.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 DEFAULT_DOMAIN = "docker.io"
@@ -70,6 +73,29 @@ def parse_image(reference: str) -> ImageRef:
     if tag is None and not digest:
         tag = DEFAULT_TAG
     return ImageRef(domain=domain, path=path, tag=tag, digest=digest or None)
+
+
+def holds(reference: str, tags: Iterable[str]) -> bool:
+    """Whether an archive tagged `tags` is the image `reference` names. A reference may pin
+    the archive's digest (checked already): the name and any tag must still match, and a name
+    pinned without a tag matches every tag of that name. Podman names what it builds or loads
+    without a registry `localhost/...`, and resolves a name without one against those, so
+    Docker Hub names and `localhost` names are one namespace here."""
+    wanted = parse_image(reference)
+    for tag in tags:
+        try:
+            held = parse_image(tag)
+        except ValueError:  # not a tag podman could have written; it names nothing
+            continue
+        if _local_name(held) == _local_name(wanted) and wanted.tag in (None, held.tag):
+            return True
+    return False
+
+
+def _local_name(ref: ImageRef) -> str:
+    if ref.domain in (DEFAULT_DOMAIN, "localhost"):
+        return ref.path.removeprefix("library/")
+    return ref.name
 
 
 def _split_domain(name: str) -> tuple[str, str]:
