@@ -14,6 +14,7 @@ no hosts or children: every host is in `all`, and `ungrouped` holds the hosts in
 """
 
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field
 
-from aiorch.ansible.runner import list_inventory
+from aiorch.ansible.runner import TIMEOUT_S, list_inventory
 from aiorch.errors import InvalidInput
 
 IMPLICIT_GROUPS = ("all", "ungrouped")
 LABEL_FIELDS = ("site", "role", "region")
+_YAML_SUFFIXES = (".yml", ".yaml")
+MAX_EXPANDED_NODES = 500_000  # YAML values once aliases are expanded: ~50,000 hosts with vars
 MAX_HOST_NAME = 253
 
 
@@ -61,13 +64,60 @@ def parse_inventory(content: str, filename: str) -> Inventory:
             f"{filename}: looks like a script (starts with #!); "
             "only static YAML or INI inventories are accepted"
         )
+    name = _local_name(filename)
+    if name.endswith(_YAML_SUFFIXES):
+        _check_expanded_size(content, filename)
+    deadline = time.monotonic() + TIMEOUT_S  # one deadline for both runs
     with tempfile.TemporaryDirectory(prefix="aiorch-inventory-") as tmp:
-        path = Path(tmp) / _local_name(filename)
+        path = Path(tmp) / name
         path.write_text(content, encoding="utf-8")
         with ThreadPoolExecutor(max_workers=2) as pool:  # two ~1 s runs of ansible-inventory
-            exported = pool.submit(list_inventory, path, export=True)
-            merged = pool.submit(list_inventory, path, export=False)
+            exported = pool.submit(list_inventory, path, export=True, deadline=deadline)
+            merged = pool.submit(list_inventory, path, export=False, deadline=deadline)
             return _inventory(exported.result(), merged.result(), filename)
+
+
+def _check_expanded_size(content: str, filename: str) -> None:
+    """Aliases (`<<: *common` and the like) are fine, but a few hundred bytes of nested ones
+    expand into millions of values (an alias bomb) in ansible-inventory: count the document
+    as expanded, which composing never does, and refuse it past MAX_EXPANDED_NODES.
+    Syntax errors are left to ansible-inventory to report."""
+    try:
+        roots = list(yaml.compose_all(content, Loader=yaml.SafeLoader))
+    except yaml.YAMLError:
+        return
+    except RecursionError:
+        raise InvalidInput(f"{filename}: the YAML document is nested too deeply") from None
+    sizes: dict[int, int] = {}
+    entered: set[int] = set()  # nodes whose children are being sized: the current path
+    stack: list[tuple[yaml.Node, bool]] = [(root, False) for root in roots]
+    while stack:
+        node, children_sized = stack.pop()
+        if id(node) in sizes:
+            continue
+        children = _children(node)
+        if not children_sized:
+            if id(node) in entered:
+                raise InvalidInput(f"{filename}: a YAML alias refers to a node that contains it")
+            entered.add(id(node))
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if id(child) not in sizes)
+            continue
+        sizes[id(node)] = 1 + sum(sizes[id(child)] for child in children)
+        if sizes[id(node)] > MAX_EXPANDED_NODES:
+            mark = node.start_mark
+            raise InvalidInput(
+                f"{filename}: line {mark.line + 1}: YAML aliases expand this inventory to "
+                f"more than {MAX_EXPANDED_NODES:,} values"
+            )
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
 
 
 def render_inventory(inv: Inventory) -> str:
@@ -179,15 +229,24 @@ def _inventory(exported: dict[str, Any], merged: dict[str, Any], filename: str) 
     return Inventory(hosts=hosts, groups=groups)
 
 
-def _check_host_name(filename: str, name: str) -> None:
-    """Host names end up in URLs, logs and CLI tables: one printable token of DNS length."""
+def host_name_problem(name: str) -> str | None:
+    """What is wrong with `name` as a host name, or None: the one rule for inventory import
+    and enrollment. Host names end up in URLs, logs, CLI tables and the exported inventory:
+    one printable token of DNS length, without '/', and not a name Ansible reserves for a
+    group (a host named `all` would break the exported inventory)."""
     if len(name) > MAX_HOST_NAME:
-        problem = f"is longer than {MAX_HOST_NAME} characters"
-    elif not name or any(c.isspace() for c in name) or not name.isprintable():
-        problem = "must be non-empty, without spaces or control characters"
-    else:
-        return
-    raise InvalidInput(f"{filename}: host name {name[:64]!r} {problem}")
+        return f"is longer than {MAX_HOST_NAME} characters"
+    if not name or any(c.isspace() for c in name) or not name.isprintable() or "/" in name:
+        return "must be non-empty, without spaces, '/' or control characters"
+    if name in IMPLICIT_GROUPS:
+        return f"is reserved by Ansible for a group ({', '.join(IMPLICIT_GROUPS)})"
+    return None
+
+
+def _check_host_name(filename: str, name: str) -> None:
+    problem = host_name_problem(name)
+    if problem is not None:
+        raise InvalidInput(f"{filename}: host name {name[:64]!r} {problem}")
 
 
 def _labels(where: str, merged: dict[str, Any]) -> dict[str, Any]:

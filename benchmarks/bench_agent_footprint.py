@@ -2,13 +2,14 @@
 
 A hub (`aiorch hub serve --poll-interval 10`) and `aiorch-agent run` with the simulated
 8xH100-80GB profile run for a measured window (60 s, about 6 rounds) after the first round has
-arrived. Baseline measured in the same run: a bare python3 that only imports the agent's base
-dependencies (httpx, yaml, pyroute2, psutil) and sleeps.
+arrived. Baseline measured in the same run: a bare python3 that only imports the third-party
+packages the agent loads (yaml, pyroute2, psutil; it talks HTTP with the standard library) and
+sleeps.
 
-The dev venv also holds the hub's extras, and httpx imports rich, click and pygments when it
-finds them; an edge box has only the base install. So the same pair (agent and baseline) also
-runs from a view holding only the base install's packages, as `pip install aiorch` would leave
-them on an edge box. Goals (both views): at most 40 MB RSS and 1 % of one core.
+The dev venv also holds the hub's extras; an edge box has only the base install. So the same
+pair (agent and baseline) also runs from a view holding only the base install's packages, as
+`pip install aiorch` would leave them on an edge box. Goals (both views): at most 40 MB RSS
+and 1 % of one core; the exit status is 1 when one is missed.
 
 Run: `.venv/bin/python benchmarks/bench_agent_footprint.py [--seconds 60]`. Every process it
 starts is stopped, and its temporary directory removed, before it exits.
@@ -41,7 +42,7 @@ PROFILE = "simulated:8xH100-80GB"
 POLL_INTERVAL_S = 10
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
-BASELINE = "import httpx, yaml, pyroute2, psutil, time; print('ready', flush=True); time.sleep(1e6)"
+BASELINE = "import yaml, pyroute2, psutil, time; print('ready', flush=True); time.sleep(1e6)"
 # What the `aiorch-agent` console script runs, for the base-install view (no console script).
 AGENT_MAIN = "import sys; from edge_agent.cli import main; sys.exit(main())"
 RUN = ["run", "--log-level", "warning", "--config"]
@@ -131,10 +132,9 @@ def enroll(
             {"hub_url": url, "state_dir": str(workdir / "state"), "gpu_backend": PROFILE}
         )
     )
-    argv = [*agent_cmd, "enroll", "--hub", url, "--token", reply.json()["token"]]
-    done = subprocess.run(
-        [*argv, "--config", str(config)], capture_output=True, text=True, timeout=60, env=env
-    )
+    argv = [*agent_cmd, "enroll", "--hub", url, "--config", str(config)]
+    token = reply.json()["token"]
+    done = subprocess.run(argv, input=token, capture_output=True, text=True, timeout=60, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"enroll failed: {done.stderr}")
     return config

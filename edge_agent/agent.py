@@ -18,11 +18,29 @@ from edge_agent.collectors.workloads import WorkloadCollector
 from edge_agent.config import AgentConfig, ConfigError
 from edge_agent.facts import collect_facts, facts_hash
 from edge_agent.gpu import GpuBackend, open_gpu_backend
-from edge_agent.outbox import Outbox
+from edge_agent.outbox import Outbox, Pending
+from edge_agent.refused import keep_refused
 from edge_agent.state import AgentState
+from edge_agent.trouble import Trouble
 from edge_agent.workloads import Podman, Reconciler
 
 log = logging.getLogger("aiorch.agent")
+
+# Refusals about the agent itself, not about what it sent: no batch is to blame for them.
+SENDER_REFUSED = frozenset({401, 403, 404})
+REENROLL = (
+    "re-enroll this host with `aiorch-agent enroll` (a token from `aiorch enroll-token create`)"
+)
+
+
+def refusal_advice(status: int) -> str:
+    """What the operator should do about a check-in the hub refused with `status`."""
+    if status in SENDER_REFUSED:
+        return f"credential refused ({status}): {REENROLL}"
+    upgrade = f"install the agent version that matches the hub (this is {__version__})"
+    if status == 413:
+        return f"check-in too large (413): raise the hub's max_body_bytes or {upgrade}"
+    return f"check-in not understood ({status}): {upgrade}"
 
 
 class NotEnrolled(Exception):
@@ -64,10 +82,7 @@ class Agent:
                 f"not enrolled: no credential in {config.state_dir}; "
                 "run 'aiorch-agent enroll' first"
             )
-        self.agent_id: str = cred["agent_id"]
-        self.hub = HubClient(
-            config.hub_url or cred["hub_url"], cred["credential"], config.request_timeout_s
-        )
+        self._use(cred)
         self.outbox = Outbox(
             config.state_dir / "outbox.db",
             max_samples=config.outbox_max_samples,
@@ -91,6 +106,8 @@ class Agent:
         # While the hub is away: when to try it again (monotonic; 0 when it answered last).
         self.retry_at = 0.0
         self.started = time.monotonic()
+        self.refusals = Trouble(log)  # check-ins the hub refuses, logged once
+        self.refused_batches = Trouble(log)  # telemetry batches it refuses, logged once
 
     def close(self) -> None:
         self.workloads.close()
@@ -149,20 +166,32 @@ class Agent:
             try:
                 self.hub.upload(self.agent_id, asdict(batch))
             except HubRefused as exc:
-                # The batch stays; the agent keeps checking in rather than exit over telemetry.
-                log.error(
-                    "telemetry batch %s:%d-%d refused: %s",
-                    batch.epoch,
-                    batch.seq_start,
-                    batch.seq_end,
-                    exc,
-                )
-                break
+                if exc.status in SENDER_REFUSED:
+                    raise
+                self.set_aside(batch, exc)
+                continue
             self.outbox.ack(batch)
             sent += len(batch.samples)
             if time.monotonic() >= deadline:
                 break
         return sent
+
+    def set_aside(self, batch: Pending, refusal: HubRefused) -> None:
+        """A batch the hub will never take (it said so with a 4xx) must not block the samples
+        behind it: it is kept aside for the operator, and its samples count as dropped, which
+        the next batch tells the hub."""
+        kept = keep_refused(self.config.state_dir / "refused-telemetry", batch, str(refusal))
+        self.outbox.drop(batch)
+        self.refused_batches.failing(
+            str(refusal.status),
+            "telemetry batch %s:%d-%d refused, %d samples counted as dropped (%s): %s",
+            batch.epoch,
+            batch.seq_start,
+            batch.seq_end,
+            len(batch.samples),
+            f"kept in {kept}" if kept else "not kept",
+            refusal,
+        )
 
     def round(self) -> float | None:
         """Check in first (a slow collector or a backlog must not make the agent look offline),
@@ -170,7 +199,7 @@ class Agent:
         allows. Workloads are reconciled from the desired state on disk even when the check-in
         fails, so with the hub away they keep running and crashed ones are restarted; their
         report goes with the next check-in. Raises HubUnavailable if the hub can't be reached;
-        the round's samples are in the outbox by then."""
+        the round's samples are in the outbox by then, or HubRefused if the hub refused it."""
         try:
             interval = self.checkin()
         finally:
@@ -192,6 +221,8 @@ class Agent:
         if time.monotonic() < self.retry_at:
             self.local_round()
             return self._until_retry()
+        if self.refusals.active:
+            self.reload_credential()
         try:
             interval = self.round()
         except HubUnavailable as exc:
@@ -199,8 +230,40 @@ class Agent:
             log.warning("%s; next try in %.1fs", exc, delay)
             self.retry_at = time.monotonic() + delay
             return self._until_retry()
+        except HubRefused as exc:
+            self.retry_at = time.monotonic() + self.schedule.failed()
+            self.refusals.failing(
+                str(exc.status),
+                "%s [hub: %s]. Until then the agent keeps running its workloads from desired "
+                "revision %d and retries with backoff (at most every %.0fs).",
+                refusal_advice(exc.status),
+                exc.detail,
+                self.state.desired()["revision"],
+                self.schedule.max_backoff_s,
+            )
+            return self._until_retry()
         self.retry_at = 0.0
+        self.refusals.over("check-in accepted again")
         return self.schedule.succeeded(interval)
+
+    def _use(self, cred: dict[str, Any]) -> None:
+        """Talk to the hub as the agent that `cred` (credential.json) names."""
+        self.agent_id: str = cred["agent_id"]
+        self.credential: str = cred["credential"]
+        hub_url = self.config.hub_url or cred["hub_url"]
+        self.hub = HubClient(hub_url, self.credential, self.config.request_timeout_s)
+
+    def reload_credential(self) -> None:
+        """After a refusal: a host re-enrolled meanwhile (`aiorch-agent enroll`) has a new
+        credential on disk, which the running agent takes up without a restart."""
+        cred = self.state.credential()
+        if cred is None or cred["credential"] == self.credential:
+            return
+        self.hub.close()
+        self._use(cred)
+        log.warning(
+            "a new credential is in %s: checking in as agent %s", self.state.dir, self.agent_id
+        )
 
     def _until_retry(self) -> float:
         """Seconds to the next round while the hub is away: the next try, or one interval."""

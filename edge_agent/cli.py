@@ -5,13 +5,27 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
+from typing import Any, NoReturn
 
 from edge_agent import __version__
 from edge_agent.agent import Agent, NotEnrolled, enroll
 from edge_agent.client import HubRefused, HubUnavailable
 from edge_agent.config import DEFAULT_CONFIG, AgentConfig, ConfigError
+
+TOKEN_ENV = "AIORCH_ENROLL_TOKEN"
+TOKEN_WAYS = f"on stdin, in {TOKEN_ENV}, or with --token-file"
+
+
+class _NoTokenOnArgv(argparse.Action):
+    """`--token` is refused: every user of the host can read a command line (ps, /proc)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any, **__: Any) -> NoReturn:
+        parser.error(
+            f"--token is not accepted (argv is visible to every user): pass it {TOKEN_WAYS}"
+        )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,14 +44,22 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--state-dir", type=Path, help="overrides state_dir from the config")
     common.add_argument("--log-level", default="info")
     p_enroll = sub.add_parser(
-        "enroll", parents=[common], help="trade an enrollment token for a credential"
+        "enroll",
+        parents=[common],
+        allow_abbrev=False,
+        help="trade an enrollment token for a credential",
+        description=f"The token from 'aiorch enroll-token create' comes {TOKEN_WAYS}.",
     )
     p_enroll.add_argument("--hub", required=True, help="hub URL, e.g. http://10.89.0.1:8700")
     p_enroll.add_argument(
-        "--token", required=True, help="enrollment token from 'aiorch enroll-token create'"
+        "--token-file", type=Path, help="a file holding the enrollment token ('-': stdin)"
     )
+    p_enroll.add_argument("--token", nargs=0, action=_NoTokenOnArgv, help=argparse.SUPPRESS)
     p_run = sub.add_parser(
-        "run", parents=[common], help="check in, apply desired state, send telemetry"
+        "run",
+        parents=[common],
+        allow_abbrev=False,
+        help="check in, apply desired state, send telemetry",
     )
     p_run.add_argument(
         "--once",
@@ -56,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.state_dir:
             config.state_dir = args.state_dir
         if args.command == "enroll":
-            result = enroll(config, args.hub, args.token)
+            result = enroll(config, args.hub, enrollment_token(args.token_file))
             print(json.dumps(result, sort_keys=True))
             return 0
         agent = Agent(config)
@@ -73,6 +95,30 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def enrollment_token(token_file: Path | None) -> str:
+    """The token from --token-file, else AIORCH_ENROLL_TOKEN, else stdin (asked for, unechoed,
+    on a terminal): anywhere but argv."""
+    if token_file is not None and str(token_file) != "-":
+        try:
+            text = token_file.read_text()
+        except (OSError, UnicodeError) as exc:
+            raise ConfigError(f"cannot read the token file {token_file}: {exc}") from None
+    elif token_file is None and os.environ.get(TOKEN_ENV):
+        text = os.environ[TOKEN_ENV]
+    elif sys.stdin is None:
+        text = ""
+    elif sys.stdin.isatty():
+        import getpass  # only where a person types the token
+
+        text = getpass.getpass("enrollment token: ")
+    else:
+        text = sys.stdin.read()
+    token = text.strip()
+    if not token:
+        raise ConfigError(f"no enrollment token: pass it {TOKEN_WAYS}")
+    return token
 
 
 def run() -> None:

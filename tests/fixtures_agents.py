@@ -85,7 +85,7 @@ class LabAgent:
 
     def enroll(self, token: str) -> dict:
         out = self.lab.exec(
-            self.host, self._agent("enroll", "--hub", self.hub_url, "--token", token)
+            self.host, self._agent("enroll", "--hub", self.hub_url), input=token.encode()
         )
         return dict(json.loads(out.stdout))
 

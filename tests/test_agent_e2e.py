@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -10,14 +12,22 @@ import httpx
 import pytest
 import yaml
 
-from tests.fixtures_hub import AGENT, HubProcess
+from aiorch.lab.wait import wait_until
+from tests.fixtures_hub import AGENT, HubProcess, enroll_agent, make_enroll_token
 
 pytestmark = pytest.mark.e2e
 
 
-def _agent(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _agent(
+    config: Path, *args: str, stdin: str = "", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [AGENT, *args, "--config", str(config)], capture_output=True, text=True, timeout=60
+        [AGENT, *args, "--config", str(config)],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -35,7 +45,7 @@ def agent_config(tmp_path: Path, hub: HubProcess) -> Path:
 @pytest.fixture
 def enrolled(hub: HubProcess, agent_config: Path) -> dict:
     token = hub.cli_json("enroll-token", "create", "--site", "edge1", "--ttl", "1h")["token"]
-    result = _agent(agent_config, "enroll", "--hub", hub.url, "--token", token)
+    result = _agent(agent_config, "enroll", "--hub", hub.url, stdin=token + "\n")
     assert result.returncode == 0, result.stderr
     return dict(json.loads(result.stdout))
 
@@ -98,7 +108,6 @@ def test_agent_keeps_samples_while_hub_is_down_and_sends_them_after(
     assert _agent(agent_config, "run", "--once").returncode == 0
     with hub.client(hub.admin_token) as admin:
         assert admin.get(f"/agents/{enrolled['agent_id']}").json()["status"] == "online"
-    import sqlite3
 
     db = sqlite3.connect(hub.data_dir / "aiorch.db")
     stored = db.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
@@ -108,7 +117,9 @@ def test_agent_keeps_samples_while_hub_is_down_and_sends_them_after(
 
 
 def test_enroll_with_bad_token_is_one_line_error(hub: HubProcess, agent_config: Path):
-    result = _agent(agent_config, "enroll", "--hub", hub.url, "--token", "aie_00_bad")
+    result = _agent(
+        agent_config, "enroll", "--hub", hub.url, env={"AIORCH_ENROLL_TOKEN": "aie_00_bad"}
+    )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert result.stderr.splitlines()[-1] == (
@@ -123,3 +134,80 @@ def test_run_before_enroll_says_what_to_do(agent_config: Path):
 
 def test_healthz_needs_no_token(hub: HubProcess):
     assert httpx.get(f"{hub.url}/healthz").json() == {"status": "ok"}
+
+
+def test_enroll_takes_the_token_from_a_file_or_the_environment(hub: HubProcess, tmp_path: Path):
+    for way in ("file", "env"):
+        config = tmp_path / f"{way}.yaml"
+        config.write_text(yaml.safe_dump({"state_dir": str(tmp_path / way), "gpu_backend": "none"}))
+        token = hub.cli_json("enroll-token", "create", "--site", "edge1", "--ttl", "1h")["token"]
+        if way == "file":
+            (tmp_path / "token").write_text(token + "\n")
+            args, env = ["--token-file", str(tmp_path / "token")], None
+        else:
+            args, env = [], {"AIORCH_ENROLL_TOKEN": token}
+        result = _agent(config, "enroll", "--hub", hub.url, *args, env=env)
+        assert result.returncode == 0, (way, result.stderr)
+        assert (tmp_path / way / "credential.json").exists()
+
+
+def test_enroll_without_a_token_says_where_it_may_come_from(hub: HubProcess, agent_config: Path):
+    result = _agent(agent_config, "enroll", "--hub", hub.url, stdin="")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "aiorch-agent: error: no enrollment token: "
+        "pass it on stdin, in AIORCH_ENROLL_TOKEN, or with --token-file"
+    )
+
+
+def _outbox_rounds(state: Path) -> int:
+    """Samples the agent has written so far (each round adds some), 0 before the first."""
+    try:
+        db = sqlite3.connect(f"file:{state / 'outbox.db'}?mode=ro", uri=True)
+        try:
+            return int(db.execute("SELECT MAX(next_seq) FROM epochs").fetchone()[0] or 0)
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return 0
+
+
+def test_revoked_agent_stays_up_says_so_once_and_takes_up_a_new_enrollment(
+    hub: HubProcess, agent_config: Path, enrolled: dict, tmp_path: Path
+):
+    config = yaml.safe_load(agent_config.read_text())
+    agent_config.write_text(yaml.safe_dump({**config, "max_backoff_s": 1}))
+    doc = {"workloads": []}
+    with hub.client(hub.admin_token) as admin:
+        admin.put(f"/agents/{enrolled['agent_id']}/desired", json={"document": doc})
+    assert _agent(agent_config, "run", "--once").returncode == 0
+    state = tmp_path / "state"
+    # Re-enrolling the host elsewhere revokes this agent's credential.
+    hostname = hub.cli_json("agents", "list")[0]["host_name"]
+    with hub.client(hub.admin_token) as admin:
+        enroll_agent(hub, make_enroll_token(admin), hostname)
+    log = tmp_path / "agent.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [AGENT, "run", "--config", str(agent_config)], stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_until(lambda: "credential refused" in log.read_text(), timeout=30, what="the line")
+        first = _outbox_rounds(state)
+        # Rounds go on (and with them, check-ins every max_backoff_s = 1 s): several more.
+        wait_until(lambda: _outbox_rounds(state) >= 4 * first, timeout=60, what="more rounds")
+        assert proc.poll() is None, "the agent is still running"
+        lines = [line for line in log.read_text().splitlines() if "refused" in line]
+        assert len(lines) == 1, lines
+        assert "credential refused (401)" in lines[0] and "`aiorch-agent enroll`" in lines[0]
+        assert "desired revision 1" in lines[0]
+        # Doing what it says: the running agent takes up the new credential, no restart.
+        token = hub.cli_json("enroll-token", "create", "--site", "edge1", "--ttl", "1h")["token"]
+        assert _agent(agent_config, "enroll", "--hub", hub.url, stdin=token).returncode == 0
+        wait_until(
+            lambda: "check-in accepted again" in log.read_text(), timeout=30, what="recovery"
+        )
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

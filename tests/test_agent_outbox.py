@@ -3,6 +3,7 @@ what it does with damaged, full and read-only files."""
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import os
@@ -18,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent.agent import Agent
+from edge_agent.agent import Agent, enroll
 from edge_agent.client import CheckinReply, HubClient, HubRefused, HubUnavailable
 from edge_agent.config import AgentConfig
 from edge_agent.outbox import ROW_OVERHEAD, Outbox, Pending
@@ -425,23 +426,35 @@ def test_bounded_outbox_matches_model_through_crashes(tmp_path_factory, ops):
 class StubHub:
     """The hub as the agent's HubClient sees it, recording the order of calls."""
 
-    def __init__(self, refuse: bool = False, down: bool = False) -> None:
+    def __init__(
+        self,
+        refuse: bool = False,
+        down: bool = False,
+        status: int = 422,
+        refuse_checkin: int | None = None,
+    ) -> None:
         self.calls: list[str] = []
         self.refuse = refuse
+        self.refuse_checkin = refuse_checkin
         self.down = down
+        self.status = status
         self.seqs: list[int] = []
+        self.dropped: list[int] = []
 
     def checkin(self, agent_id: str, body: dict, known_revision: int) -> CheckinReply:
         self.calls.append("checkin")
         if self.down:
             raise HubUnavailable("hub unreachable: stub")
+        if self.refuse_checkin is not None:
+            raise HubRefused(self.refuse_checkin, "stub")
         return CheckinReply(False, known_revision, None, 10.0)
 
     def upload(self, agent_id: str, batch: dict) -> dict:
         self.calls.append("upload")
         if self.refuse:
-            raise HubRefused("hub refused (422): stub")
+            raise HubRefused(self.status, "stub")
         self.seqs += [s["seq"] for s in batch["samples"]]
+        self.dropped.append(batch["dropped"])
         return {}
 
     def close(self) -> None:
@@ -513,15 +526,60 @@ def test_full_disk_does_not_stop_check_ins(agent_factory):
     assert agent.outbox.unwritten > 0 and len(agent.outbox) == 0
 
 
-def test_refused_batch_stays_and_the_agent_keeps_going(agent_factory):
+def test_refused_batch_is_set_aside_counted_as_dropped_and_the_rest_flows(agent_factory, caplog):
     hub = StubHub(refuse=True)
-    agent = agent_factory(hub)
-    assert agent.round() == 10.0
-    held = len(agent.outbox)
-    assert held > 0 and hub.calls == ["checkin", "upload"]
+    agent = agent_factory(hub, telemetry_batch_size=100, upload_max_batches_per_round=3)
+    agent.outbox.append(_samples(250, start=time.time()))
+    with caplog.at_level(logging.ERROR, "aiorch.agent"):
+        assert agent.round() == 10.0
+    assert hub.calls == ["checkin", "upload", "upload", "upload"], "no batch blocks the next"
+    refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refused) == 1 and "counted as dropped" in refused[0], "one line, not one a batch"
+    kept = sorted((agent.config.state_dir / "refused-telemetry").iterdir())
+    assert [json.loads(k.read_text())["batch"]["seq_start"] for k in kept] == [0, 100, 200]
+    assert json.loads(kept[0].read_text())["reason"] == "hub refused (422): stub"
     hub.refuse = False
-    agent.round()
-    assert hub.seqs[0] == 0 and len(agent.outbox) == 0
+    agent.flush_telemetry(max_batches=100)
+    assert hub.seqs[0] == 300 and len(agent.outbox) == 0
+    assert hub.dropped[-1] == 300, "the hub hears of the refused samples as dropped"
+
+
+def test_a_refused_sender_is_no_reason_to_drop_a_batch(agent_factory):
+    hub = StubHub(refuse=True, status=401)
+    agent = agent_factory(hub)
+    agent.outbox.append(_samples(5, start=time.time()))
+    with pytest.raises(HubRefused):
+        agent.flush_telemetry()
+    assert len(agent.outbox) == 5, "a revoked credential says nothing about the samples"
+
+
+@pytest.mark.e2e
+def test_batch_the_real_hub_refuses_is_set_aside_and_its_drops_reach_the_hub(
+    hub: HubProcess, tmp_path: Path
+):
+    config = AgentConfig(
+        hub_url=hub.url, state_dir=tmp_path / "state", gpu_backend="none", telemetry_batch_size=3
+    )
+    with hub.client(hub.admin_token) as admin:
+        enroll(config, hub.url, make_enroll_token(admin))
+    agent = Agent(config)
+    try:
+        now = time.time()
+        good = [(now, "good_metric", 1.0, {})]
+        agent.outbox.append([*good * 2, (now, "not a metric name", 1.0, {}), *good * 4])
+        assert agent.flush_telemetry(max_batches=10) == 4, "the batches after it arrive"
+        assert len(agent.outbox) == 0
+    finally:
+        agent.close()
+    db = sqlite3.connect(hub.data_dir / "aiorch.db")
+    try:
+        stored = db.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
+        dropped = db.execute("SELECT SUM(dropped) FROM streams").fetchone()[0]
+    finally:
+        db.close()
+    assert (stored, dropped) == (4, 3), "the refused batch's three samples are counted as dropped"
+    [kept] = (config.state_dir / "refused-telemetry").iterdir()
+    assert "not a metric name" in kept.read_text()
 
 
 @pytest.mark.e2e
@@ -547,3 +605,34 @@ def test_rounds_go_on_locally_while_check_ins_back_off(agent_factory):
     assert hub.calls.count("checkin") == tries, "no check-in before its backoff is over"
     assert len(agent.outbox) > collected, "the round still collected"
     assert 0 < wait <= agent.schedule.interval_s, "and the next round is an interval away"
+
+
+@pytest.mark.parametrize(
+    ("status", "advice"),
+    [
+        (401, "re-enroll this host with `aiorch-agent enroll`"),
+        (413, "raise the hub's max_body_bytes"),
+        (422, "install the agent version that matches the hub"),
+    ],
+)
+def test_refused_check_in_backs_off_says_what_to_do_once_and_rounds_go_on(
+    agent_factory, caplog, status: int, advice: str
+):
+    hub = StubHub(refuse_checkin=status)
+    agent = agent_factory(hub, max_backoff_s=3600)
+    with caplog.at_level(logging.WARNING, "aiorch.agent"):
+        for _ in range(5):
+            agent.retry_at = 0.0  # as if each backoff were over
+            assert 0 < agent.cycle() <= agent.schedule.interval_s
+        tries, collected = hub.calls.count("checkin"), len(agent.outbox)
+        agent.cycle()
+        assert len(agent.outbox) > collected, "the rounds in between still collect"
+        hub.refuse_checkin = None
+        agent.retry_at = 0.0
+        agent.cycle()
+    assert tries == 5 and agent.schedule.failures == 0, "refusals counted, then reset"
+    assert hub.calls.count("checkin") == 6, "no check-in while backing off"
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines
+    assert f"({status})" in lines[0] and advice in lines[0]
+    assert lines[1] == "check-in accepted again"

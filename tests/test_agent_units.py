@@ -1,15 +1,28 @@
-"""Agent building blocks: config validation, the check-in schedule, atomic private state."""
+"""Agent building blocks: config validation, the check-in schedule, atomic private state,
+health probes, logging a lasting failure once, and where the enrollment token may travel."""
 
 from __future__ import annotations
 
+import logging
 import random
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import yaml
 
+from aiorch.lab.wait import wait_until
 from edge_agent.backoff import Schedule
+from edge_agent.cli import main
+from edge_agent.client import CheckinReply, HubClient
 from edge_agent.config import AgentConfig, ConfigError
+from edge_agent.contract.workload import HealthCheck
 from edge_agent.state import AgentState
+from edge_agent.trouble import Trouble
+from edge_agent.workloads.health import HealthMonitor
+
+ROLE = Path(__file__).resolve().parents[1] / "playbooks" / "roles" / "aiorch_edge_agent"
 
 
 def test_config_reads_hub_url_and_state_dir(tmp_path: Path):
@@ -129,3 +142,131 @@ def test_archive_tags_match_the_workloads_image_pinned_or_not(ref: str, tags: li
     from edge_agent.contract.image import holds
 
     assert holds(ref, tags) is held
+
+
+class _Probed(BaseHTTPRequestHandler):
+    """Answers 200, or for the server whose `stall` is set, holds the request until released."""
+
+    server: _ProbeServer
+
+    def do_GET(self) -> None:
+        if self.server.stall is not None:
+            self.server.probed.set()
+            self.server.stall.wait(timeout=30)
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        return None
+
+
+class _ProbeServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, stall: threading.Event | None = None) -> None:
+        super().__init__(("127.0.0.1", 0), _Probed)
+        self.stall = stall
+        self.probed = threading.Event()
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+def test_a_stalled_health_probe_delays_no_other_workload():
+    release = threading.Event()
+    slow, fast = _ProbeServer(stall=release), _ProbeServer()
+    check = HealthCheck(
+        path="/healthz", port=80, initial_delay_s=0, period_s=0.2, timeout_s=10, failure_threshold=3
+    )
+    monitor = HealthMonitor()
+    try:
+        monitor.watch("slow", check, slow.server_address[1])
+        assert slow.probed.wait(timeout=10), "the slow workload's probe is under way"
+        monitor.watch("fast", check, fast.server_address[1])
+        wait_until(
+            lambda: monitor.watch("fast", check, fast.server_address[1]).state == "healthy",
+            timeout=5,
+            what="the fast workload to be healthy while the other probe hangs (timeout 10 s)",
+        )
+        assert monitor.watch("slow", check, slow.server_address[1]).state == "starting"
+    finally:
+        release.set()
+        monitor.close()
+        for server in (slow, fast):
+            server.shutdown()
+            server.server_close()
+
+
+def test_enroll_token_on_the_command_line_is_refused(capsys: pytest.CaptureFixture[str]):
+    with pytest.raises(SystemExit) as exited:
+        main(["enroll", "--hub", "http://127.0.0.1:9", "--token", "aie_00_secret"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert "--token is not accepted" in err and "AIORCH_ENROLL_TOKEN" in err
+    assert "aie_00_secret" not in err
+
+
+def test_edge_agent_role_passes_the_enroll_token_on_stdin():
+    tasks = yaml.safe_load((ROLE / "tasks" / "enroll.yml").read_text())
+    [task] = [t for t in tasks if t["name"] == "Enroll with the hub"]
+    command = task["ansible.builtin.command"]
+    assert not any("token" in arg for arg in command["argv"]), "nothing of the token in argv"
+    assert command["stdin"] == "{{ aiorch_edge_agent_enroll_token }}"
+    assert "environment" not in task, "Ansible puts environment on the remote command line"
+    assert task["no_log"] is True
+
+
+def test_a_lasting_failure_is_logged_once_per_kind_and_its_end_once(
+    caplog: pytest.LogCaptureFixture,
+):
+    clock = [0.0]
+    trouble = Trouble(logging.getLogger("aiorch.test"), repeat_s=3600, clock=lambda: clock[0])
+    with caplog.at_level(logging.WARNING, "aiorch.test"):
+        for _ in range(50):
+            trouble.failing("401", "refused %d", 401)
+            clock[0] += 10
+        trouble.failing("422", "refused %d", 422)
+        clock[0] += 3600
+        trouble.failing("422", "refused %d", 422)
+        trouble.over("fine again")
+        trouble.over("fine again")
+    assert [r.getMessage() for r in caplog.records] == [
+        "refused 401",
+        "refused 422",
+        "refused 422",
+        "fine again",
+    ]
+
+
+class _ForgetfulHub(BaseHTTPRequestHandler):
+    """Answers every check-in 304 over HTTP/1.1, then drops the connection without saying so,
+    as a hub does that restarts or times out an idle keep-alive connection."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(304)
+        self.send_header("X-Aiorch-Poll-Interval", "7")
+        self.end_headers()
+        self.close_connection = True
+
+    def log_message(self, *args: object) -> None:
+        return None
+
+
+def test_hub_client_replaces_a_kept_alive_connection_the_hub_dropped():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ForgetfulHub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = HubClient(f"http://127.0.0.1:{server.server_address[1]}", "aia_x")
+    try:
+        replies = [client.checkin("a1", {}, 3) for _ in range(3)]
+    finally:
+        client.close()
+        server.shutdown()
+        server.server_close()
+    assert replies == [CheckinReply(False, 3, None, 7.0)] * 3
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:8700", "ftp://hub", "http://hub:port"])
+def test_bad_hub_url_is_one_clear_error(url: str):
+    with pytest.raises(ConfigError, match="hub URL"):
+        HubClient(url)

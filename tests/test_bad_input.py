@@ -2,9 +2,32 @@
 
 from __future__ import annotations
 
-import httpx
+import logging
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
-from tests.fixtures_hub import HubProcess
+import httpx
+import pytest
+import uvicorn
+from fastapi import Request
+
+from aiorch.hub.app import create_app
+from aiorch.hub.connections import ConnectionLimits, RateLimitedLog, protocol_class
+from aiorch.hub.process import free_port
+from aiorch.lab.wait import wait_until
+from tests.fixtures_hub import (
+    Clock,
+    HubProcess,
+    checkin_body,
+    enroll_agent,
+    make_enroll_token,
+    make_token,
+)
 
 
 def _tokens(admin: httpx.Client) -> list:
@@ -89,3 +112,221 @@ def test_rollout_of_unknown_deployment_is_404(admin: httpx.Client):
 def test_unknown_rollout_action_is_422(admin: httpx.Client):
     response = admin.post("/deployments/nope/rollout/explode")
     assert response.status_code == 422 and "action" in response.json()["detail"]
+
+
+# ---- hostile users: bounded counts and numbers, small answers, the hub keeps serving --------
+
+SPEC = """
+apiVersion: aiorch.dev/v1
+kind: Deployment
+metadata: {{name: {name}, project: nlp}}
+spec:
+  image: localhost/m:v1
+  replicas: {replicas}
+  resources: {{gpus: {gpus}, cpu: {cpu}}}
+"""
+
+
+def _still_serving(hub: HubProcess) -> None:
+    """Everyone else is still served: /healthz and an agent's check-in."""
+    with httpx.Client(base_url=hub.url, timeout=10) as client:
+        assert client.get("/healthz").status_code == 200
+    with hub.client(hub.admin_token) as admin:
+        enrolled = enroll_agent(hub, make_enroll_token(admin), f"bystander-{uuid.uuid4().hex[:8]}")
+    with hub.client(enrolled["credential"]) as agent:
+        path = f"/agents/{enrolled['agent_id']}/checkin"
+        assert agent.post(path, json=checkin_body()).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("replicas", "gpus", "cpu", "words"),
+    [
+        (10_000_000, 0, 1, "spec.replicas: must be <= 10000"),
+        (1, 1000, 1, "spec.resources.gpus: must be <= 64"),
+        (1, 0, ".inf", "spec.resources.cpu: must be a finite number"),
+        (1, 0, ".nan", "spec.resources.cpu: must be a finite number"),
+    ],
+    ids=["replicas", "gpus", "cpu-inf", "cpu-nan"],
+)
+def test_spec_count_out_of_bounds_is_a_fast_422_naming_it_and_stores_nothing(
+    shared_hub: HubProcess, admin: httpx.Client, replicas: int, gpus: int, cpu: str, words: str
+):
+    spec = SPEC.format(name="huge", replicas=replicas, gpus=gpus, cpu=cpu)
+    for path in ("/deployments/plan", "/deployments"):
+        started = time.monotonic()
+        response = admin.post(path, json={"spec": spec})
+        assert response.status_code == 422 and words in response.json()["detail"]
+        assert time.monotonic() - started < 2
+    assert admin.get("/deployments").json() == []
+    _still_serving(shared_hub)
+
+
+def test_plan_answer_summarises_unplaced_replicas(shared_hub: HubProcess, admin: httpx.Client):
+    spec = SPEC.format(name="many", replicas=10_000, gpus=1, cpu=0)
+    response = admin.post("/deployments/plan", json={"spec": spec})
+    assert response.status_code == 200
+    (unplaced,) = response.json()["plan"]["unplaced"]
+    assert unplaced["count"] == 10_000 and "GPU" in unplaced["reason"]
+    assert len(response.content) < 4096
+
+
+def test_plan_cli_prints_unplaced_replicas_as_one_line(shared_hub: HubProcess, tmp_path):
+    path = tmp_path / "many.yaml"
+    path.write_text(SPEC.format(name="many", replicas=500, gpus=1, cpu=0))
+    out = shared_hub.cli("plan", "-f", str(path)).stdout
+    assert "unplaced 500 replicas: " in out and len(out.splitlines()) < 10
+
+
+@pytest.mark.parametrize(
+    ("document", "words"),
+    [
+        ("[" * 300 + "]" * 300, "nested deeper than 32"),
+        ("NaN", "finite"),
+        ("-Infinity", "finite"),
+        (str(2**70), "64 bits"),
+    ],
+    ids=["deep", "nan", "infinity", "huge-int"],
+)
+def test_desired_state_that_json_cannot_give_back_is_422_and_not_stored(
+    shared_hub: HubProcess, admin: httpx.Client, document: str, words: str
+):
+    enrolled = enroll_agent(shared_hub, make_enroll_token(admin), "desired-bad")
+    path = f"/agents/{enrolled['agent_id']}/desired"
+    text = '{"document": {"workloads": [], "x": ' + document + "}}"
+    response = admin.put(path, content=text, headers={"Content-Type": "application/json"})
+    assert response.status_code == 422 and words in response.json()["detail"]
+    assert admin.get(path).json()["revision"] == 0
+    assert admin.get("/agents").status_code == 200, "the same kept-alive connection still works"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("PUT", "/quotas/nlp", {"max_gpus": 2**70}),
+        ("POST", "/runs", {"playbook": "site.yml", "serial": 2**70}),
+        ("POST", "/enroll-tokens", {"site": "edge1", "uses": 2**70}),
+    ],
+    ids=["quota", "run-serial", "enroll-uses"],
+)
+def test_integers_past_64_bits_in_the_api_are_422(
+    admin: httpx.Client, method: str, path: str, body: dict
+):
+    response = admin.request(method, path, json=body)
+    assert response.status_code == 422, response.text
+    assert admin.get("/agents").status_code == 200
+
+
+def test_revoking_the_last_admin_token_is_409(hub: HubProcess):
+    with hub.client(hub.admin_token) as admin:
+        (bootstrap,) = [t for t in admin.get("/tokens").json() if t["role"] == "admin"]
+        refused = admin.delete(f"/tokens/{bootstrap['id']}")
+        assert refused.status_code == 409 and "last active admin" in refused.json()["detail"]
+        second = make_token(admin, "admin")
+    with hub.client(second) as other:
+        assert other.delete(f"/tokens/{bootstrap['id']}").status_code == 204
+
+
+# ---- errors and connections -------------------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_a_500_leaves_the_kept_alive_connection_open(make_context):
+    app = create_app(make_context(), run_jobs=False)
+
+    @app.get("/port")
+    def port(request: Request) -> int:
+        return request.client.port if request.client else 0
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("a bug")
+
+    with _served(app) as url, httpx.Client(base_url=url, timeout=10) as client:
+        before = client.get("/port").json()
+        failed = client.get("/boom")
+        assert failed.status_code == 500 and "hub log" in failed.json()["detail"]
+        assert client.get("/port").json() == before, "the next request reuses the connection"
+
+
+class _FewFilesHub(HubProcess):
+    """A hub whose process may hold 256 open files, as on a small edge server."""
+
+    def argv(self) -> list[str]:
+        return ["prlimit", "--nofile=256:256", "--", *super().argv()]
+
+
+@pytest.mark.e2e
+def test_idle_connections_never_starve_healthz_or_checkins(tmp_path):
+    hub = _FewFilesHub(tmp_path / "hub").start()
+    idle = []
+    try:
+        for _ in range(300):  # more than the hub has descriptors
+            idle.append(socket.create_connection(("127.0.0.1", hub.port)))
+        _still_serving(hub)
+        assert hub.log.stat().st_size < 64 * 1024, "the flood fills no log"
+    finally:
+        for sock in idle:
+            sock.close()
+        hub.stop()
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    "sent",
+    [
+        b"",
+        b"GET /healthz HTTP/1.1\r\nHost: hub\r\n",
+        b"POST /api/v1/enroll HTTP/1.1\r\nHost: hub\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\n\r\n{",
+    ],
+    ids=["nothing", "half-a-head", "half-a-body"],
+)
+def test_a_connection_too_slow_to_send_its_request_is_closed(tmp_path, sent: bytes):
+    hub = HubProcess(
+        tmp_path / "hub", serve_args=["--header-timeout", "1", "--body-timeout", "1"]
+    ).start()
+    try:
+        with socket.create_connection(("127.0.0.1", hub.port), timeout=10) as sock:
+            sock.sendall(sent)
+            started = time.monotonic()
+            assert sock.recv(1024) == b"", "the hub closed it"
+            assert time.monotonic() - started < 5
+        _still_serving(hub)
+    finally:
+        hub.stop()
+
+
+def test_a_flood_of_one_error_is_logged_once_per_interval_with_a_count():
+    clock = Clock(0.0)
+    limiter = RateLimitedLog(interval_s=10, clock=clock)
+    records = []
+    for _ in range(1000):
+        record = logging.LogRecord("asyncio", logging.ERROR, "", 0, "accept failed\nmore", (), None)
+        if limiter.filter(record):
+            records.append(record.getMessage())
+    clock.now = 11
+    record = logging.LogRecord("asyncio", logging.ERROR, "", 0, "accept failed\nmore", (), None)
+    assert limiter.filter(record)
+    assert records == ["accept failed\nmore"]
+    assert "999 more like it" in record.getMessage()
+
+
+@contextmanager
+def _served(app: Any) -> Iterator[str]:
+    """`app` under uvicorn, with the hub's connection guard, in a thread."""
+    port = free_port()
+    config = uvicorn.Config(
+        app,
+        port=port,
+        log_level="critical",
+        http=protocol_class(ConnectionLimits(max_connections=64)),
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, timeout=30, what="uvicorn in a thread")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

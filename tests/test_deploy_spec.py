@@ -281,3 +281,24 @@ def test_invalid_example_problems_are_the_ones_the_readme_shows() -> None:
     assert len(caught.value.problems) == 5
     for problem in caught.value.problems:
         assert f"\n{problem}\n" in readme
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        ("spec.replicas", 10_000_000, "spec.replicas: must be <= 10000 (got 10000000)"),
+        ("spec.resources.gpus", 65, "spec.resources.gpus: must be <= 64 (got 65)"),
+        ("spec.resources.cpu", float("inf"), "spec.resources.cpu: must be a finite number"),
+        ("spec.resources.memoryMiB", 2**40, "spec.resources.memoryMiB: must be <= 16777216"),
+        ("spec.rollout.pauseSeconds", 10**9, "spec.rollout.pauseSeconds: must be <= 604800"),
+        ("spec.rollout.waveSize", 2**70, "spec.rollout.waveSize: must be <= 10000"),
+        ("spec.healthCheck.failureThreshold", 10**6, "failureThreshold: must be <= 1000"),
+        ("spec.args", ["x"] * 300, "spec.args: must have at most 256 item(s)"),
+    ],
+    ids=["replicas", "gpus", "cpu-inf", "memory", "pause", "wave", "threshold", "args"],
+)
+def test_every_count_has_an_upper_bound_named_in_the_error(
+    path: str, value: Any, expected: str
+) -> None:
+    (problem,) = problems_of(with_field(path, value))
+    assert expected in problem

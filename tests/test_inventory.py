@@ -5,11 +5,13 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from aiorch.ansible import runner
 from aiorch.errors import InvalidInput
 from aiorch.inventory import Inventory, parse_inventory, render_inventory
 
@@ -181,3 +183,89 @@ def test_bad_inventory_is_invalid_input_naming_the_problem(content, filename, wo
     assert "\n" not in message
     for word in words:
         assert word in message
+
+
+def alias_bomb(levels: int = 6, width: int = 10) -> str:
+    """Each level lists the one before `width` times: width**levels strings from ~330 bytes."""
+    lines = ["all:", "  hosts:", "    h1:", "  vars:", "    l0: &l0 x"]
+    for level in range(1, levels + 1):
+        items = ",".join([f"*l{level - 1}"] * width)
+        lines.append(f"    l{level}: &l{level} [{items}]")
+    return "\n".join(lines) + "\n"
+
+
+def test_yaml_alias_bomb_is_refused_at_once_naming_the_line():
+    bomb = alias_bomb()
+    assert len(bomb) < 400
+    started = time.monotonic()
+    with pytest.raises(InvalidInput, match=r"bomb\.yml: line 11: YAML aliases expand .* 500,000"):
+        parse_inventory(bomb, "bomb.yml")
+    assert time.monotonic() - started < 1, "refused before ansible-inventory runs"
+
+
+def test_yaml_aliases_that_expand_a_little_are_kept():
+    shared = "x-common: &common\n  aiorch_site: dc1\nall:\n  hosts:\n    h1:\n      <<: *common\n"
+    assert parse_inventory(shared, "shared.yml").hosts["h1"].site == "dc1"
+
+
+def test_recursive_yaml_alias_is_refused():
+    with pytest.raises(InvalidInput, match="refers to a node that contains it"):
+        parse_inventory("all: &loop\n  hosts: {h1: {v: *loop}}\n", "loop.yml")
+
+
+def test_inventory_parse_writes_no_file_per_output_line(tmp_path, monkeypatch):
+    # ansible-runner wrote one event file per line of ansible-inventory's output: about
+    # 10,000 for these 1,000 hosts (58,000 for 5,000). Count files this process opens for
+    # writing in the temp dir while parsing.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    written = _files_written_under(tmp_path)
+    ini = "[gpu]\n" + "".join(
+        f"gpu{i:04d} ansible_host=10.0.{i // 250}.{i % 250}\n" for i in range(1000)
+    )
+    with written:
+        inventory = parse_inventory(ini, "big.ini")
+    assert len(inventory.hosts) == 1000
+    assert written.count <= 2, f"{written.count} files written to parse one inventory"
+
+
+def test_inventory_listing_over_the_output_cap_is_refused(monkeypatch):
+    # An INI range expands inside ansible-inventory; the listing it prints is capped.
+    monkeypatch.setattr(runner, "MAX_OUTPUT", 16 * 1024)
+    with pytest.raises(InvalidInput, match="listing is over"):
+        parse_inventory("[gpu]\ngpu[0000:1999]\n", "range.ini")
+
+
+def test_inventory_parse_past_its_deadline_is_refused():
+    started = time.monotonic()
+    with pytest.raises(InvalidInput, match="did not finish within"):
+        runner.list_inventory(EXAMPLE / "hosts.ini", export=False, deadline=time.monotonic())
+    assert time.monotonic() - started < 5
+
+
+def test_host_named_like_an_implicit_group_is_refused():
+    with pytest.raises(InvalidInput, match="'all' is reserved"):
+        parse_inventory("[g]\nall\n", "hosts.ini")
+
+
+class _files_written_under:
+    """Counts files this process opens for writing under `root` while the block runs (an
+    audit hook: it sees ansible-runner's event files, which were written in-process)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = str(root)
+        self.count = 0
+        self.active = False
+        sys.addaudithook(self._hook)
+
+    def _hook(self, event: str, args: tuple[Any, ...]) -> None:
+        if not self.active or event != "open" or not str(args[0]).startswith(self.root):
+            return
+        mode, flags = str(args[1] or ""), args[2] if len(args) > 2 else 0
+        writing = any(c in mode for c in "wax") or bool(flags & (os.O_WRONLY | os.O_RDWR))
+        self.count += writing
+
+    def __enter__(self) -> None:
+        self.active = True
+
+    def __exit__(self, *_: object) -> None:
+        self.active = False

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
 
 from tests.fixtures_hub import BIN, HubProcess
+from tests.test_inventory import alias_bomb
 
 EXAMPLE = Path(__file__).parent.parent / "inventories" / "example"
 
@@ -84,3 +86,17 @@ def test_import_is_audited(hub: HubProcess):
         headers={"Authorization": f"Bearer {hub.admin_token}"},
     ).json()
     assert entries[0]["actor"].startswith("user:") and entries[0]["detail"]["hosts"] == 8
+
+
+def test_alias_bomb_import_is_a_one_line_cli_error_and_the_hub_serves_on(
+    hub: HubProcess, tmp_path: Path
+):
+    bomb = tmp_path / "bomb.yml"
+    bomb.write_text(alias_bomb())
+    started = time.monotonic()
+    result = hub.cli("inventory", "import", str(bomb), check=False)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert "YAML aliases" in result.stderr
+    assert time.monotonic() - started < 30
+    with hub.client(hub.admin_token) as admin:
+        assert admin.get("/hosts").json() == []

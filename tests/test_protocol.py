@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-import httpx
+import asyncio
+import json
+from collections.abc import AsyncIterator
 
+import httpx
+import pytest
+
+from aiorch.hub.context import HubContext
+from aiorch.hub.services import agents, deployments, enrollment, images, metrics, status
+from aiorch.hub.services.heartbeats import Heartbeat
 from tests.fixtures_hub import HubProcess, checkin_body, enroll_agent, make_enroll_token
 
 
@@ -173,3 +181,204 @@ def test_secrets_never_reach_the_audit_log(shared_hub: HubProcess, admin: httpx.
     assert enrolled["credential"].split("_", 2)[2] not in text
     actions = {e["action"] for e in admin.get("/audit", params={"limit": 10_000}).json()}
     assert {"enroll_token.create", "agent.enroll"} <= actions
+
+
+# ---- one hostile agent never breaks the hub or the fleet ----------------------------------
+
+
+def _raw_post(client: httpx.Client, path: str, text: str) -> httpx.Response:
+    """Post JSON text as written (httpx's json= refuses NaN and Infinity itself)."""
+    return client.post(path, content=text, headers={"Content-Type": "application/json"})
+
+
+def test_checkin_with_a_revision_past_64_bits_is_refused_and_others_check_in(
+    shared_hub: HubProcess, admin: httpx.Client
+):
+    bad = enroll_agent(shared_hub, make_enroll_token(admin), "huge-rev")
+    good = enroll_agent(shared_hub, make_enroll_token(admin), "good-rev")
+    with _agent_client(shared_hub, bad) as agent:
+        response = agent.post(
+            f"/agents/{bad['agent_id']}/checkin", json=checkin_body(applied_revision=2**63)
+        )
+    assert response.status_code == 422 and "applied_revision" in response.json()["detail"]
+    with _agent_client(shared_hub, good) as agent:
+        assert agent.post(f"/agents/{good['agent_id']}/checkin", json=checkin_body()).is_success
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("uptime_s", "NaN"), ("uptime_s", "Infinity"), ("uptime_s", "-1")]
+)
+def test_checkin_with_a_number_that_is_not_finite_is_refused(
+    shared_hub: HubProcess, admin: httpx.Client, field: str, value: str
+):
+    enrolled = enroll_agent(shared_hub, make_enroll_token(admin), f"nan-{value.lower()}")
+    text = json.dumps({**checkin_body(), field: 0}).replace(f'"{field}": 0', f'"{field}": {value}')
+    with _agent_client(shared_hub, enrolled) as agent:
+        response = _raw_post(agent, f"/agents/{enrolled['agent_id']}/checkin", text)
+    assert response.status_code == 422 and field in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "report",
+    [
+        {"workloads": []},
+        {"workloads": {"nlp/chat/0": "running"}},
+        {"workloads": {"nlp/chat/0": {"state": "exploded"}}},
+        {"revision": 2**64, "workloads": {}},
+    ],
+    ids=["list", "not-a-mapping", "unknown-state", "huge-revision"],
+)
+def test_malformed_workload_report_is_refused_and_fleet_views_still_answer(
+    shared_hub: HubProcess, admin: httpx.Client, report: dict
+):
+    enrolled = enroll_agent(shared_hub, make_enroll_token(admin), "bad-report")
+    with _agent_client(shared_hub, enrolled) as agent:
+        response = agent.post(
+            f"/agents/{enrolled['agent_id']}/checkin", json={**checkin_body(), "report": report}
+        )
+    assert response.status_code == 422 and "report" in response.json()["detail"]
+    assert admin.get("/status").status_code == 200
+    with httpx.Client(base_url=shared_hub.url, headers=admin.headers) as scrape:
+        assert scrape.get("/metrics").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("sample", "words"),
+    [
+        ("[0, Infinity, 0, 1.0]", "samples.0.1"),
+        ("[0, 1000.0, 0, NaN]", "samples.0.3"),
+        ("[9223372036854775808, 1000.0, 0, 1.0]", "samples.0.0"),
+    ],
+    ids=["ts-infinity", "value-nan", "seq-past-64-bits"],
+)
+def test_telemetry_sample_out_of_bounds_is_refused_and_metrics_still_scrape(
+    shared_hub: HubProcess, admin: httpx.Client, sample: str, words: str
+):
+    enrolled = enroll_agent(shared_hub, make_enroll_token(admin), "bad-sample")
+    text = (
+        '{"epoch": "e1", "seq_start": 0, "seq_end": 0, '
+        '"series": [{"metric": "host_load1", "labels": {}}], "samples": [' + sample + "]}"
+    )
+    with _agent_client(shared_hub, enrolled) as agent:
+        response = _raw_post(agent, f"/agents/{enrolled['agent_id']}/telemetry", text)
+    assert response.status_code == 422 and words in response.json()["detail"]
+    with httpx.Client(base_url=shared_hub.url, headers=admin.headers) as scrape:
+        assert scrape.get("/metrics").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("series", "words"),
+    [
+        ({"metric": "aiorch_agents", "labels": {}}, "aiorch_"),
+        ({"metric": "host_load1", "labels": {"bad-name": "x"}}, "labels.bad-name"),
+    ],
+    ids=["hub-metric-name", "bad-label-name"],
+)
+def test_telemetry_series_that_would_spoil_the_scrape_are_refused(
+    shared_hub: HubProcess, admin: httpx.Client, series: dict, words: str
+):
+    enrolled = enroll_agent(shared_hub, make_enroll_token(admin), "hub-names")
+    batch = {**_batch("e1", 0, 1), "series": [series]}
+    with _agent_client(shared_hub, enrolled) as agent:
+        response = agent.post(f"/agents/{enrolled['agent_id']}/telemetry", json=batch)
+    assert response.status_code == 422 and words in response.json()["detail"]
+
+
+def test_enroll_as_a_host_named_like_an_ansible_group_is_refused(
+    shared_hub: HubProcess, admin: httpx.Client
+):
+    token = make_enroll_token(admin)
+    for name in ("all", "ungrouped", "a/b"):
+        with shared_hub.client() as client:
+            response = client.post("/enroll", json={"token": token, "facts": {"hostname": name}})
+        assert response.status_code == 422 and "facts.hostname" in response.json()["detail"]
+    assert admin.get("/inventory/export").status_code == 200
+
+
+# ---- heartbeats and stored reports, at the service level ----------------------------------
+
+
+def _enrolled(ctx: HubContext, *names: str) -> list[str]:
+    token = enrollment.create_token(ctx, "dc1", 3600, 10, "user:t")["token"]
+    return [enrollment.enroll(ctx, token, {"hostname": n}, "1")["agent_id"] for n in names]
+
+
+def _stored_revision(ctx: HubContext, agent_id: str) -> int:
+    row = (
+        ctx.store.read()
+        .execute("SELECT applied_revision FROM agents WHERE id = ?", [agent_id])
+        .fetchone()
+    )
+    return int(row[0])
+
+
+def test_heartbeat_flush_stores_the_fleet_despite_one_bad_row(make_context):
+    ctx = make_context()
+    good, bad = _enrolled(ctx, "beat-good", "beat-bad")
+    ctx.heartbeats.record(good, Heartbeat(ctx.clock(), "1", 1.0, "h", 7))
+    ctx.heartbeats.record(bad, Heartbeat(ctx.clock(), "1", 1.0, "h", 2**64))  # bypassing 422
+    assert ctx.heartbeats.flush(ctx.store) == 1
+    assert _stored_revision(ctx, good) == 7
+
+
+def test_failed_heartbeat_flush_requeues_unless_newer_beats_arrived(make_context):
+    ctx = make_context()
+    first, second = _enrolled(ctx, "beat-a", "beat-b")
+    ctx.heartbeats.record(first, Heartbeat(ctx.clock(), "1", 1.0, "h", 3))
+    ctx.heartbeats.record(second, Heartbeat(ctx.clock(), "1", 1.0, "h", 4))
+    ctx.store.close()  # every write now fails
+    with pytest.raises(RuntimeError):
+        ctx.heartbeats.flush(ctx.store)
+    ctx.heartbeats.record(second, Heartbeat(ctx.clock(), "1", 1.0, "h", 5))  # newer
+    ctx.store.open()
+    assert ctx.heartbeats.flush(ctx.store) == 2
+    assert (_stored_revision(ctx, first), _stored_revision(ctx, second)) == (3, 5)
+
+
+def test_one_hosts_unreadable_stored_report_leaves_the_others_views_whole(make_context):
+    ctx = make_context()
+    token = enrollment.create_token(ctx, "dc1", 3600, 10, "user:t")["token"]
+    for name in ("report-a", "report-b"):
+        enrollment.enroll(ctx, token, {"hostname": name, "cpu": {"logical": 8}}, "1")
+    asyncio.run(images.store(ctx, "localhost/m:v1", _chunks(b"archive"), "t", 1 << 20))
+    deployments.apply(ctx, _SPEC.format(replicas=2), "user:t")
+    ctx.store.write(  # as a hub before reports were checked at the door could have stored
+        lambda db: db.execute("UPDATE agents SET report = '[1, 2]' WHERE host_name = 'report-a'")
+    )
+    ctx.store.write(
+        lambda db: db.execute(
+            "UPDATE agents SET report = ? WHERE host_name = 'report-b'",
+            [json.dumps({"workloads": {"nlp/chat/0": {"state": "healthy"},
+                                       "nlp/chat/1": {"state": "healthy"}}})],
+        )
+    )  # fmt: skip
+    states = {r["host"]: r["state"] for r in deployments.show(ctx, "chat")["replicas"]}
+    assert states == {"report-a": "pending", "report-b": "healthy"}
+    assert status.overview(ctx)["deployments"][0]["healthy"] == 1
+    assert b'state="healthy"} 1.0' in metrics.render(ctx)
+
+
+def test_reenrolled_host_gets_its_workloads_back_at_once(make_context):
+    ctx = make_context()
+    token = enrollment.create_token(ctx, "dc1", 3600, 10, "user:t")["token"]
+    facts = {"hostname": "box-1", "cpu": {"logical": 8}}
+    enrollment.enroll(ctx, token, facts, "1")
+    asyncio.run(images.store(ctx, "localhost/m:v1", _chunks(b"archive"), "t", 1 << 20))
+    deployments.apply(ctx, _SPEC.format(replicas=1), "user:t")
+    again = enrollment.enroll(ctx, token, facts, "1")  # the box was reinstalled
+    desired = agents.get_desired(ctx, again["agent_id"])
+    assert [w["id"] for w in desired["document"]["workloads"]] == ["nlp/chat/0"]
+
+
+_SPEC = """
+apiVersion: aiorch.dev/v1
+kind: Deployment
+metadata: {{name: chat, project: nlp}}
+spec:
+  image: localhost/m:v1
+  replicas: {replicas}
+"""
+
+
+async def _chunks(data: bytes) -> AsyncIterator[bytes]:
+    yield data

@@ -10,6 +10,7 @@ agent must leave alone, `io.aiorch.test`) and is removed by the fixtures, images
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
@@ -33,7 +34,7 @@ from edge_agent.contract.workload import parse_workload
 from edge_agent.workloads import Podman, Reconciler
 from edge_agent.workloads.container import run_argv
 from edge_agent.workloads.podman import OWNER
-from tests.fixtures_hub import HubProcess, make_enroll_token
+from tests.fixtures_hub import HubProcess, enroll_agent, make_enroll_token
 from tests.tiers import require_lab
 
 lab = pytest.mark.lab  # real podman, as root
@@ -438,6 +439,26 @@ def test_hub_away_keeps_workloads_running_and_restarts_crashed_ones(
     podman("kill", "--signal", "KILL", "aiorch-wltest-llm-0")
     hub_agent.until("healthy", restarts=1)
     assert predict(port)["model"] == "v1"
+
+
+@lab
+def test_refused_check_in_keeps_workloads_running_and_restarts_crashed_ones(
+    hub_agent: HubAgent, payloads: dict[str, Payload], caplog: pytest.LogCaptureFixture
+):
+    port = free_port()
+    hub_agent.desire(workload(payloads["v1"], port))
+    hub_agent.until("healthy")
+    started = inspect("aiorch-wltest-llm-0")["State"]["StartedAt"]
+    with hub_agent.hub.client(hub_agent.hub.admin_token) as admin:  # revokes this credential
+        enroll_agent(hub_agent.hub, make_enroll_token(admin), socket.gethostname())
+    with caplog.at_level(logging.ERROR, "aiorch.agent"):
+        hub_agent.agent.cycle()
+        assert inspect("aiorch-wltest-llm-0")["State"]["StartedAt"] == started, "left running"
+        podman("kill", "--signal", "KILL", "aiorch-wltest-llm-0")
+        hub_agent.until("healthy", restarts=1)  # cycles on, refused, without raising
+    assert predict(port)["model"] == "v1"
+    refused = [r.getMessage() for r in caplog.records if "credential refused" in r.getMessage()]
+    assert len(refused) == 1 and "aiorch-agent enroll" in refused[0]
 
 
 @lab

@@ -1,20 +1,28 @@
-"""The one module that imports ansible-runner, so its quirks and environment live in one place.
+"""The one module that runs Ansible, so its quirks and environment live in one place.
 
-ansible-inventory is run as a subprocess (no TTY), with a throw-away private data dir, and
-with only the static inventory plugin that matches the file's suffix: an inventory file is
-data, never something to execute, and a file that does not parse is an error, not a warning
-followed by an empty inventory.
+ansible-inventory runs as a plain subprocess (no TTY), with a throw-away home and only the
+static inventory plugin that matches the file's suffix: an inventory file is data, never
+something to execute, and a file that does not parse is an error, not a warning followed by
+an empty inventory. It is not run through ansible-runner, which writes an event file per
+output line (58,000 files for a 5,000-host inventory); one deadline covers the whole parse,
+the output and the memory are capped, and the process group is killed at the end.
 
-ansible-playbook runs under pexpect (events stream as they happen), with host-key checking
-forced on (ansible-runner would otherwise turn it off) and extra vars in a 0600 file inside
-the private data dir, never on the command line where `ps` shows them.
+ansible-playbook runs under ansible-runner and pexpect (events stream as they happen), with
+host-key checking forced on (ansible-runner would otherwise turn it off) and extra vars in a
+0600 file inside the private data dir, never on the command line where `ps` shows them.
 """
 
+import json
 import os
 import re
+import resource
+import selectors
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,40 +33,96 @@ from ansible_runner import interface
 from aiorch.errors import InvalidInput
 
 TIMEOUT_S = 60
+MAX_OUTPUT = 64 << 20  # bytes of ansible-inventory JSON: far over 100,000 hosts with vars
+MAX_MEMORY = 4 << 30  # address space of one ansible-inventory process
 MAX_REASON = 300  # ansible may quote the offending data; keep the message one short line
 _YAML_SUFFIXES = (".yml", ".yaml")
 
 
-def list_inventory(path: Path, *, export: bool) -> dict[str, Any]:
+class _Exceeded(Exception):
+    """ansible-inventory ran past the deadline or wrote more than MAX_OUTPUT."""
+
+
+def list_inventory(path: Path, *, export: bool, deadline: float | None = None) -> dict[str, Any]:
     """`ansible-inventory -i PATH --list [--export]` as a dict.
 
     export=True keeps vars where they were written (group vars on groups, host vars on
     hosts); export=False gives each host its merged vars, as a playbook would see them.
+    `deadline` (time.monotonic) defaults to TIMEOUT_S from now.
     """
     fmt, plugin = ("YAML", "yaml") if path.suffix.lower() in _YAML_SUFFIXES else ("INI", "ini")
-    _use_own_ansible()
-    status: dict[str, Any] = {}
+    deadline = time.monotonic() + TIMEOUT_S if deadline is None else deadline
+    argv = [_own("ansible-inventory"), "-i", str(path.resolve()), "--list"]
     with tempfile.TemporaryDirectory(prefix="aiorch-ansible-") as scratch:
-        response, error = interface.get_inventory(
-            action="list",
-            inventories=[str(path.resolve())],
-            response_format="json",
-            export=export,
-            quiet=True,
-            runner_mode="subprocess",
-            private_data_dir=scratch,
-            host_cwd=scratch,  # so a stray ./ansible.cfg of the caller is not picked up
-            envvars=_environment(plugin, scratch),
-            timeout=TIMEOUT_S,
-            status_handler=lambda data, runner_config: status.update(data),
-        )
-    if isinstance(response, dict) and status.get("status") == "successful":
-        return response
-    if status.get("status") == "timeout":
-        reason = f"ansible-inventory did not finish within {TIMEOUT_S} s"
-    else:
-        reason = _condense(error or "", path)
+        try:
+            rc, out, err = _run_bounded(
+                argv + (["--export"] if export else []), scratch, plugin, deadline
+            )
+        except _Exceeded as exc:
+            raise InvalidInput(f"{path.name} is not a valid {fmt} inventory: {exc}") from None
+    if rc == 0:
+        try:
+            listed = json.loads(out)
+        except ValueError:
+            listed = None
+        if isinstance(listed, dict):
+            return listed
+    reason = _condense(err.decode(errors="replace"), path)
     raise InvalidInput(f"{path.name} is not a valid {fmt} inventory: {reason}")
+
+
+def _run_bounded(
+    argv: list[str], scratch: str, plugin: str, deadline: float
+) -> tuple[int, bytes, bytes]:
+    """Run `argv` to its end, or kill its process group past `deadline` or MAX_OUTPUT."""
+    env = {**os.environ, **_environment(plugin, scratch)}
+    proc = subprocess.Popen(
+        argv,
+        cwd=scratch,  # so a stray ./ansible.cfg of the caller is not picked up
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        resource.prlimit(proc.pid, resource.RLIMIT_AS, (MAX_MEMORY, MAX_MEMORY))
+        chunks: dict[int, list[bytes]] = {1: [], 2: []}
+        size = 0
+        with selectors.DefaultSelector() as selector:
+            assert proc.stdout is not None and proc.stderr is not None
+            selector.register(proc.stdout, selectors.EVENT_READ, 1)
+            selector.register(proc.stderr, selectors.EVENT_READ, 2)
+            while selector.get_map():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise _Exceeded(f"ansible-inventory did not finish within {TIMEOUT_S} s")
+                for key, _ in selector.select(timeout=left):
+                    data = os.read(key.fd, 1 << 16)
+                    if not data:
+                        selector.unregister(key.fileobj)
+                        continue
+                    chunks[key.data].append(data)
+                    size += len(data)
+                    if size > MAX_OUTPUT:
+                        raise _Exceeded(f"its listing is over {MAX_OUTPUT >> 20} MiB")
+        rc = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        return rc, b"".join(chunks[1]), b"".join(chunks[2])
+    except subprocess.TimeoutExpired:
+        raise _Exceeded(f"ansible-inventory did not finish within {TIMEOUT_S} s") from None
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def _own(tool: str) -> str:
+    """The Ansible tool installed beside this interpreter, else the one on PATH."""
+    own = Path(sys.executable).parent / tool
+    return str(own) if own.exists() else shutil.which(tool) or tool
 
 
 def _use_own_ansible() -> None:

@@ -39,7 +39,8 @@ def _show_plan(result: dict[str, Any]) -> None:
             replica = item.get("replica", item)
             console.print(f"  {key:<8} replica {replica['ordinal']} on {replica['host']}")
     for item in plan["unplaced"]:
-        console.print(f"  [red]unplaced[/] replica {item['ordinal']}: {item['reason']}")
+        replicas = "replica" if item["count"] == 1 else "replicas"
+        console.print(f"  [red]unplaced[/] {item['count']} {replicas}: {item['reason']}")
     for decision in result.get("decisions", []):
         console.print(
             f"  policy {decision['policy']}: {decision['outcome']} ({decision['reason']})"

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from aiorch.cli.state import state
+from aiorch.hub.connections import ConnectionLimits, default_max_connections
 from aiorch.hub.server import parse_listen, serve
 from aiorch.hub.settings import HubSettings
 
@@ -30,9 +31,26 @@ def serve_cmd(
         file_okay=False,
         help="A site repository from `aiorch repo build`, served read-only at /repo.",
     ),
+    max_connections: int = typer.Option(
+        0,
+        min=0,
+        help="Open connections at most; past it the longest-idle one is closed "
+        "(0: what the open-files limit allows).",
+    ),
+    header_timeout: float = typer.Option(
+        10.0, min=0.1, max=3600, help="Seconds a connection has to send a request's headers."
+    ),
+    body_timeout: float = typer.Option(
+        30.0, min=0.1, max=3600, help="Longest silence, in seconds, within a request body."
+    ),
 ) -> None:
     """Serve the hub API; on first start create DATA_DIR, the database and DATA_DIR/admin.token."""
     directory = data_dir or state(ctx).data_dir
     settings = HubSettings(data_dir=directory.resolve(), poll_interval_s=poll_interval)
     addresses = [(host, port), *(parse_listen(v) for v in listen)]
-    serve(settings, addresses, log_level=log_level, repo_dir=repo_dir)
+    limits = ConnectionLimits(
+        max_connections=max_connections or default_max_connections(),
+        header_timeout_s=header_timeout,
+        body_timeout_s=body_timeout,
+    )
+    serve(settings, addresses, log_level=log_level, repo_dir=repo_dir, limits=limits)

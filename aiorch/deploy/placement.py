@@ -3,14 +3,15 @@
 Pure and deterministic: the same hosts, replicas and spec give the same plan, whatever their
 order. Replicas that still fit stay where they are (a re-plan of an applied plan changes
 nothing); the others move, new ones are placed, extra ones removed, and any that find no host
-are listed with the reason. Hosts are screened once, then drawn from heaps keyed by
-(replicas already there, free GPUs left, name), so a plan costs O((hosts + replicas) log hosts).
+are listed with the reason (answers summarise them: a count per reason). Hosts are screened
+once, then drawn from heaps keyed by (replicas already there, free GPUs left, name), so a plan
+costs O((hosts + replicas) log hosts).
 """
 
 from __future__ import annotations
 
 import heapq
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
@@ -57,6 +58,13 @@ class Plan:
     @property
     def changed(self) -> bool:
         return bool(self.placed or self.moved or self.removed)
+
+    @property
+    def unplaced_summary(self) -> list[dict[str, int | str]]:
+        """Unplaced replicas as `{count, reason}`, one entry per reason: an answer stays
+        small however many replicas found no host."""
+        counts = Counter(u.reason for u in self.unplaced)
+        return [{"count": n, "reason": reason} for reason, n in sorted(counts.items())]
 
 
 def plan_placement(

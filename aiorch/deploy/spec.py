@@ -47,6 +47,15 @@ _LABEL_KEY = re.compile(
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _URL_PATH = re.compile(r"/[!-~]*")
 
+# Upper bounds on every count: far above any real deployment, low enough that a plan stays
+# small and fast (a spec asking for ten million replicas is refused, not planned).
+MAX_REPLICAS = 10_000
+MAX_GPUS = 64  # per replica
+MAX_CPU = 4096.0
+MAX_MEMORY_MIB = 1 << 24  # 16 TiB
+MAX_ITEMS = 256  # ports, volumes, env and label entries, command and args
+MAX_SECONDS = 7 * 86400
+
 
 def _scalar_to_str(value: Any) -> Any:
     """YAML reads `1`, `true` and `0.5` as numbers; as env values and labels they are text."""
@@ -90,9 +99,11 @@ LabelKey = Annotated[
 LabelValue = Annotated[str, BeforeValidator(_scalar_to_str), Field(max_length=253)]
 EnvName = Annotated[str, _matching(_ENV_NAME, "a variable name ([A-Za-z_][A-Za-z0-9_]*)")]
 Port = Annotated[int, Field(ge=1, le=65535)]
+Seconds = Annotated[int, Field(ge=0, le=MAX_SECONDS)]
+MemoryMiB = Annotated[int, Field(ge=0, le=MAX_MEMORY_MIB)]
 AbsPath = Annotated[str, AfterValidator(_absolute_path)]
 Image = Annotated[str, AfterValidator(_image)]
-Selector = dict[LabelKey, LabelValue]
+Selector = Annotated[dict[LabelKey, LabelValue], Field(max_length=MAX_ITEMS)]
 
 
 class _Model(BaseModel):
@@ -102,7 +113,7 @@ class _Model(BaseModel):
 class Metadata(_Model):
     name: DnsLabel
     project: DnsLabel = Field(description="the team that owns it; quotas are per project")
-    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=MAX_ITEMS)
 
 
 class PortSpec(_Model):
@@ -120,13 +131,15 @@ class Volume(_Model):
 
 
 class Resources(_Model):
-    gpus: int = Field(default=0, ge=0)
+    gpus: int = Field(default=0, ge=0, le=MAX_GPUS)
     gpu_product: NonEmpty | None = Field(
         default=None, description="case-insensitive substring of the GPU's name, e.g. H100"
     )
-    min_gpu_memory_mib: int | None = Field(default=None, ge=1, alias="minGpuMemoryMiB")
-    cpu: float = Field(default=0.0, ge=0)
-    memory_mib: int = Field(default=0, ge=0, alias="memoryMiB")
+    min_gpu_memory_mib: int | None = Field(
+        default=None, ge=1, le=MAX_MEMORY_MIB, alias="minGpuMemoryMiB"
+    )
+    cpu: float = Field(default=0.0, ge=0, le=MAX_CPU, allow_inf_nan=False)
+    memory_mib: MemoryMiB = Field(default=0, alias="memoryMiB")
 
     @model_validator(mode="after")
     def _gpu_filters_need_gpus(self) -> Resources:
@@ -136,7 +149,7 @@ class Resources(_Model):
 
 
 class Residency(_Model):
-    region: list[NonEmpty] = Field(min_length=1)
+    region: list[NonEmpty] = Field(min_length=1, max_length=MAX_ITEMS)
 
 
 class PlacementSpec(_Model):
@@ -154,20 +167,23 @@ class HttpGet(_Model):
 
 class HealthCheck(_Model):
     http_get: HttpGet
-    initial_delay_seconds: int = Field(default=0, ge=0)
-    period_seconds: int = Field(default=10, ge=1)
-    timeout_seconds: int = Field(default=1, ge=1)
-    failure_threshold: int = Field(default=3, ge=1)
+    initial_delay_seconds: Seconds = 0
+    period_seconds: int = Field(default=10, ge=1, le=MAX_SECONDS)
+    timeout_seconds: int = Field(default=1, ge=1, le=3600)
+    failure_threshold: int = Field(default=3, ge=1, le=1000)
 
 
 class Rollout(_Model):
     strategy: Literal["rolling", "canary"] = "rolling"
-    wave_size: int | None = Field(default=None, ge=1)
-    max_unavailable: int | None = Field(default=None, ge=0)
+    wave_size: int | None = Field(default=None, ge=1, le=MAX_REPLICAS)
+    max_unavailable: int | None = Field(default=None, ge=0, le=MAX_REPLICAS)
     canary_selector: Selector | None = None
-    pause_seconds: int = Field(default=0, ge=0)
+    pause_seconds: Seconds = 0
     progress_deadline_seconds: int = Field(
-        default=600, ge=1, description="a wave not healthy by then fails the rollout"
+        default=600,
+        ge=1,
+        le=MAX_SECONDS,
+        description="a wave not healthy by then fails the rollout",
     )
     auto_rollback: bool = True
 
@@ -184,16 +200,16 @@ class Rollout(_Model):
 
 class WorkloadSpec(_Model):
     image: Image
-    command: list[Text] = Field(default_factory=list)
-    args: list[Text] = Field(default_factory=list)
-    env: dict[EnvName, Text] = Field(default_factory=dict)
+    command: list[Text] = Field(default_factory=list, max_length=MAX_ITEMS)
+    args: list[Text] = Field(default_factory=list, max_length=MAX_ITEMS)
+    env: dict[EnvName, Text] = Field(default_factory=dict, max_length=MAX_ITEMS)
     secret_env: dict[EnvName, Annotated[SecretStr, BeforeValidator(_scalar_to_str)]] = Field(
-        default_factory=dict
+        default_factory=dict, max_length=MAX_ITEMS
     )
-    ports: list[PortSpec] = Field(default_factory=list)
-    volumes: list[Volume] = Field(default_factory=list)
+    ports: list[PortSpec] = Field(default_factory=list, max_length=MAX_ITEMS)
+    volumes: list[Volume] = Field(default_factory=list, max_length=MAX_ITEMS)
     resources: Resources = Field(default_factory=Resources)
-    replicas: int = Field(default=1, ge=0)
+    replicas: int = Field(default=1, ge=0, le=MAX_REPLICAS)
     placement: PlacementSpec = Field(default_factory=PlacementSpec)
     health_check: HealthCheck | None = None
     rollout: Rollout = Field(default_factory=Rollout)

@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aiorch import __version__
 from aiorch.errors import AiorchError, Unavailable
@@ -62,9 +63,34 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": _one_line(exc)}, status_code=422)
 
 
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return JSONResponse({"detail": "internal error; see the hub log"}, status_code=500)
+class _ContainErrors:
+    """A 500 for an unexpected error, and the error ends here. Starlette's own handler
+    answers and then re-raises, and uvicorn closes a connection whose app raised: the
+    agent's kept-alive connection would die with the request, and its next check-in fail
+    as "hub unreachable". Only an error after the answer began still closes it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            if started:
+                raise
+            answer = JSONResponse({"detail": "internal error; see the hub log"}, status_code=500)
+            await answer(scope, receive, send)
 
 
 def create_app(ctx: HubContext, *, run_jobs: bool = True) -> FastAPI:
@@ -98,9 +124,9 @@ def create_app(ctx: HubContext, *, run_jobs: bool = True) -> FastAPI:
     app.add_exception_handler(AiorchError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ValidationError, _validation_error)
-    app.add_exception_handler(Exception, _unexpected)
     uploads = {f"{API_PREFIX}/images": ctx.settings.max_image_bytes}
     app.add_middleware(BodyGuard, max_bytes=ctx.settings.max_body_bytes, uploads=uploads)
+    app.add_middleware(_ContainErrors)  # outermost of ours: it sees every error
 
     # Routers are included flat (not nested) and the agents' hot path first: route matching
     # is per request, and nested routers multiply its cost.

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -45,6 +46,7 @@ class HubProcess:
         listen: list[str] | None = None,
         log_level: str = "warning",
         repo_dir: Path | None = None,
+        serve_args: Sequence[str] = (),
     ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
@@ -52,6 +54,7 @@ class HubProcess:
         self.listen = listen or []
         self.log_level = log_level
         self.repo_dir = repo_dir
+        self.serve_args = list(serve_args)  # more `aiorch hub serve` options
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir / "hub.log"
 
@@ -71,7 +74,7 @@ class HubProcess:
             argv += ["--listen", address]
         if self.repo_dir is not None:
             argv += ["--repo-dir", str(self.repo_dir)]
-        return argv
+        return argv + self.serve_args
 
     def start(self, *, detach: bool = False, timeout: float = 60) -> HubProcess:
         """Start and wait for /healthz; `detach` lets the hub outlive this Python process."""

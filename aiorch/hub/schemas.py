@@ -1,18 +1,52 @@
 """Request bodies of the HTTP API (answers are plain dicts from the services).
 
 Field constraints live here so that bad input is refused with a 422 naming the
-field before any service runs.
+field before any service runs. Every number that can reach SQLite is bounded and finite:
+an integer past 2^63 or a NaN stored by one agent would otherwise break the writes or the
+reads of everyone (a heartbeat flush is one statement for the whole fleet).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from edge_agent.contract.facts import parse_facts
 
 Name = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+MAX_SQL_INT = 2**63 - 1  # SQLite's INTEGER is a signed 64-bit value
+MAX_JSON_DEPTH = 32  # deeper documents are refused rather than left to recursion limits
+MAX_TIMESTAMP = 1e11  # Unix seconds, about the year 5100
+RESERVED_METRIC_PREFIX = "aiorch_"  # the hub's own families; a repeat breaks the scrape
+
+Count = Annotated[int, Field(ge=0, le=MAX_SQL_INT)]
+Seconds = Annotated[float, Field(ge=0, le=1e12, allow_inf_nan=False)]
+Timestamp = Annotated[float, Field(ge=0, le=MAX_TIMESTAMP, allow_inf_nan=False)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
+def _plain_json(value: Any) -> Any:
+    """Refuse what the stored JSON could not give back: NaN or infinite numbers, integers
+    past 64 bits, and nesting deeper than MAX_JSON_DEPTH (walked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise ValueError(f"is nested deeper than {MAX_JSON_DEPTH} levels")
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise ValueError("numbers must be finite (no NaN or Infinity)")
+        elif isinstance(item, int) and not -MAX_SQL_INT - 1 <= item <= MAX_SQL_INT:
+            raise ValueError("integers must fit in 64 bits")
+    return value
+
+
+JsonObject = Annotated[dict[str, Any], AfterValidator(_plain_json)]
 
 
 class Strict(BaseModel):
@@ -26,7 +60,7 @@ class TokenCreate(Strict):
 
 class EnrollTokenCreate(Strict):
     site: str = Name
-    ttl_s: float = Field(3600, gt=0, le=365 * 86400)
+    ttl_s: float = Field(3600, gt=0, le=365 * 86400, allow_inf_nan=False)
     uses: int = Field(1, ge=1, le=100_000)
 
 
@@ -45,20 +79,66 @@ class EnrollRequest(Strict):
     agent_version: str = Field("", max_length=64)
 
 
+MAX_REASON = 2000
+
+
+def _shortened(value: Any) -> Any:
+    """A long reason (podman's stderr, say) is cut, not refused: it is not hostile."""
+    return value[:MAX_REASON] if isinstance(value, str) else value
+
+
+class WorkloadReport(BaseModel):
+    """One workload as its agent last saw it (fields a newer agent adds are dropped)."""
+
+    state: Literal["pending", "starting", "healthy", "unhealthy", "failed"]
+    reason: Annotated[str | None, BeforeValidator(_shortened)] = None
+    template_hash: str | None = Field(None, max_length=128)
+    restarts: Count = 0
+    container: str | None = Field(None, max_length=253)
+
+
+class AgentReport(BaseModel):
+    """The agent's last reconcile pass: the revision it applied and each workload's state."""
+
+    revision: Count = 0
+    workloads: dict[Annotated[str, Field(max_length=600)], WorkloadReport] = Field(
+        default_factory=dict, max_length=10_000
+    )
+
+
 class CheckinRequest(Strict):
     agent_version: str = Field(max_length=64)
-    uptime_s: float = Field(ge=0)
+    uptime_s: Seconds
     facts_hash: str = Field(max_length=128)
-    applied_revision: int = Field(ge=0)
+    applied_revision: Count
     facts: HostFacts | None = None
-    report: dict[str, Any] | None = None
+    report: AgentReport | None = None
+
+
+def _not_reserved(metric: str) -> str:
+    if metric.startswith(RESERVED_METRIC_PREFIX):
+        raise ValueError(f"metric names starting with {RESERVED_METRIC_PREFIX} are the hub's own")
+    return metric
+
+
+# Prometheus label names (one invalid name spoils the whole scrape for every host).
+LabelName = Annotated[str, Field(max_length=200, pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")]
 
 
 class SeriesRef(Strict):
     """One time series in a batch: a Prometheus-style metric name and its labels."""
 
-    metric: str = Field(min_length=1, max_length=200, pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
-    labels: dict[str, str] = Field(default_factory=dict, max_length=32)
+    metric: Annotated[
+        str,
+        Field(min_length=1, max_length=200, pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"),
+        AfterValidator(_not_reserved),
+    ]
+    labels: dict[LabelName, Annotated[str, Field(max_length=1000)]] = Field(
+        default_factory=dict, max_length=32
+    )
+
+
+MAX_SERIES = 10_000
 
 
 class TelemetryBatch(Strict):
@@ -66,15 +146,17 @@ class TelemetryBatch(Strict):
     the agent had to drop (cumulative, so a resent batch never counts a drop twice)."""
 
     epoch: str = Field(min_length=1, max_length=64)
-    seq_start: int = Field(ge=0)
-    seq_end: int = Field(ge=0)
-    dropped: int = Field(0, ge=0)
-    series: list[SeriesRef] = Field(max_length=10_000)
-    samples: list[tuple[int, float, int, float]] = Field(max_length=100_000)
+    seq_start: Count
+    seq_end: Count
+    dropped: Count = 0
+    series: list[SeriesRef] = Field(max_length=MAX_SERIES)
+    samples: list[tuple[Count, Timestamp, Annotated[int, Field(ge=0, lt=MAX_SERIES)], Finite]] = (
+        Field(max_length=100_000)
+    )
 
 
 class DesiredStateUpdate(Strict):
-    document: dict[str, Any]
+    document: JsonObject
 
 
 class InventoryImport(Strict):
@@ -89,5 +171,5 @@ class SpecText(Strict):
 
 
 class QuotaUpdate(Strict):
-    max_gpus: int | None = Field(None, ge=0)
-    max_replicas: int | None = Field(None, ge=0)
+    max_gpus: int | None = Field(None, ge=0, le=1_000_000)
+    max_replicas: int | None = Field(None, ge=0, le=1_000_000)

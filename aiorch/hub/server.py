@@ -13,6 +13,12 @@ import uvicorn
 
 from aiorch.errors import UserError
 from aiorch.hub.app import create_app
+from aiorch.hub.connections import (
+    ConnectionLimits,
+    default_max_connections,
+    protocol_class,
+    rate_limit_logs,
+)
 from aiorch.hub.context import HubContext
 from aiorch.hub.services import tokens
 from aiorch.hub.settings import HubSettings
@@ -62,7 +68,9 @@ def serve(
     addresses: list[tuple[str, int]],
     log_level: str = "info",
     repo_dir: Path | None = None,
+    limits: ConnectionLimits | None = None,
 ) -> None:
+    limits = limits or ConnectionLimits(max_connections=default_max_connections())
     sockets = [_bind(host, port) for host, port in addresses]
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     ctx = open_context(settings)
@@ -74,8 +82,14 @@ def serve(
     if repo_dir is not None:
         mount_repo(app, repo_dir)
     config = uvicorn.Config(
-        app, log_level=log_level, access_log=False, timeout_keep_alive=30, proxy_headers=False
+        app,
+        http=protocol_class(limits),
+        log_level=log_level,
+        access_log=False,
+        timeout_keep_alive=30,
+        proxy_headers=False,
     )
+    rate_limit_logs()  # after uvicorn.Config, which configures the loggers
     server = uvicorn.Server(config)
     try:
         asyncio.run(server.serve(sockets=sockets))

@@ -1,7 +1,9 @@
 """HTTP health checks of running workloads, each on its own period.
 
 Rounds come every poll interval (tens of seconds), far slower than a health check's period,
-so probes run on a thread of their own and a round only reads the latest verdict. A probe is
+so probes run on threads of their own and a round only reads the latest verdict. Probes of
+different containers run at once (up to `MAX_PARALLEL`), so one that hangs until its timeout
+delays no other. A probe is
 `GET http://127.0.0.1:<host port><path>`: 2xx and 3xx are healthy, anything else (an HTTP
 error, a refused or timed-out connection) is a failure.
 """
@@ -11,9 +13,12 @@ from __future__ import annotations
 import http.client
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from edge_agent.contract.workload import HealthCheck
+
+MAX_PARALLEL = 16
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,7 @@ class _Target:
     next_due: float
     failures: int = 0  # in a row
     ever_healthy: bool = False
+    probing: bool = False  # a probe is in flight
     verdict: Verdict = field(default_factory=lambda: Verdict("starting", "not probed yet"))
 
 
@@ -70,20 +76,36 @@ class HealthMonitor:
             self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        while not self._closed:
-            now = time.monotonic()
-            with self._lock:
-                due = [(k, t) for k, t in self._targets.items() if t.next_due <= now]
-            for key, target in due:
-                error = probe(target.host_port, target.check)
+        """Start the probes that are due, each on a worker; sleep until the next is due."""
+        pool = ThreadPoolExecutor(MAX_PARALLEL, thread_name_prefix="aiorch-probe")
+        try:
+            while not self._closed:
+                now = time.monotonic()
                 with self._lock:
-                    if self._targets.get(key) is target:
-                        _record(target, error)
-                        target.next_due = time.monotonic() + target.check.period_s
-            with self._lock:
-                wake_at = min((t.next_due for t in self._targets.values()), default=now + 3600)
-            self._wake.wait(timeout=max(0.0, wake_at - time.monotonic()))
-            self._wake.clear()
+                    due = [
+                        (key, target)
+                        for key, target in self._targets.items()
+                        if target.next_due <= now and not target.probing
+                    ]
+                    for _, target in due:
+                        target.probing = True
+                    waiting = [t.next_due for t in self._targets.values() if not t.probing]
+                for key, target in due:
+                    pool.submit(self._probe, key, target)
+                wake_at = min(waiting, default=now + 3600)
+                self._wake.wait(timeout=max(0.0, wake_at - time.monotonic()))
+                self._wake.clear()
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _probe(self, key: str, target: _Target) -> None:
+        error = probe(target.host_port, target.check)
+        with self._lock:
+            target.probing = False
+            target.next_due = time.monotonic() + target.check.period_s
+            if self._targets.get(key) is target:
+                _record(target, error)
+        self._wake.set()
 
 
 def probe(host_port: int, check: HealthCheck) -> str | None:

@@ -7,7 +7,7 @@ from pydantic import Field
 
 from aiorch.hub.context import HubContext
 from aiorch.hub.routers.deps import context, operator, viewer
-from aiorch.hub.schemas import Strict
+from aiorch.hub.schemas import MAX_SQL_INT, JsonObject, Strict
 from aiorch.hub.services import runs
 from aiorch.hub.services.auth import Principal
 
@@ -21,9 +21,9 @@ class RunCreate(Strict):
     limit: str | None = Field(None, max_length=10_000, description="Hosts, groups, KEY=VALUE.")
     check: bool = False
     diff: bool = False
-    serial: int | None = Field(None, ge=1, description="Hosts per wave.")
+    serial: int | None = Field(None, ge=1, le=100_000, description="Hosts per wave.")
     max_fail_ratio: float = Field(0.0, ge=0, le=1, description="Failed share that stops waves.")
-    extravars: dict[str, Any] = Field(default_factory=dict)
+    extravars: JsonObject = Field(default_factory=dict)
 
 
 @router.post("", status_code=201)
@@ -54,7 +54,7 @@ def show_run(
 @router.get("/{run_id}/events")
 def run_events(
     run_id: str,
-    after: int = Query(0, ge=0, description="Only events with a larger seq."),
+    after: int = Query(0, ge=0, le=MAX_SQL_INT, description="Only events with a larger seq."),
     limit: int = Query(1000, ge=1, le=10_000),
     ctx: HubContext = Depends(context),
     _: Principal = Depends(viewer),

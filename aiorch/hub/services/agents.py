@@ -39,7 +39,7 @@ async def checkin(
 ) -> CheckinAnswer:
     """Record the heartbeat (coalesced) and answer with the desired state if it changed."""
     now = ctx.clock()
-    report = json.dumps(req.report, sort_keys=True) if req.report is not None else None
+    report = req.report.model_dump_json() if req.report is not None else None
     beat = Heartbeat(
         now, req.agent_version, req.uptime_s, req.facts_hash, req.applied_revision, report
     )

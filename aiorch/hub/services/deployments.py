@@ -142,7 +142,7 @@ def _view(plan: Plan) -> dict[str, Any]:
         "placed": [asdict(r) for r in plan.placed],
         "moved": [asdict(m) for m in plan.moved],
         "removed": [asdict(r) for r in plan.removed],
-        "unplaced": [asdict(u) for u in plan.unplaced],
+        "unplaced": plan.unplaced_summary,
         "excluded": [str(e) for e in plan.excluded],
         "changed": plan.changed,
     }

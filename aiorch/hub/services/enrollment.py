@@ -1,4 +1,7 @@
-"""Enrollment: operators mint short-lived tokens; agents trade one for their own credential."""
+"""Enrollment: operators mint short-lived tokens; agents trade one for their own credential.
+
+A host enrolled again (a reinstalled box) gets its replicas back at once: its new agent's
+desired state is published in the same transaction, not at the next apply."""
 
 from __future__ import annotations
 
@@ -10,7 +13,8 @@ import sqlite_utils
 from aiorch.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from aiorch.hub import credentials
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import audit
+from aiorch.hub.services import audit, replicas
+from aiorch.inventory import host_name_problem
 
 
 def create_token(ctx: HubContext, site: str, ttl_s: float, uses: int, actor: str) -> dict[str, Any]:
@@ -104,6 +108,9 @@ def enroll(
     hostname = facts.get("hostname")
     if not isinstance(hostname, str) or not hostname.strip():
         raise InvalidInput("facts.hostname is required to enroll")
+    problem = host_name_problem(hostname)
+    if problem is not None:
+        raise InvalidInput(f"facts.hostname {hostname[:64]!r} {problem}")
     minted = credentials.mint(credentials.AGENT_CREDENTIAL)
     now = ctx.clock()
 
@@ -158,9 +165,16 @@ def enroll(
                 }
             )
         detail = {"host": hostname, "site": site, "enrollment_token": row["id"]}
+        actor = f"agent:{minted.id}"
         if previous:
             detail["replaces_agent"] = previous
-        audit.record(db, f"agent:{minted.id}", "agent.enroll", f"agent:{minted.id}", detail, ts=now)
+        audit.record(db, actor, "agent.enroll", f"agent:{minted.id}", detail, ts=now)
+        placed = db.execute(
+            "SELECT 1 FROM deployment_replicas WHERE host = ? LIMIT 1", [hostname]
+        ).fetchone()
+        if previous and placed:
+            # The new credential's desired state: the host's replicas, as the old one had.
+            replicas.publish(ctx, db, {hostname}, actor)
         return {"agent_id": minted.id, "site": site, "host": hostname}
 
     result = ctx.store.write(op)

@@ -14,6 +14,7 @@ from aiorch.deploy import DeploymentSpec, Replica, template_hash
 from aiorch.deploy.rollout import Observed
 from aiorch.hub.context import HubContext
 from aiorch.hub.services import agents, images, specs
+from aiorch.hub.services.reports import reported_workloads
 from edge_agent.contract.workload import (
     HealthCheck,
     Image,
@@ -110,7 +111,7 @@ def observe(
         "LEFT JOIN agents a ON a.id = h.agent_id WHERE r.deployment = ? ORDER BY r.ordinal",
         [deployment],
     ).fetchall():
-        workloads = json.loads(report or "{}").get("workloads") or {}
+        workloads = reported_workloads(report, agent_id)
         about = workloads.get(workload_id(project, deployment, ordinal)) or {}
         last_seen = ctx.heartbeats.last_seen(agent_id or "", last_seen)
         online = agent_id is not None and agents.liveness(ctx, last_seen, revoked_at) == "online"

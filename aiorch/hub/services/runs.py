@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ from aiorch.hub.services.inventory import export_inventory
 from aiorch.hub.services.run_events import EventBatcher, error_text, event_row
 
 log = logging.getLogger("aiorch.hub.runs")
+# How long killed ansible processes get to disappear before a run's locks are released.
+_LEFTOVER_EXIT_S = 10.0
 
 ACTIVE_STATUSES = ("queued", "running")
 PLAYBOOK_SUFFIXES = (".yml", ".yaml")
@@ -475,22 +478,33 @@ def recover_interrupted(ctx: HubContext) -> list[str]:
     return [run["id"] for run in stale]
 
 
+def _ansible_of(run_dir: Path) -> list[int]:
+    """Processes whose command line names the run's folder (a zombie's is empty)."""
+    marker = f"{run_dir}{os.sep}"
+    return [
+        proc.info["pid"]
+        for proc in psutil.process_iter(["pid", "cmdline"])
+        if proc.info["pid"] != os.getpid()
+        and any(marker in arg for arg in proc.info.get("cmdline") or [])
+    ]
+
+
 def _kill_leftovers(run_dir: Path) -> list[int]:
     """Kill the processes whose command line names the run's folder (ansible-playbook and its
-    workers, with the ssh they started), so nothing still changes the hosts once their locks
-    are released."""
-    marker = f"{run_dir}{os.sep}"
+    workers, with the ssh they started), and wait until they are gone, so nothing still
+    changes the hosts once their locks are released."""
     killed = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        cmdline = proc.info.get("cmdline") or []
-        if proc.info["pid"] == os.getpid() or not any(marker in arg for arg in cmdline):
-            continue
+    for pid in _ansible_of(run_dir):
         try:
-            if os.getpgid(proc.pid) == proc.pid:  # ansible-playbook and its workers lead groups
-                os.killpg(proc.pid, signal.SIGKILL)
+            if os.getpgid(pid) == pid:  # ansible-playbook and its workers lead groups
+                os.killpg(pid, signal.SIGKILL)
             else:
-                os.kill(proc.pid, signal.SIGKILL)
-            killed.append(proc.pid)
+                os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
         except ProcessLookupError:
             continue
+    # SIGKILL is delivered, not yet acted on: wait (bounded) until they are gone.
+    deadline = time.monotonic() + _LEFTOVER_EXIT_S
+    while killed and _ansible_of(run_dir) and time.monotonic() < deadline:
+        time.sleep(0.05)
     return killed

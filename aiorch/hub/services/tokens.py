@@ -7,7 +7,7 @@ from typing import Any
 
 import sqlite_utils
 
-from aiorch.errors import NotFound
+from aiorch.errors import Conflict, NotFound
 from aiorch.hub import credentials
 from aiorch.hub.context import HubContext
 from aiorch.hub.services import audit
@@ -58,12 +58,20 @@ def revoke(ctx: HubContext, token_id: str, actor: str) -> None:
     now = ctx.clock()
 
     def op(db: sqlite_utils.Database) -> None:
-        cur = db.execute(
-            "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-            [now, token_id],
-        )
-        if cur.rowcount == 0:
+        row = db.execute(
+            "SELECT role FROM api_tokens WHERE id = ? AND revoked_at IS NULL", [token_id]
+        ).fetchone()
+        if row is None:
             raise NotFound(f"no active API token with id {token_id}")
+        admins = db.execute(
+            "SELECT COUNT(*) FROM api_tokens WHERE role = 'admin' AND revoked_at IS NULL"
+        ).fetchone()[0]
+        if row[0] == "admin" and admins == 1:
+            raise Conflict(
+                f"token {token_id} is the last active admin token; create another admin "
+                "token before revoking this one"
+            )
+        db.execute("UPDATE api_tokens SET revoked_at = ? WHERE id = ?", [now, token_id])
         audit.record(db, actor, "token.revoke", f"token:{token_id}", ts=now)
 
     ctx.store.write(op)
