@@ -348,7 +348,26 @@ def m004_rollouts(db: sqlite_utils.Database) -> None:
         )
 
 
-MIGRATIONS: list[Migration] = [m001_core, m002_runs, m003_deployments, m004_rollouts]
+def m005_drift_state(db: sqlite_utils.Database) -> None:
+    """A drift check that could not finish on a host leaves it `unknown`, with the reason,
+    instead of saying nothing; rows from before were all found changes."""
+    _run(
+        db,
+        """
+        ALTER TABLE drift ADD COLUMN state TEXT NOT NULL DEFAULT 'drifted'
+            CHECK (state IN ('drifted', 'unknown'));
+        ALTER TABLE drift ADD COLUMN reason TEXT
+        """,
+    )
+
+
+MIGRATIONS: list[Migration] = [
+    m001_core,
+    m002_runs,
+    m003_deployments,
+    m004_rollouts,
+    m005_drift_state,
+]
 
 
 def apply_migrations(db: sqlite_utils.Database) -> list[str]:
