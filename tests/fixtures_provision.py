@@ -131,11 +131,14 @@ class ProvisionLab:
         limit: str | None = None,
         extra: dict[str, Any] | None = None,
         timeout: float = 600,
+        check: bool = False,
     ) -> Playbook:
         """Plain ansible-playbook with the repo's ansible.cfg and per-host vars (host_vars/)."""
         argv = [ANSIBLE_PLAYBOOK, "-i", str(self.inventory), str(PLAYBOOKS / playbook)]
         if limit:
             argv += ["--limit", limit]
+        if check:
+            argv.append("--check")
         if extra:
             extra_file = self.workdir / f"extra-{abs(hash(json.dumps(extra, sort_keys=True)))}.json"
             extra_file.write_text(json.dumps(extra))

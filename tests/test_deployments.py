@@ -133,21 +133,34 @@ def test_secret_env_is_sealed_at_rest_and_opened_only_for_the_agent(ctx: HubCont
     assert deployments.show(ctx, "chat")["spec"]["spec"]["secretEnv"] == {"API_KEY": "**********"}
 
 
-def test_drifted_hosts_get_no_new_replicas_and_the_plan_says_why(ctx: HubContext):
-    run = {"id": "r1", "finished_at": 1.0, "recap": {"gpu-b": {"changed": 2, "failed": 0,
-           "unreachable": 0}}}  # fmt: skip
+def _drift_check_finished(ctx: HubContext, gpu_b: dict[str, int]) -> None:
+    counts = {"changed": 0, "failed": 0, "unreachable": 0} | gpu_b
+    run = {"id": "r1", "finished_at": 1.0, "hosts": ["gpu-b"], "recap": {"gpu-b": counts},
+           "preflight": {}, "status": "failed", "message": None}  # fmt: skip
 
-    def drift_check_finished(db):
+    def op(db):
         db.table("runs").insert(
             {"id": "r1", "kind": "drift", "playbook": "site.yml", "actor": "t", "created_at": 0}
         )
         drift.record_drift(db, run)
 
-    ctx.store.write(drift_check_finished)
+    ctx.store.write(op)
+
+
+def test_drifted_hosts_get_no_new_replicas_and_the_plan_says_why(ctx: HubContext):
+    _drift_check_finished(ctx, {"changed": 2})
     plan = deployments.plan(ctx, SPEC.format(replicas=2))["plan"]
     assert [r["host"] for r in plan["placed"]] == ["gpu-a"]
     assert plan["excluded"] == ["host gpu-b excluded: drifted"]
     assert len(plan["unplaced"]) == 1
+
+
+def test_hosts_whose_drift_is_unknown_keep_getting_replicas(ctx: HubContext):
+    _drift_check_finished(ctx, {"failed": 1})
+    assert [(f["host"], f["state"]) for f in drift.findings(ctx)] == [("gpu-b", "unknown")]
+    plan = deployments.plan(ctx, SPEC.format(replicas=2))["plan"]
+    assert sorted(r["host"] for r in plan["placed"]) == ["gpu-a", "gpu-b"]
+    assert plan["excluded"] == []
 
 
 def test_hosts_whose_agent_found_no_container_runtime_are_not_ready(ctx: HubContext):

@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable, Collection
+from pathlib import Path
+from typing import Any
 
 import paramiko
 import pytest
+import yaml
 
+from aiorch.hub.context import HubContext
+from aiorch.hub.services import drift, inventory, runs
 from aiorch.lab import wait_until
 from aiorch.lab.podman import podman
-from tests.fixtures_provision import ProvisionLab, assert_ok, tiny_image_archive
+from aiorch.lab.site import write_site_inventory
+from tests.fixtures_hub import HubProcess
+from tests.fixtures_provision import PLAYBOOKS, ProvisionLab, assert_ok, tiny_image_archive
 
 pytestmark = pytest.mark.lab
 
@@ -39,6 +47,89 @@ def test_second_run_changes_nothing(converged: ProvisionLab) -> None:
     assert_ok(result)
     changed = {host: r["changed"] for host, r in result.recap.items() if r["changed"]}
     assert changed == {}, result.output[-6000:]
+
+
+def _site_inventory(lab: ProvisionLab, dest: Path, hosts: Collection[str]) -> Path:
+    """The lab's inventory with its site variables (no secrets), cut down to `hosts`."""
+    write_site_inventory(lab.lab, dest, repo_url=lab.repo_url, hub_url=lab.hub.lab_url)
+    tree = yaml.safe_load(dest.read_text())
+
+    def prune(group: dict[str, Any]) -> None:
+        for name in list(group.get("hosts") or {}):
+            if name not in hosts:
+                del group["hosts"][name]
+        for child in (group.get("children") or {}).values():
+            prune(child or {})
+
+    for group in tree.values():
+        prune(group)
+    dest.write_text(yaml.safe_dump(tree, sort_keys=False))
+    return dest
+
+
+def _outcome(ctx: HubContext, run: dict[str, Any]) -> str:
+    """A run's message and its changed or failed results, for assertion messages."""
+    events = runs.run_events(ctx, run["id"])
+    lines = [f"{e['host']} {e['status']}: {e['task']}: {e['res'].get('msg', '')}" for e in events]
+    return "\n".join([str(run["message"]), *lines])
+
+
+def _drift_check(ctx: HubContext) -> dict[str, Any]:
+    """The hub's drift job, run now; the one site's check run once it ended."""
+    (run_id,) = drift.check_drift(ctx).values()
+    return runs.get_run(ctx, run_id)
+
+
+@pytest.mark.e2e
+def test_check_mode_on_a_converged_host_changes_and_fails_nothing(
+    converged: ProvisionLab, tmp_path: Path
+) -> None:
+    """`aiorch provision site.yml --check --output json` on the GPU server: recap per host."""
+    hub = HubProcess(tmp_path / "hub").start()
+    try:
+        hub.cli(
+            "inventory", "import", str(_site_inventory(converged, tmp_path / "site.yml", ["dc1-1"]))
+        )
+        argv = ["provision", "site.yml", "--check", "--limit", "site=dc1", "--output", "json"]
+        result = hub.cli(*argv, check=False, timeout=900)
+        run = json.loads(result.stdout)
+        logs = hub.cli("runs", "logs", run["id"]).stdout
+    finally:
+        hub.stop()
+    assert result.returncode == 0, logs[-6000:]
+    assert run["check"] is True and run["status"] == "successful"
+    recap = run["recap"]["dc1-1"]
+    assert recap["ok"] > 0, recap
+    changed = [line for line in logs.splitlines() if " changed " in line]
+    assert (recap["changed"], recap["failed"], recap["unreachable"]) == (0, 0, 0), changed
+
+
+def test_drift_job_finds_a_changed_chrony_config_and_a_site_run_heals_it(
+    converged: ProvisionLab, make_context: Callable[..., HubContext], tmp_path: Path
+) -> None:
+    name, conf = "edge1-1", "/etc/chrony/chrony.conf"
+    ctx = make_context(playbooks_dir=PLAYBOOKS)  # the drift job's default: site.yml
+    text = _site_inventory(converged, tmp_path / "site.yml", [name]).read_text()
+    inventory.import_inventory(ctx, text, "site.yml", "user:test")
+    clean = _drift_check(ctx)
+    assert clean["status"] == "successful" and drift.findings(ctx) == [], _outcome(ctx, clean)
+    assert runs.run_events(ctx, clean["id"]) == []  # no ok results stored
+
+    converged.lab.exec(name, ["sh", "-c", f"echo 'server 192.0.2.99 iburst' >> {conf}"])
+    tampered = _drift_check(ctx)
+    (finding,) = drift.findings(ctx)
+    assert (finding["host"], finding["state"]) == (name, "drifted"), _outcome(ctx, tampered)
+    assert "Configure chrony for the site's time servers" in finding["changed_tasks"]
+    host = converged.testinfra(name)
+    assert "192.0.2.99" in host.file(conf).content_string  # check mode changed nothing
+
+    heal = runs.start_run(ctx, runs.RunRequest("site.yml", limit=name), "user:test")
+    runs.wait(heal["id"], 900)
+    healed = runs.get_run(ctx, heal["id"])
+    assert healed["status"] == "successful", _outcome(ctx, healed)
+    assert "192.0.2.99" not in host.file(conf).content_string
+    again = _drift_check(ctx)
+    assert drift.findings(ctx) == [], _outcome(ctx, again)
 
 
 def test_packages_come_from_the_site_repository_only(converged: ProvisionLab) -> None:
@@ -216,6 +307,9 @@ def test_nvidia_gate_fails_clearly_on_a_forced_gpu(converged: ProvisionLab) -> N
     first = converged.run("nvidia_driver.yml", limit=name, extra=forced)
     assert_ok(first)
     assert "reboot deferred" in first.output
+    checked = converged.run("nvidia_driver.yml", limit=name, extra=forced, check=True)
+    assert_ok(checked)  # the driver path in check mode: nothing to change, nothing failing
+    assert checked.recap[name]["changed"] == 0, checked.output[-6000:]
     host = converged.testinfra(name)
     assert host.check_output("dpkg-query --showformat '${Status}' --show python3-pip").startswith(
         "hold "

@@ -243,9 +243,9 @@ def test_drift_check_finds_the_host_that_changed(make_context: Any, lab: Lab):
         lab.exec(host, ["chmod", "0644", "/tmp/aiorch-test-drift"])
     started = drift.check_drift(ctx)
     assert sorted(started) == ["dc1", "edge1", "edge2"]
-    drifted = drift.drifted_hosts(ctx)
-    assert [(d["host"], d["changed_tasks"]) for d in drifted] == [
-        ("edge1-1", ["Desired file content"])
+    drifted = drift.findings(ctx)
+    assert [(d["host"], d["state"], d["changed_tasks"]) for d in drifted] == [
+        ("edge1-1", "drifted", ["Desired file content"])
     ]
     assert host_file(lab, "edge1-1", "/tmp/aiorch-test-drift") == "tampered\n"  # check mode
 

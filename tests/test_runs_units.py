@@ -356,19 +356,19 @@ def _finished_run(ctx: HubContext, run_id: str, recap: dict[str, dict[str, int]]
     ctx.store.write(op)
     zero = dict.fromkeys(("ok", "changed", "failed", "unreachable", "skipped"), 0)
     full = {host: zero | counts for host, counts in recap.items()}
-    ctx.store.write(
-        lambda db: drift.record_drift(db, {"id": run_id, "recap": full, "finished_at": 5.0})
-    )
+    run = {"id": run_id, "hosts": list(recap), "recap": full, "finished_at": 5.0}
+    run |= {"preflight": {}, "status": "successful", "message": None}
+    ctx.store.write(lambda db: drift.record_drift(db, run))
 
 
 def test_drift_is_recorded_and_cleared(fleet: HubContext):
     _finished_run(fleet, "r1", {"dc1-1": {"ok": 1, "changed": 1}, "edge1-1": {"ok": 1}})
-    assert [(d["host"], d["changed_tasks"]) for d in drift.drifted_hosts(fleet)] == [
-        ("dc1-1", ["Desired file"])
+    assert [(d["host"], d["state"], d["changed_tasks"]) for d in drift.findings(fleet)] == [
+        ("dc1-1", "drifted", ["Desired file"])
     ]
     assert status.overview(fleet)["drift"][0]["host"] == "dc1-1"
-    _finished_run(fleet, "r2", {"dc1-1": {"ok": 1}, "edge1-1": {"unreachable": 1}})
-    assert drift.drifted_hosts(fleet) == []
+    _finished_run(fleet, "r2", {"dc1-1": {"ok": 1}, "edge1-1": {"ok": 1}})
+    assert drift.findings(fleet) == []
 
 
 def test_retire_revokes_the_agent_and_keeps_the_host(

@@ -111,7 +111,8 @@ def status_cmd(ctx: typer.Context, output: Output = OutputOpt) -> None:
     columns.append("agents_none")
     emit(data["sites"], output, columns, title="sites")
     if data.get("drift"):
-        emit(data["drift"], output, ["host", "detected_at", "run_id", "changed_tasks"], "drift")
+        columns = ["host", "state", "detected_at", "run_id", "changed_tasks", "reason"]
+        emit(data["drift"], output, columns, "drift")
     if data.get("deployments"):
         columns = ["deployment", "project", "replicas", "healthy", "starting", "pending"]
         emit(data["deployments"], output, [*columns, "not_healthy", "rollout"], "deployments")

@@ -79,7 +79,7 @@ def _hosts(ctx: HubContext, db: sqlite_utils.Database, deployment: str) -> list[
     """Every active host as `deployment` sees it: what other deployments hold counts as taken.
     A host whose stored facts do not parse shows no capacity and is not ready."""
     held = _held(ctx, db, deployment)
-    drifted = {r[0] for r in db.execute("SELECT host FROM drift")}
+    drifted = {r[0] for r in db.execute("SELECT host FROM drift WHERE state = 'drifted'")}
     views = []
     for row in db.query(
         "SELECT h.name, h.site, h.region, h.role, h.labels, h.facts, h.agent_id, a.last_seen, "

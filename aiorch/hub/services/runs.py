@@ -58,6 +58,7 @@ class RunRequest:
     serial: int | None = None
     max_fail_ratio: float = 0.0
     extravars: dict[str, Any] = field(default_factory=dict)
+    stored_events: tuple[str, ...] | None = None  # statuses of the results kept (None: all)
 
 
 @dataclass
@@ -266,7 +267,8 @@ def _run_waves(
         try:
             row = event_row(event, secrets)
             if row is not None:
-                batcher.add(row)
+                if req.stored_events is None or row["status"] in req.stored_events:
+                    batcher.add(row)
             elif (line := error_text(event, secrets)) and line not in errors:
                 errors.append(line)
         except Exception:  # an odd event must not break the run that sent it

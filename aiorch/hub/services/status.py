@@ -27,7 +27,7 @@ def overview(ctx: HubContext) -> dict[str, Any]:
         "agents": dict(Counter(a["status"] for a in agent_rows)),
         "sites": [{"site": name, **dict(counts)} for name, counts in sorted(per_site.items())],
         "poll_interval_s": ctx.settings.poll_interval_s,
-        "drift": drift.drifted_hosts(ctx),
+        "drift": drift.findings(ctx),
         "deployments": _deployments(ctx),
     }
 

@@ -348,6 +348,19 @@ def m004_rollouts(db: sqlite_utils.Database) -> None:
         )
 
 
+def m005_drift_state(db: sqlite_utils.Database) -> None:
+    """A drift check that could not finish on a host leaves it `unknown`, with the reason,
+    instead of saying nothing; rows from before were all found changes."""
+    _run(
+        db,
+        """
+        ALTER TABLE drift ADD COLUMN state TEXT NOT NULL DEFAULT 'drifted'
+            CHECK (state IN ('drifted', 'unknown'));
+        ALTER TABLE drift ADD COLUMN reason TEXT
+        """,
+    )
+
+
 def m006_retention_indexes(db: sqlite_utils.Database) -> None:
     """The run retention job looks for the oldest finished runs."""
     db.execute("CREATE INDEX runs_finished ON runs(finished_at)")
@@ -358,6 +371,7 @@ MIGRATIONS: list[Migration] = [
     m002_runs,
     m003_deployments,
     m004_rollouts,
+    m005_drift_state,
     m006_retention_indexes,
 ]
 
