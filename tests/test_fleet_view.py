@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from aiorch.deploy import SpecError
 from aiorch.hub.context import HubContext
 from aiorch.hub.services import deployments, enrollment, images, inventory
 from edge_agent.facts import collect_facts
@@ -121,3 +122,32 @@ def test_unreadable_stored_facts_spoil_only_their_host(ctx: HubContext) -> None:
     assert placed_hosts(result) == ["good"]
     assert "host bad excluded: not ready" in result["plan"]["excluded"]
     assert len(result["plan"]["unplaced"]) == 1
+
+
+UNDELIVERABLE = """
+apiVersion: aiorch.dev/v1
+kind: Deployment
+metadata: {{name: odd, project: nlp}}
+spec:
+  image: localhost/aiorch-model:v1
+  {field}
+"""
+
+
+@pytest.mark.parametrize(
+    ("field", "named"),
+    [
+        ("volumes: [{hostPath: '/data:/etc', mountPath: /data}]", "volumes.host_path"),
+        ('env: {GREETING: "hi\\nEVIL=1"}', "env.GREETING"),
+        ("ports: [{containerPort: 80}, {containerPort: 8080, hostPort: 80}]", "ports"),
+    ],
+)
+def test_a_spec_the_agents_would_refuse_is_refused_at_plan_and_apply(
+    ctx: HubContext, field: str, named: str
+) -> None:
+    enroll(ctx, facts("a"))
+    text = UNDELIVERABLE.format(field=field)
+    for attempt in (lambda: deployments.plan(ctx, text), lambda: deployments.apply(ctx, text, "t")):
+        with pytest.raises(SpecError, match=f"an agent would refuse it: {named}"):
+            attempt()
+    assert deployments.list_deployments(ctx) == []

@@ -323,3 +323,20 @@ def _digest(ctx: HubContext, ref: str) -> str:
 def _agent_of(ctx: HubContext, host: str) -> str:
     row = ctx.store.read().execute("SELECT agent_id FROM hosts WHERE name = ?", [host]).fetchone()
     return str(row[0])
+
+
+def test_hub_serve_takes_the_poll_interval_from_the_environment(tmp_path: Path, monkeypatch):
+    """Options left out leave the AIORCH_* setting in force instead of their own default."""
+    from typer.testing import CliRunner
+
+    import aiorch.hub.server
+    from aiorch.cli.main import app
+
+    seen: list[HubSettings] = []
+    monkeypatch.setattr(aiorch.hub.server, "serve", lambda settings, *a, **k: seen.append(settings))
+    monkeypatch.setenv("AIORCH_POLL_INTERVAL_S", "7")
+    runner = CliRunner()
+    assert runner.invoke(app, ["hub", "serve", "--data-dir", str(tmp_path)]).exit_code == 0
+    given = ["hub", "serve", "--data-dir", str(tmp_path), "--poll-interval", "3"]
+    assert runner.invoke(app, given).exit_code == 0
+    assert [s.poll_interval_s for s in seen] == [7.0, 3.0]

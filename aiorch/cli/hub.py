@@ -21,7 +21,11 @@ def serve_cmd(
     listen: list[str] = typer.Option(
         [], help="Extra ADDRESS:PORT to listen on too (e.g. a lab network's gateway)."
     ),
-    poll_interval: float = typer.Option(30.0, min=0.1, help="Seconds between agent check-ins."),
+    poll_interval: float = typer.Option(
+        None,
+        min=0.1,
+        help="Seconds between agent check-ins [default: AIORCH_POLL_INTERVAL_S or 30].",
+    ),
     log_level: str = typer.Option("info"),
     repo_dir: Path = typer.Option(
         None,
@@ -48,7 +52,9 @@ def serve_cmd(
     from aiorch.hub.server import parse_listen, serve
 
     directory = data_dir or state(ctx).data_dir
-    settings = HubSettings(data_dir=directory.resolve(), poll_interval_s=poll_interval)
+    settings = HubSettings(data_dir=directory.resolve())
+    if poll_interval is not None:  # an option given wins over AIORCH_POLL_INTERVAL_S
+        settings = settings.model_copy(update={"poll_interval_s": poll_interval})
     addresses = [(host, port), *(parse_listen(v) for v in listen)]
     limits = ConnectionLimits(
         max_connections=max_connections or default_max_connections(),

@@ -125,11 +125,6 @@ class HubSettings(BaseSettings):
         return self.data_dir / "admin.token"
 
     @property
-    def endpoint_path(self) -> Path:
-        """Where `hub serve` records its URL so the CLI finds the local hub."""
-        return self.data_dir / "hub.json"
-
-    @property
     def runs_dir(self) -> Path:
         """Per-run scratch (inventory, ansible-runner's files); removed when a run ends."""
         return self.data_dir / "runs"

@@ -212,9 +212,16 @@ def _prepare_from_snapshot(ctx: HubContext, spec: DeploymentSpec) -> _Prepared:
         return _prepare(ctx, db, spec)
 
 
+def _deliverable(ctx: HubContext, text: str) -> DeploymentSpec:
+    """The spec in `text`, valid for the hub and for the agents that will run it."""
+    spec = load_spec(text)
+    replicas.refuse_undeliverable(ctx, spec)
+    return spec
+
+
 def plan(ctx: HubContext, text: str) -> dict[str, Any]:
     """What apply would do, without doing it (policy refusals are reported, not raised)."""
-    prepared = _prepare_from_snapshot(ctx, load_spec(text))
+    prepared = _prepare_from_snapshot(ctx, _deliverable(ctx, text))
     spec = prepared.spec
     return {
         "name": spec.metadata.name,
@@ -322,7 +329,7 @@ def _attempt(ctx: HubContext, spec: DeploymentSpec, actor: str) -> dict[str, Any
 
 
 def apply(ctx: HubContext, text: str, actor: str) -> dict[str, Any]:
-    spec = load_spec(text)
+    spec = _deliverable(ctx, text)
     for _ in range(APPLY_ATTEMPTS):
         result = _attempt(ctx, spec, actor)
         if result is not None:

@@ -35,7 +35,9 @@ def create_token(ctx: HubContext, site: str, ttl_s: float, uses: int, actor: str
 
     def op(db: sqlite_utils.Database) -> None:
         db.table("enrollment_tokens").insert(row)
-        db.execute("INSERT OR IGNORE INTO sites (name, created_at) VALUES (?, ?)", [site, now])
+        db.execute(
+            "INSERT INTO sites (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING", [site, now]
+        )
         detail = {"site": site, "ttl_s": ttl_s, "uses": uses}
         audit.record(db, actor, "enroll_token.create", f"enroll_token:{minted.id}", detail, ts=now)
 

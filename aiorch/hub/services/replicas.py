@@ -10,11 +10,12 @@ from typing import Any
 
 import sqlite_utils
 
-from aiorch.deploy import DeploymentSpec, Replica, template_hash
+from aiorch.deploy import DeploymentSpec, Replica, SpecError, template_hash
 from aiorch.deploy.rollout import Observed
 from aiorch.hub.context import HubContext
 from aiorch.hub.services import agents, images, specs
 from aiorch.hub.services.reports import reported_workloads
+from edge_agent.contract.fields import ContractError
 from edge_agent.contract.workload import (
     HealthCheck,
     Image,
@@ -22,8 +23,13 @@ from edge_agent.contract.workload import (
     Volume,
     Workload,
     desired_document,
+    parse_workload,
     published_port,
+    workload_entry,
 )
+
+# Stands in for the image store's answer when a spec is checked before it is placed.
+_SOME_IMAGE = {"digest": "sha256:" + "0" * 64, "size": 1}
 
 
 def workload_id(project: str, deployment: str, ordinal: int) -> str:
@@ -73,6 +79,17 @@ def workload(
             failure_threshold=health.failure_threshold,
         ),
     )
+
+
+def refuse_undeliverable(ctx: HubContext, spec: DeploymentSpec) -> None:
+    """Read a replica of `spec` with the agents' own parser before anything is planned or
+    stored, so a spec every agent would refuse (a ':' in a volume path, a newline in an env
+    value, two ports published on one host port) is a 422 at the door, not a failed replica on
+    every host."""
+    try:
+        parse_workload(workload_entry(workload(ctx, spec, _SOME_IMAGE, Replica(0, "", ()))))
+    except ContractError as exc:
+        raise SpecError([f"spec: an agent would refuse it: {exc}"]) from None
 
 
 def publish(ctx: HubContext, db: sqlite_utils.Database, hosts: set[str], actor: str) -> None:

@@ -85,7 +85,7 @@ async def ingest(ctx: HubContext, agent_id: str, batch: TelemetryBatch) -> dict[
         ]
         db.conn.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?)", rows)
         db.conn.executemany(
-            "INSERT OR IGNORE INTO telemetry_batches VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
+            "INSERT INTO telemetry_batches VALUES (?, ?, ?, ?, ?, ?, ?, 0) ON CONFLICT DO NOTHING",
             [(stream, *run, now) for run in _runs(rows)],
         )
         db.conn.execute(
