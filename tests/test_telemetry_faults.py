@@ -227,4 +227,10 @@ def test_outage_beyond_the_bound_is_counted_exactly(
     seqs, drops, _ = _stored(lab_hub, _agent_id(victim))
     missing = set(range(written)) - set(seqs[epoch])
     assert dropped > 0
-    assert len(missing) == dropped == drops[epoch], (len(missing), dropped, drops[epoch])
+    assert dropped == drops[epoch], "the hub holds the agent's count"
+    assert max(missing) - min(missing) + 1 == len(missing), "the oldest samples go, in one run"
+    # A batch the hub stored just as the cut took its answer is still unacknowledged when the
+    # overflow evicts it: the agent counts it dropped although it arrived, and cannot know
+    # better. So the count is exact up to that one batch, never below what is missing.
+    surplus = dropped - len(missing)
+    assert 0 <= surplus <= FAST["telemetry_batch_size"], (len(missing), dropped)
