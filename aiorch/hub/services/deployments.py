@@ -12,15 +12,13 @@ decision goes to the audit log.
 from __future__ import annotations
 
 import json
-from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import sqlite_utils
 
 from aiorch.deploy import (
     DeploymentSpec,
-    Gpu,
     HostView,
     ImagePolicy,
     Outcome,
@@ -37,80 +35,11 @@ from aiorch.deploy import (
     spec_hash,
     template_hash,
 )
-from aiorch.deploy.eligibility import Demand
 from aiorch.deploy.rollout import ACTIVE, FAILED, SUCCEEDED
 from aiorch.deploy.spec import with_template
 from aiorch.errors import Conflict, NotFound
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import agents, audit, images, replicas, rollouts, specs
-from edge_agent.contract.facts import stored_facts
-
-
-@dataclass
-class _Held:
-    """What other deployments' replicas hold on one host."""
-
-    gpus: set[int] = field(default_factory=set)
-    ports: set[int] = field(default_factory=set)
-    cpu: float = 0.0
-    memory_mib: int = 0
-
-
-def _held(ctx: HubContext, db: sqlite_utils.Database, deployment: str) -> dict[str, _Held]:
-    """By host, what every other deployment's replicas hold there, each replica counted with
-    the demand of the revision it runs (placement's own rules, host-port defaults included)."""
-    demands: dict[tuple[str, int], Demand] = {}
-    held: dict[str, _Held] = defaultdict(_Held)
-    for name, revision, host, gpus in db.execute(
-        "SELECT deployment, revision, host, gpus FROM deployment_replicas WHERE deployment != ?",
-        [deployment],
-    ):
-        if (name, revision) not in demands:
-            demands[(name, revision)] = Demand.of(specs.revision(ctx, db, name, revision))
-        demand, use = demands[(name, revision)], held[host]
-        use.gpus.update(json.loads(gpus))
-        use.ports |= demand.host_ports
-        use.cpu += demand.cpu
-        use.memory_mib += demand.memory_mib
-    return held
-
-
-def _hosts(ctx: HubContext, db: sqlite_utils.Database, deployment: str) -> list[HostView]:
-    """Every active host as `deployment` sees it: what other deployments hold counts as taken.
-    A host whose stored facts do not parse shows no capacity and is not ready."""
-    held = _held(ctx, db, deployment)
-    drifted = {r[0] for r in db.execute("SELECT host FROM drift WHERE state = 'drifted'")}
-    views = []
-    for row in db.query(
-        "SELECT h.name, h.site, h.region, h.role, h.labels, h.facts, h.agent_id, a.last_seen, "
-        "a.revoked_at FROM hosts h LEFT JOIN agents a ON a.id = h.agent_id "
-        "WHERE h.status = 'active'"
-    ):
-        facts = stored_facts(row["facts"])
-        use = held.get(row["name"], _Held())
-        last_seen = ctx.heartbeats.last_seen(row["agent_id"] or "", row["last_seen"])
-        views.append(
-            HostView(
-                name=row["name"],
-                site=row["site"] or "",
-                region=row["region"] or "",
-                role=row["role"] or "",
-                labels=json.loads(row["labels"]),
-                online=agents.liveness(ctx, last_seen, row["revoked_at"]) == "online",
-                drifted=row["name"] in drifted,  # the last drift check found changes there
-                ready=facts is not None and facts.can_run_workloads,
-                gpus=()
-                if facts is None
-                else tuple(Gpu(g.index, g.name, g.memory_mib) for g in facts.gpus),
-                allocated_gpus=frozenset(use.gpus),
-                free_cpu=max(0.0, (facts.cpu_logical if facts else 0) - use.cpu),
-                free_memory_mib=max(
-                    0, (facts.memory_total_bytes if facts else 0) // 2**20 - use.memory_mib
-                ),
-                used_host_ports=frozenset(use.ports),
-            )
-        )
-    return views
+from aiorch.hub.services import audit, fleet_view, images, replicas, rollouts, specs
 
 
 def _current(db: sqlite_utils.Database, name: str) -> list[Replica]:
@@ -202,7 +131,7 @@ def _prepare(ctx: HubContext, db: sqlite_utils.Database, spec: DeploymentSpec) -
     decisions = _decisions(db, spec, store)
     residency = spec.spec.placement.residency
     regions = frozenset(residency.region) if residency else None
-    hosts = _hosts(ctx, db, spec.metadata.name)
+    hosts = fleet_view.host_views(ctx, db, spec.metadata.name)
     placement = plan_placement(spec, hosts, _current(db, spec.metadata.name), regions=regions)
     return _Prepared(spec, placement, decisions, hosts, _basis(db, spec, placement))
 
@@ -348,7 +277,7 @@ def undo(ctx: HubContext, name: str, actor: str) -> dict[str, Any]:
     """Back to the revision before: a rollout in progress (or failed) is rolled back at once;
     after a finished one, the previous template is rolled out again, wave by wave."""
     with ctx.store.snapshot() as snapshot:  # the hosts, for waves: read off the writer
-        hosts = _hosts(ctx, snapshot, name)
+        hosts = fleet_view.host_views(ctx, snapshot, name)
 
     def op(db: sqlite_utils.Database) -> None:
         if db.execute("SELECT 1 FROM deployments WHERE name = ?", [name]).fetchone() is None:
