@@ -1,85 +1,30 @@
-"""GPU inventory, telemetry and XID events for the edge agent.
-
-Only the standard library and pynvml are imported here: the agent must run on
-hosts with no NVIDIA driver at all, and benchmarks/gpu_check.py loads this
-module with a GPU machine's bare python3.
-
-Backends:
-  NvmlBackend       the real path, through NVML (never nvidia-smi);
-  SimulatedBackend  named fake fleets for demos and tests, always marked simulated;
-  NullBackend       GPU monitoring switched off.
-"""
+"""GPUs through NVML (never nvidia-smi): the field table, its readers, and the
+XID event watcher. pynvml is imported only when an NvmlBackend is built."""
 
 from __future__ import annotations
 
 import importlib
 import logging
-import math
-import random
 import threading
 import time
-import uuid
-from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from types import TracebackType
+from dataclasses import dataclass
 from typing import Any
+
+from edge_agent.gpu.base import (
+    DEFAULT_EXPENSIVE_EVERY,
+    GpuBackend,
+    GpuInfo,
+    GpuSample,
+    XidEvent,
+    reason_names,
+)
 
 log = logging.getLogger(__name__)
 
-# Slow fields are read on the first sample and then on every Nth one.
-DEFAULT_EXPENSIVE_EVERY = 6
 # XIDs are rare; this bounds memory if nobody drains the queue.
 MAX_QUEUED_EVENTS = 1024
-
-
-@dataclass(frozen=True)
-class GpuInfo:
-    """Static description of one GPU, part of the host facts."""
-
-    index: int
-    uuid: str
-    name: str
-    memory_total_bytes: int
-    driver_version: str
-    cuda_driver_version: str
-    pci_bus_id: str
-    mig_mode: str | None  # "enabled" / "disabled"; None where the GPU has no MIG
-    simulated: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class GpuSample:
-    """One reading of one GPU; `metrics` holds only the fields read this time."""
-
-    index: int
-    uuid: str
-    timestamp: float
-    expensive: bool  # whether the slow-cadence fields were read
-    metrics: dict[str, Any]
-    simulated: bool
-    errors: dict[str, str] = field(default_factory=dict)  # field -> transient NVML error
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class XidEvent:
-    """A critical XID error reported by the driver (e.g. 79: GPU fell off the bus)."""
-
-    index: int
-    uuid: str
-    xid: int
-    timestamp: float
-    simulated: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 Reader = Callable[[Any, Any], dict[str, Any]]
@@ -126,26 +71,6 @@ def _clocks_event_reasons(nvml: Any, handle: Any) -> dict[str, Any]:
     read = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
     mask = (read or nvml.nvmlDeviceGetCurrentClocksThrottleReasons)(handle)
     return {"clocks_event_reasons": mask, "clocks_event_reason_names": reason_names(mask)}
-
-
-_REASON_BITS = {
-    0x1: "GpuIdle",
-    0x2: "ApplicationsClocksSetting",
-    0x4: "SwPowerCap",
-    0x8: "HwSlowdown",
-    0x10: "SyncBoost",
-    0x20: "SwThermalSlowdown",
-    0x40: "HwThermalSlowdown",
-    0x80: "HwPowerBrakeSlowdown",
-    0x100: "DisplayClockSetting",
-    0x200: "BoardLimit",
-    0x400: "Reliability",
-}
-
-
-def reason_names(mask: int) -> list[str]:
-    """Names of the set bits of an NVML clocks-event (throttle) reason mask."""
-    return [name for bit, name in _REASON_BITS.items() if mask & bit]
 
 
 def _ecc_reader(counter: str) -> Reader:
@@ -235,83 +160,6 @@ INVENTORY_FIELDS: tuple[Field, ...] = (
 def cuda_version_string(version: int) -> str:
     """NVML encodes CUDA 12.4 as 12040."""
     return f"{version // 1000}.{version % 1000 // 10}"
-
-
-class GpuBackend(ABC):
-    """What the agent needs from a GPU source. Every result is a dataclass with
-    to_dict(), JSON-ready for the hub."""
-
-    name: str
-
-    def __init__(self, expensive_every: int) -> None:
-        if expensive_every < 1:
-            raise ValueError("expensive_every must be >= 1")
-        self._expensive_every = expensive_every
-        self._samples_taken = 0
-
-    @abstractmethod
-    def available(self) -> bool:
-        """True when at least one GPU can be read; a host without one is normal."""
-
-    @abstractmethod
-    def inventory(self) -> list[GpuInfo]: ...
-
-    def sample(self, expensive: bool | None = None) -> list[GpuSample]:
-        """Reads every GPU. Slow fields are read on the first call and then every
-        `expensive_every` calls, unless `expensive` forces the choice."""
-        if expensive is None:
-            expensive = self._samples_taken % self._expensive_every == 0
-            self._samples_taken += 1
-        return self._sample(expensive)
-
-    @abstractmethod
-    def _sample(self, expensive: bool) -> list[GpuSample]: ...
-
-    def unsupported_fields(self) -> dict[int, list[str]]:
-        """Per GPU index, the fields this GPU cannot report (skipped from then on)."""
-        return {}
-
-    def events(self) -> list[XidEvent]:
-        """Drains the XID events seen since the last call."""
-        return []
-
-    @property
-    def events_active(self) -> bool:
-        """Whether XID events are being watched."""
-        return False
-
-    def close(self) -> None:
-        """Releases the driver; the backend reads nothing afterwards."""
-        return None  # nothing to release unless a backend holds a driver
-
-    def __enter__(self) -> GpuBackend:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class NullBackend(GpuBackend):
-    """`gpu_backend: none`: GPU monitoring is off, so the host reports no GPUs."""
-
-    name = "none"
-
-    def __init__(self) -> None:
-        super().__init__(DEFAULT_EXPENSIVE_EVERY)
-
-    def available(self) -> bool:
-        return False
-
-    def inventory(self) -> list[GpuInfo]:
-        return []
-
-    def _sample(self, expensive: bool) -> list[GpuSample]:
-        return []
 
 
 @dataclass(frozen=True)
@@ -528,138 +376,3 @@ class NvmlBackend(GpuBackend):
         self._initialised = False
         self._gpus = []
         self._event_set = None
-
-
-@dataclass(frozen=True)
-class SimProfile:
-    """A fake fleet: `count` identical GPUs and the fields they cannot report."""
-
-    count: int
-    name: str
-    memory_mib: int
-    idle_w: float
-    max_w: float
-    unsupported: tuple[str, ...] = ()
-
-
-PROFILES: dict[str, SimProfile] = {
-    "8xH100-80GB": SimProfile(8, "NVIDIA H100 80GB HBM3", 81559, 70, 700),
-    "1xH200-141GB": SimProfile(1, "NVIDIA H200", 143771, 75, 700),
-    "4xA100-40GB": SimProfile(4, "NVIDIA A100-SXM4-40GB", 40960, 55, 400),
-    # Ada cards have neither MIG nor row remapping.
-    "1xL4-24GB": SimProfile(1, "NVIDIA L4", 23034, 16, 72, ("mig_mode", "remapped_rows")),
-    "none": SimProfile(0, "", 0, 0, 0),
-}
-
-_SIM_DRIVER = "580.95.05"
-_SIM_CUDA = "13.0"
-_SIM_PERIOD_S = 5.0  # nominal sampling period used to integrate simulated energy
-
-
-class SimulatedBackend(GpuBackend):
-    """Plausible readings for a named profile, reproducible for a given profile and
-    sample number. Every record says simulated=True so no report passes for real."""
-
-    def __init__(self, profile: str, *, expensive_every: int = DEFAULT_EXPENSIVE_EVERY) -> None:
-        if profile not in PROFILES:
-            raise ValueError(f"unknown GPU profile {profile!r}; known: {', '.join(PROFILES)}")
-        super().__init__(expensive_every)
-        self.name = f"simulated:{profile}"
-        self._profile = PROFILES[profile]
-        self._rng = random.Random(profile)
-        self._tick = 0
-        self._uuids = [
-            f"GPU-{uuid.uuid5(uuid.NAMESPACE_URL, f'aiorch-sim/{profile}/{i}')}"
-            for i in range(self._profile.count)
-        ]
-        self._energy_mj = [0.0] * self._profile.count
-
-    def available(self) -> bool:
-        return self._profile.count > 0
-
-    def inventory(self) -> list[GpuInfo]:
-        p = self._profile
-        return [
-            GpuInfo(
-                index=i,
-                uuid=self._uuids[i],
-                name=p.name,
-                memory_total_bytes=p.memory_mib << 20,
-                driver_version=_SIM_DRIVER,
-                cuda_driver_version=_SIM_CUDA,
-                pci_bus_id=f"00000000:{0x18 + 0x10 * i:02X}:00.0",
-                mig_mode=None if "mig_mode" in p.unsupported else "disabled",
-                simulated=True,
-            )
-            for i in range(p.count)
-        ]
-
-    def unsupported_fields(self) -> dict[int, list[str]]:
-        return {i: sorted(self._profile.unsupported) for i in range(self._profile.count)}
-
-    def _sample(self, expensive: bool) -> list[GpuSample]:
-        now = time.time()
-        samples = [self._one(i, now, expensive) for i in range(self._profile.count)]
-        self._tick += 1
-        return samples
-
-    def _one(self, index: int, now: float, expensive: bool) -> GpuSample:
-        p = self._profile
-        # A slow wave per GPU, phase-shifted so GPUs differ, with a little noise.
-        wave = 0.5 + 0.5 * math.sin(self._tick / 8 + index * 0.7)
-        load = min(1.0, max(0.0, wave + self._rng.uniform(-0.05, 0.05)))
-        power_w = round(p.idle_w + (p.max_w - p.idle_w) * load, 1)
-        self._energy_mj[index] += power_w * 1000 * _SIM_PERIOD_S
-        total = p.memory_mib << 20
-        reasons = 0x1 if load < 0.05 else 0x4 if load > 0.95 else 0x0
-        metrics: dict[str, Any] = {
-            "utilization_gpu_pct": round(100 * load),
-            "utilization_memory_pct": round(60 * load),
-            "memory_used_bytes": int(total * (0.02 + 0.9 * load)),
-            "memory_total_bytes": total,
-            "temperature_c": round(32 + 45 * load),
-            "power_w": power_w,
-            "sm_clock_mhz": round(345 + (1980 - 345) * load),
-            "performance_state": 0 if load > 0.05 else 8,
-            "clocks_event_reasons": reasons,
-            "clocks_event_reason_names": reason_names(reasons),
-            "ecc_volatile_corrected": 0,
-            "ecc_volatile_uncorrected": 0,
-            "ecc_aggregate_corrected": 0,
-            "ecc_aggregate_uncorrected": 0,
-            "processes": (
-                [{"pid": 4000 + index, "used_memory_bytes": int(total * 0.9 * load)}]
-                if load > 0.05
-                else []
-            ),
-        }
-        if "remapped_rows" not in p.unsupported:
-            metrics.update(
-                remapped_rows_correctable=0,
-                remapped_rows_uncorrectable=0,
-                remapped_rows_pending=False,
-                remapped_rows_failure=False,
-            )
-        if expensive:
-            metrics.update(
-                energy_mj=int(self._energy_mj[index]),
-                pcie_tx_kb_s=round(2_000_000 * load),
-                pcie_rx_kb_s=round(6_000_000 * load),
-            )
-        return GpuSample(index, self._uuids[index], now, expensive, metrics, True)
-
-
-def open_gpu_backend(spec: str) -> GpuBackend:
-    """Builds the backend named by the agent's `gpu_backend` setting:
-    `nvml`, `simulated:<profile>` or `none`."""
-    kind, _, arg = spec.strip().partition(":")
-    if kind == "nvml" and not arg:
-        return NvmlBackend()
-    if kind == "none" and not arg:
-        return NullBackend()
-    if kind == "simulated":
-        return SimulatedBackend(arg)
-    raise ValueError(
-        f"gpu_backend {spec!r}: expected nvml, none or simulated:<profile> "
-        f"(profiles: {', '.join(PROFILES)})"
-    )
