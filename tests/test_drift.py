@@ -19,7 +19,7 @@ import pytest
 import sqlite_utils
 
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import deployments, drift, runs, status
+from aiorch.hub.services import drift, fleet_view, run_history, runs, status
 from aiorch.hub.settings import HubSettings
 from aiorch.hub.store import Store
 from aiorch.hub.store.migrations import MIGRATIONS, m005_drift_state
@@ -168,14 +168,14 @@ def test_drift_found_before_stands_when_a_later_check_cannot_reach_the_host(site
 
 def test_drift_runs_store_only_changed_and_failed_results(checked: Checked):
     assert checked.run["recap"]["clean"]["ok"] >= 2  # results happened ...
-    events = runs.run_events(checked.ctx, checked.run["id"])
+    events = run_history.run_events(checked.ctx, checked.run["id"])
     assert {e["status"] for e in events} == {"changed", "failed"}  # ... but only these stay
     assert {e["host"] for e in events} == {"tampered", "failing"}
 
 
 def test_unknown_hosts_stay_eligible_for_placement_and_drifted_ones_do_not(checked: Checked):
     ctx = checked.ctx
-    views = {v.name: v.drifted for v in deployments._hosts(ctx, ctx.store.read(), "any")}
+    views = {v.name: v.drifted for v in fleet_view.host_views(ctx, ctx.store.read(), "any")}
     assert views["tampered"] is True
     assert views["gone"] is False and views["clean"] is False
 

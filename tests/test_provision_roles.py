@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import drift, inventory, runs
+from aiorch.hub.services import drift, inventory, run_history, runs
 from aiorch.lab import wait_until
 from aiorch.lab.podman import podman
 from aiorch.lab.site import write_site_inventory
@@ -69,7 +69,7 @@ def _site_inventory(lab: ProvisionLab, dest: Path, hosts: Collection[str]) -> Pa
 
 def _outcome(ctx: HubContext, run: dict[str, Any]) -> str:
     """A run's message and its changed or failed results, for assertion messages."""
-    events = runs.run_events(ctx, run["id"])
+    events = run_history.run_events(ctx, run["id"])
     lines = [f"{e['host']} {e['status']}: {e['task']}: {e['res'].get('msg', '')}" for e in events]
     return "\n".join([str(run["message"]), *lines])
 
@@ -113,7 +113,7 @@ def test_drift_job_finds_a_changed_chrony_config_and_a_site_run_heals_it(
     inventory.import_inventory(ctx, text, "site.yml", "user:test")
     clean = _drift_check(ctx)
     assert clean["status"] == "successful" and drift.findings(ctx) == [], _outcome(ctx, clean)
-    assert runs.run_events(ctx, clean["id"]) == []  # no ok results stored
+    assert run_history.run_events(ctx, clean["id"]) == []  # no ok results stored
 
     converged.lab.exec(name, ["sh", "-c", f"echo 'server 192.0.2.99 iburst' >> {conf}"])
     tampered = _drift_check(ctx)

@@ -21,7 +21,16 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from aiorch.errors import Conflict, InvalidInput
 from aiorch.hub.context import HubContext
 from aiorch.hub.jobs import register_jobs
-from aiorch.hub.services import drift, enrollment, redaction, retire, runs, status
+from aiorch.hub.services import (
+    drift,
+    enrollment,
+    redaction,
+    retire,
+    run_history,
+    run_processes,
+    runs,
+    status,
+)
 from aiorch.hub.services.run_events import EventBatcher, error_text, event_row
 from aiorch.hub.services.targets import resolve_limit
 from aiorch.lab import wait_until
@@ -203,11 +212,11 @@ def test_events_are_written_in_batches_in_order(ctx: HubContext, monkeypatch: py
         row = {"ts": i, "host": "h", "task": f"t{i}", "action": "a", "status": "ok"}
         batcher.add(row | {"changed": 0, "duration": 0, "res": "{}"})
     batcher.close()
-    events = runs.run_events(ctx, "r1", limit=5000)
+    events = run_history.run_events(ctx, "r1", limit=5000)
     assert [e["seq"] for e in events] == list(range(1, 1001))
     assert [e["task"] for e in events] == [f"t{i}" for i in range(1000)]
     assert len(writes) <= 10, "one transaction per batch, not per event"
-    assert [e["seq"] for e in runs.run_events(ctx, "r1", after_seq=998)] == [999, 1000]
+    assert [e["seq"] for e in run_history.run_events(ctx, "r1", after_seq=998)] == [999, 1000]
 
 
 # ---- locks and recovery ----------------------------------------------------------------------
@@ -224,7 +233,7 @@ def test_one_mutating_run_per_host(fleet: HubContext, no_launch: list[tuple[Any,
     runs.start_run(fleet, runs.RunRequest("noop.yml", limit="edge1-1", check=True), "user:b")
     other = runs.start_run(fleet, runs.RunRequest("noop.yml", limit="edge2-1"), "user:b")
     assert locks(fleet)["edge2-1"] == other["id"]
-    assert len(runs.list_runs(fleet)) == 3
+    assert len(run_history.list_runs(fleet)) == 3
 
 
 def test_hub_start_marks_left_over_runs_interrupted(
@@ -239,7 +248,7 @@ def test_hub_start_marks_left_over_runs_interrupted(
         start_new_session=True,
     )
     try:
-        assert runs.recover_interrupted(fleet) == [run["id"]]
+        assert run_processes.recover_interrupted(fleet) == [run["id"]]
         assert leftover.wait(timeout=10) == -9
     finally:
         leftover.kill()
@@ -261,7 +270,7 @@ def test_local_run_stores_ordered_events_a_recap_and_no_secret(
     done = finished(ctx, run)
     assert done["status"] == "successful", done["message"]
     assert done["extravars"] == {"api_token": "********", "run_label": "u1"}
-    events = runs.run_events(ctx, run["id"])
+    events = run_history.run_events(ctx, run["id"])
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     tasks = ["Write the marker", "Use the secret", "Read the marker back"]
     for host in local_hosts:

@@ -32,6 +32,7 @@ from aiorch.hub.routers import (
     tokens,
 )
 from aiorch.hub.routers.deps import principal, viewer
+from aiorch.hub.services import run_processes
 from aiorch.hub.services import runs as run_service
 
 log = logging.getLogger("aiorch.hub")
@@ -97,7 +98,7 @@ def create_app(ctx: HubContext, *, run_jobs: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # A run left going by a hub that died is over: mark it, free its hosts.
-        interrupted = run_service.recover_interrupted(ctx)
+        interrupted = run_processes.recover_interrupted(ctx)
         if interrupted:
             log.warning("runs interrupted by the previous hub process: %s", interrupted)
         scheduler = BackgroundScheduler(daemon=True)

@@ -8,7 +8,7 @@ from pydantic import Field
 from aiorch.hub.context import HubContext
 from aiorch.hub.routers.deps import context, operator, viewer
 from aiorch.hub.schemas import MAX_SQL_INT, JsonObject, Strict
-from aiorch.hub.services import runs
+from aiorch.hub.services import run_history, runs
 from aiorch.hub.services.auth import Principal
 
 router = APIRouter(prefix="/runs", tags=["runs"])
@@ -41,7 +41,7 @@ def list_runs(
     ctx: HubContext = Depends(context),
     _: Principal = Depends(viewer),
 ) -> list[dict[str, Any]]:
-    return runs.list_runs(ctx, limit=limit, status=status)
+    return run_history.list_runs(ctx, limit=limit, status=status)
 
 
 @router.get("/{run_id}")
@@ -59,7 +59,7 @@ def run_events(
     ctx: HubContext = Depends(context),
     _: Principal = Depends(viewer),
 ) -> list[dict[str, Any]]:
-    return runs.run_events(ctx, run_id, after, limit)
+    return run_history.run_events(ctx, run_id, after, limit)
 
 
 @router.post("/{run_id}/cancel")

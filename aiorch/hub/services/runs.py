@@ -17,32 +17,27 @@ import json
 import logging
 import os
 import shutil
-import signal
 import threading
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import psutil
 import sqlite_utils
 
 from aiorch.ansible.runner import run_playbook
-from aiorch.errors import Conflict, InvalidInput, NotFound
-from aiorch.hub.context import HubContext, decode_json_fields
+from aiorch.errors import Conflict, InvalidInput
+from aiorch.hub.context import HubContext
 from aiorch.hub.services import audit, preflight, redaction, targets
 from aiorch.hub.services.inventory import export_inventory
 from aiorch.hub.services.run_events import EventBatcher, error_text, event_row
+from aiorch.hub.services.run_history import ACTIVE_STATUSES, decode, get_run
+from aiorch.hub.services.run_processes import kill_leftovers
 
 log = logging.getLogger("aiorch.hub.runs")
-# How long killed ansible processes get to disappear before a run's locks are released.
-_LEFTOVER_EXIT_S = 10.0
 
-ACTIVE_STATUSES = ("queued", "running")
 PLAYBOOK_SUFFIXES = (".yml", ".yaml")
-_JSON_FIELDS = ("hosts", "extravars", "recap", "preflight")
 
 # Called inside the transaction that finishes a run, with the run's final row; what it
 # returns is added to the run's message. Retirement and drift hang off this.
@@ -236,7 +231,7 @@ def _execute(
     finally:
         # ansible-runner's cancel kills ansible-playbook's process group only; a worker that
         # was running a task lives in its own group and would go on after the locks are gone.
-        leftovers = _kill_leftovers(run_dir)
+        leftovers = kill_leftovers(run_dir)
         if leftovers:
             log.info("run %s: killed ansible processes left after it ended: %s", run_id, leftovers)
         if batcher is not None:
@@ -325,12 +320,8 @@ def _failed(recap: dict[str, int] | None) -> bool:
 
 
 def _host_summary(recap: dict[str, dict[str, int]]) -> list[str]:
-    lines = []
-    for state in ("failed", "unreachable"):
-        hosts = [host for host, counts in recap.items() if counts[state]]
-        if hosts:
-            lines.append(f"{state}: {', '.join(hosts)}")
-    return lines
+    hosts = {s: [h for h, counts in recap.items() if counts[s]] for s in ("failed", "unreachable")}
+    return [f"{state}: {', '.join(names)}" for state, names in hosts.items() if names]
 
 
 def _save_preflight(ctx: HubContext, run_id: str, problems: dict[str, str]) -> None:
@@ -357,7 +348,7 @@ def _finish(ctx: HubContext, run_id: str, outcome: _Outcome, on_finish: FinishHo
         db.table("runs").update(run_id, final)
         db.execute("DELETE FROM host_locks WHERE run_id = ?", [run_id])
         if hook is not None:
-            extra = hook(db, _decode(db.table("runs").get(run_id)))
+            extra = hook(db, decode(db.table("runs").get(run_id)))
             if extra:
                 message = "; ".join([*outcome.messages, extra])
                 db.table("runs").update(run_id, {"message": message})
@@ -373,46 +364,6 @@ def _finish(ctx: HubContext, run_id: str, outcome: _Outcome, on_finish: FinishHo
 
 
 # ---- reading -------------------------------------------------------------------------------
-
-
-def _decode(row: dict[str, Any]) -> dict[str, Any]:
-    run = decode_json_fields(row, _JSON_FIELDS)
-    run["check"], run["diff"] = bool(run["check"]), bool(run["diff"])
-    if run["status"] not in ACTIVE_STATUSES:
-        done = set(run["recap"]) | set(run["preflight"])
-        run["not_run"] = [host for host in run["hosts"] if host not in done]
-    return run
-
-
-def get_run(ctx: HubContext, run_id: str) -> dict[str, Any]:
-    rows = list(ctx.store.read().query("SELECT * FROM runs WHERE id = ?", [run_id]))
-    if not rows:
-        raise NotFound(f"no run with id {run_id}")
-    return _decode(rows[0])
-
-
-def list_runs(
-    ctx: HubContext, *, limit: int = 50, status: str | None = None
-) -> list[dict[str, Any]]:
-    where, params = ("WHERE status = ?", [status]) if status else ("", [])
-    rows = ctx.store.read().query(
-        f"SELECT * FROM runs {where} ORDER BY created_at DESC, id LIMIT ?", [*params, limit]
-    )
-    return [_decode(row) for row in rows]
-
-
-def run_events(
-    ctx: HubContext, run_id: str, after_seq: int = 0, limit: int = 1000
-) -> list[dict[str, Any]]:
-    """Events of a run with seq > `after_seq`, in order: poll with the last seq seen."""
-    db = ctx.store.read()
-    if db.execute("SELECT 1 FROM runs WHERE id = ?", [run_id]).fetchone() is None:
-        raise NotFound(f"no run with id {run_id}")
-    rows = db.query(
-        "SELECT * FROM run_events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-        [run_id, after_seq, limit],
-    )
-    return [decode_json_fields(row, ["res"]) | {"changed": bool(row["changed"])} for row in rows]
 
 
 # ---- stopping ------------------------------------------------------------------------------
@@ -447,64 +398,3 @@ def stop_all(ctx: HubContext, timeout: float = 20.0) -> None:
     for active in mine:
         if active.thread is not None:
             active.thread.join(timeout)
-
-
-def recover_interrupted(ctx: HubContext) -> list[str]:
-    """Hub start: runs a previous hub process left queued or running become `interrupted`,
-    whatever is left of their ansible-playbook is killed, and their locks are released."""
-    db = ctx.store.read()
-    stale = list(db.query("SELECT id, hub_pid FROM runs WHERE status IN ('queued', 'running')"))
-    for run in stale:
-        killed = _kill_leftovers(ctx.settings.runs_dir / run["id"])
-        if killed:
-            log.warning("run %s: killed leftover ansible processes %s", run["id"], killed)
-        shutil.rmtree(ctx.settings.runs_dir / run["id"], ignore_errors=True)
-    now = ctx.clock()
-
-    def op(db: sqlite_utils.Database) -> None:
-        for run in stale:
-            message = f"the hub (pid {run['hub_pid']}) stopped while the run was going on"
-            db.execute(
-                "UPDATE runs SET status = 'interrupted', finished_at = ?, message = ? WHERE id = ?",
-                [now, message, run["id"]],
-            )
-            audit.record(db, "hub", "run.interrupted", f"run:{run['id']}", ts=now)
-        db.execute(
-            "DELETE FROM host_locks WHERE run_id NOT IN "
-            "(SELECT id FROM runs WHERE status IN ('queued', 'running'))"
-        )
-
-    ctx.store.write(op)
-    return [run["id"] for run in stale]
-
-
-def _ansible_of(run_dir: Path) -> list[int]:
-    """Processes whose command line names the run's folder (a zombie's is empty)."""
-    marker = f"{run_dir}{os.sep}"
-    return [
-        proc.info["pid"]
-        for proc in psutil.process_iter(["pid", "cmdline"])
-        if proc.info["pid"] != os.getpid()
-        and any(marker in arg for arg in proc.info.get("cmdline") or [])
-    ]
-
-
-def _kill_leftovers(run_dir: Path) -> list[int]:
-    """Kill the processes whose command line names the run's folder (ansible-playbook and its
-    workers, with the ssh they started), and wait until they are gone, so nothing still
-    changes the hosts once their locks are released."""
-    killed = []
-    for pid in _ansible_of(run_dir):
-        try:
-            if os.getpgid(pid) == pid:  # ansible-playbook and its workers lead groups
-                os.killpg(pid, signal.SIGKILL)
-            else:
-                os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
-        except ProcessLookupError:
-            continue
-    # SIGKILL is delivered, not yet acted on: wait (bounded) until they are gone.
-    deadline = time.monotonic() + _LEFTOVER_EXIT_S
-    while killed and _ansible_of(run_dir) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return killed
