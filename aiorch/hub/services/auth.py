@@ -22,6 +22,11 @@ class Principal:
         """How the principal appears in the audit log."""
         return f"{self.kind}:{self.id}"
 
+    @property
+    def is_global_admin(self) -> bool:
+        """May change what the whole fleet trusts: connection vars, projects, the CA."""
+        return self.kind == "user" and self.role == "admin"
+
 
 def authenticate(ctx: HubContext, authorization: str | None) -> Principal:
     scheme, _, token = (authorization or "").partition(" ")
