@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 
 from aiorch.deploy.spec import load_spec
-from aiorch.endpoint import endpoint_url
+from aiorch.endpoint import CA_FILE, endpoint_url
 from aiorch.errors import AiorchError, UserError
 from aiorch.hub.process import HubProcess, healthy
 from aiorch.lab.fleet import Lab
@@ -60,7 +60,7 @@ def _run(argv: list[str], env: dict[str, str] | None = None, capture: bool = Fal
 def start_hub(data_dir: Path, port: int, listen: str, repo_dir: Path) -> str:
     """Start the hub in the background unless this data dir's hub already answers."""
     url = endpoint_url(data_dir)
-    if healthy(url):
+    if healthy(url, data_dir / CA_FILE):
         print(f"hub already running at {url}")
         return str(url)
     hub = HubProcess(data_dir, port, listen=[listen], log_level="info", repo_dir=repo_dir)

@@ -22,6 +22,7 @@ from edge_agent.outbox import Outbox, Pending
 from edge_agent.refused import keep_refused
 from edge_agent.state import AgentState
 from edge_agent.trouble import Trouble
+from edge_agent.trust import NotEnrolled, Trust, enroll_with_pin
 from edge_agent.workloads import Podman, Reconciler
 
 log = logging.getLogger("aiorch.agent")
@@ -43,10 +44,6 @@ def refusal_advice(status: int) -> str:
     return f"check-in not understood ({status}): {upgrade}"
 
 
-class NotEnrolled(Exception):
-    pass
-
-
 def _gpu_backend(config: AgentConfig) -> GpuBackend:
     try:
         return open_gpu_backend(config.gpu_backend)
@@ -55,21 +52,19 @@ def _gpu_backend(config: AgentConfig) -> GpuBackend:
 
 
 def enroll(config: AgentConfig, hub_url: str, token: str) -> dict[str, Any]:
-    """Trade an enrollment token and this host's facts for the agent's own credential."""
+    """Trade an enrollment token (with the hub's CA pin), a CSR and this host's facts for the
+    agent's own certificate."""
     gpus = _gpu_backend(config)
     try:
         facts = collect_facts(gpus)
     finally:
         gpus.close()
-    client = HubClient(hub_url, timeout_s=config.request_timeout_s)
-    try:
-        result = client.enroll(token, facts)
-    finally:
-        client.close()
+    answer = enroll_with_pin(config.state_dir, hub_url, token, facts, config.request_timeout_s)
     state = AgentState(config.state_dir)
-    state.save_credential(hub_url, result["agent_id"], result["credential"], result["site"])
+    state.save_credential(hub_url, answer["agent_id"], answer["site"])
     state.save_facts_hash(facts_hash(facts))
-    return {k: v for k, v in result.items() if k != "credential"}
+    shown = ("agent_id", "site", "host", "not_after")
+    return {k: answer[k] for k in shown}
 
 
 class Agent:
@@ -79,8 +74,7 @@ class Agent:
         cred = self.state.credential()
         if cred is None:
             raise NotEnrolled(
-                f"not enrolled: no credential in {config.state_dir}; "
-                "run 'aiorch-agent enroll' first"
+                f"not enrolled: nothing in {config.state_dir}; run 'aiorch-agent enroll' first"
             )
         self._use(cred)
         self.outbox = Outbox(
@@ -111,7 +105,7 @@ class Agent:
 
     def close(self) -> None:
         self.workloads.close()
-        self.hub.close()
+        self.trust.close()
         self.outbox.close()
         self.collectors.close()
         self.gpus.close()
@@ -131,12 +125,25 @@ class Agent:
             "report": self.report,
         }
         reply = self.hub.checkin(self.agent_id, body, desired["revision"])
+        self.keep_trusted()
         if changed_facts:
             self.state.save_facts_hash(digest)
         if reply.changed and reply.document is not None and reply.revision != desired["revision"]:
             log.info("desired state revision %s -> %s", desired["revision"], reply.revision)
             self.state.save_desired(reply.revision, reply.document)
         return reply.poll_interval_s
+
+    def keep_trusted(self) -> None:
+        """After an accepted check-in: renew, fetch new CAs, check the clock. A failure here is
+        for the next round to retry; the check-in itself went through."""
+        try:
+            self.trust.accepted(self.hub.news)
+        except (HubUnavailable, HubRefused) as exc:
+            log.warning("certificate renewal deferred: %s", exc)
+
+    @property
+    def hub(self) -> HubClient:
+        return self.trust.hub
 
     def fetch_image(self, digest: str, dest: Path) -> None:
         """Download an image archive for the reconciler (it runs on its fetch thread)."""
@@ -231,6 +238,8 @@ class Agent:
             self.retry_at = time.monotonic() + delay
             return self._until_retry()
         except HubRefused as exc:
+            if self.trust.refused(exc):
+                return 0.0  # a renewed certificate (or the previous one) to try at once
             self.retry_at = time.monotonic() + self.schedule.failed()
             self.refusals.failing(
                 str(exc.status),
@@ -249,17 +258,16 @@ class Agent:
     def _use(self, cred: dict[str, Any]) -> None:
         """Talk to the hub as the agent that `cred` (credential.json) names."""
         self.agent_id: str = cred["agent_id"]
-        self.credential: str = cred["credential"]
         hub_url = self.config.hub_url or cred["hub_url"]
-        self.hub = HubClient(hub_url, self.credential, self.config.request_timeout_s)
+        self.trust = Trust(self.state.dir, hub_url, self.agent_id, self.config.request_timeout_s)
 
     def reload_credential(self) -> None:
         """After a refusal: a host re-enrolled meanwhile (`aiorch-agent enroll`) has a new
-        credential on disk, which the running agent takes up without a restart."""
+        identity on disk, which the running agent takes up without a restart."""
         cred = self.state.credential()
-        if cred is None or cred["credential"] == self.credential:
+        if cred is None or cred["agent_id"] == self.agent_id:
             return
-        self.hub.close()
+        self.trust.close()
         self._use(cred)
         log.warning(
             "a new credential is in %s: checking in as agent %s", self.state.dir, self.agent_id

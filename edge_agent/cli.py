@@ -11,9 +11,12 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from edge_agent import __version__
-from edge_agent.agent import Agent, NotEnrolled, enroll
+from edge_agent.agent import Agent, enroll
 from edge_agent.client import HubRefused, HubUnavailable
 from edge_agent.config import DEFAULT_CONFIG, AgentConfig, ConfigError
+from edge_agent.contract.fields import ContractError
+from edge_agent.identity import PinMismatch
+from edge_agent.trust import NotEnrolled
 
 TOKEN_ENV = "AIORCH_ENROLL_TOKEN"
 TOKEN_WAYS = f"on stdin, in {TOKEN_ENV}, or with --token-file"
@@ -47,10 +50,10 @@ def _parser() -> argparse.ArgumentParser:
         "enroll",
         parents=[common],
         allow_abbrev=False,
-        help="trade an enrollment token for a credential",
+        help="trade an enrollment token and a CSR for a certificate",
         description=f"The token from 'aiorch enroll-token create' comes {TOKEN_WAYS}.",
     )
-    p_enroll.add_argument("--hub", required=True, help="hub URL, e.g. http://10.89.0.1:8700")
+    p_enroll.add_argument("--hub", required=True, help="hub URL, e.g. https://10.89.0.1:8700")
     p_enroll.add_argument(
         "--token-file", type=Path, help="a file holding the enrollment token ('-': stdin)"
     )
@@ -89,7 +92,15 @@ def main(argv: list[str] | None = None) -> int:
                 agent.run_forever()
         finally:
             agent.close()
-    except (ConfigError, NotEnrolled, HubRefused, HubUnavailable, OSError) as exc:
+    except (
+        ConfigError,
+        ContractError,
+        PinMismatch,
+        NotEnrolled,
+        HubRefused,
+        HubUnavailable,
+        OSError,
+    ) as exc:
         print(f"aiorch-agent: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

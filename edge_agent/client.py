@@ -1,8 +1,14 @@
-"""The agent's side of protocol v1, over one keep-alive HTTP connection to the hub.
+"""The agent's side of protocol v1, over one keep-alive HTTPS connection to the hub.
 
 It speaks HTTP with the standard library's http.client, which the agent loads anyway for its
 health probes: httpx and what it pulls in (httpcore, anyio, h11, idna, certifi) cost about 6 MB
 resident, a seventh of the agent's memory budget, for four kinds of request.
+
+HTTPS only, verified against the hub's CAs, with the agent's certificate. With TLS 1.3 a hub
+that refuses the certificate does so after the handshake, so the refusal surfaces on the
+first read as a TLS alert (or a dropped connection): those are classified as the credential
+being refused, not as the network being down, or the agent would wait for a network that is
+fine instead of renewing.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import http.client
 import json
 import os
 import socket
+import ssl
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -21,6 +28,7 @@ from urllib.parse import urlsplit
 
 from edge_agent import __version__
 from edge_agent.config import ConfigError
+from edge_agent.contract.identity import BUNDLE_HEADER, RENEW_HEADER, TIME_HEADER
 
 # A kept-alive connection the hub closed while it sat idle fails like this on its next request.
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
@@ -42,6 +50,36 @@ class HubRefused(Exception):
         super().__init__(f"hub refused ({status}): {detail}")
         self.status = status
         self.detail = detail
+
+
+class CredentialRejected(HubRefused):
+    """The hub's TLS layer refused the agent's certificate (expired, unknown, revoked CA)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(401, f"the hub refused this agent's certificate: {detail}")
+
+
+# TLS alerts a server sends about the client's certificate (OpenSSL's reason names).
+_CERT_ALERTS = ("CERTIFICATE", "UNKNOWN_CA", "ACCESS_DENIED", "DECRYPT_ERROR")
+
+
+def _tls_refusal(exc: ssl.SSLError) -> bool:
+    reason = str(getattr(exc, "reason", "") or exc)
+    return "ALERT" in reason and any(word in reason for word in _CERT_ALERTS)
+
+
+@dataclass(frozen=True)
+class TrustNews:
+    """What every answer says about trust: the hub's clock, its CAs' digest, renew now."""
+
+    hub_time: float | None
+    bundle: str | None
+    renew: bool
+
+    @classmethod
+    def of(cls, headers: http.client.HTTPMessage) -> TrustNews:
+        renew = headers.get(RENEW_HEADER) == "1"
+        return cls(_number(headers.get(TIME_HEADER)), headers.get(BUNDLE_HEADER), renew)
 
 
 class DigestMismatch(Exception):
@@ -102,27 +140,31 @@ def _detail(status: int, body: bytes) -> str:
     return text or http.client.responses.get(status, "error")
 
 
+def check_hub_url(hub_url: str) -> str:
+    """`hub_url` if it is an https URL with a host; plain HTTP is refused outright."""
+    url = urlsplit(hub_url)
+    if url.scheme != "https" or not url.hostname:
+        raise ConfigError(f"hub URL must look like https://HOST:PORT, got {hub_url!r}")
+    try:
+        _ = url.port
+    except ValueError:
+        raise ConfigError(f"hub URL {hub_url!r} has a bad port") from None
+    return hub_url
+
+
 class HubClient:
-    def __init__(
-        self, hub_url: str, credential: str | None = None, timeout_s: float = 10.0
-    ) -> None:
-        url = urlsplit(hub_url)
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise ConfigError(f"hub URL must look like http://HOST:PORT, got {hub_url!r}")
-        try:
-            self.port = url.port
-        except ValueError:
-            raise ConfigError(f"hub URL {hub_url!r} has a bad port") from None
-        self.host = url.hostname
-        self.tls = url.scheme == "https"
+    def __init__(self, hub_url: str, tls: ssl.SSLContext, timeout_s: float = 10.0) -> None:
+        url = urlsplit(check_hub_url(hub_url))
+        self.host = url.hostname or ""
+        self.port = url.port
+        self.tls = tls
         self.prefix = url.path.rstrip("/") + "/api/v1"
         self.timeout_s = timeout_s
         self.headers = {"User-Agent": f"aiorch-agent/{__version__}"}
-        if credential:
-            self.headers["Authorization"] = f"Bearer {credential}"
+        self.news = TrustNews(None, None, False)  # from the last answer
         # Check-ins and uploads share one kept-alive connection; image downloads, which may
         # take minutes on another thread, each open their own.
-        self._conn: http.client.HTTPConnection | None = None
+        self._conn: http.client.HTTPSConnection | None = None
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -134,14 +176,9 @@ class HubClient:
             self._conn.close()
             self._conn = None
 
-    def _connect(self) -> http.client.HTTPConnection:
-        if not self.tls:
-            return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
-        import ssl  # a TLS context (and its CA bundle, MBs resident) only for an https hub
-
-        context = ssl.create_default_context()
+    def _connect(self) -> http.client.HTTPSConnection:
         return http.client.HTTPSConnection(
-            self.host, self.port, timeout=self.timeout_s, context=context
+            self.host, self.port, timeout=self.timeout_s, context=self.tls
         )
 
     def _send(
@@ -161,6 +198,14 @@ class HubClient:
                     response = self._conn.getresponse()
                     answer = _Answer(response.status, response.headers, response.read())
                     break
+                except ssl.SSLCertVerificationError as exc:
+                    self._drop()
+                    raise HubUnavailable(f"cannot verify the hub: {exc.verify_message}") from None
+                except ssl.SSLError as exc:
+                    self._drop()
+                    if _tls_refusal(exc):
+                        raise CredentialRejected(_why(exc)) from None
+                    raise HubUnavailable(f"hub unreachable: {_why(exc)}") from None
                 except _STALE as exc:
                     self._drop()
                     if fresh:
@@ -168,13 +213,32 @@ class HubClient:
                 except (OSError, http.client.HTTPException) as exc:
                     self._drop()
                     raise HubUnavailable(f"hub unreachable: {_why(exc)}") from None
+        self.news = TrustNews.of(answer.headers)
         if answer.status >= 400:
             raise _refusal(answer.status, answer.headers, answer.body)
         return answer
 
-    def enroll(self, token: str, facts: dict[str, Any]) -> dict[str, Any]:
-        body = {"token": token, "facts": facts, "agent_version": __version__}
+    def enroll(self, token: str, csr: str, facts: dict[str, Any]) -> dict[str, Any]:
+        body = {"token": token, "csr": csr, "facts": facts, "agent_version": __version__}
         result: dict[str, Any] = self._send("POST", "/enroll", body).json()
+        return result
+
+    def ca_bundle(self, agent_id: str | None = None) -> str:
+        """The hub's CAs (PEM): the public copy before enrolling, the agent's own after."""
+        path = f"/agents/{agent_id}/ca-bundle" if agent_id else "/ca-bundle"
+        return self._send("GET", path).body.decode()
+
+    def renew(self, agent_id: str, csr: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._send(
+            "POST", f"/agents/{agent_id}/renew", {"csr": csr}
+        ).json()
+        return result
+
+    def renew_nonce(self) -> str:
+        return str(self._send("POST", "/renew-nonce").json()["nonce"])
+
+    def renew_by_proof(self, proof: dict[str, str]) -> dict[str, Any]:
+        result: dict[str, Any] = self._send("POST", "/renew-by-proof", proof).json()
         return result
 
     def checkin(self, agent_id: str, body: dict[str, Any], known_revision: int) -> CheckinReply:
@@ -222,7 +286,13 @@ class HubClient:
                     f"image archive from the hub has sha256:{sha.hexdigest()}, not {digest}"
                 )
             os.replace(tmp, dest)
-        except (http.client.HTTPException, ConnectionError, TimeoutError, socket.gaierror) as exc:
+        except (
+            http.client.HTTPException,
+            ConnectionError,
+            TimeoutError,
+            socket.gaierror,
+            ssl.SSLError,
+        ) as exc:
             tmp.unlink(missing_ok=True)
             raise HubUnavailable(f"image download failed: {_why(exc)}") from None
         except BaseException:

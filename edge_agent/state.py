@@ -1,5 +1,5 @@
-"""The agent's state dir: credential and last desired state, written atomically so a crash or
-reboot never leaves a half-written file, and readable only by the agent (0600)."""
+"""The agent's state dir: its enrollment record and last desired state, written atomically so
+a crash or reboot never leaves a half-written file, and readable only by the agent (0600)."""
 
 from __future__ import annotations
 
@@ -51,10 +51,11 @@ class AgentState:
     def credential(self) -> dict[str, Any] | None:
         return read_json(self.credential_path)
 
-    def save_credential(self, hub_url: str, agent_id: str, credential: str, site: str) -> None:
+    def save_credential(self, hub_url: str, agent_id: str, site: str) -> None:
+        """Who the agent is and where its hub is; the key and certificate are beside it
+        (edge_agent/identity.py)."""
         write_private(
-            self.credential_path,
-            {"hub_url": hub_url, "agent_id": agent_id, "credential": credential, "site": site},
+            self.credential_path, {"hub_url": hub_url, "agent_id": agent_id, "site": site}
         )
 
     def desired(self) -> dict[str, Any]:

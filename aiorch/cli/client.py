@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import httpx
 
 from aiorch import errors
-from aiorch.endpoint import endpoint_url
+from aiorch.endpoint import CA_FILE, endpoint_url, hub_tls
 from aiorch.hub.settings import HubSettings
 
 _BY_STATUS: dict[int, type[errors.AiorchError]] = {
@@ -32,11 +33,15 @@ def default_data_dir() -> Path:
 class HubClient:
     url: str
     token: str | None
+    verify: ssl.SSLContext
     timeout: float = 30.0
 
     @classmethod
-    def resolve(cls, hub: str | None, token: str | None, data_dir: Path) -> HubClient:
-        """Explicit options win, then AIORCH_HUB/AIORCH_TOKEN, then the local data dir's hub."""
+    def resolve(
+        cls, hub: str | None, token: str | None, data_dir: Path, ca: Path | None = None
+    ) -> HubClient:
+        """Explicit options win, then AIORCH_HUB/AIORCH_TOKEN/AIORCH_CA, then the local data
+        dir's hub, token and CA."""
         settings = HubSettings(data_dir=data_dir)
         url = hub or os.environ.get("AIORCH_HUB") or endpoint_url(data_dir)
         if not url:
@@ -44,10 +49,16 @@ class HubClient:
                 f"no hub found: pass --hub URL, set AIORCH_HUB, or start one with "
                 f"'aiorch hub serve --data-dir {data_dir}'"
             )
+        if not url.startswith("https://"):
+            raise errors.UserError(f"the hub serves HTTPS only: use https://..., not {url!r}")
         token = token or os.environ.get("AIORCH_TOKEN")
         if token is None and settings.admin_token_path.exists():
             token = settings.admin_token_path.read_text().strip()
-        return cls(url=url.rstrip("/"), token=token)
+        env_ca = os.environ.get("AIORCH_CA")
+        ca = ca or (Path(env_ca) if env_ca else None)
+        if ca is None and (data_dir / CA_FILE).exists():
+            ca = data_dir / CA_FILE
+        return cls(url=url.rstrip("/"), token=token, verify=hub_tls(ca))
 
     def request(
         self, method: str, path: str, headers: dict[str, str] | None = None, **kwargs: Any
@@ -57,7 +68,12 @@ class HubClient:
             headers["Authorization"] = f"Bearer {self.token}"
         try:
             response = httpx.request(
-                method, f"{self.url}/api/v1{path}", headers=headers, timeout=self.timeout, **kwargs
+                method,
+                f"{self.url}/api/v1{path}",
+                headers=headers,
+                timeout=self.timeout,
+                verify=self.verify,
+                **kwargs,
             )
         except httpx.HTTPError as exc:
             raise errors.UserError(f"cannot reach hub at {self.url}: {exc}") from None

@@ -45,8 +45,19 @@ def serve_cmd(
     body_timeout: float = typer.Option(
         30.0, min=0.1, max=3600, help="Longest silence, in seconds, within a request body."
     ),
+    tls_cert: Path = typer.Option(
+        None, exists=True, dir_okay=False, help="Serve this certificate instead of the hub CA's."
+    ),
+    tls_key: Path = typer.Option(None, exists=True, dir_okay=False, help="Its key (mode 0600)."),
+    tls_ca: Path = typer.Option(
+        None, exists=True, dir_okay=False, help="The CA that issued --tls-cert (clients trust it)."
+    ),
+    tls_name: list[str] = typer.Option(
+        [], help="Another DNS name the hub's certificate covers (the listen addresses always are)."
+    ),
 ) -> None:
-    """Serve the hub API; on first start create DATA_DIR, the database and DATA_DIR/admin.token."""
+    """Serve the hub API over HTTPS; on first start create DATA_DIR, the database, the hub CA
+    (DATA_DIR/ca.pem, its key in DATA_DIR/ca.key) and DATA_DIR/admin.token."""
     # Only this command loads the server: every other CLI call talks to a hub over HTTP.
     from aiorch.hub.connections import ConnectionLimits, default_max_connections
     from aiorch.hub.server import parse_listen, serve
@@ -55,6 +66,12 @@ def serve_cmd(
     settings = HubSettings(data_dir=directory.resolve())
     if poll_interval is not None:  # an option given wins over AIORCH_POLL_INTERVAL_S
         settings = settings.model_copy(update={"poll_interval_s": poll_interval})
+    tls = {"tls_cert": tls_cert, "tls_key": tls_key, "tls_ca": tls_ca}
+    given: dict[str, object] = {n: path.resolve() for n, path in tls.items() if path is not None}
+    if tls_name:
+        given["tls_names"] = [*settings.tls_names, *tls_name]
+    if given:  # validated again as a whole: cert, key and CA go together
+        settings = HubSettings(**{**settings.model_dump(), **given})
     addresses = [(host, port), *(parse_listen(v) for v in listen)]
     limits = ConnectionLimits(
         max_connections=max_connections or default_max_connections(),

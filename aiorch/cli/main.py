@@ -27,11 +27,14 @@ def root(
     ctx: typer.Context,
     hub_url: str = typer.Option(None, "--hub", envvar="AIORCH_HUB", help="Hub URL."),
     token: str = typer.Option(None, "--token", envvar="AIORCH_TOKEN", help="API token."),
+    ca: Path = typer.Option(
+        None, "--ca", envvar="AIORCH_CA", help="CA bundle to verify the hub by [DATA_DIR/ca.pem]."
+    ),
     data_dir: Path = typer.Option(
         None, envvar="AIORCH_DATA_DIR", help="Local hub data dir (default hub and admin token)."
     ),
 ) -> None:
-    ctx.obj = CliState(hub=hub_url, token=token, data_dir=data_dir or default_data_dir())
+    ctx.obj = CliState(hub=hub_url, token=token, ca=ca, data_dir=data_dir or default_data_dir())
 
 
 app.add_typer(hub.app, name="hub")

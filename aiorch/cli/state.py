@@ -14,10 +14,11 @@ from aiorch.cli.client import HubClient, default_data_dir
 class CliState:
     hub: str | None = None
     token: str | None = None
+    ca: Path | None = None
     data_dir: Path = field(default_factory=default_data_dir)
 
     def client(self) -> HubClient:
-        return HubClient.resolve(self.hub, self.token, self.data_dir)
+        return HubClient.resolve(self.hub, self.token, self.data_dir, self.ca)
 
 
 def state(ctx: typer.Context) -> CliState:

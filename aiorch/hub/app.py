@@ -37,7 +37,11 @@ from aiorch.hub.services import runs as run_service
 
 log = logging.getLogger("aiorch.hub")
 API_PREFIX = "/api/v1"
-PUBLIC_PATHS = ("/healthz", f"{API_PREFIX}/enroll")
+# Routes without a bearer token: the health probe, and an agent's ways to a certificate.
+PUBLIC_PATHS = (
+    "/healthz",
+    *(f"{API_PREFIX}/{p}" for p in ("enroll", "ca-bundle", "renew-nonce", "renew-by-proof")),
+)
 
 
 def _one_line(exc: RequestValidationError | ValidationError, shown: int = 3) -> str:

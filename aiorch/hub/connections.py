@@ -7,6 +7,10 @@ gets a deadline for its request head and an inactivity limit for its body, and p
 `max_connections` a new connection makes room by closing the longest-idle one (an idle
 connection is only a kept-alive socket; a busy one is never cut). The errors a flood
 provokes are logged at most once per interval per kind, with a count of the rest.
+
+It also hands the app what uvicorn does not: the client certificate the TLS layer verified,
+as DER in `scope["extensions"]["tls"]["client_cert_der"]`, read once per connection (a resumed
+TLS session carries it too).
 """
 
 from __future__ import annotations
@@ -53,9 +57,13 @@ class _GuardedHttpProtocol(HttpToolsProtocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._busy = False  # between a request's first byte and the end of its response
         self._idle_since = self.loop.time()
+        self._tls: dict[str, Any] | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            self._tls = {"client_cert_der": ssl_object.getpeercert(binary_form=True)}
         self._arm(self.limits.header_timeout_s)
         if len(self.connections) > self.limits.max_connections:
             self._make_room()
@@ -66,6 +74,8 @@ class _GuardedHttpProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        if self._tls is not None:
+            self.scope["extensions"] = {"tls": self._tls}  # type: ignore[dict-item]
         self._busy = True
         self._arm(self.limits.header_timeout_s)
 

@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from aiorch.hub.pki.authority import Authority
+from aiorch.hub.pki.bootstrap import open_authority
+from aiorch.hub.pki.listener import Listener
 from aiorch.hub.sealing import Sealer
 from aiorch.hub.services.heartbeats import HeartbeatBuffer
 from aiorch.hub.services.latest import LatestValues
@@ -26,11 +29,27 @@ class HubContext:
     series: InternedIds = field(default_factory=series_ids)
     streams: InternedIds = field(default_factory=stream_ids)
     latest: LatestValues = field(default_factory=LatestValues)
+    listener: Listener | None = None  # the TLS listener, when this context serves one
 
     @cached_property
     def sealer(self) -> Sealer:
         """Made on first use: a hub that never stores a secret needs no key file."""
         return Sealer.in_dir(self.settings.data_dir)
+
+    @cached_property
+    def authority(self) -> Authority:
+        """The CAs in force (the first made now if there is none)."""
+        settings = self.settings
+        return open_authority(settings.data_dir, self.store, self.clock(), settings.tls_ca)
+
+    def trust_changed(self) -> Authority:
+        """Reload the authority after a CA rotation step, and the listener's trust with it."""
+        self.__dict__.pop("authority", None)
+        authority = self.authority
+        if self.listener is not None:
+            self.listener.ensure(authority, self.clock())
+            self.listener.reload(authority)
+        return authority
 
 
 def decode_json_fields(row: dict[str, Any], fields: Iterable[str]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 
+from aiorch.endpoint import CA_FILE, hub_tls
 from aiorch.errors import UserError
 from aiorch.wait import wait_until
 
@@ -27,11 +28,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def healthy(url: str | None) -> bool:
-    if not url:
+def healthy(url: str | None, ca: Path) -> bool:
+    """The hub at `url` answers /healthz, verified against the CA bundle `ca`."""
+    if not url or not ca.exists():
         return False
     try:
-        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+        return httpx.get(f"{url}/healthz", timeout=1, verify=hub_tls(ca)).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -60,7 +62,12 @@ class HubProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def ca_path(self) -> Path:
+        """The hub's CA bundle (DATA_DIR/ca.pem), what clients verify it by."""
+        return self.data_dir / CA_FILE
 
     @property
     def admin_token(self) -> str:
@@ -90,7 +97,7 @@ class HubProcess:
         if self.proc is not None and self.proc.poll() is not None:
             tail = self.log.read_text()[-2000:]
             raise UserError(f"hub exited with {self.proc.returncode}: {tail.strip()}")
-        return healthy(self.url)
+        return healthy(self.url, self.ca_path)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is not None and self.proc.poll() is None:

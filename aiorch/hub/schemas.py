@@ -62,6 +62,8 @@ class EnrollTokenCreate(Strict):
     site: str = Name
     ttl_s: float = Field(3600, gt=0, le=365 * 86400, allow_inf_nan=False)
     uses: int = Field(1, ge=1, le=100_000)
+    host: str | None = Field(None, min_length=1, max_length=253)
+    replace: bool = False
 
 
 def _checked_facts(facts: dict[str, Any]) -> dict[str, Any]:
@@ -73,10 +75,27 @@ def _checked_facts(facts: dict[str, Any]) -> dict[str, Any]:
 HostFacts = Annotated[dict[str, Any], AfterValidator(_checked_facts)]
 
 
+CSR = Field(min_length=1, max_length=8192, description="PEM certificate signing request")
+
+
 class EnrollRequest(Strict):
-    token: str = Field(min_length=1, max_length=200)
+    token: str = Field(min_length=1, max_length=300)
+    csr: str = CSR
     facts: HostFacts
     agent_version: str = Field("", max_length=64)
+
+
+class RenewRequest(Strict):
+    csr: str = CSR
+
+
+class ProofRenewRequest(Strict):
+    """A renewal the TLS layer cannot carry: the old certificate and a signature by its key."""
+
+    certificate: str = Field(min_length=1, max_length=8192)
+    csr: str = CSR
+    nonce: str = Field(min_length=1, max_length=200)
+    signature: str = Field(min_length=1, max_length=400)
 
 
 MAX_REASON = 2000

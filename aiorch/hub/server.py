@@ -1,4 +1,5 @@
-"""`aiorch hub serve`: open the store, bootstrap the admin token, run uvicorn on its sockets."""
+"""`aiorch hub serve`: open the store and the CA, bootstrap the admin token, and run uvicorn
+on its sockets, HTTPS only."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from aiorch.hub.connections import (
     rate_limit_logs,
 )
 from aiorch.hub.context import HubContext
+from aiorch.hub.pki.keyfiles import init_lock
+from aiorch.hub.pki.listener import Listener, OperatorCert, listen_names
 from aiorch.hub.services import tokens
 from aiorch.hub.settings import HubSettings
 from aiorch.hub.store import Store
@@ -33,6 +36,13 @@ def parse_listen(value: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise UserError(f"--listen wants ADDRESS:PORT, got {value!r}")
     return host.strip("[]"), int(port)
+
+
+def _url_host(host: str) -> str:
+    """The address a local client dials: a wildcard listener answers on loopback."""
+    if host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -56,8 +66,10 @@ def _bind(host: str, port: int) -> socket.socket:
 def open_context(settings: HubSettings) -> HubContext:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(settings.data_dir, 0o700)
-    store = Store(settings.db_path, synchronous=settings.store_synchronous)
-    ctx = HubContext(store=store.open(), settings=settings)
+    with init_lock(settings.data_dir):  # two hubs starting at once migrate one at a time
+        store = Store(settings.db_path, synchronous=settings.store_synchronous).open()
+    ctx = HubContext(store=store, settings=settings)
+    log.warning("hub CA pin %s (enrollment tokens carry it)", ctx.authority.token_pin)
     created = tokens.ensure_admin_token(ctx)
     if created:
         log.warning("first start: admin token written to %s", created)
@@ -75,8 +87,15 @@ def serve(
     sockets = [_bind(host, port) for host, port in addresses]
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     ctx = open_context(settings)
+    operator = None
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        operator = OperatorCert(settings.tls_cert, settings.tls_key)
+    names = listen_names([host for host, _ in addresses], settings.tls_names)
+    ctx.listener = Listener(settings.data_dir, names, operator)
+    ctx.listener.ensure(ctx.authority, ctx.clock())
+    ssl_context = ctx.listener.context(ctx.authority)
     host, port = sockets[0].getsockname()[:2]
-    write_endpoint(settings.data_dir, f"http://{host}:{port}")
+    write_endpoint(settings.data_dir, f"https://{_url_host(host)}:{port}")
     app = create_app(ctx)
     if repo_dir is not None:
         mount_repo(app, repo_dir)
@@ -87,6 +106,7 @@ def serve(
         access_log=False,
         timeout_keep_alive=30,
         proxy_headers=False,
+        ssl_context_factory=lambda *_: ssl_context,
     )
     rate_limit_logs()  # after uvicorn.Config, which configures the loggers
     server = uvicorn.Server(config)

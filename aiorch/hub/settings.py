@@ -94,6 +94,21 @@ class HubSettings(BaseSettings):
         description="Playbook the drift check runs in check mode, per site.",
     )
     retire_playbook: str = Field("decommission.yml", description="Playbook `hosts retire` runs.")
+    agent_cert_lifetime_s: float = Field(
+        30 * 86400, ge=3600, description="Life of an agent's client certificate."
+    )
+    agent_offline_grace_s: float = Field(
+        180 * 86400,
+        ge=0,
+        description="How long past its certificate's expiry an agent may still renew by proving"
+        " its key (a site's own `offline_grace_s` wins).",
+    )
+    tls_cert: Path | None = Field(None, description="The operator's own server certificate.")
+    tls_key: Path | None = Field(None, description="Its private key (0600).")
+    tls_ca: Path | None = Field(None, description="The CA that issued tls_cert.")
+    tls_names: list[str] = Field(
+        default_factory=list, description="More names the hub's server certificate covers."
+    )
 
     @field_validator("store_synchronous", mode="before")
     @classmethod
@@ -115,6 +130,16 @@ class HubSettings(BaseSettings):
         except ValidationError as exc:
             problems = "; ".join(_problem(error) for error in exc.errors())
             raise UserError(f"bad hub setting: {problems}") from None
+
+    @model_validator(mode="after")
+    def _operator_cert_whole(self) -> HubSettings:
+        """An operator's certificate comes with its key and with the CA clients verify it by."""
+        given = [self.tls_cert, self.tls_key, self.tls_ca]
+        if any(given) and not all(given):
+            raise ValueError(
+                "tls_cert, tls_key and tls_ca go together (--tls-cert/--tls-key/--tls-ca)"
+            )
+        return self
 
     @property
     def db_path(self) -> Path:

@@ -1,8 +1,9 @@
-"""The agents' own endpoints: check-in and telemetry upload, the hub's hot path.
+"""The agents' own endpoints: check-in, telemetry upload, images and renewal, over mTLS.
 
-These routes take no FastAPI dependencies at all: they authenticate and parse the body
-themselves, because per-request dependency resolution was most of the cost of a check-in.
-The OpenAPI schema still documents their bodies.
+These routes take no FastAPI dependencies at all: they authenticate (the client certificate,
+services/agent_identity.py) and parse the body themselves, because per-request dependency
+resolution was most of the cost of a check-in. The OpenAPI schema still documents their bodies.
+Every answer carries the hub's clock, so agents can tell when theirs is off.
 """
 
 from typing import Any, TypeVar
@@ -10,10 +11,13 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
 from aiorch.hub.context import HubContext
-from aiorch.hub.schemas import CheckinRequest, TelemetryBatch
-from aiorch.hub.services import agents, auth, images, metrics, telemetry
+from aiorch.hub.schemas import CheckinRequest, RenewRequest, TelemetryBatch
+from aiorch.hub.services import agent_identity, agents, images, metrics, telemetry
+from aiorch.hub.services.agent_identity import AgentIdentity
+from edge_agent.contract.identity import BUNDLE_HEADER, RENEW_HEADER, TIME_HEADER
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -26,18 +30,28 @@ def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": schema}}}
 
 
-def _agent_ctx(request: Request, agent_id: str) -> HubContext:
+def _agent_ctx(request: Request, agent_id: str) -> tuple[HubContext, AgentIdentity]:
     """The hub context, once the caller is proven to be agent `agent_id` (401/403 first)."""
     ctx: HubContext = request.app.state.ctx
-    principal = auth.authenticate(ctx, request.headers.get("authorization"))
-    auth.require_agent(principal, agent_id)
-    return ctx
+    return ctx, agent_identity.authenticate(ctx, request.scope, agent_id)
 
 
-async def _authorised_body(request: Request, agent_id: str, model: type[M]) -> tuple[HubContext, M]:
+async def _authorised_body(
+    request: Request, agent_id: str, model: type[M]
+) -> tuple[HubContext, AgentIdentity, M]:
     """Authenticate first, then parse the body (422)."""
-    ctx = _agent_ctx(request, agent_id)
-    return ctx, model.model_validate_json(await request.body())
+    ctx, identity = _agent_ctx(request, agent_id)
+    return ctx, identity, model.model_validate_json(await request.body())
+
+
+def trust_headers(ctx: HubContext, identity: AgentIdentity | None = None) -> dict[str, str]:
+    """The hub's time, the digest of the CAs it trusts, and whether to renew now: when asked
+    to rekey, or when another CA than the certificate's signs now (a rotation)."""
+    authority = ctx.authority
+    headers = {TIME_HEADER: f"{ctx.clock():.3f}", BUNDLE_HEADER: authority.bundle_digest}
+    if identity is not None and (identity.rekey or identity.ca_id != authority.signing.id):
+        headers[RENEW_HEADER] = "1"
+    return headers
 
 
 @router.post(
@@ -47,10 +61,14 @@ async def _authorised_body(request: Request, agent_id: str, model: type[M]) -> t
 )
 async def checkin(agent_id: str, request: Request) -> Response:
     """Heartbeat and desired-state poll in one: 304 while the agent's revision is current."""
-    ctx, body = await _authorised_body(request, agent_id, CheckinRequest)
+    ctx, identity, body = await _authorised_body(request, agent_id, CheckinRequest)
     answer = await agents.checkin(ctx, agent_id, body, request.headers.get("if-none-match"))
     metrics.CHECKINS.inc()
-    headers = {"ETag": agents.etag(answer.revision), POLL_HEADER: str(ctx.settings.poll_interval_s)}
+    headers = {
+        "ETag": agents.etag(answer.revision),
+        POLL_HEADER: str(ctx.settings.poll_interval_s),
+        **trust_headers(ctx, identity),
+    }
     if answer.document is None:
         return Response(status_code=304, headers=headers)
     content = {
@@ -64,12 +82,29 @@ async def checkin(agent_id: str, request: Request) -> Response:
 @router.post("/{agent_id}/telemetry", openapi_extra=_body_schema(TelemetryBatch))
 async def upload_telemetry(agent_id: str, request: Request) -> dict[str, Any]:
     """Store a telemetry batch once; a batch sent again is acknowledged again."""
-    ctx, body = await _authorised_body(request, agent_id, TelemetryBatch)
+    ctx, _, body = await _authorised_body(request, agent_id, TelemetryBatch)
     return await telemetry.ingest(ctx, agent_id, body)
 
 
 @router.get("/{agent_id}/images/{digest}", response_class=FileResponse)
 async def download_image(agent_id: str, digest: str, request: Request) -> FileResponse:
     """An image archive the agent's desired state names; it checks the sha256 itself."""
-    path = images.agent_blob(_agent_ctx(request, agent_id), agent_id, digest)
+    ctx, _ = _agent_ctx(request, agent_id)
+    path = images.agent_blob(ctx, agent_id, digest)
     return FileResponse(path, media_type="application/octet-stream")
+
+
+@router.post("/{agent_id}/renew", openapi_extra=_body_schema(RenewRequest))
+async def renew(agent_id: str, request: Request) -> JSONResponse:
+    """A new certificate for a fresh key (the agent renews at 2/3 of its certificate's life)."""
+    ctx, identity, body = await _authorised_body(request, agent_id, RenewRequest)
+    answer = await run_in_threadpool(agent_identity.renew, ctx, identity, body.csr)
+    return JSONResponse(answer, headers=trust_headers(ctx))
+
+
+@router.get("/{agent_id}/ca-bundle")
+async def ca_bundle(agent_id: str, request: Request) -> Response:
+    """The CAs that verify the hub now (PEM): agents fetch it when the digest header changes."""
+    ctx, _ = _agent_ctx(request, agent_id)
+    bundle = ctx.authority.bundle_pem()
+    return Response(bundle, media_type="application/x-pem-file", headers=trust_headers(ctx))

@@ -5,9 +5,9 @@ from typing import Any
 from fastapi import APIRouter, Depends
 
 from aiorch.hub.context import HubContext
-from aiorch.hub.routers.deps import context, operator, viewer
+from aiorch.hub.routers.deps import admin, context, operator, viewer
 from aiorch.hub.schemas import DesiredStateUpdate
-from aiorch.hub.services import agents
+from aiorch.hub.services import agent_identity, agents
 from aiorch.hub.services.auth import Principal
 
 router = APIRouter(prefix="/agents", tags=["agents"])
@@ -40,3 +40,19 @@ def set_desired(
     p: Principal = Depends(operator),
 ) -> dict[str, Any]:
     return agents.set_desired(ctx, agent_id, body.document, p.actor)
+
+
+@router.post("/{agent_id}/revoke")
+def revoke_agent(
+    agent_id: str, ctx: HubContext = Depends(context), p: Principal = Depends(admin)
+) -> dict[str, Any]:
+    """Revoke the agent and its certificates: refused from its very next request."""
+    return agent_identity.revoke(ctx, agent_id, p.actor)
+
+
+@router.post("/{agent_id}/rekey")
+def rekey_agent(
+    agent_id: str, ctx: HubContext = Depends(context), p: Principal = Depends(admin)
+) -> dict[str, Any]:
+    """Have the agent renew with a fresh key at its next check-in."""
+    return agent_identity.request_rekey(ctx, agent_id, p.actor)

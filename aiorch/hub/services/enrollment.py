@@ -1,4 +1,10 @@
-"""Enrollment: operators mint short-lived tokens; agents trade one for their own credential.
+"""Enrollment: operators mint short-lived tokens; agents trade one and a CSR for a certificate.
+
+The token the operator hands over carries the pin of the hub's CA, so the agent can check it
+talks to its hub before it sends anything. The hub ignores every name in the CSR and issues the
+certificate for the agent's own new id. A token enrolls a host name that no live agent holds,
+or replaces the agent of the one host it was made for (`--host NAME --replace`): a site token
+cannot take over another box and receive its desired state.
 
 A host enrolled again (a reinstalled box) gets its replicas back at once: its new agent's
 desired state is published in the same transaction, not at the next apply."""
@@ -10,14 +16,28 @@ from typing import Any
 
 import sqlite_utils
 
-from aiorch.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from aiorch.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from aiorch.hub import credentials
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import audit, replicas
+from aiorch.hub.pki.authority import parse_csr
+from aiorch.hub.services import agent_identity, audit, replicas
 from aiorch.inventory import host_name_problem
+from edge_agent.contract.identity import TOKEN_PIN_SEPARATOR, join_token
 
 
-def create_token(ctx: HubContext, site: str, ttl_s: float, uses: int, actor: str) -> dict[str, Any]:
+def create_token(
+    ctx: HubContext,
+    site: str,
+    ttl_s: float,
+    uses: int,
+    actor: str,
+    host: str | None = None,
+    replace: bool = False,
+) -> dict[str, Any]:
+    if replace and not host:
+        raise InvalidInput("replace needs host: the one host whose agent the token replaces")
+    if host is not None and (problem := host_name_problem(host)):
+        raise InvalidInput(f"host {host[:64]!r} {problem}")
     minted = credentials.mint(credentials.ENROLLMENT_TOKEN)
     now = ctx.clock()
     row = {
@@ -31,6 +51,8 @@ def create_token(ctx: HubContext, site: str, ttl_s: float, uses: int, actor: str
         "created_by": actor,
         "created_at": now,
         "revoked_at": None,
+        "host": host,
+        "replace_host": int(replace),
     }
 
     def op(db: sqlite_utils.Database) -> None:
@@ -38,19 +60,21 @@ def create_token(ctx: HubContext, site: str, ttl_s: float, uses: int, actor: str
         db.execute(
             "INSERT INTO sites (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING", [site, now]
         )
-        detail = {"site": site, "ttl_s": ttl_s, "uses": uses}
+        detail = {"site": site, "ttl_s": ttl_s, "uses": uses, "host": host, "replace": replace}
         audit.record(db, actor, "enroll_token.create", f"enroll_token:{minted.id}", detail, ts=now)
 
     ctx.store.write(op)
-    public = {k: v for k, v in row.items() if k != "secret_hash"}
-    return {**public, "token": minted.token}
+    public = {k: v for k, v in row.items() if k not in ("secret_hash", "replace_host")}
+    pin = ctx.authority.token_pin
+    joined = join_token(minted.token, pin)
+    return {**public, "replace": replace, "token": joined, "secret": minted.token, "ca_pin": pin}
 
 
 def list_tokens(ctx: HubContext) -> list[dict[str, Any]]:
     return list(
         ctx.store.read().query(
-            "SELECT id, site, expires_at, max_uses, uses, status, created_by, created_at "
-            "FROM enrollment_tokens ORDER BY created_at"
+            "SELECT id, site, host, replace_host AS replace, expires_at, max_uses, uses, status, "
+            "created_by, created_at FROM enrollment_tokens ORDER BY created_at"
         )
     )
 
@@ -100,11 +124,25 @@ def _refusal(
     return None
 
 
+def _takeover(row: dict[str, Any], host: dict[str, Any] | None, hostname: str) -> str | None:
+    """Why this token may not enroll `hostname`, given the host's row, or None."""
+    if row["host"] is not None and row["host"] != hostname:
+        return f"this enrollment token is for host {row['host']}, not {hostname}"
+    if host is None or host["agent_id"] is None or host["revoked_at"] is not None:
+        return None
+    if row["replace_host"] and row["host"] == hostname:
+        return None
+    return (
+        f"host {hostname} is enrolled (agent {host['agent_id']}); to replace its agent, "
+        f"enroll with a token from 'aiorch enroll-token create --host {hostname} --replace'"
+    )
+
+
 def enroll(
-    ctx: HubContext, token: str, facts: dict[str, Any], agent_version: str
+    ctx: HubContext, token: str, csr_pem: str, facts: dict[str, Any], agent_version: str
 ) -> dict[str, Any]:
-    """Spend one use of `token`, register the host, and mint the agent's own credential."""
-    presented = credentials.parse(token)
+    """Spend one use of `token`, register the host, and sign the agent's first certificate."""
+    presented = credentials.parse(token.partition(TOKEN_PIN_SEPARATOR)[0])
     if presented is None or presented.kind != credentials.ENROLLMENT_TOKEN:
         raise Unauthorized("unknown enrollment token")
     hostname = facts.get("hostname")
@@ -113,30 +151,49 @@ def enroll(
     problem = host_name_problem(hostname)
     if problem is not None:
         raise InvalidInput(f"facts.hostname {hostname[:64]!r} {problem}")
-    minted = credentials.mint(credentials.AGENT_CREDENTIAL)
+    csr = parse_csr(csr_pem)
+    agent_id = credentials.mint(credentials.AGENT_CREDENTIAL).id
     now = ctx.clock()
+    issued = ctx.authority.issue_agent(agent_id, csr, now, ctx.settings.agent_cert_lifetime_s)
 
     def op(db: sqlite_utils.Database) -> dict[str, Any]:
         rows = list(db.query("SELECT * FROM enrollment_tokens WHERE id = ?", [presented.id]))
         row = rows[0] if rows else None
         refusal = _refusal(row, presented, now)
         if refusal:
-            raise Unauthorized(refusal) if refusal.startswith("unknown") else Forbidden(refusal)
+            raise Unauthorized(refusal)
         assert row is not None
         site = row["site"]
-        hosts = list(db.query("SELECT site, agent_id FROM hosts WHERE name = ?", [hostname]))
-        if hosts and hosts[0]["site"] not in (None, site):
-            raise Forbidden(
-                f"host {hostname} belongs to site {hosts[0]['site']}, token is for site {site}"
+        hosts = list(
+            db.query(
+                "SELECT h.site, h.agent_id, a.revoked_at FROM hosts h "
+                "LEFT JOIN agents a ON a.id = h.agent_id WHERE h.name = ?",
+                [hostname],
             )
+        )
+        host = hosts[0] if hosts else None
+        if host and host["site"] not in (None, site):
+            raise Forbidden(
+                f"host {hostname} belongs to site {host['site']}, token is for site {site}"
+            )
+        refused = _takeover(row, host, hostname)
+        if refused:
+            raise (Forbidden if refused.startswith("this") else Conflict)(refused)
         db.execute("UPDATE enrollment_tokens SET uses = uses + 1 WHERE id = ?", [row["id"]])
-        previous = hosts[0]["agent_id"] if hosts else None
+        previous = host["agent_id"] if host else None
         if previous:
-            db.execute("UPDATE agents SET revoked_at = ? WHERE id = ?", [now, previous])
+            db.execute(
+                "UPDATE agents SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                [now, previous],
+            )
+            db.execute(
+                "UPDATE agent_certs SET revoked_at = ? WHERE agent_id = ? AND revoked_at IS NULL",
+                [now, previous],
+            )
         db.table("agents").insert(
             {
-                "id": minted.id,
-                "secret_hash": minted.secret_hash,
+                "id": agent_id,
+                "secret_hash": "",
                 "host_name": hostname,
                 "site": site,
                 "enrolled_at": now,
@@ -147,11 +204,12 @@ def enroll(
                 "applied_revision": 0,
             }
         )
+        agent_identity.record_cert(db, agent_id, issued, "enroll", now)
         facts_json = json.dumps(facts, sort_keys=True)
-        if hosts:
+        if host:
             db.execute(
                 "UPDATE hosts SET site = ?, agent_id = ?, facts = ?, updated_at = ? WHERE name = ?",
-                [site, minted.id, facts_json, now, hostname],
+                [site, agent_id, facts_json, now, hostname],
             )
         else:
             db.table("hosts").insert(
@@ -161,27 +219,29 @@ def enroll(
                     "labels": json.dumps({"site": site}),
                     "groups": json.dumps([site]),
                     "facts": facts_json,
-                    "agent_id": minted.id,
+                    "agent_id": agent_id,
                     "created_at": now,
                     "updated_at": now,
                 }
             )
-        detail = {"host": hostname, "site": site, "enrollment_token": row["id"]}
-        actor = f"agent:{minted.id}"
+        detail = {
+            "host": hostname,
+            "site": site,
+            "enrollment_token": row["id"],
+            "serial": issued.serial,
+        }
+        actor = f"agent:{agent_id}"
         if previous:
             detail["replaces_agent"] = previous
-        audit.record(db, actor, "agent.enroll", f"agent:{minted.id}", detail, ts=now)
+        audit.record(db, actor, "agent.enroll", f"agent:{agent_id}", detail, ts=now)
         placed = db.execute(
             "SELECT 1 FROM deployment_replicas WHERE host = ? LIMIT 1", [hostname]
         ).fetchone()
         if previous and placed:
-            # The new credential's desired state: the host's replicas, as the old one had.
+            # The new agent's desired state: the host's replicas, as the old one had.
             replicas.publish(ctx, db, {hostname}, actor)
-        return {"agent_id": minted.id, "site": site, "host": hostname}
+        return {"site": site, "host": hostname}
 
     result = ctx.store.write(op)
-    return {
-        **result,
-        "credential": minted.token,
-        "poll_interval_s": ctx.settings.poll_interval_s,
-    }
+    answer = agent_identity.issued_answer(ctx, agent_id, issued)
+    return {**result, **answer, "poll_interval_s": ctx.settings.poll_interval_s}
