@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,26 @@ from aiorch.hub.process import BIN
 from aiorch.hub.process import HubProcess as BaseHubProcess
 from aiorch.hub.settings import HubSettings
 from aiorch.hub.store import Store
+from edge_agent import identity
+
+TEST_CLOCK_START = 1_800_000_000.0
+
+
+@dataclass(frozen=True)
+class AgentCert:
+    """A protocol-level agent's key and certificate (one PEM file), as `enroll_agent` made them;
+    `hub.client(cert)` talks mTLS with it."""
+
+    path: Path
+    agent_id: str
+
+
+def tls_context(ca: Path, cert: AgentCert | None = None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(ca))
+    if cert is not None:
+        context.load_cert_chain(cert.path)
+    return context
+
 
 AIORCH = str(BIN / "aiorch")
 AGENT = str(BIN / "aiorch-agent")
@@ -25,15 +48,21 @@ AGENT = str(BIN / "aiorch-agent")
 class HubProcess(BaseHubProcess):
     """The hub process plus the clients tests use against it."""
 
-    def client(self, token: str | None = None) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=f"{self.url}/api/v1", headers=headers, timeout=30)
+    def client(self, token: str | AgentCert | None = None) -> httpx.Client:
+        """A client verifying the hub by its CA: with a bearer token, or as an agent (mTLS)."""
+        cert = token if isinstance(token, AgentCert) else None
+        headers = {"Authorization": f"Bearer {token}"} if isinstance(token, str) else {}
+        verify = tls_context(self.ca_path, cert)
+        return httpx.Client(
+            base_url=f"{self.url}/api/v1", headers=headers, timeout=30, verify=verify
+        )
 
     def cli(
         self, *args: str, check: bool = True, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
         """Run the `aiorch` CLI against this hub with the admin token."""
         env = {**os.environ, "AIORCH_HUB": self.url, "AIORCH_TOKEN": self.admin_token}
+        env["AIORCH_CA"] = str(self.ca_path)
         result = subprocess.run(
             [AIORCH, *args], env=env, capture_output=True, text=True, timeout=timeout
         )
@@ -77,12 +106,24 @@ def make_enroll_token(admin_client: httpx.Client, site: str = "edge1", **extra: 
     return str(response.json()["token"])
 
 
+def enroll_request(token: str, hostname: str) -> tuple[Any, dict[str, Any]]:
+    """A fresh agent key and the enrollment body that asks a certificate for it."""
+    key = identity.new_key()
+    body = {"token": token, "csr": identity.csr_pem(key), "facts": {"hostname": hostname}}
+    return key, body
+
+
 def enroll_agent(hub: HubProcess, token: str, hostname: str) -> dict[str, Any]:
-    """Enroll a protocol-level agent (no agent process) and return the hub's answer."""
+    """Enroll a protocol-level agent (no agent process) and return the hub's answer, with the
+    agent's key and certificate as `credential` (an AgentCert for `hub.client`)."""
+    key, body = enroll_request(token, hostname)
     with hub.client() as client:
-        response = client.post("/enroll", json={"token": token, "facts": {"hostname": hostname}})
+        response = client.post("/enroll", json=body)
     assert response.status_code == 201, response.text
-    return dict(response.json())
+    answer = dict(response.json())
+    where = Path(tempfile.mkdtemp(prefix=f"agent-{hostname}-", dir=hub.data_dir.parent))
+    saved = identity.save(where / identity.IDENTITY_FILE, key, answer["certificate"])
+    return {**answer, "credential": AgentCert(saved.path, answer["agent_id"])}
 
 
 def checkin_body(applied_revision: int = 0) -> dict[str, Any]:
@@ -97,7 +138,7 @@ def checkin_body(applied_revision: int = 0) -> dict[str, Any]:
 class Clock:
     """A clock the test moves by hand (`clock.now += 60`), for time-based hub logic."""
 
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
+    def __init__(self, now: float = TEST_CLOCK_START) -> None:
         self.now = now
 
     def __call__(self) -> float:
