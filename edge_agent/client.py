@@ -153,11 +153,22 @@ def check_hub_url(hub_url: str) -> str:
 
 
 class HubClient:
-    def __init__(self, hub_url: str, tls: ssl.SSLContext, timeout_s: float = 10.0) -> None:
+    """`tls` verifies the hub and presents the agent's certificate; `anonymous` only verifies,
+    to ask a hub that dropped the connection whether it is up: if it is, the certificate was
+    what it refused."""
+
+    def __init__(
+        self,
+        hub_url: str,
+        tls: ssl.SSLContext,
+        timeout_s: float = 10.0,
+        anonymous: ssl.SSLContext | None = None,
+    ) -> None:
         url = urlsplit(check_hub_url(hub_url))
         self.host = url.hostname or ""
         self.port = url.port
         self.tls = tls
+        self.anonymous = anonymous
         self.prefix = url.path.rstrip("/") + "/api/v1"
         self.timeout_s = timeout_s
         self.headers = {"User-Agent": f"aiorch-agent/{__version__}"}
@@ -176,10 +187,30 @@ class HubClient:
             self._conn.close()
             self._conn = None
 
-    def _connect(self) -> http.client.HTTPSConnection:
+    def _connect(self, tls: ssl.SSLContext | None = None) -> http.client.HTTPSConnection:
         return http.client.HTTPSConnection(
-            self.host, self.port, timeout=self.timeout_s, context=self.tls
+            self.host, self.port, timeout=self.timeout_s, context=tls or self.tls
         )
+
+    def _dropped(self, exc: BaseException) -> Exception:
+        """A fresh connection the hub closed without an answer: with TLS 1.3 that is how a
+        refused client certificate looks. A hub that answers without the certificate is up,
+        so it was the certificate; otherwise the hub is away."""
+        if self.anonymous is not None:
+            probe = self._connect(self.anonymous)
+            try:
+                probe.request("GET", self.prefix.removesuffix("/api/v1") + "/healthz")
+                up = probe.getresponse().status < 500
+            except (OSError, http.client.HTTPException):
+                up = False
+            finally:
+                probe.close()
+            if up:
+                return CredentialRejected(
+                    "it closes connections that present it (expired, not yet valid, or from a "
+                    "CA it does not trust)"
+                )
+        return HubUnavailable(f"hub unreachable: {_why(exc)}")
 
     def _send(
         self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
@@ -205,11 +236,12 @@ class HubClient:
                     self._drop()
                     if _tls_refusal(exc):
                         raise CredentialRejected(_why(exc)) from None
-                    raise HubUnavailable(f"hub unreachable: {_why(exc)}") from None
+                    if fresh:
+                        raise self._dropped(exc) from None
                 except _STALE as exc:
                     self._drop()
                     if fresh:
-                        raise HubUnavailable(f"hub unreachable: {_why(exc)}") from None
+                        raise self._dropped(exc) from None
                 except (OSError, http.client.HTTPException) as exc:
                     self._drop()
                     raise HubUnavailable(f"hub unreachable: {_why(exc)}") from None

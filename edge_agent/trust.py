@@ -79,8 +79,10 @@ class Trust:
         return chosen
 
     def _client(self) -> HubClient:
-        tls = identity.tls_context(self.dir / BUNDLE_FILE, None, self.using)
-        return HubClient(self.hub_url, tls, self.timeout_s)
+        bundle = self.dir / BUNDLE_FILE
+        tls = identity.tls_context(bundle, None, self.using)
+        anonymous = identity.tls_context(bundle, None, None)
+        return HubClient(self.hub_url, tls, self.timeout_s, anonymous)
 
     def _rebuild(self) -> None:
         self.hub.close()
