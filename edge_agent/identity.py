@@ -112,9 +112,11 @@ def load(path: Path) -> Identity | None:
     return Identity(path, key, cert) if isinstance(key, ec.EllipticCurvePrivateKey) else None
 
 
-def promote(state_dir: Path) -> None:
+def promote(on_trial: Identity) -> Identity:
     """The renewed pair worked: it becomes the current one."""
-    os.replace(state_dir / NEXT_FILE, state_dir / IDENTITY_FILE)
+    current = on_trial.path.with_name(IDENTITY_FILE)
+    os.replace(on_trial.path, current)
+    return Identity(current, on_trial.key, on_trial.cert)
 
 
 def save_bundle(state_dir: Path, bundle_pem: str) -> None:

@@ -96,8 +96,7 @@ class Trust:
         """The hub accepted a request: a pair on trial becomes current, the clock is checked,
         a changed CA bundle is fetched, and a renewal is made when due or asked for."""
         if self.next is not None:
-            identity.promote(self.dir)
-            self.current, self.next = self.next, None
+            self.current, self.next = identity.promote(self.next), None
             log.info(
                 "renewed certificate in use, valid until %s", identity.utc(self.using.not_after)
             )

@@ -91,6 +91,18 @@ def agents_list(ctx: typer.Context, output: Output = OutputOpt) -> None:
     emit(rows, output, [*columns, "applied_revision", "desired_revision"])
 
 
+@agents_app.command("revoke")
+def agents_revoke(ctx: typer.Context, agent_id: str, output: Output = OutputOpt) -> None:
+    """Revoke an agent and its certificates: the hub refuses its very next request."""
+    emit(state(ctx).client().post(f"/agents/{agent_id}/revoke", {}), output)
+
+
+@agents_app.command("rekey")
+def agents_rekey(ctx: typer.Context, agent_id: str, output: Output = OutputOpt) -> None:
+    """Have an agent renew its certificate with a fresh key at its next check-in."""
+    emit(state(ctx).client().post(f"/agents/{agent_id}/rekey", {}), output)
+
+
 def sites_cmd(ctx: typer.Context, output: Output = OutputOpt) -> None:
     """List sites with their region and host count."""
     emit(state(ctx).client().get("/sites"), output, ["name", "region", "hosts"])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from aiorch.cli import deploy, fleet, hub, runs, telemetry, tokens
+from aiorch.cli import deploy, fleet, hub, runs, telemetry, tokens, trust
 from aiorch.cli.client import default_data_dir
 from aiorch.cli.state import CliState
 from aiorch.errors import AiorchError
@@ -43,6 +43,7 @@ app.add_typer(tokens.enroll_app, name="enroll-token")
 app.add_typer(fleet.inventory_app, name="inventory")
 app.add_typer(fleet.hosts_app, name="hosts")
 app.add_typer(fleet.agents_app, name="agents")
+app.add_typer(trust.ca_app, name="ca")
 app.add_typer(telemetry.app, name="telemetry")
 app.add_typer(runs.runs_app, name="runs")
 app.add_typer(deploy.deployments_app, name="deployments")

@@ -62,11 +62,20 @@ def enroll_create(
     site: str = typer.Option(..., help="Site the enrolling hosts belong to."),
     ttl: str = typer.Option("1h", help="Lifetime, e.g. 15m, 1h, 7d."),
     uses: int = typer.Option(1, min=1, help="How many agents may enroll with it."),
+    host: str = typer.Option(None, help="Only this host may enroll with it."),
+    replace: bool = typer.Option(
+        False, "--replace", help="With --host: replace the agent that host has (a reinstall)."
+    ),
     output: Output = OutputOpt,
 ) -> None:
-    """Create an enrollment token for SITE; it is shown once."""
-    body = {"site": site, "ttl_s": parse_duration(ttl), "uses": uses}
-    emit(state(ctx).client().post("/enroll-tokens", body), output)
+    """Create an enrollment token for SITE; it is shown once, with the hub CA's pin in it
+    (`aiorch-agent enroll` checks the hub against it before sending the token)."""
+    body = {"site": site, "ttl_s": parse_duration(ttl), "uses": uses, "host": host}
+    created = state(ctx).client().post("/enroll-tokens", {**body, "replace": replace})
+    if output is Output.json:
+        emit(created, output)
+    else:
+        print(created["token"])
 
 
 @enroll_app.command("list")

@@ -22,6 +22,7 @@ from aiorch.hub.middleware import BodyGuard
 from aiorch.hub.routers import (
     agent_protocol,
     agents,
+    ca,
     deployments,
     enrollment,
     inventory,
@@ -137,7 +138,7 @@ def create_app(ctx: HubContext, *, run_jobs: bool = True) -> FastAPI:
     # is per request, and nested routers multiply its cost.
     app.include_router(agent_protocol.router, prefix=API_PREFIX)
     app.include_router(enrollment.public, prefix=API_PREFIX)
-    modules = (agents, inventory, enrollment, tokens, overview, telemetry, runs, deployments)
+    modules = (agents, inventory, enrollment, tokens, overview, telemetry, runs, deployments, ca)
     for module in modules:
         app.include_router(module.router, prefix=API_PREFIX, dependencies=[Depends(principal)])
     app.include_router(telemetry.scrape, dependencies=[Depends(principal)])

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from aiorch.endpoint import CA_FILE
-from aiorch.errors import InvalidInput
+from aiorch.errors import InvalidInput, UserError
 from aiorch.hub.pki.keyfiles import KeyType, key_pem, load_key, write_private
 from edge_agent.contract.identity import agent_uri, pin_of_spki
 
@@ -86,7 +86,8 @@ def new_ca(now: float, label: str) -> tuple[KeyType, x509.Certificate]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(_when(now - BACKDATE_S))
         .not_valid_after(_when(now + CA_LIFETIME_S))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        # One CA below it at most: the next CA's cross-certificate during a rotation.
+        .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
         .add_extension(_ca_usage(), critical=True)
         .add_extension(ski, critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), False)
@@ -211,7 +212,19 @@ class Authority:
         return None
 
     def _key(self, ca: HubCA) -> KeyType:
-        return load_key(self.data_dir / (NEXT_KEY_FILE if ca.state == "next" else CA_KEY_FILE))
+        """The key of `ca`, from whichever key file holds it (a rotation renames the next
+        CA's key to ca.key once it is active; until then it is still ca.next.key)."""
+        wanted = spki_pin(ca.cert)
+        for name in (CA_KEY_FILE, NEXT_KEY_FILE):
+            path = self.data_dir / name
+            if path.exists():
+                key = load_key(path)
+                spki = key.public_key().public_bytes(
+                    serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+                )
+                if pin_of_spki(spki) == wanted:
+                    return key
+        raise UserError(f"no key file in {self.data_dir} holds the key of CA {ca.id}")
 
     def _leaf(
         self,

@@ -47,7 +47,7 @@ def open_authority(
             authority = load_authority(data_dir, store.read(), issuer)
             assert authority is not None
         check_private(data_dir / CA_KEY_FILE)
-        if authority.next is not None:
+        if (data_dir / NEXT_KEY_FILE).exists():
             check_private(data_dir / NEXT_KEY_FILE)
         write_bundle(authority)
     return authority
