@@ -107,7 +107,7 @@ def test_a_csr_that_does_not_prove_its_key_is_refused(make_context: Callable) ->
 def test_a_site_token_cannot_take_over_an_enrolled_host(make_context: Callable) -> None:
     ctx = make_context()
     first, _ = _enroll(ctx, "box1")
-    with pytest.raises(Conflict, match="host box1 is enrolled.*--host box1 --replace"):
+    with pytest.raises(Conflict, match=r"host box1 is enrolled.*--host box1 --replace"):
         _enroll(ctx, "box1")
     with pytest.raises(Exception, match="for host box1, not box2"):
         _enroll(ctx, "box2", _token(ctx, host="box1", replace=True))
@@ -222,5 +222,5 @@ def test_a_ca_key_others_can_read_is_refused(make_context: Callable) -> None:
     key = ctx.settings.data_dir / "ca.key"
     os.chmod(key, 0o644)
     ctx.__dict__.pop("authority")
-    with pytest.raises(UserError, match="ca.key has mode 0644: a private key must be 0600"):
+    with pytest.raises(UserError, match=r"ca\.key has mode 0644: a private key must be 0600"):
         _ = ctx.authority

@@ -49,6 +49,7 @@ def _cert(
     not_after: float,
 ) -> x509.Certificate:
     ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    san = x509.SubjectAlternativeName([x509.UniformResourceIdentifier(agent_uri(agent_id))])
     return (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "crafted")]))
@@ -57,7 +58,7 @@ def _cert(
         .serial_number(x509.random_serial_number())
         .not_valid_before(dt.datetime.fromtimestamp(not_before, dt.UTC))
         .not_valid_after(dt.datetime.fromtimestamp(not_after, dt.UTC))
-        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(agent_uri(agent_id))]), False)
+        .add_extension(san, False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), False)
