@@ -10,6 +10,7 @@ from functools import cached_property
 from typing import Any
 
 from aiorch.hub.sealing import Sealer
+from aiorch.hub.services.audit_key import AuditKey
 from aiorch.hub.services.heartbeats import HeartbeatBuffer
 from aiorch.hub.services.latest import LatestValues
 from aiorch.hub.services.series import InternedIds, series_ids, stream_ids
@@ -31,6 +32,11 @@ class HubContext:
     def sealer(self) -> Sealer:
         """Made on first use: a hub that never stores a secret needs no key file."""
         return Sealer.in_dir(self.settings.data_dir)
+
+    @cached_property
+    def audit_key(self) -> AuditKey:
+        """Made on first use, or at hub start by audit_checkpoints.prepare."""
+        return AuditKey.in_dir(self.settings.data_dir)
 
 
 def decode_json_fields(row: dict[str, Any], fields: Iterable[str]) -> dict[str, Any]:

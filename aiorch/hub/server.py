@@ -20,7 +20,7 @@ from aiorch.hub.connections import (
     rate_limit_logs,
 )
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import tokens
+from aiorch.hub.services import audit_checkpoints, tokens
 from aiorch.hub.settings import HubSettings
 from aiorch.hub.store import Store
 from aiorch.repo.serve import mount_repo
@@ -58,6 +58,7 @@ def open_context(settings: HubSettings) -> HubContext:
     os.chmod(settings.data_dir, 0o700)
     store = Store(settings.db_path, synchronous=settings.store_synchronous)
     ctx = HubContext(store=store.open(), settings=settings)
+    audit_checkpoints.prepare(ctx)  # refuses a loose audit.key before serving anything
     created = tokens.ensure_admin_token(ctx)
     if created:
         log.warning("first start: admin token written to %s", created)
