@@ -41,7 +41,9 @@ def record(
     """Append one entry to the chain; refuses (InvalidInput, so the whole write rolls back)
     an entry that looks like it holds a secret."""
     text = json.dumps(detail or {}, sort_keys=True, allow_nan=False)
-    problem = _secret_in(json.loads(text), "detail") or _secret_in({"actor": actor, "target": target}, "entry")
+    problem = _secret_in(json.loads(text), "detail") or _secret_in(
+        {"actor": actor, "target": target}, "entry"
+    )
     if problem is not None:
         raise InvalidInput(f"{action}: refusing to write {problem} to the audit log")
     tip = db.execute("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1").fetchone()

@@ -7,6 +7,7 @@ checkpoints with it and need no secret.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import tempfile
@@ -87,9 +88,7 @@ def _create(path: Path) -> None:
             out.write(pem)
             out.flush()
             os.fsync(out.fileno())
-        try:
-            os.link(tmp, path)  # fails if another process made one first: keep theirs
-        except FileExistsError:
-            pass
+        with contextlib.suppress(FileExistsError):  # another process made one first: theirs
+            os.link(tmp, path)
     finally:
         os.unlink(tmp)
