@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from pathlib import Path
 from typing import Any
 
 import rfc8785
@@ -51,7 +50,3 @@ def origin(public_key: Ed25519PublicKey) -> str:
     audit key's fingerprint, so a checkpoint names the one key that may sign it."""
     raw = public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
     return f"aiorch/{hashlib.sha256(raw).hexdigest()[:16]}"
-
-
-def checkpoints_path(data_dir: Path) -> Path:
-    return data_dir / CHECKPOINTS_FILE
