@@ -89,8 +89,8 @@ def _walk_chain(db: sqlite3.Connection, sizes: set[int], report: Report) -> dict
             _first(report, f"seq {row['seq']}: cannot be hashed ({exc})")
         if stored_prev != expected_prev.hex():
             if row["seq"] != seq + 1:
-                _first(report, f"seq {seq + 1}: missing (the chain goes from seq {seq} to "
-                               f"seq {row['seq']})")  # fmt: skip
+                jump = f"goes from seq {seq} to" if seq else "starts at"
+                _first(report, f"seq {seq + 1}: missing (the chain {jump} seq {row['seq']})")
             elif stored_prev == before_prev.hex():
                 _first(report, f"seq {seq}: inserted (seq {row['seq']} follows seq {seq - 1} "
                                "in the chain)")  # fmt: skip

@@ -16,12 +16,14 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from aiorch.audit_chain import CHECKPOINTS_FILE, row_hash
+from aiorch.errors import UserError
 from aiorch.hub.context import HubContext
 from aiorch.hub.services import audit_checkpoints, tokens
 from aiorch.hub.services.audit_key import AuditKey
+from aiorch.wait import wait_until
 from edge_agent.contract.audit import sign
 from edge_agent.witness import CHECKPOINT_FILE, observe
-from tests.fixtures_hub import AIORCH
+from tests.fixtures_hub import AIORCH, HubProcess, make_token
 
 ROWS = 8  # checkpoints at sizes 4 and 8
 
@@ -86,10 +88,15 @@ def test_an_edited_row_is_named(data_dir: Path):
     assert "checkpoint size 4 (time 1800000001) does not match the chain at seq 4" in errors
 
 
-def test_a_deleted_row_is_named(data_dir: Path):
+@pytest.mark.parametrize(
+    ("doomed", "named"),
+    [("id = 3", "seq 3: missing (the chain goes from seq 2 to seq 4)"),
+     ("id <= 2", "seq 1: missing (the chain starts at seq 3)")],
+)  # fmt: skip
+def test_a_deleted_row_is_named(data_dir: Path, doomed: str, named: str):
     with _db(data_dir) as db:
-        db.execute("DELETE FROM audit_log WHERE id = 3")
-    _failed(_verify(data_dir), "seq 3: missing (the chain goes from seq 2 to seq 4)")
+        db.execute(f"DELETE FROM audit_log WHERE {doomed}")
+    _failed(_verify(data_dir), named)
 
 
 def test_deleting_the_newest_rows_is_caught_by_the_checkpoints(data_dir: Path):
@@ -232,3 +239,36 @@ def test_no_data_dir_is_one_line_and_status_1(tmp_path: Path):
     result = _verify(tmp_path / "nowhere")
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "no audit public key at" in result.stderr
+
+
+# ---- a live hub -----------------------------------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_a_live_hub_signs_checkpoints_that_verify_and_refuses_a_loose_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("AIORCH_JOB_INTERVAL_S", "0.2")  # the checkpoint job's period
+    monkeypatch.setenv("AIORCH_AUDIT_CHECKPOINT_ROWS", "1")
+    hub = HubProcess(tmp_path / "hub").start()
+    try:
+        with hub.client(hub.admin_token) as admin:
+            make_token(admin, "viewer")
+            newest = admin.get("/audit", params={"limit": 1}).json()[0]
+        checkpoints = hub.data_dir / CHECKPOINTS_FILE
+        wait_until(
+            lambda: f'"size": {newest["id"]},' in _text(checkpoints),
+            timeout=30,
+            what="a checkpoint of the newest audit row",
+        )
+        result = _verify(hub.data_dir)
+        assert result.returncode == 0 and "intact" in result.stdout, result.stderr
+    finally:
+        hub.stop()
+    os.chmod(hub.data_dir / "audit.key", 0o644)
+    with pytest.raises(UserError, match=r"audit\.key has mode 0644"):
+        HubProcess(hub.data_dir).start()
+
+
+def _text(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
