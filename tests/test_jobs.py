@@ -51,6 +51,7 @@ def test_all_jobs_are_registered_in_one_place(ctx: HubContext):
         "revisions-retention",
         "images-gc",
         "rollouts-progress",
+        "audit-checkpoint",
     }
 
 

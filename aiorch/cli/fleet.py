@@ -1,4 +1,4 @@
-"""The fleet as the hub sees it: inventory, hosts, agents, sites, status and audit."""
+"""The fleet as the hub sees it: inventory, hosts, agents, sites and status."""
 
 from __future__ import annotations
 
@@ -128,14 +128,3 @@ def status_cmd(ctx: typer.Context, output: Output = OutputOpt) -> None:
     if data.get("deployments"):
         columns = ["deployment", "project", "replicas", "healthy", "starting", "pending"]
         emit(data["deployments"], output, [*columns, "not_healthy", "rollout"], "deployments")
-
-
-def audit_cmd(
-    ctx: typer.Context,
-    limit: int = typer.Option(50, min=1, max=10_000),
-    action: str = typer.Option(None, help="Only this action, e.g. token.create."),
-    output: Output = OutputOpt,
-) -> None:
-    """Show the newest audit log entries."""
-    rows = state(ctx).client().get("/audit", limit=limit, action=action)
-    emit(rows, output, ["id", "ts", "actor", "action", "target", "detail"])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from aiorch.cli import deploy, fleet, hub, runs, telemetry, tokens, trust
+from aiorch.cli import audit, deploy, fleet, hub, runs, telemetry, tokens, trust
 from aiorch.cli.client import default_data_dir
 from aiorch.cli.state import CliState
 from aiorch.errors import AiorchError
@@ -52,9 +52,9 @@ app.add_typer(deploy.quota_app, name="quota")
 app.add_typer(deploy.rollout_app, name="rollout")
 app.add_typer(repo_app, name="repo")
 app.add_typer(lab_app, name="lab")
+app.add_typer(audit.app, name="audit")
 app.command("sites")(fleet.sites_cmd)
 app.command("status")(fleet.status_cmd)
-app.command("audit")(fleet.audit_cmd)
 app.command("provision")(runs.provision_cmd)
 app.command("plan")(deploy.plan_cmd)
 app.command("apply")(deploy.apply_cmd)

@@ -13,6 +13,7 @@ from aiorch.hub.pki.authority import Authority
 from aiorch.hub.pki.bootstrap import open_authority
 from aiorch.hub.pki.listener import Listener
 from aiorch.hub.sealing import Sealer
+from aiorch.hub.services.audit_key import AuditKey
 from aiorch.hub.services.heartbeats import HeartbeatBuffer
 from aiorch.hub.services.latest import LatestValues
 from aiorch.hub.services.series import InternedIds, series_ids, stream_ids
@@ -50,6 +51,11 @@ class HubContext:
             self.listener.ensure(authority, self.clock())
             self.listener.reload(authority)
         return authority
+
+    @cached_property
+    def audit_key(self) -> AuditKey:
+        """Made on first use, or at hub start by audit_checkpoints.prepare."""
+        return AuditKey.in_dir(self.settings.data_dir)
 
 
 def decode_json_fields(row: dict[str, Any], fields: Iterable[str]) -> dict[str, Any]:

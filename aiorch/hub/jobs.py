@@ -9,7 +9,16 @@ from typing import Any
 from apscheduler.schedulers.base import BaseScheduler
 
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import agents, drift, enrollment, images, retention, rollouts, telemetry
+from aiorch.hub.services import (
+    agents,
+    audit_checkpoints,
+    drift,
+    enrollment,
+    images,
+    retention,
+    rollouts,
+    telemetry,
+)
 
 log = logging.getLogger("aiorch.hub.jobs")
 
@@ -44,6 +53,7 @@ def register_jobs(scheduler: BaseScheduler, ctx: HubContext) -> None:
         "revisions-retention": (retain, retention.prune_revisions),
         "images-gc": (retain, images.collect_garbage),
         "rollouts-progress": (ctx.settings.rollout_interval_s, rollouts.progress),
+        "audit-checkpoint": (every, audit_checkpoints.checkpoint),
     }
     if ctx.settings.drift_interval_s > 0:  # 0 turns the drift check off
         jobs["drift-check"] = (ctx.settings.drift_interval_s, drift.check_drift)

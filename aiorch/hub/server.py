@@ -23,7 +23,7 @@ from aiorch.hub.connections import (
 from aiorch.hub.context import HubContext
 from aiorch.hub.pki.keyfiles import init_lock
 from aiorch.hub.pki.listener import Listener, OperatorCert, listen_names
-from aiorch.hub.services import tokens
+from aiorch.hub.services import audit_checkpoints, tokens
 from aiorch.hub.settings import HubSettings
 from aiorch.hub.store import Store
 from aiorch.repo.serve import mount_repo
@@ -70,6 +70,7 @@ def open_context(settings: HubSettings) -> HubContext:
         store = Store(settings.db_path, synchronous=settings.store_synchronous).open()
     ctx = HubContext(store=store, settings=settings)
     log.warning("hub CA pin %s (enrollment tokens carry it)", ctx.authority.token_pin)
+    audit_checkpoints.prepare(ctx)  # refuses a loose audit.key before serving anything
     created = tokens.ensure_admin_token(ctx)
     if created:
         log.warning("first start: admin token written to %s", created)

@@ -93,6 +93,12 @@ class HubSettings(BaseSettings):
         "site.yml",
         description="Playbook the drift check runs in check mode, per site.",
     )
+    audit_checkpoint_rows: int = Field(
+        1000, ge=1, description="Audit rows after which a signed checkpoint is due."
+    )
+    audit_checkpoint_interval_s: float = Field(
+        600.0, gt=0, description="Time after which a checkpoint of newer audit rows is due."
+    )
     retire_playbook: str = Field("decommission.yml", description="Playbook `hosts retire` runs.")
     agent_cert_lifetime_s: float = Field(
         30 * 86400, ge=3600, description="Life of an agent's client certificate."

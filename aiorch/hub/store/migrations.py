@@ -16,6 +16,7 @@ import sqlite_utils
 import yaml
 
 from aiorch.hub.store.m007_trust import m007_trust
+from aiorch.hub.store.m008_audit_chain import m008_audit_chain
 
 Migration = Callable[[sqlite_utils.Database], None]
 
@@ -376,6 +377,7 @@ MIGRATIONS: list[Migration] = [
     m005_drift_state,
     m006_retention_indexes,
     m007_trust,
+    m008_audit_chain,
 ]
 
 
