@@ -28,7 +28,12 @@ from urllib.parse import urlsplit
 
 from edge_agent import __version__
 from edge_agent.config import ConfigError
-from edge_agent.contract.identity import BUNDLE_HEADER, RENEW_HEADER, TIME_HEADER
+from edge_agent.contract.identity import (
+    BUNDLE_HEADER,
+    CHECKPOINT_HEADER,
+    RENEW_HEADER,
+    TIME_HEADER,
+)
 
 # A kept-alive connection the hub closed while it sat idle fails like this on its next request.
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
@@ -70,16 +75,19 @@ def _tls_refusal(exc: ssl.SSLError) -> bool:
 
 @dataclass(frozen=True)
 class TrustNews:
-    """What every answer says about trust: the hub's clock, its CAs' digest, renew now."""
+    """What every answer says about trust: the hub's clock, its CAs' digest, renew now, and
+    its newest audit checkpoint (JSON text)."""
 
     hub_time: float | None
     bundle: str | None
     renew: bool
+    checkpoint: str | None = None
 
     @classmethod
     def of(cls, headers: http.client.HTTPMessage) -> TrustNews:
         renew = headers.get(RENEW_HEADER) == "1"
-        return cls(_number(headers.get(TIME_HEADER)), headers.get(BUNDLE_HEADER), renew)
+        time_, bundle = _number(headers.get(TIME_HEADER)), headers.get(BUNDLE_HEADER)
+        return cls(time_, bundle, renew, headers.get(CHECKPOINT_HEADER))
 
 
 class DigestMismatch(Exception):

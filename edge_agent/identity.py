@@ -25,6 +25,7 @@ from edge_agent.contract.identity import pin_of_spki, proof_message
 IDENTITY_FILE = "identity.pem"
 NEXT_FILE = "identity.next.pem"
 BUNDLE_FILE = "hub-ca.pem"
+AUDIT_KEY_FILE = "hub-audit.pub"  # what the hub's audit checkpoints are signed with
 RENEW_FRACTION = 2 / 3
 
 

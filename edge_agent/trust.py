@@ -7,16 +7,17 @@ what its last desired state says until it is trusted again.
 
 from __future__ import annotations
 
+import json
 import logging
 import ssl
 import time
 from pathlib import Path
 from typing import Any
 
-from edge_agent import identity
+from edge_agent import identity, witness
 from edge_agent.client import HubClient, HubRefused, TrustNews, check_hub_url
 from edge_agent.contract.identity import CLOCK_SKEW_WARN_S, split_token
-from edge_agent.identity import BUNDLE_FILE, IDENTITY_FILE, NEXT_FILE, Identity
+from edge_agent.identity import AUDIT_KEY_FILE, BUNDLE_FILE, IDENTITY_FILE, NEXT_FILE, Identity
 from edge_agent.trouble import Trouble
 
 log = logging.getLogger("aiorch.agent")
@@ -49,8 +50,16 @@ def enroll_with_pin(
         client.close()
     identity.save(state_dir / IDENTITY_FILE, key, answer["certificate"])
     (state_dir / NEXT_FILE).unlink(missing_ok=True)
-    identity.save_bundle(state_dir, answer["ca_bundle"])
+    _keep_issued(state_dir, answer)
     return answer
+
+
+def _keep_issued(state_dir: Path, answer: dict[str, Any]) -> None:
+    """The CAs and the audit key that came with a certificate."""
+    identity.save_bundle(state_dir, answer["ca_bundle"])
+    audit_key = answer.get("audit_public_key")
+    if isinstance(audit_key, str):
+        (state_dir / AUDIT_KEY_FILE).write_text(audit_key)
 
 
 class Trust:
@@ -69,6 +78,7 @@ class Trust:
             )
         self.skew_s = 0.0  # hub clock minus ours, from the last answer
         self.clock = Trouble(log)
+        self.audit = Trouble(log)  # the hub's audit log contradicting what this agent saw
         self.hub = self._client()
 
     @property
@@ -102,6 +112,8 @@ class Trust:
             )
         if news.hub_time is not None:
             self._check_clock(news.hub_time)
+        if news.checkpoint:
+            self._witness(news.checkpoint)
         if news.bundle and news.bundle != self._bundle_digest():
             identity.save_bundle(self.dir, self.hub.ca_bundle(self.agent_id))
             log.info("the hub's CA bundle changed: fetched the new one")
@@ -130,6 +142,26 @@ class Trust:
             )
         else:
             self.clock.over("clock agrees with the hub again")
+
+    def _witness(self, text: str) -> None:
+        """Keep the hub's newest audit checkpoint; say so, once, if it contradicts ours."""
+        try:
+            checkpoint = json.loads(text)
+        except ValueError:
+            checkpoint = None
+        try:
+            pem = (self.dir / AUDIT_KEY_FILE).read_bytes()
+        except OSError:
+            pem = None
+        problem = (
+            witness.observe(self.dir, checkpoint, pem)
+            if isinstance(checkpoint, dict)
+            else "the hub sent an audit checkpoint that is not JSON"
+        )
+        if problem:
+            self.audit.failing("audit", "audit log of the hub: %s", problem)
+        else:
+            self.audit.over("the hub's audit checkpoints agree with this agent's again")
 
     def renew(self) -> None:
         """A fresh key and certificate over mTLS, kept on trial until the hub accepts it."""
@@ -161,7 +193,7 @@ class Trust:
 
     def _take(self, key: Any, answer: dict[str, Any]) -> None:
         self.next = identity.save(self.dir / NEXT_FILE, key, answer["certificate"])
-        identity.save_bundle(self.dir, answer["ca_bundle"])
+        _keep_issued(self.dir, answer)
         self._rebuild()
 
     def refused(self, refusal: HubRefused) -> bool:

@@ -29,6 +29,7 @@ from aiorch.hub.services.audit_key import AuditKey
 from aiorch.hub.settings import HubSettings
 from aiorch.hub.store import Store
 from aiorch.hub.store.migrations import MIGRATIONS
+from edge_agent import identity
 from edge_agent.contract.audit import parse_checkpoint, sign, signed_by
 from edge_agent.contract.fields import ContractError
 from edge_agent.witness import CHECKPOINT_FILE, observe
@@ -139,11 +140,13 @@ def test_secret_looking_entries_are_refused(
 def test_known_safe_names_and_todays_callers_pass(make_context: MakeContext):
     ctx = make_context()
     token = enrollment.create_token(ctx, "edge1", 3600, 1, "user:test")["token"]
-    enrollment.enroll(ctx, token, {"hostname": "h1"}, "1")
+    csr = identity.csr_pem(identity.new_key())
+    enrollment.enroll(ctx, token, csr, {"hostname": "h1"}, "1")
     _add(ctx, 1)
     enroll = [r for r in _rows(ctx) if r["action"] == "agent.enroll"]
     assert '"enrollment_token"' in enroll[0]["detail"]
-    assert all(token.split("_", 2)[2] not in str(row) for row in _rows(ctx))
+    secret = token.split("_", 2)[2].partition(":")[0]
+    assert all(secret not in str(row) for row in _rows(ctx))
 
 
 # ---- the audit key --------------------------------------------------------------------------

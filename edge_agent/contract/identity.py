@@ -24,6 +24,7 @@ _AGENT_ID = re.compile(r"[0-9a-f]{16}")
 TIME_HEADER = "X-Aiorch-Time"
 RENEW_HEADER = "X-Aiorch-Renew"  # "1": renew the certificate now (rekey, CA rotation)
 BUNDLE_HEADER = "X-Aiorch-CA-Bundle"  # digest of the CAs the hub trusts now
+CHECKPOINT_HEADER = "X-Aiorch-Audit-Checkpoint"  # the newest signed audit checkpoint (JSON)
 CLOCK_SKEW_WARN_S = 60.0
 
 PROOF_CONTEXT = b"aiorch-renew-by-proof-v1\n"

@@ -3,8 +3,10 @@ read them (a key that others could have copied is no longer the hub's alone)."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,18 +28,27 @@ def check_private(path: Path) -> None:
         )
 
 
-def write_private(path: Path, data: bytes, *, exclusive: bool = True) -> None:
-    """Write `data` to `path` as 0600; `exclusive` fails if it exists, otherwise the old file
-    is replaced atomically (a temp file renamed over it)."""
-    target = path if exclusive else path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
-    fd = os.open(target, flags, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    if not exclusive:
-        os.replace(target, path)
+def write_private(path: Path, data: bytes, *, exclusive: bool = True) -> bool:
+    """Write `data` to `path` as 0600 under a temporary name, then put it in place: nobody
+    ever reads half a file. `exclusive` keeps a file another process put there first (and
+    returns False); otherwise the old file is replaced."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # O_EXCL, 0600
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        if not exclusive:
+            os.replace(tmp, path)
+            return True
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
 
 
 def key_pem(key: KeyType) -> bytes:

@@ -6,6 +6,7 @@ resolution was most of the cost of a check-in. The OpenAPI schema still document
 Every answer carries the hub's clock, so agents can tell when theirs is off.
 """
 
+import json
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request, Response
@@ -15,9 +16,21 @@ from starlette.concurrency import run_in_threadpool
 
 from aiorch.hub.context import HubContext
 from aiorch.hub.schemas import CheckinRequest, RenewRequest, TelemetryBatch
-from aiorch.hub.services import agent_identity, agents, images, metrics, telemetry
+from aiorch.hub.services import (
+    agent_identity,
+    agents,
+    audit_checkpoints,
+    images,
+    metrics,
+    telemetry,
+)
 from aiorch.hub.services.agent_identity import AgentIdentity
-from edge_agent.contract.identity import BUNDLE_HEADER, RENEW_HEADER, TIME_HEADER
+from edge_agent.contract.identity import (
+    BUNDLE_HEADER,
+    CHECKPOINT_HEADER,
+    RENEW_HEADER,
+    TIME_HEADER,
+)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -45,10 +58,14 @@ async def _authorised_body(
 
 
 def trust_headers(ctx: HubContext, identity: AgentIdentity | None = None) -> dict[str, str]:
-    """The hub's time, the digest of the CAs it trusts, and whether to renew now: when asked
-    to rekey, or when another CA than the certificate's signs now (a rotation)."""
+    """The hub's time, the digest of the CAs it trusts, the newest signed audit checkpoint
+    (every agent keeps one: a rolled-back hub database shows), and whether to renew now: when
+    asked to rekey, or when another CA than the certificate's signs now (a rotation)."""
     authority = ctx.authority
     headers = {TIME_HEADER: f"{ctx.clock():.3f}", BUNDLE_HEADER: authority.bundle_digest}
+    checkpoint = audit_checkpoints.latest_checkpoint(ctx)
+    if checkpoint is not None:
+        headers[CHECKPOINT_HEADER] = json.dumps(checkpoint, separators=(",", ":"))
     if identity is not None and (identity.rekey or identity.ca_id != authority.signing.id):
         headers[RENEW_HEADER] = "1"
     return headers

@@ -124,12 +124,14 @@ def record_cert(
 
 
 def issued_answer(ctx: HubContext, agent_id: str, issued: Issued) -> dict[str, Any]:
-    """What every issuance answers: the certificate, the CAs to verify the hub by, the time."""
+    """What every issuance answers: the certificate, the CAs to verify the hub by, the key
+    its audit checkpoints are signed with, and the hub's time."""
     return {
         "agent_id": agent_id,
         "certificate": issued.pem,
         "not_after": issued.not_after,
         "ca_bundle": ctx.authority.bundle_pem(),
+        "audit_public_key": ctx.audit_key.public_pem.decode(),
         "hub_time": ctx.clock(),
     }
 

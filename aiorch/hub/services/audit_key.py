@@ -7,9 +7,7 @@ checkpoints with it and need no secret.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import stat
 import tempfile
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from cryptography.hazmat.primitives.serialization import (
 
 from aiorch.audit_chain import KEY_FILE, PUBLIC_KEY_FILE, origin
 from aiorch.errors import UserError
+from aiorch.hub.pki.keyfiles import check_private, write_private
 from edge_agent.contract.audit import Checkpoint, sign
 
 
@@ -45,12 +44,7 @@ class AuditKey:
         path = data_dir / KEY_FILE
         if not path.exists():
             _create(path)
-        mode = stat.S_IMODE(path.stat().st_mode)
-        if mode & 0o077:
-            raise UserError(
-                f"{path} has mode {mode:04o}: the audit key must be readable by the hub's user "
-                f"only (chmod 600 {path})"
-            )
+        check_private(path)
         key = load_pem_private_key(path.read_bytes(), password=None)
         if not isinstance(key, Ed25519PrivateKey):
             raise UserError(f"{path} does not hold an Ed25519 private key")
@@ -77,18 +71,8 @@ class AuditKey:
 
 
 def _create(path: Path) -> None:
-    """Write a new key under a temporary name (O_EXCL, 0600) and link it into place: two
-    processes starting at once end up with one key, and nobody ever reads half a file."""
+    """A new key, unless another process starting at the same moment made one first."""
     pem = Ed25519PrivateKey.generate().private_bytes(
         Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()
     )
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # O_EXCL, 0600
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(pem)
-            out.flush()
-            os.fsync(out.fileno())
-        with contextlib.suppress(FileExistsError):  # another process made one first: theirs
-            os.link(tmp, path)
-    finally:
-        os.unlink(tmp)
+    write_private(path, pem)
