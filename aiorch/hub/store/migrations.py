@@ -15,6 +15,8 @@ from typing import Any
 import sqlite_utils
 import yaml
 
+from aiorch.hub.store.m009_projects import m009_projects
+
 Migration = Callable[[sqlite_utils.Database], None]
 
 
@@ -373,6 +375,7 @@ MIGRATIONS: list[Migration] = [
     m004_rollouts,
     m005_drift_state,
     m006_retention_indexes,
+    m009_projects,
 ]
 
 
