@@ -119,12 +119,12 @@ def authorize(principal: Principal, action: str, resource: Resource) -> None:
     if rule.scope is Scope.FLEET or resource.project is None:
         if any(ROLE_RANK[role] >= needed for role in principal.projects.values()):
             return
-        raise Forbidden(f"{action} needs role '{rule.minimum}' or higher on a project")
+        raise Forbidden(f"{action} needs '{rule.minimum}' or higher on some project")
     held = principal.projects.get(resource.project)
     if _rank(held) >= needed:
         return
     if held is None:  # the caller learns nothing about a project it has no role in
-        raise Forbidden(f"{action} needs role '{rule.minimum}' on the {resource.kind}'s project")
+        raise Forbidden(f"{action} needs '{rule.minimum}' or higher on the {resource.kind}'s project")
     raise Forbidden(
         f"role '{held}' on project {resource.project} may not {action}; "
         f"needs '{rule.minimum}' or higher"

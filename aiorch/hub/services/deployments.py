@@ -136,12 +136,12 @@ def _basis(db: sqlite_utils.Database, spec: DeploymentSpec, placement: Plan) -> 
 
 def _prepare(ctx: HubContext, db: sqlite_utils.Database, spec: DeploymentSpec) -> _Prepared:
     """Policies and placement of `spec` over `db` (a snapshot, never the writer's), on the
-    hosts its project may use, with the images its project owns."""
+    hosts its project may use, with the images its project owns or `default` shares."""
     project, name = spec.metadata.project, spec.metadata.name
     owner = db.execute("SELECT project FROM deployments WHERE name = ?", [name]).fetchone()
     if owner is not None and owner[0] != project:
         raise Conflict(f"a deployment named {name} exists in another project; pick another name")
-    owned = images.list_images(ctx, frozenset({project}))
+    owned = images.list_images(ctx, frozenset({project, projects.DEFAULT}))
     store = frozenset(value for row in owned for value in (row["ref"], row["digest"]))
     decisions = _decisions(db, spec, store)
     residency = spec.spec.placement.residency

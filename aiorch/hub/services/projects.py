@@ -2,7 +2,8 @@
 sites and regions its replicas may be placed on, the host paths its workloads may mount).
 
 A project named by a deployment but never created has no row and the default policy: every
-site, no host path. Roles can only be granted on a project that exists.
+site, no host path. Roles can only be granted on a project that exists. The `default` project
+(made by migration m009) is where tokens and images go when no project is named.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from aiorch.hub.context import HubContext, decode_json_fields
 from aiorch.hub.services import audit, authz
 
 POLICY_FIELDS = ("allowed_sites", "allowed_regions", "host_path_prefixes")
+# Where tokens and images go when no project is named; its images serve every project.
+DEFAULT = "default"
 
 
 def create(ctx: HubContext, name: str, actor: str) -> dict[str, Any]:
