@@ -26,7 +26,6 @@ from tests.fixtures_hub import (
     checkin_body,
     enroll_agent,
     make_enroll_token,
-    make_token,
 )
 
 

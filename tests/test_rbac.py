@@ -36,7 +36,7 @@ def user(**projects: str) -> Principal:
 
 
 def test_an_action_not_in_the_table_is_denied_even_to_a_global_admin():
-    with pytest.raises(Forbidden, match="'deployment.destroy' is not allowed to anyone"):
+    with pytest.raises(Forbidden, match=r"'deployment\.destroy' is not allowed to anyone"):
         authz.authorize(Principal("user", "root", "admin"), "deployment.destroy", authz.FLEET)
 
 
@@ -45,7 +45,7 @@ def test_roles_never_merge_across_projects():
     mixed = user(a="viewer", b="operator")
     authz.authorize(mixed, "deployment.apply", authz.in_project("b"))
     authz.authorize(mixed, "deployment.read", authz.in_project("a"))
-    with pytest.raises(Forbidden, match="role 'viewer' on project a may not deployment.apply"):
+    with pytest.raises(Forbidden, match=r"role 'viewer' on project a may not deployment\.apply"):
         authz.authorize(mixed, "deployment.apply", authz.in_project("a"))
     with pytest.raises(Forbidden, match="on the project's project"):
         authz.authorize(mixed, "deployment.read", authz.in_project("c"))
@@ -240,7 +240,10 @@ def test_a_project_admin_makes_tokens_and_grants_only_on_its_project(shared_hub:
         token_id = member.json()["id"]
         shown = client.put(f"/projects/team/roles/{token_id}", json={"role": "viewer"})
         assert shown.json() == {"project": "team", "token_id": token_id, "role": "viewer"}
-        assert client.put(f"/projects/default/roles/{token_id}", json={"role": "viewer"}).status_code == 403
+        assert (
+            client.put(f"/projects/default/roles/{token_id}", json={"role": "viewer"}).status_code
+            == 403
+        )
         assert client.delete(f"/projects/team/roles/{token_id}").status_code == 204
         listed = client.get("/tokens").json()
     assert {t["id"] for t in listed} == {lead["id"]}  # the member holds no role on team now
@@ -270,7 +273,9 @@ def test_cli_projects_and_tokens(shared_hub: HubProcess):
     }  # fmt: skip
     shared_hub.cli("projects", "revoke", "cli-team", legacy["id"])
     assert "cli-team" in {p["name"] for p in shared_hub.cli_json("projects", "list")}
-    refused = shared_hub.cli("projects", "set", "cli-team", "--host-path-prefix", "data", check=False)
+    refused = shared_hub.cli(
+        "projects", "set", "cli-team", "--host-path-prefix", "data", check=False
+    )
     assert refused.returncode == 1 and "normalised absolute path" in refused.stderr
     missing = shared_hub.cli("tokens", "create", "--name", "x", check=False)
     assert missing.returncode == 1 and "--global-admin" in missing.stderr

@@ -104,7 +104,8 @@ def _requests(world: World) -> dict[tuple[str, str], tuple[str, dict[str, Any]]]
         ("GET", "/api/v1/agents/x/desired"): ("denied", {}),
         ("PUT", "/api/v1/agents/x/desired"): ("denied", {"json": {"document": {}}}),
         ("POST", "/api/v1/inventory/import"): (
-            "denied", {"json": {"filename": "i.yml", "content": "all: {}"}}
+            "denied",
+            {"json": {"filename": "i.yml", "content": "all: {}"}},
         ),
         ("GET", "/api/v1/inventory/export"): ("denied", {}),
         ("GET", "/api/v1/hosts"): ("list", {}),
@@ -122,7 +123,8 @@ def _requests(world: World) -> dict[tuple[str, str], tuple[str, dict[str, Any]]]
         ("GET", "/api/v1/projects/bravo"): ("denied", {}),
         ("PATCH", "/api/v1/projects/bravo"): ("denied", {"json": {"allowed_sites": ["x"]}}),
         ("PUT", f"/api/v1/projects/bravo/roles/{alpha_admin}"): (
-            "denied", {"json": {"role": "admin"}}
+            "denied",
+            {"json": {"role": "admin"}},
         ),
         ("DELETE", f"/api/v1/projects/bravo/roles/{bravo_admin}"): ("denied", {}),
         ("GET", "/api/v1/status"): ("list", {}),
@@ -143,7 +145,8 @@ def _requests(world: World) -> dict[tuple[str, str], tuple[str, dict[str, Any]]]
         ("POST", "/api/v1/deployments/bravo-app/rollout/pause"): ("denied", {}),
         ("GET", "/api/v1/images"): ("list", {}),
         ("POST", "/api/v1/images"): (
-            "denied", {"params": {"ref": "bravo-model:v1", "project": "bravo"}, **octet}
+            "denied",
+            {"params": {"ref": "bravo-model:v1", "project": "bravo"}, **octet},
         ),
         ("PUT", "/api/v1/quotas/bravo"): ("denied", {"json": {"max_gpus": 99}}),
         ("GET", "/metrics"): ("list", {}),
@@ -156,9 +159,15 @@ def _template(path: str, routes: list[tuple[str, str]], method: str) -> tuple[st
     parts = path.split("/")
     for m, route in routes:
         pieces = route.split("/")
-        if m == method and len(pieces) == len(parts):
-            if all(p == q or (q.startswith("{") and q.endswith("}")) for p, q in zip(parts, pieces, strict=True)):
-                return m, route
+        if (
+            m == method
+            and len(pieces) == len(parts)
+            and all(
+                p == q or (q.startswith("{") and q.endswith("}"))
+                for p, q in zip(parts, pieces, strict=True)
+            )
+        ):
+            return m, route
     raise AssertionError(f"{method} {path} is no route of the app")
 
 

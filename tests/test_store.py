@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import ast
-import re
 import asyncio
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator

@@ -124,7 +124,9 @@ def authorize(principal: Principal, action: str, resource: Resource) -> None:
     if _rank(held) >= needed:
         return
     if held is None:  # the caller learns nothing about a project it has no role in
-        raise Forbidden(f"{action} needs '{rule.minimum}' or higher on the {resource.kind}'s project")
+        raise Forbidden(
+            f"{action} needs '{rule.minimum}' or higher on the {resource.kind}'s project"
+        )
     raise Forbidden(
         f"role '{held}' on project {resource.project} may not {action}; "
         f"needs '{rule.minimum}' or higher"

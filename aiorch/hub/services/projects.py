@@ -72,7 +72,9 @@ def set_policy(ctx: HubContext, name: str, changes: dict[str, list[str]], actor:
         _row(db, name)
         for field, values in changes.items():
             assert field in POLICY_FIELDS
-            db.execute(f"UPDATE projects SET {field} = ? WHERE name = ?", [json.dumps(values), name])
+            db.execute(
+                f"UPDATE projects SET {field} = ? WHERE name = ?", [json.dumps(values), name]
+            )
         audit.record(db, actor, "project.set", f"project:{name}", changes, ts=now)
 
     ctx.store.write(op)
@@ -85,9 +87,12 @@ def grant(ctx: HubContext, project: str, token_id: str, role: str, actor: str) -
 
     def op(db: sqlite_utils.Database) -> None:
         _row(db, project)
-        if db.execute(
-            "SELECT 1 FROM api_tokens WHERE id = ? AND revoked_at IS NULL", [token_id]
-        ).fetchone() is None:
+        if (
+            db.execute(
+                "SELECT 1 FROM api_tokens WHERE id = ? AND revoked_at IS NULL", [token_id]
+            ).fetchone()
+            is None
+        ):
             raise NotFound(f"no active API token with id {token_id}")
         db.execute(
             "INSERT INTO token_roles (token_id, project, role, granted_by, granted_at) "
@@ -140,4 +145,3 @@ def placeable(db: sqlite_utils.Database, project: str, hosts: Iterable[HostView]
     if not sites and not regions:
         return list(hosts)
     return [h for h in hosts if h.site in sites or h.region in regions]
-

@@ -28,9 +28,10 @@ def _insert(
     role: str | None,
     project: str,
 ) -> None:
-    if role is not None and db.execute(
-        "SELECT 1 FROM projects WHERE name = ?", [project]
-    ).fetchone() is None:
+    if (
+        role is not None
+        and db.execute("SELECT 1 FROM projects WHERE name = ?", [project]).fetchone() is None
+    ):
         raise NotFound(f"no project named {project}")
     db.table("api_tokens").insert({"id": minted.id, "secret_hash": minted.secret_hash, **row})
     if role is not None:
@@ -39,7 +40,8 @@ def _insert(
              "granted_by": row["created_by"], "granted_at": row["created_at"]}
         )  # fmt: skip
     detail = {"name": row["name"], "role": role, "project": project if role else None,
-              "global_admin": bool(row["global_admin"]), "expires_at": row["expires_at"]}  # fmt: skip
+              "global_admin": bool(row["global_admin"]),
+              "expires_at": row["expires_at"]}  # fmt: skip
     audit.record(
         db, row["created_by"], "token.create", f"token:{minted.id}", detail, ts=row["created_at"]
     )
@@ -94,10 +96,10 @@ def _revoke(db: sqlite_utils.Database, token_id: str, principal: Principal, now:
     row = db.execute(
         "SELECT global_admin FROM api_tokens WHERE id = ? AND revoked_at IS NULL", [token_id]
     ).fetchone()
-    held = [r[0] for r in db.execute("SELECT project FROM token_roles WHERE token_id = ?", [token_id])]
-    if row is None or not (
-        principal.is_global_admin or any(p in principal.projects for p in held)
-    ):
+    held = [
+        r[0] for r in db.execute("SELECT project FROM token_roles WHERE token_id = ?", [token_id])
+    ]
+    if row is None or not (principal.is_global_admin or any(p in principal.projects for p in held)):
         raise NotFound(f"no active API token with id {token_id}")
     if row[0] or not held:  # a global admin, or a token no project admin is responsible for
         authz.authorize(principal, "token.global_admin", authz.FLEET)
