@@ -18,7 +18,6 @@ from aiorch.errors import Forbidden
 from aiorch.hub.services.auth import Principal
 
 ROLE_RANK = {"viewer": 0, "operator": 1, "admin": 2}
-ROLES = tuple(ROLE_RANK)
 
 
 class Scope(Enum):
