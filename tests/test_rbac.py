@@ -13,10 +13,22 @@ import sqlite_utils
 
 from aiorch.errors import Conflict, Forbidden, Unauthorized
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import auth, authz, deployments, enrollment, images, projects, tokens
+from aiorch.hub.schemas import TelemetryBatch
+from aiorch.hub.services import (
+    accounting,
+    auth,
+    authz,
+    deployments,
+    enrollment,
+    images,
+    projects,
+    telemetry,
+    tokens,
+)
 from aiorch.hub.services.auth import Principal
 from aiorch.hub.store.m009_projects import m009_projects
 from aiorch.hub.store.migrations import MIGRATIONS
+from edge_agent.contract.telemetry import GPU_UTILIZATION
 from tests.fixtures_hub import HubProcess
 
 H100 = {"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_total_bytes": 81559 * 2**20}
@@ -182,6 +194,28 @@ def test_a_project_uses_its_own_images_and_defaults_not_anothers(ctx: HubContext
     with pytest.raises(Forbidden, match="not in the hub's image store"):
         deployments.apply(ctx, SPEC.format(name="x", project="b", replicas=1), "u")
     deployments.apply(ctx, SPEC.format(name="y", project="a", replicas=1), "u")
+
+
+def test_gpu_hours_by_project_show_only_the_callers_projects(make_context):
+    ctx = make_context()
+    start = ctx.clock.now - 3600
+    token = enrollment.create_token(ctx, "edge1", 86400, 1, "user:t")["token"]
+    agent = enrollment.enroll(ctx, token, {"hostname": "g"}, "1")["agent_id"]
+    series = [
+        {"metric": GPU_UTILIZATION, "labels": {"gpu": str(i), "project": project}}
+        for i, project in enumerate(("alpha", "bravo"))
+    ]
+    samples = [(2 * m + i, start + 60 * m, i, 50.0) for m in range(10) for i in range(2)]
+    batch = TelemetryBatch(
+        epoch="e", seq_start=0, seq_end=len(samples) - 1, series=series, samples=samples
+    )
+    asyncio.run(telemetry.ingest(ctx, agent, batch))
+    telemetry.downsample(ctx)
+    alpha = frozenset({"alpha"})
+    assert [r["project"] for r in accounting.gpu_hours(ctx, "project", 7200, alpha)] == ["alpha"]
+    assert [r["project"] for r in accounting.gpu_hours(ctx, "project", 7200)] == ["alpha", "bravo"]
+    (site,) = accounting.gpu_hours(ctx, "site", 7200, alpha)  # the fleet's whole use
+    assert site["gpu_hours_available"] == pytest.approx(20 / 60, abs=1e-3)
 
 
 # ---- over HTTP -----------------------------------------------------------------------------

@@ -55,6 +55,8 @@ ACTIONS: dict[str, Rule] = {
     # workloads, inventory holds connection vars, runs are root on hosts.
     "agent.desired.read": _GLOBAL,
     "agent.desired.write": _GLOBAL,
+    "agent.revoke": _GLOBAL,  # POST /agents/{id}/revoke and /rekey, on main with mTLS
+    "agent.rekey": _GLOBAL,
     "inventory.import": _GLOBAL,
     "inventory.export": _GLOBAL,
     "host.retire": _GLOBAL,
