@@ -28,6 +28,7 @@ from aiorch.hub.services import audit, audit_checkpoints, enrollment, tokens
 from aiorch.hub.services.audit_key import AuditKey
 from aiorch.hub.settings import HubSettings
 from aiorch.hub.store import Store
+from aiorch.hub.store.m008_audit_chain import m008_audit_chain
 from aiorch.hub.store.migrations import MIGRATIONS
 from edge_agent import identity
 from edge_agent.contract.audit import parse_checkpoint, sign, signed_by
@@ -43,7 +44,7 @@ def _rows(ctx: HubContext) -> list[dict[str, Any]]:
 
 def _add(ctx: HubContext, count: int) -> None:
     for n in range(count):
-        tokens.create(ctx, "viewer", f"t{n}", "user:test")
+        tokens.create(ctx, f"t{n}", "user:test", role="viewer")
 
 
 # ---- the chain ------------------------------------------------------------------------------
@@ -75,7 +76,7 @@ def test_m008_chains_the_rows_written_before_it(tmp_path: Path):
     path = tmp_path / "aiorch.db"
     db = sqlite_utils.Database(path)
     db.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
-    for migration in MIGRATIONS[:-1]:
+    for migration in MIGRATIONS[: MIGRATIONS.index(m008_audit_chain)]:
         migration(db)
         db.table("_migrations").insert({"name": migration.__name__, "applied_at": 0})
     for n in range(3):

@@ -26,7 +26,6 @@ from tests.fixtures_hub import (
     checkin_body,
     enroll_agent,
     make_enroll_token,
-    make_token,
 )
 
 
@@ -218,10 +217,11 @@ def test_integers_past_64_bits_in_the_api_are_422(
 
 def test_revoking_the_last_admin_token_is_409(hub: HubProcess):
     with hub.client(hub.admin_token) as admin:
-        (bootstrap,) = [t for t in admin.get("/tokens").json() if t["role"] == "admin"]
+        (bootstrap,) = [t for t in admin.get("/tokens").json() if t["global_admin"]]
         refused = admin.delete(f"/tokens/{bootstrap['id']}")
         assert refused.status_code == 409 and "last active admin" in refused.json()["detail"]
-        second = make_token(admin, "admin")
+        created = admin.post("/tokens", json={"global_admin": True, "name": "second"})
+        second = created.json()["token"]
     with hub.client(second) as other:
         assert other.delete(f"/tokens/{bootstrap['id']}").status_code == 204
 

@@ -96,6 +96,9 @@ class HubClient:
     def put(self, path: str, body: dict[str, Any]) -> Any:
         return self.request("PUT", path, json=body).json()
 
+    def patch(self, path: str, body: dict[str, Any]) -> Any:
+        return self.request("PATCH", path, json=body).json()
+
     def delete(self, path: str) -> None:
         self.request("DELETE", path)
 

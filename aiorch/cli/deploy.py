@@ -103,12 +103,13 @@ def image_push(
     ctx: typer.Context,
     file: Path,
     ref: str = typer.Option(..., help="The name[:tag] specs use for it."),
+    project: str = typer.Option("default", help="Its project ('default' serves every one)."),
     output: Output = OutputOpt,
 ) -> None:
     """Store an image archive (`podman save` output) in the hub, content-addressed."""
     if not file.is_file():
         raise UserError(f"{file} is not a file")
-    emit(state(ctx).client().upload("/images", file, ref=ref), output)
+    emit(state(ctx).client().upload("/images", file, ref=ref, project=project), output)
 
 
 @image_app.command("list")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from aiorch.cli import audit, deploy, fleet, hub, runs, telemetry, tokens, trust
+from aiorch.cli import audit, deploy, fleet, hub, projects, runs, telemetry, tokens, trust
 from aiorch.cli.client import default_data_dir
 from aiorch.cli.state import CliState
 from aiorch.errors import AiorchError
@@ -38,7 +38,9 @@ def root(
 
 
 app.add_typer(hub.app, name="hub")
-app.add_typer(tokens.token_app, name="token")
+app.add_typer(tokens.token_app, name="tokens")
+app.add_typer(tokens.token_app, name="token", hidden=True)  # the older name
+app.add_typer(projects.projects_app, name="projects")
 app.add_typer(tokens.enroll_app, name="enroll-token")
 app.add_typer(fleet.inventory_app, name="inventory")
 app.add_typer(fleet.hosts_app, name="hosts")

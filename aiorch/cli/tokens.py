@@ -1,4 +1,4 @@
-"""`aiorch token` and `aiorch enroll-token`: credentials for people and for new agents."""
+"""`aiorch tokens` and `aiorch enroll-token`: credentials for people and for new agents."""
 
 from __future__ import annotations
 
@@ -33,20 +33,29 @@ def parse_duration(text: str) -> float:
 @token_app.command("create")
 def token_create(
     ctx: typer.Context,
-    role: str = typer.Option(..., help="admin, operator or viewer"),
+    role: str = typer.Option(None, help="viewer, operator or admin, on --project."),
+    project: str = typer.Option("default", help="The project the role is on."),
+    global_admin: bool = typer.Option(False, "--global-admin", help="Admin of the whole hub."),
+    expires: str = typer.Option("90d", help="Lifetime, e.g. 12h, 30d (at most 366d)."),
     name: str = typer.Option("", help="A note saying who or what uses it."),
     output: Output = OutputOpt,
 ) -> None:
-    """Create an API token; it is shown once."""
-    created = state(ctx).client().post("/tokens", {"role": role, "name": name})
-    emit(created, output)
+    """Create an API token with a role on one project (or global admin); it is shown once."""
+    if role is None and not global_admin:
+        raise UserError("give --role (on --project) or --global-admin")
+    body = {"name": name, "project": project, "global_admin": global_admin,
+            "expires_s": parse_duration(expires)}  # fmt: skip
+    if role is not None:
+        body["role"] = role
+    emit(state(ctx).client().post("/tokens", body), output)
 
 
 @token_app.command("list")
 def token_list(ctx: typer.Context, output: Output = OutputOpt) -> None:
-    """List API tokens (never their secrets)."""
+    """List API tokens and their roles (never their secrets)."""
     rows = state(ctx).client().get("/tokens")
-    emit(rows, output, ["id", "role", "name", "created_by", "created_at", "revoked_at"])
+    columns = ["id", "name", "global_admin", "roles", "expires_at", "revoked_at", "created_by"]
+    emit(rows, output, columns)
 
 
 @token_app.command("revoke")

@@ -18,7 +18,7 @@ from aiorch import __version__
 from aiorch.errors import AiorchError, Unavailable
 from aiorch.hub.context import HubContext
 from aiorch.hub.jobs import register_jobs
-from aiorch.hub.middleware import BodyGuard
+from aiorch.hub.middleware import AuthFirst, BodyGuard
 from aiorch.hub.routers import (
     agent_protocol,
     agents,
@@ -27,13 +27,14 @@ from aiorch.hub.routers import (
     enrollment,
     inventory,
     overview,
+    projects,
     runs,
     system,
     telemetry,
     tokens,
 )
-from aiorch.hub.routers.deps import principal, viewer
-from aiorch.hub.services import run_processes
+from aiorch.hub.routers.deps import allow, principal
+from aiorch.hub.services import auth, run_processes
 from aiorch.hub.services import runs as run_service
 
 log = logging.getLogger("aiorch.hub")
@@ -131,20 +132,26 @@ def create_app(ctx: HubContext, *, run_jobs: bool = True) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ValidationError, _validation_error)
     uploads = {f"{API_PREFIX}/images": ctx.settings.max_image_bytes}
-    app.add_middleware(BodyGuard, max_bytes=ctx.settings.max_body_bytes, uploads=uploads)
-    app.add_middleware(_ContainErrors)  # outermost of ours: it sees every error
-
     # Routers are included flat (not nested) and the agents' hot path first: route matching
     # is per request, and nested routers multiply its cost.
     app.include_router(agent_protocol.router, prefix=API_PREFIX)
     app.include_router(enrollment.public, prefix=API_PREFIX)
-    modules = (agents, inventory, enrollment, tokens, overview, telemetry, runs, deployments, ca)
+    own_auth = list(app.routes)  # the two above authenticate themselves or need no bearer
+    app.add_middleware(BodyGuard, max_bytes=ctx.settings.max_body_bytes, uploads=uploads)
+    app.add_middleware(  # runs before BodyGuard: 401 comes before any body check
+        AuthFirst, authenticate=lambda header: auth.authenticate(ctx, header), own_auth=own_auth
+    )
+    app.add_middleware(_ContainErrors)  # outermost of ours: it sees every error
+
+    modules = (
+        agents, inventory, enrollment, tokens, projects, overview, telemetry, runs, deployments, ca
+    )  # fmt: skip
     for module in modules:
         app.include_router(module.router, prefix=API_PREFIX, dependencies=[Depends(principal)])
     app.include_router(telemetry.scrape, dependencies=[Depends(principal)])
     app.include_router(system.router)
 
-    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(viewer)])
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(allow("api.schema"))])
     def openapi() -> dict[str, Any]:
         """The API schema, for people and automation with any role."""
         return app.openapi()

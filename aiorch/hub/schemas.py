@@ -9,10 +9,19 @@ reads of everyone (a heartbeat flush is one statement for the whole fleet).
 from __future__ import annotations
 
 import math
+import posixpath
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
+from aiorch.deploy.spec import DnsLabel
 from edge_agent.contract.facts import parse_facts
 
 Name = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -49,13 +58,53 @@ def _plain_json(value: Any) -> Any:
 JsonObject = Annotated[dict[str, Any], AfterValidator(_plain_json)]
 
 
+def _absolute_path(path: str) -> str:
+    if not path.startswith("/") or posixpath.normpath(path) != path or len(path) > 4096:
+        raise ValueError(f"{path!r} is not a normalised absolute path (like /data/models)")
+    return path
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+Role = Literal["viewer", "operator", "admin"]
+TOKEN_TTL_DAYS, MAX_TOKEN_TTL_DAYS = 90, 366
+
+
 class TokenCreate(Strict):
-    role: Literal["admin", "operator", "viewer"]
     name: str = Field("", max_length=200)
+    role: Role | None = Field(None, description="The token's role on `project`.")
+    project: DnsLabel = "default"
+    global_admin: bool = False
+    expires_s: float = Field(
+        TOKEN_TTL_DAYS * 86400, gt=0, le=MAX_TOKEN_TTL_DAYS * 86400, allow_inf_nan=False
+    )
+
+    @model_validator(mode="after")
+    def _grants_something(self) -> TokenCreate:
+        if self.role is None and not self.global_admin:
+            raise ValueError("give a role (on a project) or global_admin")
+        return self
+
+
+class ProjectCreate(Strict):
+    name: DnsLabel
+
+
+HostPathPrefix = Annotated[str, AfterValidator(_absolute_path)]
+
+
+class ProjectPolicy(Strict):
+    """Lists to replace; a list left out stays as it is, an empty one clears it."""
+
+    allowed_sites: list[Annotated[str, Name]] | None = Field(None, max_length=10_000)
+    allowed_regions: list[Annotated[str, Name]] | None = Field(None, max_length=10_000)
+    host_path_prefixes: list[HostPathPrefix] | None = Field(None, max_length=1000)
+
+
+class RoleGrant(Strict):
+    role: Role
 
 
 class EnrollTokenCreate(Strict):

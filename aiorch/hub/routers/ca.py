@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends
 from starlette.concurrency import run_in_threadpool
 
 from aiorch.hub.context import HubContext
-from aiorch.hub.routers.deps import admin, context, viewer
+from aiorch.hub.routers.deps import allow, context
 from aiorch.hub.schemas import Strict
 from aiorch.hub.services import ca_rotation
 from aiorch.hub.services.auth import Principal
@@ -19,13 +19,17 @@ class RotateRequest(Strict):
 
 
 @router.get("")
-def show_ca(ctx: HubContext = Depends(context), _: Principal = Depends(viewer)) -> dict[str, Any]:
+def show_ca(
+    ctx: HubContext = Depends(context), _: Principal = Depends(allow("ca.read"))
+) -> dict[str, Any]:
     return ca_rotation.show(ctx)
 
 
 @router.post("/rotate")
 async def rotate_ca(
-    body: RotateRequest, ctx: HubContext = Depends(context), p: Principal = Depends(admin)
+    body: RotateRequest,
+    ctx: HubContext = Depends(context),
+    p: Principal = Depends(allow("ca.rotate")),
 ) -> dict[str, Any]:
     """Advance the CA rotation by one phase, named in the body."""
     return await run_in_threadpool(ca_rotation.advance, ctx, body.phase, p.actor)

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import PlainTextResponse
 
 from aiorch.hub.context import HubContext
-from aiorch.hub.routers.deps import context, operator, viewer
+from aiorch.hub.routers.deps import allow, context
 from aiorch.hub.schemas import EnrollRequest, EnrollTokenCreate, ProofRenewRequest
 from aiorch.hub.services import agent_identity, enrollment
 from aiorch.hub.services.auth import Principal
@@ -18,7 +18,9 @@ public = APIRouter(tags=["enrollment"])
 
 @router.post("", status_code=201)
 def create_enroll_token(
-    body: EnrollTokenCreate, ctx: HubContext = Depends(context), p: Principal = Depends(operator)
+    body: EnrollTokenCreate,
+    ctx: HubContext = Depends(context),
+    p: Principal = Depends(allow("enroll_token.create")),
 ) -> dict[str, Any]:
     return enrollment.create_token(
         ctx, body.site, body.ttl_s, body.uses, p.actor, host=body.host, replace=body.replace
@@ -27,14 +29,16 @@ def create_enroll_token(
 
 @router.get("")
 def list_enroll_tokens(
-    ctx: HubContext = Depends(context), _: Principal = Depends(viewer)
+    ctx: HubContext = Depends(context), _: Principal = Depends(allow("enroll_token.read"))
 ) -> list[dict]:
     return enrollment.list_tokens(ctx)
 
 
 @router.delete("/{token_id}", status_code=204)
 def revoke_enroll_token(
-    token_id: str, ctx: HubContext = Depends(context), p: Principal = Depends(operator)
+    token_id: str,
+    ctx: HubContext = Depends(context),
+    p: Principal = Depends(allow("enroll_token.revoke")),
 ) -> None:
     enrollment.revoke_token(ctx, token_id, p.actor)
 

@@ -7,7 +7,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
 
 from aiorch.hub.context import HubContext
-from aiorch.hub.routers.deps import context, operator, viewer
+from aiorch.hub.routers.deps import allow, context
 from aiorch.hub.schemas import InventoryImport, Strict
 from aiorch.hub.services import inventory, retire
 from aiorch.hub.services.auth import Principal
@@ -23,7 +23,9 @@ class HostRetire(Strict):
 
 @router.post("/inventory/import")
 async def import_inventory(
-    body: InventoryImport, ctx: HubContext = Depends(context), p: Principal = Depends(operator)
+    body: InventoryImport,
+    ctx: HubContext = Depends(context),
+    p: Principal = Depends(allow("inventory.import")),
 ) -> dict[str, Any]:
     return await run_in_threadpool(
         inventory.import_inventory, ctx, body.content, body.filename, p.actor
@@ -31,20 +33,24 @@ async def import_inventory(
 
 
 @router.get("/inventory/export", response_class=PlainTextResponse)
-def export_inventory(ctx: HubContext = Depends(context), _: Principal = Depends(viewer)) -> str:
+def export_inventory(
+    ctx: HubContext = Depends(context), _: Principal = Depends(allow("inventory.export"))
+) -> str:
     return inventory.export_inventory(ctx)
 
 
 @router.get("/hosts")
 def list_hosts(
-    site: str | None = None, ctx: HubContext = Depends(context), _: Principal = Depends(viewer)
+    site: str | None = None,
+    ctx: HubContext = Depends(context),
+    _: Principal = Depends(allow("host.read")),
 ) -> list[dict]:
     return inventory.list_hosts(ctx, site)
 
 
 @router.get("/hosts/{name}")
 def show_host(
-    name: str, ctx: HubContext = Depends(context), _: Principal = Depends(viewer)
+    name: str, ctx: HubContext = Depends(context), _: Principal = Depends(allow("host.read"))
 ) -> dict[str, Any]:
     return inventory.get_host(ctx, name)
 
@@ -54,7 +60,7 @@ def retire_host(
     name: str,
     body: HostRetire,
     ctx: HubContext = Depends(context),
-    p: Principal = Depends(operator),
+    p: Principal = Depends(allow("host.retire")),
 ) -> dict[str, Any]:
     """Start the decommission run; the host is retired (agent revoked) when it succeeds."""
     return retire.retire_host(
@@ -63,5 +69,7 @@ def retire_host(
 
 
 @router.get("/sites")
-def list_sites(ctx: HubContext = Depends(context), _: Principal = Depends(viewer)) -> list[dict]:
+def list_sites(
+    ctx: HubContext = Depends(context), _: Principal = Depends(allow("site.read"))
+) -> list[dict]:
     return inventory.list_sites(ctx)

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import Field
 
 from aiorch.hub.context import HubContext
-from aiorch.hub.routers.deps import context, operator, viewer
+from aiorch.hub.routers.deps import allow, context
 from aiorch.hub.schemas import MAX_SQL_INT, JsonObject, Strict
 from aiorch.hub.services import run_history, runs
 from aiorch.hub.services.auth import Principal
@@ -28,7 +28,7 @@ class RunCreate(Strict):
 
 @router.post("", status_code=201)
 def start_run(
-    body: RunCreate, ctx: HubContext = Depends(context), p: Principal = Depends(operator)
+    body: RunCreate, ctx: HubContext = Depends(context), p: Principal = Depends(allow("run.start"))
 ) -> dict[str, Any]:
     """Start a run; 409 names the host and the run holding it when a host is busy."""
     return runs.start_run(ctx, runs.RunRequest(**body.model_dump()), p.actor)
@@ -39,14 +39,14 @@ def list_runs(
     limit: int = Query(50, ge=1, le=1000),
     status: RunStatus | None = None,
     ctx: HubContext = Depends(context),
-    _: Principal = Depends(viewer),
+    _: Principal = Depends(allow("run.read")),
 ) -> list[dict[str, Any]]:
     return run_history.list_runs(ctx, limit=limit, status=status)
 
 
 @router.get("/{run_id}")
 def show_run(
-    run_id: str, ctx: HubContext = Depends(context), _: Principal = Depends(viewer)
+    run_id: str, ctx: HubContext = Depends(context), _: Principal = Depends(allow("run.read"))
 ) -> dict[str, Any]:
     return runs.get_run(ctx, run_id)
 
@@ -57,13 +57,13 @@ def run_events(
     after: int = Query(0, ge=0, le=MAX_SQL_INT, description="Only events with a larger seq."),
     limit: int = Query(1000, ge=1, le=10_000),
     ctx: HubContext = Depends(context),
-    _: Principal = Depends(viewer),
+    _: Principal = Depends(allow("run.read")),
 ) -> list[dict[str, Any]]:
     return run_history.run_events(ctx, run_id, after, limit)
 
 
 @router.post("/{run_id}/cancel")
 def cancel_run(
-    run_id: str, ctx: HubContext = Depends(context), p: Principal = Depends(operator)
+    run_id: str, ctx: HubContext = Depends(context), p: Principal = Depends(allow("run.cancel"))
 ) -> dict[str, Any]:
     return runs.cancel_run(ctx, run_id, p.actor)

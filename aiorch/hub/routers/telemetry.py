@@ -6,8 +6,8 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
 from aiorch.hub.context import HubContext
-from aiorch.hub.routers.deps import context, viewer
-from aiorch.hub.services import accounting, metrics, telemetry_query
+from aiorch.hub.routers.deps import allow, context
+from aiorch.hub.services import accounting, authz, metrics, telemetry_query
 from aiorch.hub.services.auth import Principal
 
 router = APIRouter(tags=["telemetry"])
@@ -33,7 +33,7 @@ def series(
     until_s: float = _seconds(0, at_least_zero=True),
     resolution: str = "auto",
     ctx: HubContext = Depends(context),
-    _: Principal = Depends(viewer),
+    _: Principal = Depends(allow("telemetry.read")),
 ) -> dict[str, Any]:
     """Points of every series of METRIC on HOST; silences are listed as gaps, never filled."""
     return telemetry_query.query(ctx, host, metric, since_s, until_s, resolution)
@@ -44,14 +44,17 @@ def gpu_hours(
     by: str = "site",
     since_s: float = _seconds(86400),
     ctx: HubContext = Depends(context),
-    _: Principal = Depends(viewer),
+    p: Principal = Depends(allow("accounting.read", authz.ANY_PROJECT)),
 ) -> list[dict[str, Any]]:
-    return accounting.gpu_hours(ctx, by, since_s)
+    """By project or deployment, only the projects the caller holds a role on."""
+    return accounting.gpu_hours(ctx, by, since_s, authz.visible_projects(p, "accounting.read"))
 
 
 @scrape.get("/metrics", response_class=Response)
 def prometheus_metrics(
-    ctx: HubContext = Depends(context), _: Principal = Depends(viewer)
+    ctx: HubContext = Depends(context), p: Principal = Depends(allow("metrics.read"))
 ) -> Response:
-    """Prometheus exposition; scrape with a viewer token (`authorization` in the scrape config)."""
-    return Response(metrics.render(ctx), media_type="text/plain; version=0.0.4; charset=utf-8")
+    """Prometheus exposition; scrape with a viewer token (`authorization` in the scrape config):
+    deployment series only of the projects it holds a role on."""
+    text = metrics.render(ctx, authz.visible_projects(p, "deployment.read"))
+    return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -18,9 +18,14 @@ from aiorch.hub.context import HubContext
 from edge_agent.contract.telemetry import GPU_UTILIZATION, SIMULATED_LABEL
 
 GROUPINGS = ("site", "project", "deployment", "host")
+_PER_PROJECT = ("project", "deployment")  # groupings whose rows belong to one project
 
 
-def gpu_hours(ctx: HubContext, by: str, since_s: float) -> list[dict[str, Any]]:
+def gpu_hours(
+    ctx: HubContext, by: str, since_s: float, projects: frozenset[str] | None = None
+) -> list[dict[str, Any]]:
+    """By project or deployment, only GPUs of `projects` (None: every project) and unassigned
+    ones are counted; by site or host, the fleet's whole use."""
     if by not in GROUPINGS:
         raise InvalidInput(f"group by one of {', '.join(GROUPINGS)}, not {by!r}")
     first_minute = int((ctx.clock() - since_s) // 60)
@@ -37,6 +42,9 @@ def gpu_hours(ctx: HubContext, by: str, since_s: float) -> list[dict[str, Any]]:
     totals: dict[tuple[str, bool], list[float]] = defaultdict(lambda: [0.0, 0.0])
     for site, host, labels_json, count, total in rows:
         labels = json.loads(labels_json)
+        owner = labels.get("project")
+        if by in _PER_PROJECT and projects is not None and owner and owner not in projects:
+            continue
         key = {"site": site, "host": host}.get(by) or labels.get(by) or "unassigned"
         simulated = labels.get(SIMULATED_LABEL) == "true"
         acc = totals[(key, simulated)]

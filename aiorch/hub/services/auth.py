@@ -1,21 +1,23 @@
-"""Who is calling: resolve a bearer token to a principal, and check what it may do."""
+"""Who is calling: resolve a bearer token to a principal with its roles (what it may do is
+decided in `authz`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from aiorch.errors import Forbidden, Unauthorized
 from aiorch.hub import credentials
 from aiorch.hub.context import HubContext
-
-ROLE_RANK = {"viewer": 0, "operator": 1, "admin": 2}
 
 
 @dataclass(frozen=True)
 class Principal:
     kind: str  # "user" (API token) or "agent" (agent credential)
     id: str
-    role: str  # viewer/operator/admin for users, "agent" for agents
+    role: str  # "admin" for a global admin, "member" for other users, "agent" for agents
+    # A user's role on each project it has one on; never merged across projects.
+    projects: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     @property
     def actor(self) -> str:
@@ -38,26 +40,28 @@ def authenticate(ctx: HubContext, authorization: str | None) -> Principal:
     db = ctx.store.read()
     if presented.kind == credentials.API_TOKEN:
         row = db.execute(
-            "SELECT secret_hash, role, revoked_at FROM api_tokens WHERE id = ?", [presented.id]
+            "SELECT secret_hash, global_admin, revoked_at, expires_at FROM api_tokens WHERE id = ?",
+            [presented.id],
         ).fetchone()
-        kind = "user"
     else:
         row = db.execute(
-            "SELECT secret_hash, 'agent', revoked_at FROM agents WHERE id = ?", [presented.id]
+            "SELECT secret_hash, 0, revoked_at, NULL FROM agents WHERE id = ?", [presented.id]
         ).fetchone()
-        kind = "agent"
     if row is None or not credentials.matches(presented, row[0]):
         raise Unauthorized("invalid bearer token")
     if row[2] is not None:
         raise Unauthorized("bearer token has been revoked")
-    return Principal(kind=kind, id=presented.id, role=row[1])
-
-
-def require_role(principal: Principal, minimum: str) -> None:
-    if principal.kind != "user":
-        raise Forbidden("agent credentials may only use the agent's own endpoints")
-    if ROLE_RANK[principal.role] < ROLE_RANK[minimum]:
-        raise Forbidden(f"role '{principal.role}' may not do this; needs '{minimum}' or higher")
+    if row[3] is not None and row[3] <= ctx.clock():
+        raise Unauthorized("bearer token has expired; ask an admin for a new one")
+    if presented.kind != credentials.API_TOKEN:
+        return Principal(kind="agent", id=presented.id, role="agent")
+    roles = db.execute("SELECT project, role FROM token_roles WHERE token_id = ?", [presented.id])
+    return Principal(
+        kind="user",
+        id=presented.id,
+        role="admin" if row[1] else "member",
+        projects=dict(roles.fetchall()),
+    )
 
 
 def require_agent(principal: Principal, agent_id: str) -> None:

@@ -39,7 +39,17 @@ from aiorch.deploy.rollout import ACTIVE, FAILED, SUCCEEDED
 from aiorch.deploy.spec import with_template
 from aiorch.errors import Conflict, NotFound
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import audit, fleet_view, images, replicas, rollouts, specs
+from aiorch.hub.services import (
+    audit,
+    authz,
+    fleet_view,
+    images,
+    projects,
+    replicas,
+    rollouts,
+    specs,
+)
+from aiorch.hub.services.auth import Principal
 
 
 def _current(db: sqlite_utils.Database, name: str) -> list[Replica]:
@@ -99,8 +109,8 @@ def _basis(db: sqlite_utils.Database, spec: DeploymentSpec, placement: Plan) -> 
     """What a plan rests on, cheap to read again inside the writer: every deployment's
     generation (its spec and quota use), every replica's host, GPUs and revision (what it holds
     there: ports, CPU, memory), the rows of the hosts the plan puts replicas on, and the
-    project's quota. Any other change (a new host, an agent going quiet) is as if it came just
-    after the apply."""
+    project's quota and placement policy. Any other change (a new host, an agent going quiet)
+    is as if it came just after the apply."""
     used = sorted({r.host for r in placement.replicas})
     hosts: list[Any] = []
     for start in range(0, len(used), _CHUNK):
@@ -120,18 +130,23 @@ def _basis(db: sqlite_utils.Database, spec: DeploymentSpec, placement: Plan) -> 
         db.execute(
             "SELECT max_gpus, max_replicas FROM quotas WHERE project = ?", [spec.metadata.project]
         ).fetchall(),
+        projects.policy(db, spec.metadata.project),
     )
 
 
 def _prepare(ctx: HubContext, db: sqlite_utils.Database, spec: DeploymentSpec) -> _Prepared:
-    """Policies and placement of `spec` over `db` (a snapshot, never the writer's)."""
-    store = frozenset(
-        value for row in images.list_images(ctx) for value in (row["ref"], row["digest"])
-    )
+    """Policies and placement of `spec` over `db` (a snapshot, never the writer's), on the
+    hosts its project may use, with the images its project owns or `default` shares."""
+    project, name = spec.metadata.project, spec.metadata.name
+    owner = db.execute("SELECT project FROM deployments WHERE name = ?", [name]).fetchone()
+    if owner is not None and owner[0] != project:
+        raise Conflict(f"a deployment named {name} exists in another project; pick another name")
+    owned = images.list_images(ctx, frozenset({project, projects.DEFAULT}))
+    store = frozenset(value for row in owned for value in (row["ref"], row["digest"]))
     decisions = _decisions(db, spec, store)
     residency = spec.spec.placement.residency
     regions = frozenset(residency.region) if residency else None
-    hosts = fleet_view.host_views(ctx, db, spec.metadata.name)
+    hosts = projects.placeable(db, project, fleet_view.host_views(ctx, db, name))
     placement = plan_placement(spec, hosts, _current(db, spec.metadata.name), regions=regions)
     return _Prepared(spec, placement, decisions, hosts, _basis(db, spec, placement))
 
@@ -141,16 +156,19 @@ def _prepare_from_snapshot(ctx: HubContext, spec: DeploymentSpec) -> _Prepared:
         return _prepare(ctx, db, spec)
 
 
-def _deliverable(ctx: HubContext, text: str) -> DeploymentSpec:
-    """The spec in `text`, valid for the hub and for the agents that will run it."""
+def _deliverable(ctx: HubContext, text: str, principal: Principal | None) -> DeploymentSpec:
+    """The spec in `text`, valid for the hub and for the agents that will run it, from a
+    caller who may deploy to its project (`principal` None: the hub itself)."""
     spec = load_spec(text)
+    if principal is not None:
+        authz.authorize(principal, "deployment.apply", authz.in_project(spec.metadata.project))
     replicas.refuse_undeliverable(ctx, spec)
     return spec
 
 
-def plan(ctx: HubContext, text: str) -> dict[str, Any]:
+def plan(ctx: HubContext, text: str, *, principal: Principal | None = None) -> dict[str, Any]:
     """What apply would do, without doing it (policy refusals are reported, not raised)."""
-    prepared = _prepare_from_snapshot(ctx, _deliverable(ctx, text))
+    prepared = _prepare_from_snapshot(ctx, _deliverable(ctx, text, principal))
     spec = prepared.spec
     return {
         "name": spec.metadata.name,
@@ -257,8 +275,10 @@ def _attempt(ctx: HubContext, spec: DeploymentSpec, actor: str) -> dict[str, Any
     return ctx.store.write(lambda db: _commit(ctx, db, prepared, actor))
 
 
-def apply(ctx: HubContext, text: str, actor: str) -> dict[str, Any]:
-    spec = _deliverable(ctx, text)
+def apply(
+    ctx: HubContext, text: str, actor: str, *, principal: Principal | None = None
+) -> dict[str, Any]:
+    spec = _deliverable(ctx, text, principal)
     for _ in range(APPLY_ATTEMPTS):
         result = _attempt(ctx, spec, actor)
         if result is not None:
@@ -310,15 +330,29 @@ def delete(ctx: HubContext, name: str, actor: str) -> None:
     ctx.store.write(op)
 
 
-def list_deployments(ctx: HubContext) -> list[dict[str, Any]]:
+def list_deployments(
+    ctx: HubContext, projects: frozenset[str] | None = None
+) -> list[dict[str, Any]]:
+    """The deployments of `projects` (None: of every project)."""
+    where, params = authz.sql_in("d.project", projects)
     return list(
         ctx.store.read().query(
             "SELECT d.name, d.project, d.generation, d.revision, d.updated_by, d.updated_at, "
             "COUNT(r.ordinal) AS replicas FROM deployments d "
             "LEFT JOIN deployment_replicas r ON r.deployment = d.name "
-            "GROUP BY d.name ORDER BY d.name"
+            f"WHERE {where} GROUP BY d.name ORDER BY d.name",
+            params,
         )
     )
+
+
+def project_of(ctx: HubContext, name: str) -> str:
+    """The project deployment `name` belongs to (404 if there is none)."""
+    row = ctx.store.read().execute("SELECT project FROM deployments WHERE name = ?", [name])
+    found = row.fetchone()
+    if found is None:
+        raise NotFound(f"no deployment named {name}")
+    return str(found[0])
 
 
 def show(ctx: HubContext, name: str) -> dict[str, Any]:

@@ -20,9 +20,9 @@ from typing import Any
 import sqlite_utils
 
 from aiorch.deploy.yaml_source import load_mapping
-from aiorch.errors import Forbidden, InvalidInput, NotFound
+from aiorch.errors import Conflict, Forbidden, InvalidInput, NotFound
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import audit
+from aiorch.hub.services import audit, authz
 from edge_agent.contract.image import parse_image
 
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -47,9 +47,16 @@ def blob_path(ctx: HubContext, digest: str) -> Path:
 
 
 async def store(
-    ctx: HubContext, ref: str, chunks: AsyncIterator[bytes], actor: str, max_bytes: int
+    ctx: HubContext,
+    ref: str,
+    chunks: AsyncIterator[bytes],
+    actor: str,
+    max_bytes: int,
+    *,
+    project: str = "default",
 ) -> dict[str, Any]:
-    """Stream an upload to disk while hashing it; keep it under its digest."""
+    """Stream an upload to disk while hashing it; keep it under its digest, as `project`'s
+    (a reference another project owns is refused, never taken over)."""
     ref = normalise(ref)
     tmp_dir = ctx.settings.data_dir / "images" / "tmp"
     tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -76,11 +83,15 @@ async def store(
         tmp.unlink(missing_ok=True)
 
     def op(db: sqlite_utils.Database) -> None:
+        owner = db.execute("SELECT project FROM images WHERE ref = ?", [ref]).fetchone()
+        if owner is not None and owner[0] != project:
+            raise Conflict(f"image {ref} belongs to another project; push it under another name")
         db.execute(
-            "INSERT INTO images (ref, digest, size, created_by, created_at) VALUES (?, ?, ?, ?, ?) "
+            "INSERT INTO images (ref, digest, size, created_by, created_at, project) "
+            "VALUES (?, ?, ?, ?, ?, ?) "
             "ON CONFLICT(ref) DO UPDATE SET digest = excluded.digest, size = excluded.size, "
             "created_by = excluded.created_by, created_at = excluded.created_at",
-            [ref, name, size, actor, now],
+            [ref, name, size, actor, now, project],
         )
         audit.record(db, actor, "image.push", f"image:{ref}", {"digest": name, "size": size})
 
@@ -88,8 +99,10 @@ async def store(
     return {"ref": ref, "digest": name, "size": size}
 
 
-def list_images(ctx: HubContext) -> list[dict[str, Any]]:
-    return list(ctx.store.read().query("SELECT * FROM images ORDER BY ref"))
+def list_images(ctx: HubContext, projects: frozenset[str] | None = None) -> list[dict[str, Any]]:
+    """The images of `projects` (None: of every project)."""
+    where, params = authz.sql_in("project", projects)
+    return list(ctx.store.read().query(f"SELECT * FROM images WHERE {where} ORDER BY ref", params))
 
 
 def resolve(db: sqlite_utils.Database, ref: str) -> dict[str, Any] | None:

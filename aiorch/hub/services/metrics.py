@@ -28,8 +28,9 @@ REPLICA_STATES = ("pending", "starting", "healthy", "unhealthy", "failed")
 
 
 class FleetCollector(Collector):
-    def __init__(self, ctx: HubContext) -> None:
+    def __init__(self, ctx: HubContext, projects: frozenset[str] | None = None) -> None:
         self.ctx = ctx
+        self.projects = projects  # whose deployments are shown; None: every project's
 
     def collect(self) -> Iterator[Metric]:
         yield from self._hub_metrics()
@@ -68,6 +69,8 @@ class FleetCollector(Collector):
             labels=["deployment", "project", "state"],
         )
         for (name, project), counts in replicas.states(self.ctx, db).items():
+            if self.projects is not None and project not in self.projects:
+                continue
             for state in REPLICA_STATES:
                 family.add_metric([name, project, state], counts[state])
         yield family
@@ -105,9 +108,9 @@ class FleetCollector(Collector):
             yield family
 
 
-def render(ctx: HubContext) -> bytes:
+def render(ctx: HubContext, projects: frozenset[str] | None = None) -> bytes:
     from prometheus_client import REGISTRY
 
     registry = CollectorRegistry()
-    registry.register(FleetCollector(ctx))
+    registry.register(FleetCollector(ctx, projects))
     return generate_latest(REGISTRY) + generate_latest(registry)

@@ -10,7 +10,8 @@ from aiorch.hub.context import HubContext
 from aiorch.hub.services import agents, drift, inventory, replicas, rollouts
 
 
-def overview(ctx: HubContext) -> dict[str, Any]:
+def overview(ctx: HubContext, projects: frozenset[str] | None = None) -> dict[str, Any]:
+    """The fleet, and the deployments of `projects` (None: of every project)."""
     hosts = inventory.list_hosts(ctx)
     agent_rows = agents.list_agents(ctx)
     per_site: dict[str, dict[str, int]] = {}
@@ -28,15 +29,17 @@ def overview(ctx: HubContext) -> dict[str, Any]:
         "sites": [{"site": name, **dict(counts)} for name, counts in sorted(per_site.items())],
         "poll_interval_s": ctx.settings.poll_interval_s,
         "drift": drift.findings(ctx),
-        "deployments": _deployments(ctx),
+        "deployments": _deployments(ctx, projects),
     }
 
 
-def _deployments(ctx: HubContext) -> list[dict[str, Any]]:
+def _deployments(ctx: HubContext, projects: frozenset[str] | None) -> list[dict[str, Any]]:
     """Each deployment's replicas by state, and its rollout if one is under way."""
     db = ctx.store.read()
     rows = []
     for (name, project), counts in replicas.states(ctx, db).items():
+        if projects is not None and project not in projects:
+            continue
         rollout = rollouts.active(db, name)
         rows.append(
             {
