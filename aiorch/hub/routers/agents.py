@@ -27,9 +27,9 @@ def show_agent(
 
 @router.get("/{agent_id}/desired")
 def get_desired(
-    agent_id: str, ctx: HubContext = Depends(context), _: Principal = Depends(viewer)
+    agent_id: str, ctx: HubContext = Depends(context), p: Principal = Depends(viewer)
 ) -> dict[str, Any]:
-    return agents.get_desired(ctx, agent_id)
+    return agents.get_desired(ctx, agent_id, p)
 
 
 @router.put("/{agent_id}/desired")

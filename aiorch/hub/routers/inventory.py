@@ -25,14 +25,12 @@ class HostRetire(Strict):
 async def import_inventory(
     body: InventoryImport, ctx: HubContext = Depends(context), p: Principal = Depends(operator)
 ) -> dict[str, Any]:
-    return await run_in_threadpool(
-        inventory.import_inventory, ctx, body.content, body.filename, p.actor
-    )
+    return await run_in_threadpool(inventory.import_inventory, ctx, body.content, body.filename, p)
 
 
 @router.get("/inventory/export", response_class=PlainTextResponse)
-def export_inventory(ctx: HubContext = Depends(context), _: Principal = Depends(viewer)) -> str:
-    return inventory.export_inventory(ctx)
+def export_inventory(ctx: HubContext = Depends(context), p: Principal = Depends(viewer)) -> str:
+    return inventory.export_inventory(ctx, p)
 
 
 @router.get("/hosts")
@@ -44,9 +42,9 @@ def list_hosts(
 
 @router.get("/hosts/{name}")
 def show_host(
-    name: str, ctx: HubContext = Depends(context), _: Principal = Depends(viewer)
+    name: str, ctx: HubContext = Depends(context), p: Principal = Depends(viewer)
 ) -> dict[str, Any]:
-    return inventory.get_host(ctx, name)
+    return inventory.get_host(ctx, name, p)
 
 
 @router.post("/hosts/{name}/retire", status_code=201)

@@ -26,11 +26,12 @@ from typing import Any
 
 import sqlite_utils
 
+from aiorch.ansible.connection_vars import refuse_in_extravars
 from aiorch.ansible.runner import run_playbook
 from aiorch.errors import Conflict, InvalidInput
 from aiorch.hub.context import HubContext
 from aiorch.hub.services import audit, preflight, redaction, targets
-from aiorch.hub.services.inventory import export_inventory
+from aiorch.hub.services.inventory import run_inventory
 from aiorch.hub.services.run_events import EventBatcher, error_text, event_row
 from aiorch.hub.services.run_history import ACTIVE_STATUSES, decode, get_run
 from aiorch.hub.services.run_processes import kill_leftovers
@@ -107,6 +108,7 @@ def start_run(
     path = playbook_path(ctx, req.playbook)
     if req.serial is not None and req.serial < 1:
         raise InvalidInput("serial must be at least 1")
+    refuse_in_extravars(req.extravars)
     hosts = targets.resolve_limit(ctx.store.read(), req.limit)
     run_id = f"r{uuid.uuid4().hex[:12]}"
     now = ctx.clock()
@@ -211,7 +213,7 @@ def _execute(
         )
         run_dir.mkdir(mode=0o700, parents=True)
         inventory_path = run_dir / "inventory.yml"
-        inventory_path.write_text(export_inventory(ctx))
+        inventory_path.write_text(run_inventory(ctx))
         outcome.preflight = preflight.check_inventory(
             inventory_path, hosts, ctx.settings.preflight_timeout_s
         )
@@ -361,9 +363,6 @@ def _finish(ctx: HubContext, run_id: str, outcome: _Outcome, on_finish: FinishHo
         outcome.messages.append("the run's follow-up step failed (see the hub log)")
         outcome.status = "failed"
         ctx.store.write(lambda db: op(db, None))
-
-
-# ---- reading -------------------------------------------------------------------------------
 
 
 # ---- stopping ------------------------------------------------------------------------------
