@@ -36,8 +36,8 @@ def refuse_outside(
         if not any(within(path, prefix) for prefix in allowed)
     ]
     if outside:
-        may = ", ".join(allowed) if allowed else "no host paths"
+        may = f"only under {', '.join(allowed)}" if allowed else "no host paths at all"
         raise Forbidden(
-            f"{'; '.join(outside)}: project {project!r} may mount only {may} "
+            f"{'; '.join(outside)}: project {project!r} may mount {may} "
             "(its policy's allowed host paths)"
         )
