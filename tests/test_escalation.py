@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from aiorch.ansible.connection_vars import is_connection_var
+from aiorch.ansible.connection_vars import is_connection_var, is_template
 from aiorch.deploy.host_paths import within
 from aiorch.errors import Forbidden, Unavailable
 from aiorch.hub.context import HubContext
@@ -72,6 +72,21 @@ def test_connection_vars_are_every_ansible_var_but_where_and_who(name: str, conn
 
 
 @pytest.mark.parametrize(
+    ("value", "template"),
+    [
+        ("{{ x }}", True),
+        ("a {% if y %}b{% endif %}", True),
+        ("{# note #}", True),
+        ({"k": ["plain", {"{{ key }}": 1}]}, True),
+        ("plain { braces }", False),
+        ({"k": [1, None, True]}, False),
+    ],
+)
+def test_templates_are_found_at_any_depth(value: object, template: bool):
+    assert is_template(value) is template
+
+
+@pytest.mark.parametrize(
     ("text", "named"),
     [
         (
@@ -85,10 +100,19 @@ def test_connection_vars_are_every_ansible_var_but_where_and_who(name: str, conn
             "group cv-group: ansible_become_exe",
         ),
         ("all:\n  vars: {ansible_connection: local}\n  hosts: {cv-host-c: {}}\n", "group all"),
+        (
+            "all:\n  hosts:\n    cv-host-d:\n      aiorch_site: \"{{ lookup('pipe', 'id') }}\"\n",
+            "host cv-host-d: aiorch_site",
+        ),
+        (
+            "all:\n  hosts:\n    cv-host-e:\n"
+            "      aiorch_labels: {gpu: '{% if 1 %}x{% endif %}'}\n",
+            "host cv-host-e: aiorch_labels",
+        ),
     ],
-    ids=["host-var", "group-var", "all-group"],
+    ids=["host-var", "group-var", "all-group", "template", "nested-template"],
 )
-def test_only_a_global_admin_sets_connection_vars_at_import(
+def test_only_a_global_admin_sets_connection_vars_or_templates_at_import(
     admin: httpx.Client, operator: httpx.Client, text: str, named: str
 ):
     refused = _import(operator, text)
@@ -120,13 +144,20 @@ def test_an_operator_may_reimport_connection_vars_unchanged_but_not_change_or_dr
 
 
 @pytest.mark.parametrize(
-    "extravars", [{"ansible_connection": "local"}, {"ok": 1, "ansible_become_exe": "/tmp/x"}]
+    ("extravars", "named"),
+    [
+        ({"ansible_connection": "local"}, "ansible_connection"),
+        ({"ok": 1, "ansible_become_exe": "/tmp/x"}, "ansible_become_exe"),
+        ({"ok": 1, "note": "{{ lookup('pipe', 'id') }}"}, "note"),
+        ({"deep": {"list": ["{%- set x = 1 -%}"]}}, "deep"),
+    ],
 )
-def test_run_extra_vars_never_set_connection_vars(admin: httpx.Client, extravars: dict):
+def test_run_extra_vars_never_set_connection_vars_or_templates(
+    admin: httpx.Client, extravars: dict, named: str
+):
     response = admin.post("/runs", json={"playbook": "site.yml", "extravars": extravars})
     assert response.status_code == 422, response.text
-    (name,) = [n for n in extravars if n.startswith("ansible_")]
-    assert name in response.json()["detail"]
+    assert f"extra vars {named}:" in response.json()["detail"]
     assert admin.get("/runs").json() == [], "no run was created"
 
 

@@ -2,8 +2,9 @@
 
 Vars named like secrets (services/redaction.py decides) are sealed at rest, each bound to its
 host or group and its name; they are opened for a run's inventory file and for global admins,
-and masked for everyone else. Vars that change how Ansible connects or escalates
-(aiorch/ansible/connection_vars.py) are set, changed or removed by global admins only.
+and masked for everyone else. Vars that change how Ansible connects or escalates, and
+templates, which the hub evaluates (aiorch/ansible/connection_vars.py), are set, changed or
+removed by global admins only.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import sqlite_utils
 
-from aiorch.ansible.connection_vars import connection_vars
+from aiorch.ansible.connection_vars import reaching_vars
 from aiorch.errors import Forbidden, NotFound
 from aiorch.hub.context import HubContext
 from aiorch.hub.sealing import inventory_binding, is_sealed
@@ -93,11 +94,13 @@ def import_inventory(
 def _refuse_connection_changes(
     kind: str, name: str, old: dict[str, Any], new: dict[str, Any]
 ) -> None:
-    changed = [var for var in connection_vars(set(old) | set(new)) if old.get(var) != new.get(var)]
-    if changed:
+    """Only a global admin adds, changes or removes a var that reaches past the playbooks."""
+    changed = {var: new.get(var) for var in set(old) | set(new) if old.get(var) != new.get(var)}
+    if refused := reaching_vars(changed):
         raise Forbidden(
-            f"{kind} {name}: {', '.join(changed)} change how Ansible connects or escalates; "
-            "only a global admin may set, change or remove them"
+            f"{kind} {name}: {', '.join(refused)}: only a global admin may set, change or remove "
+            "vars that change how Ansible connects or escalates, or that hold templates "
+            "({{ }}, {% %}) the hub would evaluate"
         )
 
 
