@@ -4,6 +4,8 @@ sealed at rest and masked for everyone but global admins."""
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -15,12 +17,13 @@ from aiorch.ansible.connection_vars import is_connection_var, is_template
 from aiorch.deploy.host_paths import within
 from aiorch.errors import Forbidden, Unavailable
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import agents, deployments, enrollment, inventory
+from aiorch.hub.services import agents, deployments, enrollment, inventory, run_history, runs
 from aiorch.hub.services.auth import Principal
 from tests.fixtures_desired import a_workload
 from tests.fixtures_hub import HubProcess, make_token
 from tests.fixtures_policy import allow_host_paths
 
+PLAYBOOKS = Path(__file__).parent / "playbooks"
 ADMIN = Principal("user", "root", "admin")
 OPERATOR = Principal("user", "ops", "operator")
 
@@ -281,10 +284,21 @@ def test_secret_inventory_vars_are_sealed_at_rest_and_masked_for_all_but_admins(
     assert all(s in exported for s in SECRETS)
 
 
-def test_a_runs_inventory_file_has_the_secrets_and_a_moved_one_fails_closed(make_context):
+def _run_inventory(ctx: HubContext, tmp_path: Path) -> str:
+    """The inventory file a run gets; each secret in it is also among the values it masks."""
+    path = tmp_path / "run-inventory.yml"
+    held = inventory.write_run_inventory(ctx, path)
+    text = path.read_text()
+    assert [s for s in held if s not in text] == [] and held, "masks what the file holds"
+    return text
+
+
+def test_a_runs_inventory_file_has_the_secrets_and_a_moved_one_fails_closed(
+    make_context, tmp_path: Path
+):
     ctx: HubContext = make_context()
     inventory.import_inventory(ctx, SECRETS_INVENTORY, "hosts.yml", ADMIN)
-    text = inventory.run_inventory(ctx)
+    text = _run_inventory(ctx, tmp_path)
     assert all(s in text for s in SECRETS)
     assert "********" not in inventory.export_inventory(ctx, ADMIN)
     assert "become-5d2e" not in inventory.export_inventory(ctx)  # no principal: masked
@@ -296,17 +310,42 @@ def test_a_runs_inventory_file_has_the_secrets_and_a_moved_one_fails_closed(make
 
     ctx.store.write(move)
     with pytest.raises(Unavailable, match="moved from where it was sealed"):
-        inventory.run_inventory(ctx)
+        _run_inventory(ctx, tmp_path)
 
 
-def test_an_operator_reimport_keeps_sealed_connection_vars_and_seals_new_secrets(make_context):
+def test_an_operator_reimport_keeps_sealed_connection_vars_and_seals_new_secrets(
+    make_context, tmp_path: Path
+):
     ctx: HubContext = make_context()
     inventory.import_inventory(ctx, SECRETS_INVENTORY, "hosts.yml", ADMIN)
     # The sealed become password comes back unchanged, so the operator may re-import it.
     update = SECRETS_INVENTORY.replace("pw-77e1b0", "pw-new").replace("10.9.9.9", "10.9.9.8")
     inventory.import_inventory(ctx, update, "hosts.yml", OPERATOR)
-    assert "pw-new" in inventory.run_inventory(ctx)
+    assert "pw-new" in _run_inventory(ctx, tmp_path)
     assert "pw-new" not in inventory.export_inventory(ctx, OPERATOR)
     moved = update.replace("become-5d2e", "become-new")
     with pytest.raises(Forbidden, match="ansible_become_password"):
         inventory.import_inventory(ctx, moved, "hosts.yml", OPERATOR)
+
+
+def test_a_run_masks_the_inventorys_secrets_in_what_it_stores(make_context, tmp_path: Path):
+    ctx: HubContext = make_context(playbooks_dir=PLAYBOOKS)
+    target = tmp_path / "target"  # outside the data dir
+    target.mkdir()
+    local = f"ansible_connection: local, ansible_python_interpreter: {sys.executable}"
+    text = (
+        "all:\n  hosts:\n    local-box: {"
+        f"{local}, target_dir: {target}, vault_secret: inv-secret-8c1d, "
+        "run_label: '{{ vault_secret }}'}\n"
+    )
+    inventory.import_inventory(ctx, text, "hosts.yml", ADMIN)
+    request = runs.RunRequest(playbook="write_file.yml", extravars={"api_token": "x-token"})
+    run = runs.start_run(ctx, request, "user:t")
+    runs.wait(run["id"], 120)
+    assert runs.get_run(ctx, run["id"])["status"] == "successful"
+    assert "inv-secret-8c1d" in (target / "aiorch-test-marker").read_text(), "it was used"
+    stored = json.dumps(run_history.run_events(ctx, run["id"], 0, 1000))
+    assert "written by run ********" in stored
+    for path in ctx.settings.data_dir.iterdir():
+        if path.is_file():
+            assert b"inv-secret-8c1d" not in path.read_bytes(), path.name

@@ -10,6 +10,7 @@ removed by global admins only.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import sqlite_utils
@@ -20,7 +21,12 @@ from aiorch.hub.context import HubContext
 from aiorch.hub.sealing import inventory_binding, is_sealed
 from aiorch.hub.services import agents, audit
 from aiorch.hub.services.auth import Principal
-from aiorch.hub.services.redaction import map_secrets, mask_secrets
+from aiorch.hub.services.redaction import (
+    longest_first,
+    map_secrets,
+    mask_secrets,
+    secret_values,
+)
 from aiorch.inventory import (
     Inventory,
     InventoryGroup,
@@ -29,6 +35,8 @@ from aiorch.inventory import (
     render_inventory,
 )
 from edge_agent.contract.facts import stored_facts
+
+MIN_MASKED = 4  # characters: shorter secret-looking inventory texts are not masked in events
 
 
 def import_inventory(
@@ -44,7 +52,7 @@ def import_inventory(
             table = "hosts" if kind == "host" else "inventory_groups"
             row = db.execute(f"SELECT vars FROM {table} WHERE name = ?", [name]).fetchone()
             old = _opened(ctx, json.loads(row[0]), kind, name) if row else {}
-            _refuse_connection_changes(kind, name, old, new)
+            _refuse_reaching_changes(kind, name, old, new)
         return json.dumps(_sealed(ctx, new, kind, name), sort_keys=True)
 
     def op(db: sqlite_utils.Database) -> dict[str, Any]:
@@ -91,7 +99,7 @@ def import_inventory(
     return ctx.store.write(op)
 
 
-def _refuse_connection_changes(
+def _refuse_reaching_changes(
     kind: str, name: str, old: dict[str, Any], new: dict[str, Any]
 ) -> None:
     """Only a global admin adds, changes or removes a var that reaches past the playbooks."""
@@ -163,23 +171,33 @@ def _shown(
     return _opened(ctx, values, kind, owner) if reveal else dict(mask_secrets(values))
 
 
-def _rendered(ctx: HubContext, reveal: bool) -> str:
+def _revealed(ctx: HubContext, reveal: bool) -> Inventory:
     inv = _stored_inventory(ctx.store.read())
     for host in inv.hosts.values():
         host.vars = _shown(ctx, host.vars, "host", host.name, reveal)
     for group in inv.groups.values():
         group.vars = _shown(ctx, group.vars, "group", group.name, reveal)
-    return render_inventory(inv)
+    return inv
 
 
 def export_inventory(ctx: HubContext, principal: Principal | None = None) -> str:
     """The inventory as people see it: secrets in clear for global admins, masked otherwise."""
-    return _rendered(ctx, _reveals(principal))
+    return render_inventory(_revealed(ctx, _reveals(principal)))
 
 
-def run_inventory(ctx: HubContext) -> str:
-    """The inventory a run's ansible-playbook reads (from its private folder): secrets open."""
-    return _rendered(ctx, True)
+def write_run_inventory(ctx: HubContext, path: Path) -> list[str]:
+    """Write the inventory a run's ansible-playbook reads (into the run's private folder),
+    secrets open; return those secret values, which the run keeps out of all it stores."""
+    inv = _revealed(ctx, True)
+    path.write_text(render_inventory(inv))
+    held = [h.vars for h in inv.hosts.values()] + [g.vars for g in inv.groups.values()]
+    # Texts only, and not the shortest: masking every `True` or `yes` would garble the output.
+    return longest_first(
+        value
+        for values in held
+        for value in secret_values(values, texts_only=True)
+        if len(value) >= MIN_MASKED
+    )
 
 
 def list_hosts(ctx: HubContext, site: str | None = None) -> list[dict[str, Any]]:

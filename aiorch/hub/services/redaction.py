@@ -48,8 +48,9 @@ def mask_secrets(value: Any) -> Any:
     return map_secrets(value, lambda _path, _inner: MASK)
 
 
-def secret_values(extravars: Mapping[str, Any]) -> list[str]:
-    """Every scalar under an extra var whose name looks secret, longest first."""
+def secret_values(extravars: Mapping[str, Any], *, texts_only: bool = False) -> list[str]:
+    """Every scalar (or, `texts_only`, every string) under a var whose name looks secret,
+    longest first."""
     found: set[str] = set()
 
     def walk(value: Any, secret: bool) -> None:
@@ -60,10 +61,15 @@ def secret_values(extravars: Mapping[str, Any]) -> list[str]:
             for inner in value:
                 walk(inner, secret)
         elif secret and value is not None and str(value) != "":
-            found.add(str(value))
+            found.update([str(value)] if isinstance(value, str) or not texts_only else [])
 
     walk(extravars, False)
-    return sorted(found, key=len, reverse=True)
+    return longest_first(found)
+
+
+def longest_first(secrets: Iterable[str]) -> list[str]:
+    """Each secret once, longest first: so masking one never leaves part of a longer one."""
+    return sorted(set(secrets), key=len, reverse=True)
 
 
 def mask_extravars(extravars: Mapping[str, Any]) -> dict[str, Any]:
