@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -163,7 +164,8 @@ def test_values_sealed_before_bindings_open_and_are_resealed_bound_on_the_next_w
 
 @pytest.fixture
 def desired_path(shared_hub: HubProcess, admin: httpx.Client) -> str:
-    enrolled = enroll_agent(shared_hub, make_enroll_token(admin), "hand-written")
+    name = f"hand-written-{uuid.uuid4().hex[:8]}"  # one host per test, each enrolled once
+    enrolled = enroll_agent(shared_hub, make_enroll_token(admin), name)
     return f"/agents/{enrolled['agent_id']}/desired"
 
 
