@@ -69,7 +69,7 @@ def test_credential_is_private_and_not_printed(agent_config: Path, enrolled: dic
 def test_agent_restart_keeps_credential_and_desired_state(
     hub: HubProcess, agent_config: Path, enrolled: dict, tmp_path: Path
 ):
-    doc = {"workloads": [{"name": "llm"}]}
+    doc = {"workloads": []}
     with hub.client(hub.admin_token) as admin:
         admin.put(f"/agents/{enrolled['agent_id']}/desired", json={"document": doc})
     assert _agent(agent_config, "run", "--once").returncode == 0

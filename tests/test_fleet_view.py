@@ -16,6 +16,7 @@ from aiorch.hub.context import HubContext
 from aiorch.hub.services import deployments, enrollment, images, inventory
 from edge_agent.facts import collect_facts
 from edge_agent.gpu import NullBackend
+from tests.fixtures_policy import allow_host_paths
 
 EMBEDDINGS = Path(__file__).parent.parent / "examples" / "deployments" / "embeddings-l40s.yaml"
 L40S = {"name": "NVIDIA L40S", "memory_total_bytes": 46068 * 2**20}
@@ -71,6 +72,7 @@ def placed_hosts(result: dict[str, Any]) -> list[str]:
 
 def test_embeddings_example_binds_port_80_once_per_server(ctx: HubContext) -> None:
     enroll(ctx, facts("l40s-a", gpus=8), facts("l40s-b", gpus=8), labels='{"gpu": "l40s"}')
+    allow_host_paths(ctx, "search", "/srv/models")
     result = deployments.plan(ctx, EMBEDDINGS.read_text())
     assert placed_hosts(result) == ["l40s-a", "l40s-b"]
     reasons = {u["reason"] for u in result["plan"]["unplaced"]}

@@ -12,6 +12,7 @@ import pytest
 from aiorch.hub.context import HubContext
 from aiorch.hub.services import agents, deployments, enrollment, images, metrics, status
 from aiorch.hub.services.heartbeats import Heartbeat
+from tests.fixtures_desired import a_workload
 from tests.fixtures_hub import HubProcess, checkin_body, enroll_agent, make_enroll_token
 
 
@@ -46,7 +47,7 @@ def test_new_revision_after_desired_state_changes(shared_hub: HubProcess, admin:
     agent_id = enrolled["agent_id"]
     with _agent_client(shared_hub, enrolled) as agent:
         etag = agent.post(f"/agents/{agent_id}/checkin", json=checkin_body()).headers["ETag"]
-        doc = {"workloads": [{"name": "llm", "image": "sha256:abc"}]}
+        doc = {"workloads": [a_workload()]}
         put = admin.put(f"/agents/{agent_id}/desired", json={"document": doc})
         assert put.status_code == 200 and put.json()["revision"] == 1
         changed = agent.post(

@@ -20,6 +20,7 @@ import yaml
 
 from aiorch.hub.context import HubContext
 from aiorch.hub.services import drift, inventory, run_history, runs
+from aiorch.hub.services.auth import Principal
 from aiorch.lab import wait_until
 from aiorch.lab.podman import podman
 from aiorch.lab.site import write_site_inventory
@@ -110,7 +111,7 @@ def test_drift_job_finds_a_changed_chrony_config_and_a_site_run_heals_it(
     name, conf = "edge1-1", "/etc/chrony/chrony.conf"
     ctx = make_context(playbooks_dir=PLAYBOOKS)  # the drift job's default: site.yml
     text = _site_inventory(converged, tmp_path / "site.yml", [name]).read_text()
-    inventory.import_inventory(ctx, text, "site.yml", "user:test")
+    inventory.import_inventory(ctx, text, "site.yml", Principal("user", "test", "admin"))
     clean = _drift_check(ctx)
     assert clean["status"] == "successful" and drift.findings(ctx) == [], _outcome(ctx, clean)
     assert run_history.run_events(ctx, clean["id"]) == []  # no ok results stored

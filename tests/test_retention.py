@@ -27,6 +27,7 @@ from aiorch.hub.services import (
     telemetry,
 )
 from aiorch.hub.settings import HubSettings
+from tests.fixtures_desired import a_workload
 from tests.fixtures_hub import AIORCH
 from tests.test_rollouts import HOSTS, agents_report, revisions, spec
 
@@ -279,7 +280,8 @@ def test_image_gc_removes_images_nothing_names_after_the_grace(fleet: HubContext
     deployments.apply(fleet, spec(version="v1"), "user:t")  # its revision names v1
     spare = _enroll(fleet, "spare-1")
     v2 = _digest(fleet, "localhost/aiorch-model:v2")
-    agents.set_desired(fleet, spare, {"workloads": [{"image": {"digest": v2}}]}, "user:t")
+    image = {"ref": "localhost/aiorch-model:v2", "digest": v2, "size": 1}
+    agents.set_desired(fleet, spare, {"workloads": [a_workload(image=image)]}, "user:t")
     replaced = _push(fleet, "localhost/aiorch-model:v3", b"v3, first push")
     v3 = _push(fleet, "localhost/aiorch-model:v3", b"v3")  # the first blob is left unnamed
     dead_upload = _upload_left(fleet, "upload-1-1", pushed_at)

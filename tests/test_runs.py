@@ -19,6 +19,7 @@ import psutil
 import pytest
 
 from aiorch.hub.services import drift, inventory
+from aiorch.hub.services.auth import Principal
 from aiorch.lab import Lab, wait_until
 from tests.fixtures_hub import HubProcess, checkin_body, enroll_agent, make_enroll_token
 
@@ -236,7 +237,9 @@ def test_hub_killed_mid_run_leaves_the_run_interrupted_and_the_host_free(
 
 def test_drift_check_finds_the_host_that_changed(make_context: Any, lab: Lab):
     ctx = make_context(playbooks_dir=PLAYBOOKS, drift_playbook="drift.yml")
-    inventory.import_inventory(ctx, lab.inventory_path.read_text(), "hosts.yml", "user:test")
+    inventory.import_inventory(
+        ctx, lab.inventory_path.read_text(), "hosts.yml", Principal("user", "test", "admin")
+    )
     for host in HOSTS:
         content = "tampered\n" if host == "edge1-1" else "desired\n"
         lab.exec(host, ["sh", "-c", f"printf '{content}' > /tmp/aiorch-test-drift"])

@@ -366,10 +366,11 @@ class HubAgent:
     state_dir: Path
 
     def desire(self, *workloads: dict) -> None:
+        # A hand-written desired state carries no secrets: those come only from deployments.
+        entries = [{**w, "secret_env": {}} for w in workloads]
         with self.hub.client(self.hub.admin_token) as admin:
             response = admin.put(
-                f"/agents/{self.agent.agent_id}/desired",
-                json={"document": {"workloads": list(workloads)}},
+                f"/agents/{self.agent.agent_id}/desired", json={"document": {"workloads": entries}}
             )
         assert response.status_code == 200, response.text
 

@@ -31,10 +31,10 @@ def show_agent(
 def get_desired(
     agent_id: str,
     ctx: HubContext = Depends(context),
-    _: Principal = Depends(allow("agent.desired.read")),
+    p: Principal = Depends(allow("agent.desired.read")),
 ) -> dict[str, Any]:
     """The agent's whole desired state: every project's workloads there (global admin)."""
-    return agents.get_desired(ctx, agent_id)
+    return agents.get_desired(ctx, agent_id, p)
 
 
 @router.put("/{agent_id}/desired")

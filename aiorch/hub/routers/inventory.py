@@ -27,16 +27,14 @@ async def import_inventory(
     ctx: HubContext = Depends(context),
     p: Principal = Depends(allow("inventory.import")),
 ) -> dict[str, Any]:
-    return await run_in_threadpool(
-        inventory.import_inventory, ctx, body.content, body.filename, p.actor
-    )
+    return await run_in_threadpool(inventory.import_inventory, ctx, body.content, body.filename, p)
 
 
 @router.get("/inventory/export", response_class=PlainTextResponse)
 def export_inventory(
-    ctx: HubContext = Depends(context), _: Principal = Depends(allow("inventory.export"))
+    ctx: HubContext = Depends(context), p: Principal = Depends(allow("inventory.export"))
 ) -> str:
-    return inventory.export_inventory(ctx)
+    return inventory.export_inventory(ctx, p)
 
 
 @router.get("/hosts")
@@ -50,9 +48,9 @@ def list_hosts(
 
 @router.get("/hosts/{name}")
 def show_host(
-    name: str, ctx: HubContext = Depends(context), _: Principal = Depends(allow("host.read"))
+    name: str, ctx: HubContext = Depends(context), p: Principal = Depends(allow("host.read"))
 ) -> dict[str, Any]:
-    return inventory.get_host(ctx, name)
+    return inventory.get_host(ctx, name, p)
 
 
 @router.post("/hosts/{name}/retire", status_code=201)

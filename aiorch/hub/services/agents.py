@@ -8,11 +8,16 @@ from typing import Any
 
 import sqlite_utils
 
-from aiorch.errors import NotFound
+from aiorch.deploy.host_paths import refuse_outside
+from aiorch.errors import InvalidInput, NotFound
 from aiorch.hub.context import HubContext, decode_json_fields
 from aiorch.hub.schemas import CheckinRequest
+from aiorch.hub.sealing import HIDDEN
 from aiorch.hub.services import audit
+from aiorch.hub.services.auth import Principal
 from aiorch.hub.services.heartbeats import Heartbeat
+from aiorch.hub.services.projects import allowed_host_paths
+from edge_agent.contract.workload import parse_workloads
 
 EMPTY_DESIRED: dict[str, Any] = {"workloads": []}
 
@@ -61,23 +66,31 @@ async def checkin(
 
 
 def _opened(ctx: HubContext, document: dict[str, Any]) -> dict[str, Any]:
-    """The desired state as its agent needs it: workloads' sealed secret values opened (they
-    stay sealed in the store and in what the API shows)."""
+    """The desired state as its agent needs it: workloads' sealed secret values opened, each
+    only where it was sealed for (they stay sealed in the store)."""
     for workload in document.get("workloads") or []:
         if isinstance(workload, dict) and workload.get("secret_env"):
-            workload["secret_env"] = ctx.sealer.unseal_all(workload["secret_env"])
+            project, deployment = str(workload.get("project")), str(workload.get("deployment"))
+            workload["secret_env"] = ctx.sealer.unseal_env(
+                workload["secret_env"], project, deployment
+            )
     return document
 
 
-def get_desired(ctx: HubContext, agent_id: str) -> dict[str, Any]:
+def get_desired(
+    ctx: HubContext, agent_id: str, principal: Principal | None = None
+) -> dict[str, Any]:
+    """The stored desired state; sealed values are shown as such to global admins only
+    (sealing is deterministic, so the blobs would tell others which workloads share one)."""
     db = ctx.store.read()
     _require_agent_exists(db, agent_id)
-    revision, document = _desired_row(db, agent_id)
-    return {
-        "agent_id": agent_id,
-        "revision": revision,
-        "document": json.loads(document) if document else dict(EMPTY_DESIRED),
-    }
+    revision, text = _desired_row(db, agent_id)
+    document = json.loads(text) if text else dict(EMPTY_DESIRED)
+    if principal is None or not principal.is_global_admin:
+        for workload in document.get("workloads") or []:
+            if isinstance(workload, dict) and isinstance(workload.get("secret_env"), dict):
+                workload["secret_env"] = {name: HIDDEN for name in workload["secret_env"]}
+    return {"agent_id": agent_id, "revision": revision, "document": document}
 
 
 def write_desired(
@@ -100,6 +113,10 @@ def write_desired(
 def set_desired(
     ctx: HubContext, agent_id: str, document: dict[str, Any], actor: str
 ) -> dict[str, Any]:
+    """A hand-written desired state: one its agent would run all of (422 otherwise), with no
+    secrets (those come only from deployments, sealed where they belong) and host paths its
+    projects' policies allow (403)."""
+    _refuse_hand_written(ctx, document)
     now = ctx.clock()
 
     def op(db: sqlite_utils.Database) -> int:
@@ -107,6 +124,28 @@ def set_desired(
         return write_desired(db, agent_id, document, actor, now)
 
     return {"agent_id": agent_id, "revision": ctx.store.write(op), "document": document}
+
+
+def _refuse_hand_written(ctx: HubContext, document: dict[str, Any]) -> None:
+    entries = document.get("workloads", [])
+    if not isinstance(entries, list):
+        raise InvalidInput("document.workloads: must be a list")
+    for position, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str) or not entry["id"]:
+            raise InvalidInput(f"document.workloads[{position}]: must be an object with an id")
+        if entry.get("secret_env"):
+            raise InvalidInput(
+                f"workload {entry['id']}: secret_env cannot be written by hand; "
+                "give it in a deployment's secretEnv"
+            )
+    workloads, rejected = parse_workloads(document)
+    if rejected:
+        wid, why = next(iter(rejected.items()))
+        raise InvalidInput(f"workload {wid}: an agent would refuse it ({why.reason})")
+    db = ctx.store.read()
+    for w in workloads:
+        volumes = [(f"workload {w.id} volumes[{i}]", v.host_path) for i, v in enumerate(w.volumes)]
+        refuse_outside(w.project, allowed_host_paths(db, w.project), volumes)
 
 
 def _require_agent_exists(db: sqlite_utils.Database, agent_id: str) -> None:

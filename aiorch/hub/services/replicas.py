@@ -11,9 +11,11 @@ from typing import Any
 import sqlite_utils
 
 from aiorch.deploy import DeploymentSpec, Replica, SpecError, template_hash
+from aiorch.deploy.host_paths import refuse_outside
 from aiorch.deploy.rollout import Observed
 from aiorch.hub.context import HubContext
 from aiorch.hub.services import agents, images, specs
+from aiorch.hub.services.projects import allowed_host_paths
 from aiorch.hub.services.reports import reported_workloads
 from edge_agent.contract.fields import ContractError
 from edge_agent.contract.workload import (
@@ -55,8 +57,10 @@ def workload(
         command=tuple(body.command),
         args=tuple(body.args),
         env=dict(body.env),
-        secret_env=ctx.sealer.seal_all(
-            {k: v.get_secret_value() for k, v in body.secret_env.items()}
+        secret_env=ctx.sealer.seal_env(
+            {k: v.get_secret_value() for k, v in body.secret_env.items()},
+            spec.metadata.project,
+            spec.metadata.name,
         ),
         ports=tuple(
             Port(
@@ -85,11 +89,17 @@ def refuse_undeliverable(ctx: HubContext, spec: DeploymentSpec) -> None:
     """Read a replica of `spec` with the agents' own parser before anything is planned or
     stored, so a spec every agent would refuse (a ':' in a volume path, a newline in an env
     value, two ports published on one host port) is a 422 at the door, not a failed replica on
-    every host."""
+    every host. Then its host paths against its project's policy (403)."""
     try:
         parse_workload(workload_entry(workload(ctx, spec, _SOME_IMAGE, Replica(0, "", ()))))
     except ContractError as exc:
         raise SpecError([f"spec: an agent would refuse it: {exc}"]) from None
+    project = spec.metadata.project
+    volumes = [
+        (f"spec.volumes[{i}] (mountPath {v.mount_path})", v.host_path)
+        for i, v in enumerate(spec.spec.volumes)
+    ]
+    refuse_outside(project, allowed_host_paths(ctx.store.read(), project), volumes)
 
 
 def publish(ctx: HubContext, db: sqlite_utils.Database, hosts: set[str], actor: str) -> None:

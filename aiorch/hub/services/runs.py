@@ -4,8 +4,8 @@ A run resolves its `--limit` against the hub's inventory, takes a lock on each t
 (one mutating run per host at a time; check-mode runs take none) in the same transaction
 that creates it, and then works in a background thread: pre-flight over SSH, the playbook
 per wave of `serial` hosts, events stored as they come, final status and recap, locks
-released. Extra vars live only in memory and in the run's private folder while it runs;
-what is stored has their secrets masked.
+released. Extra vars and the inventory's opened secrets live only in memory and in the run's
+private folder while it runs; what is stored has those secrets masked.
 
 A hub that dies mid-run leaves the run `running`; the next start marks it `interrupted`,
 kills what is left of its ansible-playbook and releases its locks.
@@ -26,11 +26,12 @@ from typing import Any
 
 import sqlite_utils
 
+from aiorch.ansible.connection_vars import refuse_in_extravars
 from aiorch.ansible.runner import run_playbook
 from aiorch.errors import Conflict, InvalidInput
 from aiorch.hub.context import HubContext
 from aiorch.hub.services import audit, preflight, redaction, targets
-from aiorch.hub.services.inventory import export_inventory
+from aiorch.hub.services.inventory import write_run_inventory
 from aiorch.hub.services.run_events import EventBatcher, error_text, event_row
 from aiorch.hub.services.run_history import ACTIVE_STATUSES, decode, get_run
 from aiorch.hub.services.run_processes import kill_leftovers
@@ -63,6 +64,7 @@ class _Active:
     ctx: HubContext
     cancel: threading.Event = field(default_factory=threading.Event)
     ended_as: str = "canceled"  # or "interrupted" when the hub itself stops it
+    secrets: list[str] = field(default_factory=list)  # masked in everything the run stores
     thread: threading.Thread | None = None
 
 
@@ -107,6 +109,7 @@ def start_run(
     path = playbook_path(ctx, req.playbook)
     if req.serial is not None and req.serial < 1:
         raise InvalidInput("serial must be at least 1")
+    refuse_in_extravars(req.extravars)
     hosts = targets.resolve_limit(ctx.store.read(), req.limit)
     run_id = f"r{uuid.uuid4().hex[:12]}"
     now = ctx.clock()
@@ -174,7 +177,7 @@ def _launch(
     req: RunRequest,
     on_finish: FinishHook | None,
 ) -> None:
-    active = _Active(ctx)
+    active = _Active(ctx, secrets=redaction.secret_values(req.extravars))
     active.thread = threading.Thread(
         target=_execute,
         args=(ctx, active, run_id, path, hosts, req, on_finish),
@@ -198,7 +201,6 @@ def _execute(
     req: RunRequest,
     on_finish: FinishHook | None,
 ) -> None:
-    secrets = redaction.secret_values(req.extravars)
     run_dir = ctx.settings.runs_dir / run_id
     outcome = _Outcome()
     batcher: EventBatcher | None = None
@@ -211,7 +213,8 @@ def _execute(
         )
         run_dir.mkdir(mode=0o700, parents=True)
         inventory_path = run_dir / "inventory.yml"
-        inventory_path.write_text(export_inventory(ctx))
+        held = write_run_inventory(ctx, inventory_path)  # the inventory's secrets, opened
+        active.secrets = redaction.longest_first([*active.secrets, *held])
         outcome.preflight = preflight.check_inventory(
             inventory_path, hosts, ctx.settings.preflight_timeout_s
         )
@@ -225,7 +228,7 @@ def _execute(
         _run_waves(ctx, active, run_id, path, inventory_path, reachable, req, batcher, outcome)
     except Exception as exc:
         log.exception("run %s stopped by an internal error", run_id)
-        reason = redaction.scrub_text(str(exc), secrets)
+        reason = redaction.scrub_text(str(exc), active.secrets)
         outcome.status = "failed"
         outcome.messages.append(f"internal error: {reason} (see the hub log)")
     finally:
@@ -255,16 +258,15 @@ def _run_waves(
 ) -> None:
     """The playbook once per wave of `serial` hosts; a wave failing more than
     `max_fail_ratio` of its hosts stops the waves after it."""
-    secrets = redaction.secret_values(req.extravars)
     errors: list[str] = []
 
     def on_event(event: dict[str, Any]) -> None:
         try:
-            row = event_row(event, secrets)
+            row = event_row(event, active.secrets)
             if row is not None:
                 if req.stored_events is None or row["status"] in req.stored_events:
                     batcher.add(row)
-            elif (line := error_text(event, secrets)) and line not in errors:
+            elif (line := error_text(event, active.secrets)) and line not in errors:
                 errors.append(line)
         except Exception:  # an odd event must not break the run that sent it
             log.exception("run %s: could not record a %s event", run_id, event.get("event"))
@@ -361,9 +363,6 @@ def _finish(ctx: HubContext, run_id: str, outcome: _Outcome, on_finish: FinishHo
         outcome.messages.append("the run's follow-up step failed (see the hub log)")
         outcome.status = "failed"
         ctx.store.write(lambda db: op(db, None))
-
-
-# ---- reading -------------------------------------------------------------------------------
 
 
 # ---- stopping ------------------------------------------------------------------------------

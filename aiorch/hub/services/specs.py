@@ -15,15 +15,18 @@ from aiorch.hub.context import HubContext
 
 def to_store(ctx: HubContext, spec: DeploymentSpec) -> str:
     document = spec_document(spec)
-    document["spec"]["secretEnv"] = ctx.sealer.seal_all(document["spec"]["secretEnv"])
+    body, meta = document["spec"], document["metadata"]
+    body["secretEnv"] = ctx.sealer.seal_env(body["secretEnv"], meta["project"], meta["name"])
     return json.dumps(document, sort_keys=True)
 
 
 def from_store(ctx: HubContext, text: str) -> DeploymentSpec:
     document = load_mapping(text)  # JSON, or the YAML of a deployment stored before sealing
-    body = document.get("spec")
+    body, meta = document.get("spec"), document.get("metadata")
     if isinstance(body, dict) and isinstance(body.get("secretEnv"), dict):
-        body["secretEnv"] = ctx.sealer.unseal_all(body["secretEnv"])
+        meta = meta if isinstance(meta, dict) else {}
+        project, name = str(meta.get("project")), str(meta.get("name"))
+        body["secretEnv"] = ctx.sealer.unseal_env(body["secretEnv"], project, name)
     return parse_spec(document)
 
 
