@@ -237,23 +237,31 @@ class Agent:
             log.warning("%s; next try in %.1fs", exc, delay)
             self.retry_at = time.monotonic() + delay
             return self._until_retry()
-        except HubRefused as exc:
-            if self.trust.refused(exc):
-                return 0.0  # a renewed certificate (or the previous one) to try at once
-            self.retry_at = time.monotonic() + self.schedule.failed()
-            self.refusals.failing(
-                str(exc.status),
-                "%s [hub: %s]. Until then the agent keeps running its workloads from desired "
-                "revision %d and retries with backoff (at most every %.0fs).",
-                refusal_advice(exc.status),
-                exc.detail,
-                self.state.desired()["revision"],
-                self.schedule.max_backoff_s,
-            )
-            return self._until_retry()
+        except HubRefused as refusal:
+            told = refusal
+            try:
+                if self.trust.refused(refusal):
+                    return 0.0  # a renewed certificate (or the previous one) to try at once
+            except HubRefused as proof_refused:  # its reason is the one to tell
+                told = proof_refused
+            return self._refused(told)
         self.retry_at = 0.0
         self.refusals.over("check-in accepted again")
         return self.schedule.succeeded(interval)
+
+    def _refused(self, refusal: HubRefused) -> float:
+        """Say once what to do about a refusal, and back off; the workloads keep running."""
+        self.retry_at = time.monotonic() + self.schedule.failed()
+        self.refusals.failing(
+            str(refusal.status),
+            "%s [hub: %s]. Until then the agent keeps running its workloads from desired "
+            "revision %d and retries with backoff (at most every %.0fs).",
+            refusal_advice(refusal.status),
+            refusal.detail,
+            self.state.desired()["revision"],
+            self.schedule.max_backoff_s,
+        )
+        return self._until_retry()
 
     def _use(self, cred: dict[str, Any]) -> None:
         """Talk to the hub as the agent that `cred` (credential.json) names."""

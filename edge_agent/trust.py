@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent import identity, witness
-from edge_agent.client import HubClient, HubRefused, TrustNews, check_hub_url
+from edge_agent.client import HubClient, HubRefused, HubUnavailable, TrustNews, check_hub_url
 from edge_agent.contract.identity import CLOCK_SKEW_WARN_S, split_token
 from edge_agent.identity import AUDIT_KEY_FILE, BUNDLE_FILE, IDENTITY_FILE, NEXT_FILE, Identity
 from edge_agent.trouble import Trouble
@@ -198,7 +198,9 @@ class Trust:
 
     def refused(self, refusal: HubRefused) -> bool:
         """After a refused request: fall back from a pair on trial, or renew by proof when the
-        certificate is the problem. True if there is something new to try."""
+        certificate is the problem. True if there is something new to try; a refused proof is
+        raised instead, since its reason (revoked, past the grace window) is what the operator
+        must read."""
         if refusal.status != 401:
             return False
         if self.next is not None and self.current is not None:
@@ -209,8 +211,7 @@ class Trust:
             return True
         try:
             self.renew_by_proof()
-        except HubRefused as exc:
-            log.debug("renewal by proof refused: %s", exc)
+        except HubUnavailable:
             return False
         return True
 

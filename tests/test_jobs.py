@@ -52,6 +52,7 @@ def test_all_jobs_are_registered_in_one_place(ctx: HubContext):
         "images-gc",
         "rollouts-progress",
         "audit-checkpoint",
+        "tls-renew",
     }
 
 

@@ -260,3 +260,15 @@ def test_concurrent_uses_of_a_one_use_token_give_exactly_one_certificate(
     with ThreadPoolExecutor(8) as pool:
         codes = sorted(pool.map(attempt, range(8)))
     assert codes == [201] + [401] * 7
+
+
+def test_a_renewal_lost_before_it_was_saved_leaves_the_old_pair_working(
+    shared_hub: HubProcess, admin: httpx.Client
+) -> None:
+    mine = enroll_agent(shared_hub, make_enroll_token(admin, "edge1"), "trust-crash")
+    with shared_hub.client(mine["credential"]) as agent:
+        csr = identity.csr_pem(identity.new_key())
+        renewed = agent.post(f"/agents/{mine['agent_id']}/renew", json={"csr": csr})
+        assert renewed.status_code == 200  # ... and the agent crashed before writing it down
+        again = agent.post(f"/agents/{mine['agent_id']}/checkin", json=checkin_body())
+    assert again.status_code == 200, "the old certificate stays valid until it expires"

@@ -40,6 +40,14 @@ def flush_heartbeats(ctx: HubContext) -> None:
     ctx.heartbeats.flush(ctx.store)
 
 
+def renew_server_certificate(ctx: HubContext) -> str | None:
+    """The hub's own certificate, renewed at two thirds of its life (new handshakes get it)."""
+    if ctx.listener is None or not ctx.listener.ensure(ctx.authority, ctx.clock()):
+        return None
+    ctx.listener.reload(ctx.authority)
+    return "renewed the hub's server certificate"
+
+
 def register_jobs(scheduler: BaseScheduler, ctx: HubContext) -> None:
     every, retain = ctx.settings.job_interval_s, ctx.settings.retention_interval_s
     jobs: dict[str, tuple[float, Callable[[HubContext], Any]]] = {
@@ -54,6 +62,7 @@ def register_jobs(scheduler: BaseScheduler, ctx: HubContext) -> None:
         "images-gc": (retain, images.collect_garbage),
         "rollouts-progress": (ctx.settings.rollout_interval_s, rollouts.progress),
         "audit-checkpoint": (every, audit_checkpoints.checkpoint),
+        "tls-renew": (retain, renew_server_certificate),
     }
     if ctx.settings.drift_interval_s > 0:  # 0 turns the drift check off
         jobs["drift-check"] = (ctx.settings.drift_interval_s, drift.check_drift)
