@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import re
 import socket
 import sqlite3
+import ssl
 import subprocess
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,6 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from aiorch.errors import UserError
 from aiorch.hub.pki.authority import new_ca, spki_pin
 from edge_agent import identity
 from edge_agent.client import CredentialRejected, HubClient
@@ -272,3 +277,40 @@ def test_a_renewal_lost_before_it_was_saved_leaves_the_old_pair_working(
         assert renewed.status_code == 200  # ... and the agent crashed before writing it down
         again = agent.post(f"/agents/{mine['agent_id']}/checkin", json=checkin_body())
     assert again.status_code == 200, "the old certificate stays valid until it expires"
+
+
+def _handshake(hub: HubProcess, highest: ssl.TLSVersion) -> str:
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.load_verify_locations(hub.ca_path)
+    client.set_ciphers("DEFAULT:@SECLEVEL=0")  # so that this client would speak TLS 1.0/1.1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        client.minimum_version = ssl.TLSVersion.TLSv1
+        client.maximum_version = highest
+    sock = socket.create_connection(("127.0.0.1", hub.port), timeout=5)
+    with sock, client.wrap_socket(sock, server_hostname="127.0.0.1") as tls:
+        return str(tls.version())
+
+
+def test_a_client_below_tls_1_2_is_refused_by_the_hub(shared_hub: HubProcess) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        too_old = ssl.TLSVersion.TLSv1_1
+    with pytest.raises(ssl.SSLError):
+        _handshake(shared_hub, too_old)
+    assert _handshake(shared_hub, ssl.TLSVersion.TLSv1_2) == "TLSv1.2"  # the same client, 1.2
+
+
+@pytest.mark.parametrize("key", ["ca.key", "tls/server.key"])
+def test_the_hub_will_not_start_with_a_private_key_others_can_read(
+    hub: HubProcess, key: str
+) -> None:
+    hub.stop()
+    os.chmod(hub.data_dir / key, 0o644)
+    with pytest.raises(UserError, match=rf"{re.escape(key)} has mode 0644: .*chmod 600"):
+        HubProcess(hub.data_dir, hub.port).start()
+
+
+def test_the_agents_key_is_private(shared_hub: HubProcess, admin: httpx.Client) -> None:
+    mine = enroll_agent(shared_hub, make_enroll_token(admin, "edge1"), "trust-mode")
+    assert mine["credential"].path.stat().st_mode & 0o777 == 0o600
