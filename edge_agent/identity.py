@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from edge_agent.contract.identity import pin_of_spki, proof_message
+from edge_agent.state import write_private_bytes
 
 IDENTITY_FILE = "identity.pem"
 NEXT_FILE = "identity.next.pem"
@@ -77,27 +78,11 @@ def csr_pem(key: ec.EllipticCurvePrivateKey) -> str:
     return csr.public_bytes(serialization.Encoding.PEM).decode()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def save(path: Path, key: ec.EllipticCurvePrivateKey, cert_pem: str) -> Identity:
     key_bytes = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    _write_atomic(path, key_bytes + cert_pem.encode())
+    write_private_bytes(path, key_bytes + cert_pem.encode())
     return Identity(path, key, x509.load_pem_x509_certificate(cert_pem.encode()))
 
 
@@ -121,7 +106,7 @@ def promote(on_trial: Identity) -> Identity:
 
 
 def save_bundle(state_dir: Path, bundle_pem: str) -> None:
-    _write_atomic(state_dir / BUNDLE_FILE, bundle_pem.encode())
+    write_private_bytes(state_dir / BUNDLE_FILE, bundle_pem.encode())
 
 
 def bundle_certs(bundle_pem: str) -> list[x509.Certificate]:

@@ -15,11 +15,16 @@ FACTS_FILE = "facts.json"
 
 def write_private(path: Path, data: dict[str, Any]) -> None:
     """Write JSON via a temp file, fsync and rename: the old or the new content, never a mix."""
+    write_private_bytes(path, json.dumps(data, sort_keys=True).encode())
+
+
+def write_private_bytes(path: Path, data: bytes) -> None:
+    """`data` to `path` (0600) via a temp file, fsync and rename, then fsync the folder."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_suffix(path.suffix + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, sort_keys=True)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)

@@ -83,6 +83,22 @@ def _agent_with(hub: HubProcess, path: Path, agent_id: str) -> HubClient:
     return HubClient(hub.url, identity.tls_context(hub.ca_path, None, held), 10, anonymous)
 
 
+def _assert_refused(
+    hub: HubProcess,
+    where: Path,
+    agent_id: str,
+    key: ec.EllipticCurvePrivateKey,
+    cert: x509.Certificate,
+) -> None:
+    """An agent presenting `cert` is told its certificate was refused, not that the hub is away."""
+    path = where / "identity.pem"
+    identity.save(path, key, cert.public_bytes(serialization.Encoding.PEM).decode())
+    client = _agent_with(hub, path, agent_id)
+    with pytest.raises(CredentialRejected, match="refused this agent's certificate"):
+        client.checkin(agent_id, checkin_body(), 0)
+    client.close()
+
+
 def _record(hub: HubProcess, agent_id: str, cert: x509.Certificate) -> None:
     """Tell the hub it issued `cert` (as if it had, months ago)."""
     with sqlite3.connect(hub.data_dir / "aiorch.db") as db:
@@ -158,12 +174,7 @@ def test_a_certificate_out_of_its_validity_is_refused_by_tls_as_a_credential(
     ca_key, ca_cert = _hub_ca(shared_hub)
     now = _now()
     cert = _cert(mine["agent_id"], held.key, ca_key, ca_cert, now + window[0], now + window[1])
-    path = tmp_path / "identity.pem"
-    identity.save(path, held.key, cert.public_bytes(serialization.Encoding.PEM).decode())
-    client = _agent_with(shared_hub, path, mine["agent_id"])
-    with pytest.raises(CredentialRejected, match="refused this agent's certificate"):
-        client.checkin(mine["agent_id"], checkin_body(), 0)
-    client.close()
+    _assert_refused(shared_hub, tmp_path, mine["agent_id"], held.key, cert)
 
 
 def test_a_certificate_from_another_ca_is_refused(
@@ -175,12 +186,7 @@ def test_a_certificate_from_another_ca_is_refused(
     now = _now()
     foreign_key, foreign_ca = new_ca(now, "impostor")
     cert = _cert(mine["agent_id"], held.key, foreign_key, foreign_ca, now - 300, now + DAY)
-    path = tmp_path / "identity.pem"
-    identity.save(path, held.key, cert.public_bytes(serialization.Encoding.PEM).decode())
-    client = _agent_with(shared_hub, path, mine["agent_id"])
-    with pytest.raises(CredentialRejected):
-        client.checkin(mine["agent_id"], checkin_body(), 0)
-    client.close()
+    _assert_refused(shared_hub, tmp_path, mine["agent_id"], held.key, cert)
 
 
 def test_an_agent_offline_past_expiry_renews_by_proof_and_carries_on(

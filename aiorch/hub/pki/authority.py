@@ -88,7 +88,7 @@ def new_ca(now: float, label: str) -> tuple[KeyType, x509.Certificate]:
         .not_valid_after(_when(now + CA_LIFETIME_S))
         # One CA below it at most: the next CA's cross-certificate during a rotation.
         .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
-        .add_extension(_ca_usage(), critical=True)
+        .add_extension(_usage(signs_certificates=True), critical=True)
         .add_extension(ski, critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), False)
         .sign(key, hashes.SHA256())
@@ -96,29 +96,16 @@ def new_ca(now: float, label: str) -> tuple[KeyType, x509.Certificate]:
     return key, cert
 
 
-def _ca_usage() -> x509.KeyUsage:
+def _usage(*, signs_certificates: bool) -> x509.KeyUsage:
+    """A CA signs certificates (and CRLs, by convention); a leaf signs handshakes."""
     return x509.KeyUsage(
-        digital_signature=False,
+        digital_signature=not signs_certificates,
         content_commitment=False,
         key_encipherment=False,
         data_encipherment=False,
         key_agreement=False,
-        key_cert_sign=True,
-        crl_sign=True,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
-def _leaf_usage() -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=False,
-        crl_sign=False,
+        key_cert_sign=signs_certificates,
+        crl_sign=signs_certificates,
         encipher_only=False,
         decipher_only=False,
     )
@@ -244,7 +231,7 @@ class Authority:
             .not_valid_before(_when(now - BACKDATE_S))
             .not_valid_after(_when(min(now + life, ca.cert.not_valid_after_utc.timestamp())))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(_leaf_usage(), critical=True)
+            .add_extension(_usage(signs_certificates=False), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), False)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), False
@@ -308,7 +295,7 @@ class Authority:
             .not_valid_before(_when(now - BACKDATE_S))
             .not_valid_after(active.cert.not_valid_after_utc)
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(_ca_usage(), critical=True)
+            .add_extension(_usage(signs_certificates=True), critical=True)
             .add_extension(
                 nxt.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value, False
             )
