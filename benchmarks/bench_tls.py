@@ -59,11 +59,13 @@ def agent_tls(ca: Path, cert: Path) -> ssl.SSLContext:
     return context
 
 
-async def keepalive_load(url_of: list[tuple[str, ssl.SSLContext]]) -> tuple[float, float, Counter]:
+async def keepalive_load(
+    url_of: list[tuple[str, ssl.SSLContext]], duration: float = DURATION_S
+) -> tuple[float, float, Counter]:
     """Closed loop: each worker keeps one connection (as an agent does) and checks in."""
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
-    stop = time.perf_counter() + DURATION_S
+    stop = time.perf_counter() + duration
 
     async def worker(url: str, tls: ssl.SSLContext) -> None:
         connector = aiohttp.TCPConnector(limit=1, ssl=tls)
@@ -146,10 +148,12 @@ def main() -> None:
                 (f"{hub.url}/api/v1/agents/{a}/checkin", agent_tls(hub.ca_path, p))
                 for a, p in agents
             ]
+            asyncio.run(keepalive_load(tls[:CONCURRENCY], 2.0))  # warm-up
             rate, p99, statuses = asyncio.run(keepalive_load(tls[:CONCURRENCY]))
             # The baseline: the same TLS settings (the hub's own listener and certificate).
             url, server = bare_server(data)
             bare = [(url, t) for _, t in tls[:CONCURRENCY]]
+            asyncio.run(keepalive_load(bare, 2.0))  # warm-up
             bare_rate, bare_p99, bare_statuses = asyncio.run(keepalive_load(bare))
             server.terminate()
             server.wait(30)
