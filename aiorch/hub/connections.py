@@ -8,9 +8,12 @@ gets a deadline for its request head and an inactivity limit for its body, and p
 connection is only a kept-alive socket; a busy one is never cut). The errors a flood
 provokes are logged at most once per interval per kind, with a count of the rest.
 
-It also hands the app what uvicorn does not: the client certificate the TLS layer verified,
-as DER in `scope["extensions"]["tls"]["client_cert_der"]`, read once per connection (a resumed
-TLS session carries it too).
+TLS is started here, not by the event loop's server, so that the guard covers the handshake
+too: a connection that never completes one is timed by the same head deadline and can be
+closed to make room, like one that never sends a request. And it hands the app what uvicorn
+does not: the client certificate the TLS layer verified, as DER in
+`scope["extensions"]["tls"]["client_cert_der"]`, read once per connection (a resumed TLS
+session carries it too).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,13 +48,17 @@ class ConnectionLimits:
     body_timeout_s: float = 30.0  # the longest silence while a request body is arriving
 
 
-def protocol_class(limits: ConnectionLimits) -> type[asyncio.Protocol]:
-    """uvicorn's httptools protocol with `limits` applied (uvicorn's `http=` setting)."""
-    return type("GuardedHttpProtocol", (_GuardedHttpProtocol,), {"limits": limits})
+def protocol_class(
+    limits: ConnectionLimits, tls: ssl.SSLContext | None = None
+) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol with `limits` applied (uvicorn's `http=` setting), which
+    speaks TLS with `tls` (the server then listens without an SSL context of its own)."""
+    return type("GuardedHttpProtocol", (_GuardedHttpProtocol,), {"limits": limits, "tls": tls})
 
 
 class _GuardedHttpProtocol(HttpToolsProtocol):
     limits: ClassVar[ConnectionLimits]
+    tls: ClassVar[ssl.SSLContext | None] = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -58,8 +66,13 @@ class _GuardedHttpProtocol(HttpToolsProtocol):
         self._busy = False  # between a request's first byte and the end of its response
         self._idle_since = self.loop.time()
         self._tls: dict[str, Any] | None = None
+        self._raw: asyncio.Transport | None = None  # the TCP transport while TLS starts
+        self._early: list[bytes] = []  # a request that came with the handshake's last flight
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if self.tls is not None and self._raw is None:
+            self._start_tls(transport)
+            return
         super().connection_made(transport)
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
@@ -67,6 +80,45 @@ class _GuardedHttpProtocol(HttpToolsProtocol):
         self._arm(self.limits.header_timeout_s)
         if len(self.connections) > self.limits.max_connections:
             self._make_room()
+        if self._early:
+            early, self._early = b"".join(self._early), []
+            self.data_received(early)
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport is None:  # TLS is up but the HTTP side not yet: hold it
+            self._early.append(data)
+            return
+        super().data_received(data)
+
+    def _start_tls(self, raw: asyncio.Transport) -> None:
+        """Counted and timed from the accept on; the HTTP side starts once TLS is up."""
+        raw.pause_reading()  # nothing reaches the HTTP parser before the handshake
+        self._raw = raw
+        self.connections.add(self)
+        self._arm(self.limits.header_timeout_s)
+        if len(self.connections) > self.limits.max_connections:
+            self._make_room()
+        self.loop.create_task(self._handshake(raw))
+
+    async def _handshake(self, raw: asyncio.Transport) -> None:
+        assert self.tls is not None
+        try:
+            secure = await self.loop.start_tls(
+                raw, self, self.tls, server_side=True,
+                ssl_handshake_timeout=self.limits.header_timeout_s,
+            )  # fmt: skip
+        except (TimeoutError, OSError, ssl.SSLError, RuntimeError):
+            secure = None
+        if secure is None or secure.is_closing():
+            self._disarm()
+            self.connections.discard(self)
+            raw.close()
+            return
+        self.connections.discard(self)
+        self.connection_made(secure)
+
+    def _current(self) -> asyncio.BaseTransport | None:
+        return self.transport if self.transport is not None else self._raw
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -106,8 +158,9 @@ class _GuardedHttpProtocol(HttpToolsProtocol):
             self._deadline = None
 
     def _close(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
+        transport = self._current()
+        if transport is not None and not transport.is_closing():
+            transport.close()
 
     def _make_room(self) -> None:
         """Close the longest-idle other connection; if every other one is busy, this one."""
@@ -117,7 +170,8 @@ class _GuardedHttpProtocol(HttpToolsProtocol):
             if isinstance(c, _GuardedHttpProtocol)
             and c is not self
             and not c._busy
-            and not c.transport.is_closing()
+            and (transport := c._current()) is not None
+            and not transport.is_closing()
         ]
         victim = min(idle, key=lambda c: c._idle_since) if idle else self
         victim._close()

@@ -102,12 +102,11 @@ def serve(
         mount_repo(app, repo_dir)
     config = uvicorn.Config(
         app,
-        http=protocol_class(limits),
+        http=protocol_class(limits, ssl_context),  # it starts TLS itself, inside its guard
         log_level=log_level,
         access_log=False,
         timeout_keep_alive=30,
         proxy_headers=False,
-        ssl_context_factory=lambda *_: ssl_context,
     )
     rate_limit_logs()  # after uvicorn.Config, which configures the loggers
     server = uvicorn.Server(config)
