@@ -9,9 +9,9 @@ connection is only a kept-alive socket; a busy one is never cut). The errors a f
 provokes are logged at most once per interval per kind, with a count of the rest.
 
 TLS is started here, not by the event loop's server, so that the guard covers the handshake
-too: a connection that never completes one is timed by the same head deadline and can be
-closed to make room, like one that never sends a request. And it hands the app what uvicorn
-does not: the client certificate the TLS layer verified, as DER in
+too: a connection that never completes one counts against `max_connections` from its accept
+and is closed to make room like an idle one, or after `handshake_timeout_s`. And it hands the
+app what uvicorn does not: the client certificate the TLS layer verified, as DER in
 `scope["extensions"]["tls"]["client_cert_der"]`, read once per connection (a resumed TLS
 session carries it too).
 """
@@ -46,6 +46,10 @@ class ConnectionLimits:
     max_connections: int
     header_timeout_s: float = 10.0  # from connecting (or a request's first byte) to its head
     body_timeout_s: float = 30.0  # the longest silence while a request body is arriving
+    # From the accept to a finished TLS handshake. Long enough for a reconnect storm, in which
+    # thousands of handshakes queue for the CPU; a flood of connections that never finish one
+    # is held off by closing the longest-idle when descriptors run short, not by this.
+    handshake_timeout_s: float = 60.0
 
 
 def protocol_class(
@@ -95,7 +99,7 @@ class _GuardedHttpProtocol(HttpToolsProtocol):
         raw.pause_reading()  # nothing reaches the HTTP parser before the handshake
         self._raw = raw
         self.connections.add(self)
-        self._arm(self.limits.header_timeout_s)
+        self._arm(self.limits.handshake_timeout_s)
         if len(self.connections) > self.limits.max_connections:
             self._make_room()
         self.loop.create_task(self._handshake(raw))
@@ -105,7 +109,7 @@ class _GuardedHttpProtocol(HttpToolsProtocol):
         try:
             secure = await self.loop.start_tls(
                 raw, self, self.tls, server_side=True,
-                ssl_handshake_timeout=self.limits.header_timeout_s,
+                ssl_handshake_timeout=self.limits.handshake_timeout_s,
             )  # fmt: skip
         except (TimeoutError, OSError, ssl.SSLError, RuntimeError):
             secure = None
