@@ -300,6 +300,26 @@ def test_agents_checked_in(converged: ProvisionLab) -> None:
         assert converged.testinfra(name).service("aiorch-agent").is_running
 
 
+def test_the_role_enrolls_a_revoked_agent_again_and_leaves_a_working_one(
+    converged: ProvisionLab,
+) -> None:
+    """The edge_agent role skips enrollment while the host's certificate gets through (the
+    second-run test: nothing changed); once the hub revoked it, the role enrolls anew."""
+    name = "edge2-1"
+    host = converged.testinfra(name)
+    state = "/var/lib/aiorch-agent/credential.json"
+    old = json.loads(host.file(state).content_string)["agent_id"]
+    revoked = converged.hub.admin.post(f"/agents/{old}/revoke")
+    assert revoked.status_code == 200, revoked.text
+    result = converged.run("edge_agent.yml", limit=name)
+    assert_ok(result)
+    assert result.recap[name]["changed"] > 0
+    new = json.loads(host.file(state).content_string)["agent_id"]
+    assert new != old
+    shown = converged.hub.admin.get(f"/agents/{new}").json()
+    assert (shown["host_name"], shown["status"]) == (name, "online")
+
+
 def test_mounts_and_links_survive_a_restart(converged: ProvisionLab) -> None:
     name = "dc1-1"
     converged.lab.faults.restart(name)
@@ -412,4 +432,6 @@ def test_decommission_drains_and_wipes_only_when_confirmed(converged: ProvisionL
     assert (
         not host.file("/opt/aiorch-agent").exists and not host.file("/var/lib/aiorch-agent").exists
     )
+    # The agent's config goes; the hub's CA stays, for apt and pip.
+    assert not host.file("/etc/aiorch/agent.yaml").exists and host.file(HOST_CA).exists
     assert host.run("blkid --probe /var/lib/aiorch-disk0.img").rc == 2
