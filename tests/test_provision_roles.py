@@ -203,12 +203,13 @@ def test_apt_and_pip_fetch_over_https_verified_by_the_hub_ca(converged: Provisio
     apt_conf = host.file("/etc/apt/apt.conf.d/90aiorch").content_string
     assert f'Acquire::https::{gateway}::CAInfo "{HOST_CA}";' in apt_conf
     pip = "/opt/aiorch-agent/bin/pip download --no-deps --quiet --retries 0 --timeout 10"
-    assert host.run("apt-get update -qq").rc == 0
+    apt_update = "apt-get update -qq --error-on=any"  # else an index not fetched is a warning
+    assert host.run(apt_update).rc == 0
     assert host.run(f"{pip} --dest /tmp/aiorch-wheels aiorch").rc == 0
     converged.lab.exec(
         name, ["sh", "-c", "cat > /tmp/other-ca.pem"], input=_foreign_ca_pem().encode()
     )
-    refused = host.run(f"apt-get update -qq -o Acquire::https::{gateway}::CAInfo=/tmp/other-ca.pem")
+    refused = host.run(f"{apt_update} -o Acquire::https::{gateway}::CAInfo=/tmp/other-ca.pem")
     assert refused.rc != 0 and "certificate" in (refused.stdout + refused.stderr).lower()
     refused = host.run(f"{pip} --cert /tmp/other-ca.pem --dest /tmp/aiorch-wheels-2 aiorch")
     assert refused.rc != 0 and "certificate" in (refused.stdout + refused.stderr).lower()
