@@ -202,7 +202,7 @@ def test_apt_and_pip_fetch_over_https_verified_by_the_hub_ca(converged: Provisio
     assert host.file(HOST_CA).content_string == converged.hub.ca_path.read_text()
     apt_conf = host.file("/etc/apt/apt.conf.d/90aiorch").content_string
     assert f'Acquire::https::{gateway}::CAInfo "{HOST_CA}";' in apt_conf
-    pip = "/opt/aiorch-agent/bin/pip download --no-deps --quiet --retries 0 --timeout 10"
+    pip = "/opt/aiorch-agent/bin/pip download --no-deps --retries 0 --timeout 10"
     apt_update = "apt-get update -qq --error-on=any"  # else an index not fetched is a warning
     assert host.run(apt_update).rc == 0
     assert host.run(f"{pip} --dest /tmp/aiorch-wheels aiorch").rc == 0
