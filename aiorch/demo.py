@@ -1,6 +1,8 @@
 """`make demo`: a hub and a lab fleet it brings up with Ansible, fully offline: the site
 repository is built here and served by the hub; every lab host gets site.yml (repo, base,
 storage, network, container runtime, NVIDIA driver check, edge agent), and its agent checks in.
+Everything between hosts and hub is HTTPS against the hub's CA (apt and pip included), and
+the agents enroll with the CA's pin and then talk mTLS.
 Then the lab's model server image goes to the hub's image store and a deployment of it
 (examples/deployments/lab-model.yaml, pinned to that image) serves on every edge box.
 
@@ -76,17 +78,23 @@ def demo_up(data_dir: Path, lab_name: str, hosts: int, port: int) -> None:
     _show([aiorch, "lab", "up", "--hosts", str(hosts), "--name", lab_name])
     prepare_disks(lab)
     _show([aiorch, "repo", "build", "--out", str(REPO_DIR)])
-    hub_on_lab = f"http://{lab.gateway}:{port}"
+    hub_on_lab = f"https://{lab.gateway}:{port}"
     start_hub(data_dir, port, f"{lab.gateway}:{port}", REPO_DIR)
     inventory = write_site_inventory(
         lab, data_dir / "site-inventory.yml", repo_url=f"{hub_on_lab}/repo", hub_url=hub_on_lab
     )
     _show([aiorch, "inventory", "import", str(inventory)], env)
     # One rollout per site, each with that site's enrollment token (passed as an extra var,
-    # so it is never stored with the inventory and is masked in the run's events).
+    # so it is never stored with the inventory and is masked in the run's events). The token
+    # carries the pin of the hub's CA: each agent checks its hub against it before enrolling.
+    pins: set[str] = set()
     for site in sorted({h.site for h in lab.hosts}):
         create = [aiorch, "enroll-token", "create", "--site", site, "--uses", "100"]
-        token = json.loads(_show([*create, "--output", "json"], env, capture=True))["token"]
+        made = json.loads(_show([*create, "--output", "json"], env, capture=True))
+        token = made["token"]
+        if made["ca_pin"] not in pins:
+            pins.add(made["ca_pin"])
+            print(f"hub CA pin: {made['ca_pin']} (in every token; the CA: {data_dir / CA_FILE})")
         secret = f"aiorch_edge_agent_enroll_token={token}"
         _show([aiorch, "provision", "site.yml", "--limit", f"site={site}", "-e", secret], env,
               secret=token)  # fmt: skip
@@ -94,7 +102,8 @@ def demo_up(data_dir: Path, lab_name: str, hosts: int, port: int) -> None:
     _show([aiorch, "status"], env)
     calls = deploy_model(aiorch, env, data_dir, lab)
     print(
-        f"\nThe hub runs at http://127.0.0.1:{port}; lab hosts reach it at {hub_on_lab}.\n"
+        f"\nThe hub runs at https://127.0.0.1:{port}; lab hosts reach it at {hub_on_lab}\n"
+        f"(HTTPS only, its CA in {data_dir / CA_FILE}; agents talk mTLS).\n"
         f"Try: AIORCH_DATA_DIR={data_dir} aiorch runs list   |   "
         f"ansible all -i {lab.inventory_path} -m ping\n"
         "Call the model on an edge box:\n"

@@ -1,5 +1,7 @@
 """Real agents on lab hosts, without a site repository: the agent's code and its installed
-dependencies are copied into the host and run there under systemd with Restart=always."""
+dependencies (cryptography among them) are copied into the host and run there under systemd
+with Restart=always. They talk to the hub over HTTPS: enrollment needs only the token, whose
+CA pin the agent checks the hub against, and from then on the agent uses mTLS."""
 
 from __future__ import annotations
 
@@ -58,9 +60,10 @@ def agent_lib(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class LabAgent:
-    """One agent on one lab host, talking to the hub at `hub_url` (the lab gateway)."""
+    """One agent on one lab host, talking to the hub at `hub_url` (https://, the lab gateway)."""
 
     def __init__(self, lab: Lab, host: str, hub_url: str, lib: Path, **config: object) -> None:
+        assert hub_url.startswith("https://"), f"the hub serves HTTPS only, not {hub_url}"
         self.lab, self.host, self.hub_url = lab, host, hub_url
         self.lib = lib
         self.config = {"hub_url": hub_url, "state_dir": STATE_DIR, **config}
@@ -84,6 +87,7 @@ class LabAgent:
         return ["env", f"PYTHONPATH={AGENT_LIB}", "python3", "-m", "edge_agent", *args]
 
     def enroll(self, token: str) -> dict:
+        """`token` is the whole string `aiorch enroll-token create` prints (with the CA pin)."""
         out = self.lab.exec(
             self.host, self._agent("enroll", "--hub", self.hub_url), input=token.encode()
         )

@@ -4,7 +4,9 @@ One lab and one repository build per test module. The repository is cached under
 ``.data/site-repo-cache/<key>`` (key: the package list and apt sources), so a
 rerun only rebuilds the project's own wheel when its sources moved. Lab hosts
 reach this machine only on the lab's gateway address, so the repository and the
-hub listen there (and the hub on 127.0.0.1 too, for the tests' own API calls).
+hub listen there (and the hub on 127.0.0.1 too, for the tests' own API calls). Everything
+is HTTPS against the hub's CA: the runs here are plain ansible-playbook, so they pass the
+CA's path as `aiorch_hub_ca_file` themselves, as the hub does for the runs it starts.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
+from aiorch.endpoint import hub_tls
 from aiorch.lab import Lab
 from aiorch.lab.image import ensure_image
 from aiorch.lab.podman import podman
@@ -70,7 +73,7 @@ class LabHub(HubProcess):
     def __init__(self, data_dir: Path, gateway: str, repo_dir: Path) -> None:
         super().__init__(data_dir, poll_interval=5, repo_dir=repo_dir)
         self.listen = [f"{gateway}:{self.port}"]
-        self.lab_url = f"http://{gateway}:{self.port}"
+        self.lab_url = f"https://{gateway}:{self.port}"
         self.repo_url = f"{self.lab_url}/repo"
 
     def start(self, **kwargs: Any) -> LabHub:
@@ -79,6 +82,7 @@ class LabHub(HubProcess):
             base_url=f"{self.url}/api/v1",
             headers={"Authorization": f"Bearer {self.admin_token}"},
             timeout=30,
+            verify=hub_tls(self.ca_path),
         )
         return self
 
@@ -209,10 +213,12 @@ def tiny_image_archive(dest: Path) -> Path:
 
 
 def _site_vars(lab: Lab, hub: LabHub, token: str, viewer: str) -> dict[str, Any]:
-    """The lab's site variables, plus the secrets tests pass (a demo passes them with -e)."""
+    """The lab's site variables, the hub's CA (which a hub adds to the runs it starts), and
+    the secrets tests pass (a demo passes them with -e)."""
     return {
         host.name: {
             **site_vars(lab, host.index, repo_url=hub.repo_url, hub_url=hub.lab_url),
+            "aiorch_hub_ca_file": str(hub.ca_path),
             "aiorch_edge_agent_enroll_token": token,
             "aiorch_edge_agent_verify_token": viewer,
         }

@@ -1,10 +1,12 @@
-"""`make demo` provisions a lab through the hub, ends with a model serving on its edge box, can
-run twice without harm, and `--down` removes what it made."""
+"""`make demo` provisions a lab through the hub over HTTPS (agents enrolled with the CA's pin,
+then mTLS), ends with a model serving on its edge box, can run twice without harm, and
+`--down` removes what it made."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 
 from aiorch.hub.process import BIN, free_port
 from aiorch.lab import Lab
+from edge_agent.identity import pinned
 from tests.fixtures_lab import unique_lab_name
 
 # The demo starts its own hub; two demo runs of up to 1500 s each (see _demo) plus --down.
@@ -41,6 +44,12 @@ def test_demo_twice_then_down(tmp_path: Path):
         assert sorted(a["host_name"] for a in agents) == sorted(h.name for h in Lab(name).hosts)
         assert {a["status"] for a in agents} == {"online"}
         assert "aie_" not in first.stdout, "the enrollment token is masked in the walkthrough"
+        # The walkthrough shows the pin of the hub's CA, the one in DATA_DIR/ca.pem.
+        pin = re.search(r"hub CA pin: (sha256:[0-9a-f]{64})", first.stdout)
+        assert pin, first.stdout[-3000:]
+        pinned((data / "ca.pem").read_text(), pin[1])
+        lab_hub = f"https://{Lab(name).gateway}:{args[-1]}"
+        assert f"lab hosts reach it at {lab_hub}" in first.stdout
         # The walkthrough ends with the model answering on the (only) edge box.
         edge = Lab(name).host("edge1-1").address
         assert f"curl -s -X POST http://{edge}:18080/predict" in first.stdout

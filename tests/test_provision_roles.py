@@ -8,7 +8,9 @@ restart, change or drain a host), and each repairs what it changes.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import shutil
 import subprocess
 from collections.abc import Callable, Collection
 from pathlib import Path
@@ -17,7 +19,12 @@ from typing import Any
 import paramiko
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
+from aiorch.endpoint import CA_FILE
 from aiorch.hub.context import HubContext
 from aiorch.hub.services import drift, inventory, run_history, runs
 from aiorch.hub.services.auth import Principal
@@ -30,6 +37,7 @@ from tests.fixtures_provision import PLAYBOOKS, ProvisionLab, assert_ok, tiny_im
 pytestmark = pytest.mark.lab
 
 HOSTS = ("dc1-1", "edge1-1", "edge2-1")
+HOST_CA = "/etc/aiorch/hub-ca.pem"  # where the roles install the hub's CA
 
 
 @pytest.fixture(scope="module")
@@ -85,13 +93,19 @@ def _drift_check(ctx: HubContext) -> dict[str, Any]:
 def test_check_mode_on_a_converged_host_changes_and_fails_nothing(
     converged: ProvisionLab, tmp_path: Path
 ) -> None:
-    """`aiorch provision site.yml --check --output json` on the GPU server: recap per host."""
+    """`aiorch provision site.yml --check --output json` on the GPU server: recap per host.
+
+    This hub is not the one the lab's hosts trust: its own CA would be drift, so the run
+    names the site hub's CA for the roles."""
     hub = HubProcess(tmp_path / "hub").start()
+    site_ca = converged.hub.ca_path
     try:
         hub.cli(
             "inventory", "import", str(_site_inventory(converged, tmp_path / "site.yml", ["dc1-1"]))
         )
         argv = ["provision", "site.yml", "--check", "--limit", "site=dc1", "--output", "json"]
+        argv += ["-e", f"aiorch_site_repo_ca_file={site_ca}"]
+        argv += ["-e", f"aiorch_edge_agent_ca_file={site_ca}"]
         result = hub.cli(*argv, check=False, timeout=900)
         run = json.loads(result.stdout)
         logs = hub.cli("runs", "logs", run["id"]).stdout
@@ -110,6 +124,9 @@ def test_drift_job_finds_a_changed_chrony_config_and_a_site_run_heals_it(
 ) -> None:
     name, conf = "edge1-1", "/etc/chrony/chrony.conf"
     ctx = make_context(playbooks_dir=PLAYBOOKS)  # the drift job's default: site.yml
+    # This context stands for the site's hub: its data dir holds that hub's CA, which its runs
+    # pass to the roles (runs.py adds aiorch_hub_ca_file).
+    shutil.copy(converged.hub.ca_path, ctx.settings.data_dir / CA_FILE)
     text = _site_inventory(converged, tmp_path / "site.yml", [name]).read_text()
     inventory.import_inventory(ctx, text, "site.yml", Principal("user", "test", "admin"))
     clean = _drift_check(ctx)
@@ -145,6 +162,60 @@ def test_packages_come_from_the_site_repository_only(converged: ProvisionLab) ->
         pip_conf = host.file("/etc/pip.conf").content_string
         assert "no-index = true" in pip_conf
         assert f"{converged.repo_url}/wheels/index.html" in pip_conf
+        assert f"cert = {HOST_CA}" in pip_conf and "trusted-host" not in pip_conf
+
+
+def _foreign_ca_pem() -> str:
+    """A CA that is not the hub's."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "not the hub's CA")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+PLAIN_PROBE = """import sys, urllib.request
+try:
+    urllib.request.urlopen(sys.argv[1], timeout=5)
+except Exception as exc:
+    print(type(exc).__name__)
+else:
+    print("answered")
+"""
+
+
+def test_apt_and_pip_fetch_over_https_verified_by_the_hub_ca(converged: ProvisionLab) -> None:
+    """The repository URL is https://, the host holds the hub's CA, and apt and pip verify the
+    hub with it: with another CA both refuse the hub, and plain HTTP gets no answer."""
+    assert converged.repo_url.startswith("https://")
+    gateway, name = converged.lab.gateway, "edge1-1"
+    host = converged.testinfra(name)
+    assert host.file(HOST_CA).content_string == converged.hub.ca_path.read_text()
+    apt_conf = host.file("/etc/apt/apt.conf.d/90aiorch").content_string
+    assert f'Acquire::https::{gateway}::CAInfo "{HOST_CA}";' in apt_conf
+    pip = "/opt/aiorch-agent/bin/pip download --no-deps --retries 0 --timeout 10"
+    apt_update = "apt-get update -qq --error-on=any"  # else an index not fetched is a warning
+    assert host.run(apt_update).rc == 0
+    assert host.run(f"{pip} --dest /tmp/aiorch-wheels aiorch").rc == 0
+    converged.lab.exec(
+        name, ["sh", "-c", "cat > /tmp/other-ca.pem"], input=_foreign_ca_pem().encode()
+    )
+    refused = host.run(f"{apt_update} -o Acquire::https::{gateway}::CAInfo=/tmp/other-ca.pem")
+    assert refused.rc != 0 and "certificate" in (refused.stdout + refused.stderr).lower()
+    refused = host.run(f"{pip} --cert /tmp/other-ca.pem --dest /tmp/aiorch-wheels-2 aiorch")
+    assert refused.rc != 0 and "certificate" in (refused.stdout + refused.stderr).lower()
+    plain = converged.repo_url.replace("https://", "http://", 1) + "/debs/Packages"
+    assert host.run("python3 -c %s %s", PLAIN_PROBE, plain).stdout.strip() != "answered"
 
 
 def test_base_time_sysctl_and_facts(converged: ProvisionLab) -> None:
@@ -229,6 +300,26 @@ def test_agents_checked_in(converged: ProvisionLab) -> None:
     assert online == set(HOSTS)
     for name in HOSTS:
         assert converged.testinfra(name).service("aiorch-agent").is_running
+
+
+def test_the_role_enrolls_a_revoked_agent_again_and_leaves_a_working_one(
+    converged: ProvisionLab,
+) -> None:
+    """The edge_agent role skips enrollment while the host's certificate gets through (the
+    second-run test: nothing changed); once the hub revoked it, the role enrolls anew."""
+    name = "edge2-1"
+    host = converged.testinfra(name)
+    state = "/var/lib/aiorch-agent/credential.json"
+    old = json.loads(host.file(state).content_string)["agent_id"]
+    revoked = converged.hub.admin.post(f"/agents/{old}/revoke")
+    assert revoked.status_code == 200, revoked.text
+    result = converged.run("edge_agent.yml", limit=name)
+    assert_ok(result)
+    assert result.recap[name]["changed"] > 0
+    new = json.loads(host.file(state).content_string)["agent_id"]
+    assert new != old
+    shown = converged.hub.admin.get(f"/agents/{new}").json()
+    assert (shown["host_name"], shown["status"]) == (name, "online")
 
 
 def test_mounts_and_links_survive_a_restart(converged: ProvisionLab) -> None:
@@ -343,4 +434,6 @@ def test_decommission_drains_and_wipes_only_when_confirmed(converged: ProvisionL
     assert (
         not host.file("/opt/aiorch-agent").exists and not host.file("/var/lib/aiorch-agent").exists
     )
+    # The agent's config goes; the hub's CA stays, for apt and pip.
+    assert not host.file("/etc/aiorch/agent.yaml").exists and host.file(HOST_CA).exists
     assert host.run("blkid --probe /var/lib/aiorch-disk0.img").rc == 2

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from aiorch.endpoint import hub_tls
 from tests.fixtures_hub import HubProcess
 
 pytestmark = pytest.mark.e2e  # starts its own hub, outside the hub fixtures
@@ -31,17 +32,26 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
     hub.stop()
 
 
+def _client(hub: HubProcess) -> httpx.Client:
+    """No token (apt and pip send none), the hub verified by its CA as hosts verify it."""
+    return httpx.Client(base_url=hub.url, verify=hub_tls(hub.ca_path))
+
+
 def raw_get(hub: HubProcess, target: str) -> httpx.Response:
     """GET with `target` sent byte for byte: httpx would otherwise collapse `..` first."""
-    with httpx.Client(base_url=hub.url) as client:
+    with _client(hub) as client:
         return client.get("/", extensions={"target": target.encode()})
 
 
 def test_hub_serves_the_repo_read_only(served: HubProcess):
-    got = httpx.get(f"{served.url}/repo/debs/Packages")
-    assert got.status_code == 200 and got.text == "Package: chrony\n"
-    assert httpx.put(f"{served.url}/repo/debs/Packages", content=b"x").status_code in (405, 415)
-    assert httpx.get(f"{served.url}/api/v1/hosts").status_code == 401, "the API stays closed"
+    assert served.url.startswith("https://")
+    with _client(served) as client:
+        got = client.get("/repo/debs/Packages")
+        assert got.status_code == 200 and got.text == "Package: chrony\n"
+        # Refused: as a method /repo lacks, or (authentication first) as unauthenticated.
+        assert client.put("/repo/debs/Packages", content=b"x").status_code in (401, 405, 415)
+        assert client.get("/repo/debs/Packages").text == "Package: chrony\n"
+        assert client.get("/api/v1/hosts").status_code == 401, "the API stays closed"
 
 
 def test_raw_targets_reach_the_hub_uncollapsed(served: HubProcess):

@@ -18,6 +18,7 @@ import psutil
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from aiorch.endpoint import CA_FILE
 from aiorch.errors import Conflict, InvalidInput
 from aiorch.hub.context import HubContext
 from aiorch.hub.jobs import register_jobs
@@ -307,6 +308,23 @@ def test_serial_waves_stop_after_a_failing_wave(ctx: HubContext, local_hosts: li
     done = finished(ctx, runs.start_run(ctx, req, "user:test"))
     assert set(done["recap"]) == set(local_hosts) and done["status"] == "failed"
     assert done["recap"]["local3"]["failed"] == 0
+
+
+def test_a_run_gets_the_hub_ca_and_cannot_name_another_file(
+    ctx: HubContext, local_hosts: list[str], tmp_path: Path
+):
+    """Every run names the hub's CA bundle (DATA_DIR/ca.pem) to its playbook as
+    `aiorch_hub_ca_file` (the roles install it on hosts); a run's own extra vars cannot point
+    it at another file of the hub's machine."""
+    (ctx.settings.data_dir / CA_FILE).write_text("the hub's CA\n")
+    elsewhere = tmp_path / "not-the-ca.key"
+    elsewhere.write_text("a file of the hub's machine\n")
+    request = runs.RunRequest(
+        "hub_ca.yml", limit=local_hosts[0], extravars={"aiorch_hub_ca_file": str(elsewhere)}
+    )
+    run = finished(ctx, runs.start_run(ctx, request, "user:test"))
+    assert run["status"] == "successful", run["message"]
+    assert (tmp_path / local_hosts[0] / "hub-ca.pem").read_text() == "the hub's CA\n"
 
 
 def test_a_playbook_that_does_not_load_fails_with_ansibles_reason(

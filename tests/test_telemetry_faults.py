@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from aiorch.endpoint import hub_tls
 from aiorch.hub.process import HubProcess
 from aiorch.lab import Lab
 from aiorch.wait import wait_until
@@ -43,11 +44,13 @@ def lab_hub(fault_lab: Lab, tmp_path: Path) -> Iterator[HubProcess]:
 
 def _admin(hub: HubProcess) -> httpx.Client:
     auth = {"Authorization": f"Bearer {hub.admin_token}"}
-    return httpx.Client(base_url=f"{hub.url}/api/v1", headers=auth, timeout=30)
+    return httpx.Client(
+        base_url=f"{hub.url}/api/v1", headers=auth, timeout=30, verify=hub_tls(hub.ca_path)
+    )
 
 
 def _agents(lab: Lab, hub: HubProcess, lib: Path, **config: object) -> list[LabAgent]:
-    url = f"http://{lab.gateway}:{hub.port}"
+    url = f"https://{lab.gateway}:{hub.port}"
     with _admin(hub) as admin:
         token = admin.post("/enroll-tokens", json={"site": "edge1", "uses": 10}).json()["token"]
     agents = []

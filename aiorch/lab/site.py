@@ -25,8 +25,10 @@ def prepare_disks(lab: Lab) -> None:
 
 
 def site_vars(lab: Lab, index: int, *, repo_url: str, hub_url: str) -> dict[str, Any]:
-    """Host variables for the host with `index` (no secrets: the enrollment token is passed
-    as an extra var at run time, so it is never stored with the inventory)."""
+    """Host variables for the host with `index`; `repo_url` and `hub_url` are https:// (the
+    hub serves nothing else). No secrets: the enrollment token is passed as an extra var at
+    run time, so it is never stored with the inventory. Nor the hub's CA: the hub adds its
+    path (`aiorch_hub_ca_file`) to every run it starts."""
     return {
         "aiorch_site_repo_url": repo_url,
         "aiorch_base_ntp_servers": [lab.gateway],

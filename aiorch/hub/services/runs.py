@@ -28,6 +28,7 @@ import sqlite_utils
 
 from aiorch.ansible.connection_vars import refuse_in_extravars
 from aiorch.ansible.runner import run_playbook
+from aiorch.endpoint import CA_FILE
 from aiorch.errors import Conflict, InvalidInput
 from aiorch.hub.context import HubContext
 from aiorch.hub.services import audit, preflight, redaction, targets
@@ -288,7 +289,9 @@ def _run_waves(
             check=req.check,
             diff=req.diff,
             forks=ctx.settings.run_forks,
-            extravars=req.extravars,
+            # The roles install the hub's CA on hosts (apt and pip verify the hub with it);
+            # set last, so a run's own extra vars cannot point it at another controller file.
+            extravars={**req.extravars, "aiorch_hub_ca_file": str(ctx.settings.data_dir / CA_FILE)},
             cancel_callback=active.cancel.is_set,
         )
         outcome.recap.update(result.recap)
