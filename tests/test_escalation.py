@@ -70,6 +70,9 @@ def _import(client: httpx.Client, text: str) -> httpx.Response:
         ("ansible_ssh_user", False),
         ("aiorch_site", False),
         ("my_ansible_connection", False),
+        ("aiorch_hub_ca_file", True),  # a file on the hub the roles copy to hosts
+        ("aiorch_site_repo_ca_file", True),
+        ("aiorch_edge_agent_ca_path", False),  # where on the host it goes
     ],
 )
 def test_connection_vars_are_every_ansible_var_but_where_and_who(name: str, connects: bool):

@@ -58,10 +58,12 @@ def test_second_run_changes_nothing(converged: ProvisionLab) -> None:
     assert changed == {}, result.output[-6000:]
 
 
-def _site_inventory(lab: ProvisionLab, dest: Path, hosts: Collection[str]) -> Path:
-    """The lab's inventory with its site variables (no secrets), cut down to `hosts`."""
+def _site_inventory(lab: ProvisionLab, dest: Path, hosts: Collection[str], **extra: str) -> Path:
+    """The lab's inventory with its site variables (no secrets), cut down to `hosts`, plus
+    `extra` vars for all of it."""
     write_site_inventory(lab.lab, dest, repo_url=lab.repo_url, hub_url=lab.hub.lab_url)
     tree = yaml.safe_load(dest.read_text())
+    tree["all"].setdefault("vars", {}).update(extra)
 
     def prune(group: dict[str, Any]) -> None:
         for name in list(group.get("hosts") or {}):
@@ -95,17 +97,17 @@ def test_check_mode_on_a_converged_host_changes_and_fails_nothing(
 ) -> None:
     """`aiorch provision site.yml --check --output json` on the GPU server: recap per host.
 
-    This hub is not the one the lab's hosts trust: its own CA would be drift, so the run
-    names the site hub's CA for the roles."""
+    This hub is not the one the lab's hosts trust: its own CA would be drift, so its (global
+    admin's) inventory names the site hub's CA for the roles; run extra vars may not."""
     hub = HubProcess(tmp_path / "hub").start()
-    site_ca = converged.hub.ca_path
+    site_ca = str(converged.hub.ca_path)
+    cas = {"aiorch_site_repo_ca_file": site_ca, "aiorch_edge_agent_ca_file": site_ca}
     try:
-        hub.cli(
-            "inventory", "import", str(_site_inventory(converged, tmp_path / "site.yml", ["dc1-1"]))
-        )
+        inventory_file = _site_inventory(converged, tmp_path / "site.yml", ["dc1-1"], **cas)
+        hub.cli("inventory", "import", str(inventory_file))
         argv = ["provision", "site.yml", "--check", "--limit", "site=dc1", "--output", "json"]
-        argv += ["-e", f"aiorch_site_repo_ca_file={site_ca}"]
-        argv += ["-e", f"aiorch_edge_agent_ca_file={site_ca}"]
+        refused = hub.cli(*argv, "-e", f"aiorch_site_repo_ca_file={site_ca}", check=False)
+        assert refused.returncode != 0 and "aiorch_site_repo_ca_file" in refused.stderr
         result = hub.cli(*argv, check=False, timeout=900)
         run = json.loads(result.stdout)
         logs = hub.cli("runs", "logs", run["id"]).stdout
