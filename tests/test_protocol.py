@@ -12,7 +12,7 @@ import pytest
 from aiorch.hub.context import HubContext
 from aiorch.hub.services import agents, deployments, enrollment, images, metrics, status
 from aiorch.hub.services.heartbeats import Heartbeat
-from tests.fixtures_hub import HubProcess, checkin_body, enroll_agent, make_enroll_token
+from tests.fixtures_hub import HubProcess, checkin_body, enroll_agent, fresh_csr, make_enroll_token
 
 
 def _agent_client(hub: HubProcess, enrolled: dict) -> httpx.Client:
@@ -300,7 +300,9 @@ def test_enroll_as_a_host_named_like_an_ansible_group_is_refused(
 
 def _enrolled(ctx: HubContext, *names: str) -> list[str]:
     token = enrollment.create_token(ctx, "dc1", 3600, 10, "user:t")["token"]
-    return [enrollment.enroll(ctx, token, {"hostname": n}, "1")["agent_id"] for n in names]
+    return [
+        enrollment.enroll(ctx, token, fresh_csr(), {"hostname": n}, "1")["agent_id"] for n in names
+    ]
 
 
 def _stored_revision(ctx: HubContext, agent_id: str) -> int:
@@ -339,7 +341,7 @@ def test_one_hosts_unreadable_stored_report_leaves_the_others_views_whole(make_c
     ctx = make_context()
     token = enrollment.create_token(ctx, "dc1", 3600, 10, "user:t")["token"]
     for name in ("report-a", "report-b"):
-        enrollment.enroll(ctx, token, {"hostname": name, "cpu": {"logical": 8}}, "1")
+        enrollment.enroll(ctx, token, fresh_csr(), {"hostname": name, "cpu": {"logical": 8}}, "1")
     asyncio.run(images.store(ctx, "localhost/m:v1", _chunks(b"archive"), "t", 1 << 20))
     deployments.apply(ctx, _SPEC.format(replicas=2), "user:t")
     ctx.store.write(  # as a hub before reports were checked at the door could have stored
@@ -359,13 +361,15 @@ def test_one_hosts_unreadable_stored_report_leaves_the_others_views_whole(make_c
 
 
 def test_reenrolled_host_gets_its_workloads_back_at_once(make_context):
+    """The box was reinstalled: it enrolls again with a token made to replace its agent."""
     ctx = make_context()
     token = enrollment.create_token(ctx, "dc1", 3600, 10, "user:t")["token"]
     facts = {"hostname": "box-1", "cpu": {"logical": 8}}
-    enrollment.enroll(ctx, token, facts, "1")
+    enrollment.enroll(ctx, token, fresh_csr(), facts, "1")
     asyncio.run(images.store(ctx, "localhost/m:v1", _chunks(b"archive"), "t", 1 << 20))
     deployments.apply(ctx, _SPEC.format(replicas=1), "user:t")
-    again = enrollment.enroll(ctx, token, facts, "1")  # the box was reinstalled
+    replace = enrollment.create_token(ctx, "dc1", 3600, 1, "user:t", host="box-1", replace=True)
+    again = enrollment.enroll(ctx, replace["token"], fresh_csr(), facts, "1")
     desired = agents.get_desired(ctx, again["agent_id"])
     assert [w["id"] for w in desired["document"]["workloads"]] == ["nlp/chat/0"]
 

@@ -10,7 +10,7 @@ import pytest
 from aiorch.hub.context import HubContext
 from aiorch.hub.schemas import TelemetryBatch
 from aiorch.hub.services import accounting, enrollment, telemetry, telemetry_query
-from tests.fixtures_hub import HubProcess, enroll_agent, make_enroll_token
+from tests.fixtures_hub import HubProcess, enroll_agent, fresh_csr, make_enroll_token
 
 T0 = 1_800_000_000.0  # a minute boundary
 
@@ -20,7 +20,9 @@ def ctx(make_context) -> HubContext:
     context = make_context(raw_retention_s=600, rollup_retention_s=7200)
     context.clock.now = T0 + 3600
     token = enrollment.create_token(context, "edge1", 86400, 1, "user:test")["token"]
-    context.agent_id = enrollment.enroll(context, token, {"hostname": "gpu-1"}, "1")["agent_id"]
+    context.agent_id = enrollment.enroll(context, token, fresh_csr(), {"hostname": "gpu-1"}, "1")[
+        "agent_id"
+    ]
     return context
 
 
