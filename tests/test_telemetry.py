@@ -129,9 +129,8 @@ def test_metrics_endpoint_shows_fleet_readings_with_host_and_site(
         assert (
             agent.post(f"/agents/{enrolled['agent_id']}/telemetry", json=batch).status_code == 200
         )
-    text = httpx.get(
-        f"{shared_hub.url}/metrics", headers={"Authorization": f"Bearer {shared_hub.admin_token}"}
-    ).text
+    with shared_hub.client(shared_hub.admin_token, root=True) as scrape:
+        text = scrape.get("/metrics").text
     line = next(x for x in text.splitlines() if 'host="metrics-a"' in x)
     assert line.startswith("gpu_utilization_percent{") and 'site="dc1"' in line
     assert 'simulated="true"' in line and " 77.0 " in line
