@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from aiorch.hub.context import HubContext
 from aiorch.hub.process import HubProcess
@@ -39,8 +40,8 @@ def admin_client(hub: HubProcess, timeout: float = 30) -> httpx.Client:
     )
 
 
-def _save(where: Path, key: object, answer: dict[str, str]) -> BenchAgent:
-    saved = identity.save(where / f"{answer['agent_id']}.pem", key, answer["certificate"])  # type: ignore[arg-type]
+def _save(where: Path, key: ec.EllipticCurvePrivateKey, answer: dict[str, str]) -> BenchAgent:
+    saved = identity.save(where / f"{answer['agent_id']}.pem", key, answer["certificate"])
     return BenchAgent(answer["agent_id"], saved.path)
 
 
