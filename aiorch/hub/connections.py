@@ -107,7 +107,7 @@ class _GuardedHttpProtocol(HttpToolsProtocol):
 
     def _close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
+            self.transport.abort()  # frees the descriptor now: a TLS close waits for the peer
 
     def _make_room(self) -> None:
         """Close the longest-idle other connection; if every other one is busy, this one."""
