@@ -3,8 +3,8 @@
 A hub (`aiorch hub serve --poll-interval 10`) and `aiorch-agent run` with the simulated
 8xH100-80GB profile run for a measured window (60 s, about 6 rounds) after the first round has
 arrived. Baseline measured in the same run: a bare python3 that only imports the third-party
-packages the agent loads (yaml, psutil; it talks HTTP with the standard library and reads links
-from sysfs) and sleeps.
+packages the agent loads (yaml, psutil, cryptography for its key and certificate; it talks
+HTTPS with the standard library's ssl and http.client and reads links from sysfs) and sleeps.
 
 The dev venv also holds the hub's extras; an edge box has only the base install. So the same
 pair (agent and baseline) also runs from a view holding only the base install's packages, as
@@ -36,13 +36,21 @@ import httpx
 import psutil
 import yaml
 
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _agents import hub_tls
+
 GOAL_RSS_MB = 40.0
 GOAL_CPU_PCT = 1.0
 PROFILE = "simulated:8xH100-80GB"
 POLL_INTERVAL_S = 10
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
-BASELINE = "import yaml, psutil, time; print('ready', flush=True); time.sleep(1e6)"
+BASELINE = (
+    "import yaml, psutil, ssl, http.client, time; from cryptography import x509; "
+    "from cryptography.hazmat.primitives.asymmetric import ec; "
+    "print('ready', flush=True); time.sleep(1e6)"
+)
 # What the `aiorch-agent` console script runs, for the base-install view (no console script).
 AGENT_MAIN = "import sys; from edge_agent.cli import main; sys.exit(main())"
 RUN = ["run", "--log-level", "warning", "--config"]
@@ -99,7 +107,7 @@ def wait_for(what: str, ready: Callable[[], bool], timeout: float = 60.0) -> Non
 
 def start_hub(procs: Processes, data: Path) -> str:
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    url = f"https://127.0.0.1:{port}"
     argv = [str(BIN / "aiorch"), "hub", "serve", "--data-dir", str(data), "--port", str(port)]
     argv += ["--poll-interval", str(POLL_INTERVAL_S), "--log-level", "warning"]
     hub = procs.start("hub", argv)
@@ -107,8 +115,11 @@ def start_hub(procs: Processes, data: Path) -> str:
     def healthy() -> bool:
         if hub.poll() is not None:
             raise RuntimeError(f"hub exited with {hub.returncode}; see {procs.logs / 'hub.log'}")
+        if not (data / "ca.pem").exists():
+            return False  # not yet made on first start
         try:
-            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+            verify = hub_tls(data / "ca.pem")
+            return httpx.get(f"{url}/healthz", timeout=1, verify=verify).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -116,13 +127,16 @@ def start_hub(procs: Processes, data: Path) -> str:
     return url
 
 
-def enroll(
-    url: str, admin_token: str, agent_cmd: list[str], workdir: Path, env: dict[str, str] | None
-) -> Path:
-    """An enrolled agent config in `workdir`, through the hub's API and the agent's CLI."""
+def enroll(url: str, ca: Path, admin_token: str, agent_cmd: list[str], workdir: Path) -> Path:
+    """An enrolled agent config in `workdir`, through the hub's API and the agent's CLI (the
+    token carries the hub's CA pin)."""
     headers = {"Authorization": f"Bearer {admin_token}"}
     reply = httpx.post(
-        f"{url}/api/v1/enroll-tokens", json={"site": "bench"}, headers=headers, timeout=30
+        f"{url}/api/v1/enroll-tokens",
+        json={"site": "bench"},
+        headers=headers,
+        timeout=30,
+        verify=hub_tls(ca),
     )
     reply.raise_for_status()
     config = workdir / "agent.yaml"
@@ -134,7 +148,7 @@ def enroll(
     )
     argv = [*agent_cmd, "enroll", "--hub", url, "--config", str(config)]
     token = reply.json()["token"]
-    done = subprocess.run(argv, input=token, capture_output=True, text=True, timeout=60, env=env)
+    done = subprocess.run(argv, input=token, capture_output=True, text=True, timeout=60)
     if done.returncode != 0:
         raise RuntimeError(f"enroll failed: {done.stderr}")
     return config
@@ -293,7 +307,8 @@ def main() -> int:
             url = start_hub(hub, tmp / "hub")
             admin = (tmp / "hub" / "admin.token").read_text().strip()
             edge_env = {"PYTHONPATH": str(edge_view(tmp)), "PATH": "/usr/bin:/bin"}
-            config = enroll(url, admin, [str(BIN / "aiorch-agent")], tmp / "agent", None)
+            ca = tmp / "hub" / "ca.pem"
+            config = enroll(url, ca, admin, [str(BIN / "aiorch-agent")], tmp / "agent")
             print(
                 f"hub {url}, poll interval {POLL_INTERVAL_S} s, {PROFILE}, "
                 f"window {args.seconds:.0f} s per view"

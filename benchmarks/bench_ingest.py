@@ -17,6 +17,10 @@ from pathlib import Path
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _agents import enroll_agents, hub_tls
+
 from aiorch.hub.process import HubProcess
 from aiorch.hub.store import Store
 from aiorch.hub.store.db import Synchronous
@@ -41,19 +45,12 @@ def through_api(tmp: Path, synchronous: Synchronous) -> float:
     os.environ["AIORCH_STORE_SYNCHRONOUS"] = synchronous  # read by the hub process
     hub = HubProcess(tmp / f"hub-{synchronous}").start()
     try:
-        auth = {"Authorization": f"Bearer {hub.admin_token}"}
-        with httpx.Client(base_url=f"{hub.url}/api/v1", headers=auth, timeout=60) as admin:
-            token = admin.post("/enroll-tokens", json={"site": "bench"}).json()["token"]
-            enrolled = admin.post(
-                "/enroll", json={"token": token, "facts": {"hostname": "b"}}
-            ).json()
-        headers = {
-            "Authorization": f"Bearer {enrolled['credential']}",
-            "Content-Type": "application/json",
-        }
-        url = f"{hub.url}/api/v1/agents/{enrolled['agent_id']}/telemetry"
+        [agent] = enroll_agents(hub, 1, tmp / f"agents-{synchronous}", "b")
+        headers = {"Content-Type": "application/json"}
+        url = f"{hub.url}/api/v1/agents/{agent.agent_id}/telemetry"
         bodies = [batch_body("e1", i * BATCH) for i in range(BATCHES)]
-        with httpx.Client(headers=headers, timeout=60) as client:
+        verify = hub_tls(hub.ca_path, agent)
+        with httpx.Client(headers=headers, timeout=60, verify=verify) as client:
             client.post(url, content=batch_body("warm", 0))
 
             def send(body: bytes) -> int:

@@ -48,14 +48,14 @@ AGENT = str(BIN / "aiorch-agent")
 class HubProcess(BaseHubProcess):
     """The hub process plus the clients tests use against it."""
 
-    def client(self, token: str | AgentCert | None = None) -> httpx.Client:
-        """A client verifying the hub by its CA: with a bearer token, or as an agent (mTLS)."""
+    def client(self, token: str | AgentCert | None = None, root: bool = False) -> httpx.Client:
+        """A client verifying the hub by its CA: with a bearer token, or as an agent (mTLS);
+        on /api/v1, or on the hub's root (/healthz, /metrics) with `root`."""
         cert = token if isinstance(token, AgentCert) else None
         headers = {"Authorization": f"Bearer {token}"} if isinstance(token, str) else {}
         verify = tls_context(self.ca_path, cert)
-        return httpx.Client(
-            base_url=f"{self.url}/api/v1", headers=headers, timeout=30, verify=verify
-        )
+        base = self.url if root else f"{self.url}/api/v1"
+        return httpx.Client(base_url=base, headers=headers, timeout=30, verify=verify)
 
     def cli(
         self, *args: str, check: bool = True, timeout: float = 120
@@ -111,6 +111,12 @@ def enroll_request(token: str, hostname: str) -> tuple[Any, dict[str, Any]]:
     key = identity.new_key()
     body = {"token": token, "csr": identity.csr_pem(key), "facts": {"hostname": hostname}}
     return key, body
+
+
+def fresh_csr() -> str:
+    """A CSR for a key made now, for service-level enrollment that needs no key afterwards:
+    `enrollment.enroll(ctx, token, fresh_csr(), facts, "1")`."""
+    return identity.csr_pem(identity.new_key())
 
 
 def enroll_agent(hub: HubProcess, token: str, hostname: str) -> dict[str, Any]:

@@ -3,6 +3,7 @@ what it does with damaged, full and read-only files."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import multiprocessing
@@ -16,15 +17,19 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edge_agent import identity
 from edge_agent.agent import Agent, enroll
-from edge_agent.client import CheckinReply, HubClient, HubRefused, HubUnavailable
+from edge_agent.client import CheckinReply, HubClient, HubRefused, HubUnavailable, TrustNews
 from edge_agent.config import AgentConfig
 from edge_agent.outbox import ROW_OVERHEAD, Outbox, Pending
 from edge_agent.state import AgentState
-from tests.fixtures_hub import HubProcess, enroll_agent, make_enroll_token
+from tests.fixtures_hub import HubProcess, enroll_agent, make_enroll_token, tls_context
 
 
 def _samples(n: int, start: float = 0.0) -> list[tuple[float, str, float, dict[str, str]]]:
@@ -440,6 +445,7 @@ class StubHub:
         self.status = status
         self.seqs: list[int] = []
         self.dropped: list[int] = []
+        self.news = TrustNews(None, None, False)  # no renewal asked, no new CAs
 
     def checkin(self, agent_id: str, body: dict, known_revision: int) -> CheckinReply:
         self.calls.append("checkin")
@@ -461,17 +467,41 @@ class StubHub:
         return None
 
 
+def _stub_identity(state: Path) -> None:
+    """identity.pem and hub-ca.pem as enrollment leaves them, from a throwaway self-signed
+    certificate valid for a year (no renewal due): the stubbed hub never looks at them."""
+    key = identity.new_key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "stub")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=365))
+        .sign(key, hashes.SHA256())
+    )
+    pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    identity.save(state / identity.IDENTITY_FILE, key, pem)
+    identity.save_bundle(state, pem)
+
+
 @pytest.fixture
 def agent_factory(tmp_path: Path) -> Iterator[Callable[..., Agent]]:
     state = tmp_path / "state"
-    AgentState(state).save_credential("http://127.0.0.1:9", "a1", "aia_a1_secret", "edge1")
+    # Nothing listens on port 9: a renewal by proof after a 401 finds the hub away.
+    AgentState(state).save_credential("https://127.0.0.1:9", "a1", "edge1")
+    _stub_identity(state)
     made: list[Agent] = []
 
     def make(hub: StubHub, **config: object) -> Agent:
         agent = Agent(
             AgentConfig(state_dir=state, gpu_backend="simulated:8xH100-80GB", **config)  # type: ignore[arg-type]
         )
-        agent.hub = hub  # type: ignore[assignment]
+        agent.trust.hub.close()
+        agent.trust.hub = hub  # type: ignore[assignment]
         made.append(agent)
         return agent
 
@@ -586,7 +616,7 @@ def test_batch_the_real_hub_refuses_is_set_aside_and_its_drops_reach_the_hub(
 def test_hub_accepts_a_batch_that_only_reports_drops(hub: HubProcess):
     with hub.client(hub.admin_token) as admin:
         enrolled = enroll_agent(hub, make_enroll_token(admin), "drops-only")
-    client = HubClient(hub.url, enrolled["credential"])
+    client = HubClient(hub.url, tls_context(hub.ca_path, enrolled["credential"]))
     try:
         reply = client.upload(enrolled["agent_id"], asdict(Pending("e0", 3000, 3000, 2900, [])))
     finally:

@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import logging
 import random
+import ssl
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import yaml
 
+from aiorch.endpoint import CA_FILE
+from aiorch.hub.context import HubContext
+from aiorch.hub.pki.listener import listen_names
 from aiorch.wait import wait_until
+from edge_agent import identity
 from edge_agent.backoff import Schedule
 from edge_agent.cli import main
 from edge_agent.client import CheckinReply, HubClient
@@ -27,9 +33,9 @@ ROLE = Path(__file__).resolve().parents[1] / "playbooks" / "roles" / "aiorch_edg
 
 def test_config_reads_hub_url_and_state_dir(tmp_path: Path):
     path = tmp_path / "agent.yaml"
-    path.write_text("hub_url: http://127.0.0.1:8700\nstate_dir: /tmp/x\n")
+    path.write_text("hub_url: https://127.0.0.1:8700\nstate_dir: /tmp/x\n")
     config = AgentConfig.load(path)
-    assert (config.hub_url, config.state_dir) == ("http://127.0.0.1:8700", Path("/tmp/x"))
+    assert (config.hub_url, config.state_dir) == ("https://127.0.0.1:8700", Path("/tmp/x"))
 
 
 @pytest.mark.parametrize(
@@ -114,7 +120,7 @@ def test_retry_after_is_honoured():
 
 def test_state_files_are_private_and_replaced_atomically(tmp_path: Path):
     state = AgentState(tmp_path / "state")
-    state.save_credential("http://hub", "a1", "aia_a1_secret", "edge1")
+    state.save_credential("https://hub", "a1", "edge1")
     state.save_desired(3, {"workloads": [1]})
     assert state.credential_path.stat().st_mode & 0o777 == 0o600
     assert state.desired() == {"revision": 3, "document": {"workloads": [1]}}
@@ -197,7 +203,7 @@ def test_a_stalled_health_probe_delays_no_other_workload():
 
 def test_enroll_token_on_the_command_line_is_refused(capsys: pytest.CaptureFixture[str]):
     with pytest.raises(SystemExit) as exited:
-        main(["enroll", "--hub", "http://127.0.0.1:9", "--token", "aie_00_secret"])
+        main(["enroll", "--hub", "https://127.0.0.1:9", "--token", "aie_00_secret"])
     assert exited.value.code == 2
     err = capsys.readouterr().err.splitlines()[-1]
     assert "--token is not accepted" in err and "AIORCH_ENROLL_TOKEN" in err
@@ -253,10 +259,27 @@ class _ForgetfulHub(BaseHTTPRequestHandler):
         return None
 
 
-def test_hub_client_replaces_a_kept_alive_connection_the_hub_dropped():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _ForgetfulHub)
+def _tls_server(ctx: HubContext, tmp_path: Path) -> ThreadingHTTPServer:
+    """`_ForgetfulHub` over HTTPS, with a server certificate from a hub CA (DATA_DIR/ca.pem)."""
+    ctx.clock.now = time.time()  # type: ignore[attr-defined]  # certificates valid from now
+    chain, key = ctx.authority.issue_server(listen_names(["127.0.0.1"], []), time.time(), 3600)
+    (tmp_path / "server.pem").write_bytes(chain)
+    (tmp_path / "server.key").write_bytes(key)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(tmp_path / "server.pem", tmp_path / "server.key")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ForgetfulHub, bind_and_activate=False)
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
+    server.server_bind()
+    server.server_activate()
+    return server
+
+
+def test_hub_client_replaces_a_kept_alive_connection_the_hub_dropped(make_context, tmp_path: Path):
+    ctx = make_context()
+    server = _tls_server(ctx, tmp_path)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    client = HubClient(f"http://127.0.0.1:{server.server_address[1]}", "aia_x")
+    verify = identity.tls_context(tmp_path / CA_FILE, None, None)
+    client = HubClient(f"https://127.0.0.1:{server.server_address[1]}", verify)
     try:
         replies = [client.checkin("a1", {}, 3) for _ in range(3)]
     finally:
@@ -266,7 +289,10 @@ def test_hub_client_replaces_a_kept_alive_connection_the_hub_dropped():
     assert replies == [CheckinReply(False, 3, None, 7.0)] * 3
 
 
-@pytest.mark.parametrize("url", ["127.0.0.1:8700", "ftp://hub", "http://hub:port"])
+@pytest.mark.parametrize(
+    "url", ["127.0.0.1:8700", "ftp://hub", "https://hub:port", "http://127.0.0.1:8700"]
+)
 def test_bad_hub_url_is_one_clear_error(url: str):
+    """Plain HTTP is one of them: the agent speaks HTTPS only."""
     with pytest.raises(ConfigError, match="hub URL"):
-        HubClient(url)
+        HubClient(url, ssl.create_default_context())

@@ -8,11 +8,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from aiorch.hub.app import PUBLIC_PATHS, create_app
+from aiorch.hub.app import API_PREFIX, PUBLIC_PATHS, create_app
 from aiorch.hub.context import HubContext
+from aiorch.hub.routers import agent_protocol
 from aiorch.hub.settings import HubSettings
 from aiorch.hub.store import Store
-from tests.fixtures_hub import HubProcess, enroll_agent, make_enroll_token, make_token
+from tests.fixtures_hub import AgentCert, HubProcess, enroll_agent, make_enroll_token, make_token
 
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 UPLOADS: set[str] = set()  # paths whose body is a file, not JSON
@@ -35,25 +36,38 @@ def _routes() -> list[tuple[str, str]]:
 
 ROUTES = _routes()
 PROTECTED = [(m, p) for m, p in ROUTES if p not in PUBLIC_PATHS]
+# The agent protocol's routes: a client certificate authenticates there, never a bearer token.
+AGENT_PATHS = {API_PREFIX + getattr(route, "path", "") for route in agent_protocol.router.routes}
+AGENT_ROUTES = [(m, p) for m, p in PROTECTED if p in AGENT_PATHS]
+USER_ROUTES = [(m, p) for m, p in PROTECTED if p not in AGENT_PATHS]
 
 
 def _call(
-    hub: HubProcess, method: str, path: str, token: str | None, agent_id: str = "x"
+    hub: HubProcess, method: str, path: str, who: str | AgentCert | None, agent_id: str = "x"
 ) -> httpx.Response:
+    """`path` called with a bearer token, as an agent (its certificate), or as nobody."""
     url = re.sub(r"\{agent_id\}", agent_id, path)
     url = re.sub(r"\{[^}]+\}", "x", url)
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    headers = {}
     body: dict = {}
     if method in MUTATING and method != "DELETE" and path in UPLOADS:
         body = {"content": b"x"}
         headers["Content-Type"] = "application/octet-stream"
     elif method in MUTATING and method != "DELETE":
         body = {"json": {}}
-    return httpx.request(method, f"{hub.url}{url}", headers=headers, timeout=30, **body)
+    with hub.client(who, root=True) as client:
+        return client.request(method, url, headers=headers, **body)
 
 
-def test_public_paths_are_only_health_and_enrollment():
-    assert set(PUBLIC_PATHS) == {"/healthz", "/api/v1/enroll"}
+def test_public_paths_are_only_health_and_the_ways_to_a_certificate():
+    """No bearer token: the health probe, enrollment, the public CA bundle and renewal by
+    proof (the agent's key is the proof there)."""
+    ways = {"enroll", "ca-bundle", "renew-nonce", "renew-by-proof"}
+    assert set(PUBLIC_PATHS) == {"/healthz", *(f"/api/v1/{way}" for way in ways)}
+
+
+def test_the_agent_routes_are_found():
+    assert {p.rsplit("/", 1)[1] for p in AGENT_PATHS} >= {"checkin", "telemetry", "renew"}
 
 
 @pytest.mark.parametrize(("method", "path"), PROTECTED)
@@ -67,7 +81,7 @@ def test_route_with_wrong_token_is_401(shared_hub: HubProcess, method: str, path
         assert _call(shared_hub, method, path, bad).status_code == 401
 
 
-@pytest.mark.parametrize(("method", "path"), [(m, p) for m, p in PROTECTED if m in MUTATING])
+@pytest.mark.parametrize(("method", "path"), [(m, p) for m, p in USER_ROUTES if m in MUTATING])
 def test_viewer_gets_403_on_mutating_route(
     shared_hub: HubProcess, admin: httpx.Client, method: str, path: str
 ):
@@ -75,8 +89,8 @@ def test_viewer_gets_403_on_mutating_route(
     assert _call(shared_hub, method, path, viewer).status_code == 403
 
 
-@pytest.mark.parametrize(("method", "path"), PROTECTED)
-def test_agent_credential_gets_403_on_other_agents_and_user_routes(
+@pytest.mark.parametrize(("method", "path"), AGENT_ROUTES)
+def test_agent_certificate_gets_403_on_other_agents_routes(
     shared_hub: HubProcess, admin: httpx.Client, method: str, path: str
 ):
     mine = enroll_agent(shared_hub, make_enroll_token(admin), f"auth-{method}-{hash(path)}-a")
@@ -85,23 +99,38 @@ def test_agent_credential_gets_403_on_other_agents_and_user_routes(
     assert response.status_code == 403
 
 
+@pytest.mark.parametrize(("method", "path"), USER_ROUTES)
+def test_agent_certificate_gets_401_on_user_routes(
+    shared_hub: HubProcess, admin: httpx.Client, method: str, path: str
+):
+    """An agent's certificate is no bearer token: user routes answer 401 (was 403 when agents
+    had bearer credentials)."""
+    mine = enroll_agent(shared_hub, make_enroll_token(admin), f"auth-{method}-{hash(path)}-u")
+    response = _call(shared_hub, method, path, mine["credential"], agent_id=mine["agent_id"])
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize(("method", "path"), AGENT_ROUTES)
+def test_bearer_token_on_an_agent_route_is_401_asking_for_the_certificate(
+    shared_hub: HubProcess, method: str, path: str
+):
+    response = _call(shared_hub, method, path, shared_hub.admin_token)
+    assert response.status_code == 401
+    assert "agent routes need the agent's client certificate" in response.json()["detail"]
+
+
 def test_revoked_api_token_is_401(shared_hub: HubProcess, admin: httpx.Client):
     created = admin.post("/tokens", json={"role": "viewer"}).json()
     assert admin.delete(f"/tokens/{created['id']}").status_code == 204
-    response = httpx.get(
-        f"{shared_hub.url}/api/v1/hosts",
-        headers={"Authorization": f"Bearer {created['token']}"},
-    )
+    with shared_hub.client(created["token"]) as revoked:
+        response = revoked.get("/hosts")
     assert response.status_code == 401 and "revoked" in response.json()["detail"]
 
 
 def test_operator_cannot_create_api_tokens(shared_hub: HubProcess, admin: httpx.Client):
     operator = make_token(admin, "operator")
-    response = httpx.post(
-        f"{shared_hub.url}/api/v1/tokens",
-        json={"role": "admin"},
-        headers={"Authorization": f"Bearer {operator}"},
-    )
+    with shared_hub.client(operator) as client:
+        response = client.post("/tokens", json={"role": "admin"})
     assert response.status_code == 403 and "needs 'admin'" in response.json()["detail"]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -25,7 +26,9 @@ from tests.fixtures_hub import (
     HubProcess,
     checkin_body,
     enroll_agent,
+    enroll_request,
     make_enroll_token,
+    tls_context,
 )
 
 
@@ -95,8 +98,9 @@ def test_desired_state_for_unknown_agent_is_404(admin: httpx.Client):
 
 def test_enroll_without_hostname_is_422(shared_hub: HubProcess, admin: httpx.Client):
     token = admin.post("/enroll-tokens", json={"site": "edge1"}).json()["token"]
+    _, body = enroll_request(token, "unnamed")
     with shared_hub.client() as client:
-        response = client.post("/enroll", json={"token": token, "facts": {}})
+        response = client.post("/enroll", json={**body, "facts": {}})
     assert response.status_code == 422 and "hostname" in response.json()["detail"]
     listed = [t for t in admin.get("/enroll-tokens").json() if token.split("_")[1] == t["id"]]
     assert listed[0]["uses"] == 0, "a refused enrollment spends no use of the token"
@@ -128,7 +132,7 @@ spec:
 
 def _still_serving(hub: HubProcess) -> None:
     """Everyone else is still served: /healthz and an agent's check-in."""
-    with httpx.Client(base_url=hub.url, timeout=10) as client:
+    with hub.client(root=True) as client:
         assert client.get("/healthz").status_code == 200
     with hub.client(hub.admin_token) as admin:
         enrolled = enroll_agent(hub, make_enroll_token(admin), f"bystander-{uuid.uuid4().hex[:8]}")
@@ -189,7 +193,8 @@ def test_plan_cli_prints_unplaced_replicas_as_one_line(shared_hub: HubProcess, t
 def test_desired_state_that_json_cannot_give_back_is_422_and_not_stored(
     shared_hub: HubProcess, admin: httpx.Client, document: str, words: str
 ):
-    enrolled = enroll_agent(shared_hub, make_enroll_token(admin), "desired-bad")
+    host = f"desired-bad-{uuid.uuid4().hex[:8]}"  # each case its own host: no takeover
+    enrolled = enroll_agent(shared_hub, make_enroll_token(admin), host)
     path = f"/agents/{enrolled['agent_id']}/desired"
     text = '{"document": {"workloads": [], "x": ' + document + "}}"
     response = admin.put(path, content=text, headers={"Content-Type": "application/json"})
@@ -255,13 +260,29 @@ class _FewFilesHub(HubProcess):
         return ["prlimit", "--nofile=256:256", "--", *super().argv()]
 
 
+def _connect(hub: HubProcess, tls: bool, timeout: float | None = None) -> socket.socket:
+    """A connection to the hub: TLS handshake done (an idle or slow client), or bare TCP that
+    never starts one."""
+    sock = socket.create_connection(("127.0.0.1", hub.port), timeout=timeout)
+    return tls_context(hub.ca_path).wrap_socket(sock, server_hostname="127.0.0.1") if tls else sock
+
+
+def _closed_by_hub(sock: socket.socket) -> bool:
+    """The hub closed the connection: end of stream, with or without TLS's close_notify."""
+    try:
+        return sock.recv(1024) == b""
+    except (ssl.SSLEOFError, ConnectionResetError):
+        return True
+
+
 @pytest.mark.e2e
-def test_idle_connections_never_starve_healthz_or_checkins(tmp_path):
+@pytest.mark.parametrize("tls", [True, False], ids=["tls", "bare-tcp"])
+def test_idle_connections_never_starve_healthz_or_checkins(tmp_path, tls: bool):
     hub = _FewFilesHub(tmp_path / "hub").start()
     idle = []
     try:
         for _ in range(300):  # more than the hub has descriptors
-            idle.append(socket.create_connection(("127.0.0.1", hub.port)))
+            idle.append(_connect(hub, tls))
         _still_serving(hub)
         assert hub.log.stat().st_size < 64 * 1024, "the flood fills no log"
     finally:
@@ -272,24 +293,29 @@ def test_idle_connections_never_starve_healthz_or_checkins(tmp_path):
 
 @pytest.mark.e2e
 @pytest.mark.parametrize(
-    "sent",
+    ("tls", "sent"),
     [
-        b"",
-        b"GET /healthz HTTP/1.1\r\nHost: hub\r\n",
-        b"POST /api/v1/enroll HTTP/1.1\r\nHost: hub\r\nContent-Type: application/json\r\n"
-        b"Content-Length: 100\r\n\r\n{",
+        pytest.param(False, b"", id="no-handshake"),
+        pytest.param(True, b"", id="nothing"),
+        pytest.param(True, b"GET /healthz HTTP/1.1\r\nHost: hub\r\n", id="half-a-head"),
+        pytest.param(
+            True,
+            b"POST /api/v1/enroll HTTP/1.1\r\nHost: hub\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n{",
+            id="half-a-body",
+        ),
     ],
-    ids=["nothing", "half-a-head", "half-a-body"],
 )
-def test_a_connection_too_slow_to_send_its_request_is_closed(tmp_path, sent: bytes):
+def test_a_connection_too_slow_to_send_its_request_is_closed(tmp_path, tls: bool, sent: bytes):
     hub = HubProcess(
-        tmp_path / "hub", serve_args=["--header-timeout", "1", "--body-timeout", "1"]
+        tmp_path / "hub",
+        serve_args=["--header-timeout", "1", "--body-timeout", "1", "--handshake-timeout", "1"],
     ).start()
     try:
-        with socket.create_connection(("127.0.0.1", hub.port), timeout=10) as sock:
+        with _connect(hub, tls, timeout=10) as sock:
             sock.sendall(sent)
             started = time.monotonic()
-            assert sock.recv(1024) == b"", "the hub closed it"
+            assert _closed_by_hub(sock), "the hub closed it"
             assert time.monotonic() - started < 5
         _still_serving(hub)
     finally:

@@ -48,9 +48,19 @@ def test_agent_commands_are_in_readme():
 
 def test_cli_error_is_one_line_without_traceback():
     result = subprocess.run(
-        [AIORCH, "--hub", "http://127.0.0.1:9", "--token", "x", "hosts", "list"],
+        [AIORCH, "--hub", "https://127.0.0.1:9", "--token", "x", "hosts", "list"],
         capture_output=True,
         text=True,
     )
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "cannot reach hub" in result.stderr
+
+
+def test_cli_refuses_a_plain_http_hub_in_one_line():
+    result = subprocess.run(
+        [AIORCH, "--hub", "http://127.0.0.1:9", "--token", "x", "hosts", "list"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "HTTPS only" in result.stderr

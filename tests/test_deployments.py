@@ -14,6 +14,7 @@ import pytest
 from aiorch.errors import Conflict, Forbidden, InvalidInput
 from aiorch.hub.context import HubContext
 from aiorch.hub.services import agents, deployments, drift, enrollment, images, replicas
+from tests.fixtures_hub import fresh_csr
 
 H100 = {"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_total_bytes": 81559 * 2**20}
 SPEC = """
@@ -39,7 +40,7 @@ def ctx(make_context) -> HubContext:
     token = enrollment.create_token(context, "dc1", 3600, 10, "user:t")["token"]
     for name in ("gpu-a", "gpu-b"):
         facts = {"hostname": name, "gpus": [H100], "cpu": {"logical_count": 32}}
-        enrollment.enroll(context, token, {**facts, "memory_total_bytes": 2**38}, "1")
+        enrollment.enroll(context, token, fresh_csr(), {**facts, "memory_total_bytes": 2**38}, "1")
     asyncio.run(
         images.store(context, "localhost/aiorch-model:v1", _chunks(b"archive"), "t", 1 << 20)
     )

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fixtures_hub import HubProcess, checkin_body, enroll_agent, make_enroll_token
+from tests.fixtures_hub import HubProcess, checkin_body, enroll_agent, fresh_csr, make_enroll_token
 
 pytestmark = pytest.mark.e2e
 
@@ -53,13 +53,14 @@ def test_enrolling_with_bad_facts_is_422_naming_the_field(
 ) -> None:
     hostname = "door-" + what.replace(" ", "-")
     token = make_enroll_token(admin)
-    body = f'{{"token": "{token}", "facts": {_with_hostname(facts, hostname)}}}'
+    csr = json.dumps(fresh_csr())  # a valid CSR: the facts alone are what is wrong
+    body = f'{{"token": "{token}", "csr": {csr}, "facts": {_with_hostname(facts, hostname)}}}'
     with shared_hub.client() as client:
         response = client.post(
             "/enroll", content=body, headers={"Content-Type": "application/json"}
         )
     assert response.status_code == 422, response.text
-    assert field in response.json()["detail"]
+    assert field in response.json()["detail"] and "csr" not in response.json()["detail"]
     assert admin.get(f"/hosts/{hostname}").status_code == 404
     _fleet_still_answers(admin)
 

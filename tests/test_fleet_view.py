@@ -16,6 +16,7 @@ from aiorch.hub.context import HubContext
 from aiorch.hub.services import deployments, enrollment, images, inventory
 from edge_agent.facts import collect_facts
 from edge_agent.gpu import NullBackend
+from tests.fixtures_hub import fresh_csr
 from tests.fixtures_policy import allow_host_paths
 
 EMBEDDINGS = Path(__file__).parent.parent / "examples" / "deployments" / "embeddings-l40s.yaml"
@@ -51,7 +52,7 @@ async def _chunks(data: bytes) -> AsyncIterator[bytes]:
 def enroll(ctx: HubContext, *hosts: dict[str, Any], labels: str = "{}") -> None:
     token = enrollment.create_token(ctx, "dc1", 3600, 10, "user:t")["token"]
     for host in hosts:
-        enrollment.enroll(ctx, token, host, "1")
+        enrollment.enroll(ctx, token, fresh_csr(), host, "1")
 
     def op(db: Any) -> None:
         db.execute("UPDATE hosts SET region = 'eu', labels = ?", [labels])

@@ -7,8 +7,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import httpx
-
 from tests.fixtures_hub import BIN, HubProcess
 from tests.test_inventory import alias_bomb
 
@@ -80,11 +78,8 @@ def test_unknown_host_is_404(hub: HubProcess):
 
 def test_import_is_audited(hub: HubProcess):
     hub.cli("inventory", "import", str(EXAMPLE / "hosts.yml"))
-    entries = httpx.get(
-        f"{hub.url}/api/v1/audit",
-        params={"action": "inventory.import"},
-        headers={"Authorization": f"Bearer {hub.admin_token}"},
-    ).json()
+    with hub.client(hub.admin_token) as admin:
+        entries = admin.get("/audit", params={"action": "inventory.import"}).json()
     assert entries[0]["actor"].startswith("user:") and entries[0]["detail"]["hosts"] == 8
 
 

@@ -8,6 +8,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from aiorch.hub.context import HubContext
 from aiorch.hub.jobs import register_jobs
 from aiorch.hub.services import agents, enrollment
+from tests.fixtures_hub import fresh_csr
 
 
 @pytest.fixture
@@ -17,7 +18,7 @@ def ctx(make_context) -> HubContext:
 
 def test_agent_goes_offline_after_missed_checkins(ctx: HubContext):
     token = enrollment.create_token(ctx, "edge1", 3600, 1, "user:test")["token"]
-    agent_id = enrollment.enroll(ctx, token, {"hostname": "h1"}, "1")["agent_id"]
+    agent_id = enrollment.enroll(ctx, token, fresh_csr(), {"hostname": "h1"}, "1")["agent_id"]
     assert agents.mark_offline(ctx) == []
     ctx.clock.now += 31  # type: ignore[attr-defined]
     assert agents.list_agents(ctx)[0]["status"] == "offline"
@@ -62,7 +63,7 @@ def test_heartbeats_show_at_once_and_persist_on_flush(ctx: HubContext):
     from aiorch.hub.schemas import CheckinRequest
 
     token = enrollment.create_token(ctx, "edge1", 3600, 1, "user:test")["token"]
-    agent_id = enrollment.enroll(ctx, token, {"hostname": "h2"}, "1")["agent_id"]
+    agent_id = enrollment.enroll(ctx, token, fresh_csr(), {"hostname": "h2"}, "1")["agent_id"]
     ctx.clock.now += 100  # type: ignore[attr-defined]
     body = CheckinRequest(agent_version="2", uptime_s=5, facts_hash="f", applied_revision=7)
     asyncio.run(agents.checkin(ctx, agent_id, body, None))

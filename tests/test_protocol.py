@@ -4,25 +4,55 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from cryptography import x509
 
 from aiorch.hub.context import HubContext
 from aiorch.hub.services import agents, deployments, enrollment, images, metrics, status
 from aiorch.hub.services.heartbeats import Heartbeat
+from edge_agent.contract.identity import TOKEN_PIN_SEPARATOR, agent_uri
 from tests.fixtures_desired import a_workload
-from tests.fixtures_hub import HubProcess, checkin_body, enroll_agent, make_enroll_token
+from tests.fixtures_hub import (
+    HubProcess,
+    checkin_body,
+    enroll_agent,
+    enroll_request,
+    fresh_csr,
+    make_enroll_token,
+)
 
 
 def _agent_client(hub: HubProcess, enrolled: dict) -> httpx.Client:
     return hub.client(enrolled["credential"])
 
 
-def test_enroll_returns_credential_and_poll_interval(shared_hub: HubProcess, admin: httpx.Client):
+def _post_enroll(hub: HubProcess, token: str, hostname: str) -> httpx.Response:
+    """POST /enroll with a fresh key's CSR, the answer whatever it is."""
+    _, body = enroll_request(token, hostname)
+    with hub.client() as client:
+        return client.post("/enroll", json=body)
+
+
+def _unique(name: str) -> str:
+    """A host name of its own for each case of a parametrized test on the shared hub: a name
+    a live agent holds cannot be enrolled again without a replace token."""
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+def test_enroll_returns_a_certificate_and_poll_interval(
+    shared_hub: HubProcess, admin: httpx.Client
+):
     enrolled = enroll_agent(shared_hub, make_enroll_token(admin, "edge1"), "enroll-a")
-    assert enrolled["credential"].startswith("aia_")
+    cert = x509.load_pem_x509_certificate(enrolled["certificate"].encode())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    names = san.get_values_for_type(x509.UniformResourceIdentifier)
+    assert names == [agent_uri(enrolled["agent_id"])], "the certificate names the new agent"
+    assert enrolled["not_after"] > enrolled["hub_time"]
+    assert "BEGIN CERTIFICATE" in enrolled["ca_bundle"]
     assert enrolled["site"] == "edge1"
     assert enrolled["poll_interval_s"] > 0
     host = admin.get("/hosts/enroll-a").json()
@@ -117,46 +147,58 @@ def test_telemetry_sample_naming_a_missing_series_is_refused(
     assert "names series 5; the batch has 1" in response.json()["detail"]
 
 
-def test_expired_token_is_refused_saying_expired(shared_hub: HubProcess, admin: httpx.Client):
+# Every refusal of an enrollment token is 401 (an expired, used-up or revoked token was 403).
+
+
+def test_expired_token_is_refused_401_saying_expired(shared_hub: HubProcess, admin: httpx.Client):
     token = make_enroll_token(admin, ttl_s=0.001)
-    with shared_hub.client() as client:
-        response = client.post("/enroll", json={"token": token, "facts": {"hostname": "late"}})
-    assert response.status_code == 403
+    response = _post_enroll(shared_hub, token, "late")
+    assert response.status_code == 401
     assert "expired" in response.json()["detail"]
 
 
-def test_used_up_token_is_refused_saying_used_up(shared_hub: HubProcess, admin: httpx.Client):
+def test_used_up_token_is_refused_401_saying_used_up(shared_hub: HubProcess, admin: httpx.Client):
     token = make_enroll_token(admin, uses=1)
     enroll_agent(shared_hub, token, "once-a")
-    with shared_hub.client() as client:
-        response = client.post("/enroll", json={"token": token, "facts": {"hostname": "once-b"}})
-    assert response.status_code == 403
+    response = _post_enroll(shared_hub, token, "once-b")
+    assert response.status_code == 401
     assert "used up (1 of 1 uses)" in response.json()["detail"]
 
 
-def test_revoked_token_is_refused_saying_revoked(shared_hub: HubProcess, admin: httpx.Client):
+def test_revoked_token_is_refused_401_saying_revoked(shared_hub: HubProcess, admin: httpx.Client):
     created = admin.post("/enroll-tokens", json={"site": "edge1"}).json()
     assert admin.delete(f"/enroll-tokens/{created['id']}").status_code == 204
-    with shared_hub.client() as client:
-        response = client.post(
-            "/enroll", json={"token": created["token"], "facts": {"hostname": "rev-a"}}
-        )
-    assert response.status_code == 403
+    response = _post_enroll(shared_hub, created["token"], "rev-a")
+    assert response.status_code == 401
     assert "revoked" in response.json()["detail"]
 
 
 def test_unknown_token_is_refused(shared_hub: HubProcess):
-    with shared_hub.client() as client:
-        response = client.post("/enroll", json={"token": "aie_00_nope", "facts": {"hostname": "x"}})
+    response = _post_enroll(shared_hub, "aie_00_nope", "x")
     assert response.status_code == 401
     assert "unknown enrollment token" in response.json()["detail"]
 
 
-def test_reenrolling_a_host_revokes_its_previous_credential(
+def test_reenrolling_a_held_host_is_409_naming_it_and_keeps_its_agent(
+    shared_hub: HubProcess, admin: httpx.Client
+):
+    """A site token cannot take over a box that a live agent holds (it was a takeover)."""
+    held = enroll_agent(shared_hub, make_enroll_token(admin), "held-a")
+    response = _post_enroll(shared_hub, make_enroll_token(admin), "held-a")
+    assert response.status_code == 409
+    assert "host held-a is enrolled" in response.json()["detail"]
+    assert "--host held-a --replace" in response.json()["detail"]
+    with _agent_client(shared_hub, held) as agent:
+        assert agent.post(f"/agents/{held['agent_id']}/checkin", json=checkin_body()).is_success
+    assert admin.get("/hosts/held-a").json()["agent_id"] == held["agent_id"]
+
+
+def test_reenrolling_a_host_with_a_replace_token_revokes_its_previous_agent(
     shared_hub: HubProcess, admin: httpx.Client
 ):
     old = enroll_agent(shared_hub, make_enroll_token(admin), "again-a")
-    new = enroll_agent(shared_hub, make_enroll_token(admin), "again-a")
+    replace = make_enroll_token(admin, host="again-a", replace=True)
+    new = enroll_agent(shared_hub, replace, "again-a")
     with _agent_client(shared_hub, old) as agent:
         response = agent.post(f"/agents/{old['agent_id']}/checkin", json=checkin_body())
     assert response.status_code == 401 and "revoked" in response.json()["detail"]
@@ -165,21 +207,18 @@ def test_reenrolling_a_host_revokes_its_previous_credential(
 
 def test_enroll_into_another_sites_host_is_refused(shared_hub: HubProcess, admin: httpx.Client):
     enroll_agent(shared_hub, make_enroll_token(admin, "edge1"), "sited-a")
-    with shared_hub.client() as client:
-        response = client.post(
-            "/enroll",
-            json={"token": make_enroll_token(admin, "edge2"), "facts": {"hostname": "sited-a"}},
-        )
+    response = _post_enroll(shared_hub, make_enroll_token(admin, "edge2"), "sited-a")
     assert response.status_code == 403
     assert "belongs to site edge1" in response.json()["detail"]
 
 
 def test_secrets_never_reach_the_audit_log(shared_hub: HubProcess, admin: httpx.Client):
+    """The enrollment token's secret is never stored; the agent's key never leaves it."""
     token = make_enroll_token(admin)
-    enrolled = enroll_agent(shared_hub, token, "audit-a")
+    enroll_agent(shared_hub, token, "audit-a")
     text = admin.get("/audit", params={"limit": 10_000}).text
-    assert token.split("_", 2)[2] not in text
-    assert enrolled["credential"].split("_", 2)[2] not in text
+    secret = token.partition(TOKEN_PIN_SEPARATOR)[0].split("_", 2)[2]
+    assert secret not in text
     actions = {e["action"] for e in admin.get("/audit", params={"limit": 10_000}).json()}
     assert {"enroll_token.create", "agent.enroll"} <= actions
 
@@ -232,14 +271,14 @@ def test_checkin_with_a_number_that_is_not_finite_is_refused(
 def test_malformed_workload_report_is_refused_and_fleet_views_still_answer(
     shared_hub: HubProcess, admin: httpx.Client, report: dict
 ):
-    enrolled = enroll_agent(shared_hub, make_enroll_token(admin), "bad-report")
+    enrolled = enroll_agent(shared_hub, make_enroll_token(admin), _unique("bad-report"))
     with _agent_client(shared_hub, enrolled) as agent:
         response = agent.post(
             f"/agents/{enrolled['agent_id']}/checkin", json={**checkin_body(), "report": report}
         )
     assert response.status_code == 422 and "report" in response.json()["detail"]
     assert admin.get("/status").status_code == 200
-    with httpx.Client(base_url=shared_hub.url, headers=admin.headers) as scrape:
+    with shared_hub.client(shared_hub.admin_token, root=True) as scrape:
         assert scrape.get("/metrics").status_code == 200
 
 
@@ -255,7 +294,7 @@ def test_malformed_workload_report_is_refused_and_fleet_views_still_answer(
 def test_telemetry_sample_out_of_bounds_is_refused_and_metrics_still_scrape(
     shared_hub: HubProcess, admin: httpx.Client, sample: str, words: str
 ):
-    enrolled = enroll_agent(shared_hub, make_enroll_token(admin), "bad-sample")
+    enrolled = enroll_agent(shared_hub, make_enroll_token(admin), _unique("bad-sample"))
     text = (
         '{"epoch": "e1", "seq_start": 0, "seq_end": 0, '
         '"series": [{"metric": "host_load1", "labels": {}}], "samples": [' + sample + "]}"
@@ -263,7 +302,7 @@ def test_telemetry_sample_out_of_bounds_is_refused_and_metrics_still_scrape(
     with _agent_client(shared_hub, enrolled) as agent:
         response = _raw_post(agent, f"/agents/{enrolled['agent_id']}/telemetry", text)
     assert response.status_code == 422 and words in response.json()["detail"]
-    with httpx.Client(base_url=shared_hub.url, headers=admin.headers) as scrape:
+    with shared_hub.client(shared_hub.admin_token, root=True) as scrape:
         assert scrape.get("/metrics").status_code == 200
 
 
@@ -278,7 +317,7 @@ def test_telemetry_sample_out_of_bounds_is_refused_and_metrics_still_scrape(
 def test_telemetry_series_that_would_spoil_the_scrape_are_refused(
     shared_hub: HubProcess, admin: httpx.Client, series: dict, words: str
 ):
-    enrolled = enroll_agent(shared_hub, make_enroll_token(admin), "hub-names")
+    enrolled = enroll_agent(shared_hub, make_enroll_token(admin), _unique("hub-names"))
     batch = {**_batch("e1", 0, 1), "series": [series]}
     with _agent_client(shared_hub, enrolled) as agent:
         response = agent.post(f"/agents/{enrolled['agent_id']}/telemetry", json=batch)
@@ -290,8 +329,7 @@ def test_enroll_as_a_host_named_like_an_ansible_group_is_refused(
 ):
     token = make_enroll_token(admin)
     for name in ("all", "ungrouped", "a/b"):
-        with shared_hub.client() as client:
-            response = client.post("/enroll", json={"token": token, "facts": {"hostname": name}})
+        response = _post_enroll(shared_hub, token, name)
         assert response.status_code == 422 and "facts.hostname" in response.json()["detail"]
     assert admin.get("/inventory/export").status_code == 200
 
@@ -301,7 +339,9 @@ def test_enroll_as_a_host_named_like_an_ansible_group_is_refused(
 
 def _enrolled(ctx: HubContext, *names: str) -> list[str]:
     token = enrollment.create_token(ctx, "dc1", 3600, 10, "user:t")["token"]
-    return [enrollment.enroll(ctx, token, {"hostname": n}, "1")["agent_id"] for n in names]
+    return [
+        enrollment.enroll(ctx, token, fresh_csr(), {"hostname": n}, "1")["agent_id"] for n in names
+    ]
 
 
 def _stored_revision(ctx: HubContext, agent_id: str) -> int:
@@ -340,7 +380,7 @@ def test_one_hosts_unreadable_stored_report_leaves_the_others_views_whole(make_c
     ctx = make_context()
     token = enrollment.create_token(ctx, "dc1", 3600, 10, "user:t")["token"]
     for name in ("report-a", "report-b"):
-        enrollment.enroll(ctx, token, {"hostname": name, "cpu": {"logical": 8}}, "1")
+        enrollment.enroll(ctx, token, fresh_csr(), {"hostname": name, "cpu": {"logical": 8}}, "1")
     asyncio.run(images.store(ctx, "localhost/m:v1", _chunks(b"archive"), "t", 1 << 20))
     deployments.apply(ctx, _SPEC.format(replicas=2), "user:t")
     ctx.store.write(  # as a hub before reports were checked at the door could have stored
@@ -360,13 +400,15 @@ def test_one_hosts_unreadable_stored_report_leaves_the_others_views_whole(make_c
 
 
 def test_reenrolled_host_gets_its_workloads_back_at_once(make_context):
+    """The box was reinstalled: it enrolls again with a token made to replace its agent."""
     ctx = make_context()
     token = enrollment.create_token(ctx, "dc1", 3600, 10, "user:t")["token"]
     facts = {"hostname": "box-1", "cpu": {"logical": 8}}
-    enrollment.enroll(ctx, token, facts, "1")
+    enrollment.enroll(ctx, token, fresh_csr(), facts, "1")
     asyncio.run(images.store(ctx, "localhost/m:v1", _chunks(b"archive"), "t", 1 << 20))
     deployments.apply(ctx, _SPEC.format(replicas=1), "user:t")
-    again = enrollment.enroll(ctx, token, facts, "1")  # the box was reinstalled
+    replace = enrollment.create_token(ctx, "dc1", 3600, 1, "user:t", host="box-1", replace=True)
+    again = enrollment.enroll(ctx, replace["token"], fresh_csr(), facts, "1")
     desired = agents.get_desired(ctx, again["agent_id"])
     assert [w["id"] for w in desired["document"]["workloads"]] == ["nlp/chat/0"]
 

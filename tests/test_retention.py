@@ -28,7 +28,7 @@ from aiorch.hub.services import (
 )
 from aiorch.hub.settings import HubSettings
 from tests.fixtures_desired import a_workload
-from tests.fixtures_hub import AIORCH
+from tests.fixtures_hub import AIORCH, fresh_csr
 from tests.test_rollouts import HOSTS, agents_report, revisions, spec
 
 
@@ -141,7 +141,7 @@ def test_run_retention_deletes_in_bounded_writes(make_context):
 
 def _enroll(ctx: HubContext, host: str) -> str:
     token = enrollment.create_token(ctx, "edge1", 3600, 1, "user:t")["token"]
-    return str(enrollment.enroll(ctx, token, {"hostname": host}, "1")["agent_id"])
+    return str(enrollment.enroll(ctx, token, fresh_csr(), {"hostname": host}, "1")["agent_id"])
 
 
 def _report(ctx: HubContext, agent_id: str, seq: int) -> None:
@@ -218,7 +218,7 @@ def fleet(make_context) -> HubContext:
     for host in HOSTS:
         token = enrollment.create_token(ctx, host.split("-")[0], 3600, 1, "user:t")["token"]
         facts = {"hostname": host, "cpu": {"logical": 4}, "memory_total_bytes": 2**33}
-        enrollment.enroll(ctx, token, facts, "1")
+        enrollment.enroll(ctx, token, fresh_csr(), facts, "1")
     for version in ("v1", "v2"):
         _push(ctx, f"localhost/aiorch-model:{version}", version.encode())
     return ctx

@@ -21,6 +21,7 @@ from aiorch.hub.services import (
     rollouts,
     status,
 )
+from tests.fixtures_hub import fresh_csr
 
 SPEC = """
 apiVersion: aiorch.dev/v1
@@ -52,7 +53,7 @@ def ctx(make_context) -> HubContext:
         site = host.split("-")[0]
         token = enrollment.create_token(context, site, 3600, 1, "user:t")["token"]
         facts = {"hostname": host, "cpu": {"logical_count": 4}, "memory_total_bytes": 2**33}
-        enrollment.enroll(context, token, facts, "1")
+        enrollment.enroll(context, token, fresh_csr(), facts, "1")
     for version in ("v1", "v2"):
         ref = f"localhost/aiorch-model:{version}"
         asyncio.run(images.store(context, ref, _chunks(version.encode()), "t", 1 << 20))

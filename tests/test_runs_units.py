@@ -35,6 +35,7 @@ from aiorch.hub.services import (
 from aiorch.hub.services.run_events import EventBatcher, error_text, event_row
 from aiorch.hub.services.targets import resolve_limit
 from aiorch.lab import wait_until
+from tests.fixtures_hub import fresh_csr
 
 PLAYBOOKS = Path(__file__).parent / "playbooks"
 SECRET = "unit-s3cret-4242"
@@ -402,7 +403,8 @@ def test_retire_revokes_the_agent_and_keeps_the_host(
     fleet: HubContext, no_launch: list[tuple[Any, ...]]
 ):
     token = enrollment.create_token(fleet, "edge1", 3600, 1, "user:test")["token"]
-    agent_id = enrollment.enroll(fleet, token, {"hostname": "edge1-1"}, "1")["agent_id"]
+    enrolled = enrollment.enroll(fleet, token, fresh_csr(), {"hostname": "edge1-1"}, "1")
+    agent_id = enrolled["agent_id"]
     with pytest.raises(InvalidInput, match="yes-wipe-data"):
         retire.retire_host(fleet, "edge1-1", "user:test", wipe=True)
     for outcome, retired in (("failed", False), ("successful", True)):

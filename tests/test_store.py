@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -18,15 +19,20 @@ import sqlite_utils
 import uvicorn
 
 from aiorch.deploy import load_spec, template_hash
+from aiorch.endpoint import CA_FILE
 from aiorch.errors import Unavailable, UserError
 from aiorch.hub.app import create_app
+from aiorch.hub.connections import ConnectionLimits, protocol_class
 from aiorch.hub.context import HubContext
+from aiorch.hub.pki.listener import Listener, listen_names
 from aiorch.hub.process import free_port
 from aiorch.hub.services import enrollment
 from aiorch.hub.settings import HubSettings
 from aiorch.hub.store import Store, migrations
 from aiorch.hub.store.migrations import MIGRATIONS, _m004_template_hash, apply_migrations
 from aiorch.wait import wait_until
+from edge_agent import identity
+from tests.fixtures_hub import AgentCert, enroll_request, tls_context
 
 
 @pytest.fixture
@@ -104,6 +110,17 @@ def test_data_survives_reopen(tmp_path: Path):
     s2 = Store(tmp_path / "hub.db").open()
     assert [r["name"] for r in s2.read().query("SELECT name FROM sites")] == ["keep"]
     s2.close()
+
+
+def test_a_store_closed_and_opened_again_reads_again(tmp_path: Path):
+    """close() closes the readers; the thread that read before must get a fresh one."""
+    s = Store(tmp_path / "hub.db").open()
+    assert s.read().execute("SELECT COUNT(*) FROM sites").fetchone()[0] == 0
+    s.close()
+    s.open()
+    s.write(lambda db: db.execute("INSERT INTO sites (name, created_at) VALUES ('back', 0)"))
+    assert [r["name"] for r in s.read().query("SELECT name FROM sites")] == ["back"]
+    s.close()
 
 
 def _insert_site(name: str):
@@ -219,22 +236,34 @@ def test_snapshot_reads_one_committed_state(store: Store):
 
 
 @contextmanager
-def serving(ctx: HubContext) -> Iterator[str]:
-    """The hub app on `ctx` under a real uvicorn, in this process so the test owns its store."""
+def serving(ctx: HubContext, tls: bool = False) -> Iterator[str]:
+    """The hub app on `ctx` under a real uvicorn, in this process so the test owns its store;
+    with `tls`, over HTTPS as the hub serves it (agents present their certificate), else over
+    plain HTTP, which needs no CA and so works with a dead writer."""
     port = free_port()
+    tls_options: dict[str, Any] = {}
+    scheme = "http"
+    if tls:
+        ctx.listener = Listener(ctx.settings.data_dir, listen_names(["127.0.0.1"], []))
+        ctx.listener.ensure(ctx.authority, ctx.clock())
+        context = ctx.listener.context(ctx.authority)
+        limits = ConnectionLimits(max_connections=64)
+        tls_options = {"ssl_context_factory": lambda *_: context, "http": protocol_class(limits)}
+        scheme = "https"
     config = uvicorn.Config(
         create_app(ctx, run_jobs=False),
         host="127.0.0.1",
         port=port,
         log_level="warning",
         lifespan="off",  # no start-up writes: a test may start it with its writer dead
+        **tls_options,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_until(lambda: server.started, timeout=10, what="uvicorn to start")
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{scheme}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(10)
@@ -287,13 +316,14 @@ def test_healthz_is_503_when_the_writer_is_dead(tmp_path: Path, monkeypatch: pyt
 def test_full_write_queue_answers_agents_503_with_retry_after_and_loses_nothing(tmp_path: Path):
     ctx = _context(tmp_path, Store(tmp_path / "hub.db", max_pending=2))
     token = enrollment.create_token(ctx, "edge1", 3600, 1, "user:t")["token"]
-    agent = enrollment.enroll(ctx, token, {"hostname": "h1"}, "1")
+    key, body = enroll_request(token, "h1")
+    agent = enrollment.enroll(ctx, token, body["csr"], body["facts"], "1")
+    saved = identity.save(tmp_path / identity.IDENTITY_FILE, key, agent["certificate"])
+    verify = tls_context(tmp_path / CA_FILE, AgentCert(saved.path, agent["agent_id"]))
     with (
-        serving(ctx) as url,
+        serving(ctx, tls=True) as url,
         httpx.Client(
-            base_url=f"{url}/api/v1/agents/{agent['agent_id']}",
-            headers={"Authorization": f"Bearer {agent['credential']}"},
-            timeout=30,
+            base_url=f"{url}/api/v1/agents/{agent['agent_id']}", verify=verify, timeout=30
         ) as client,
         ThreadPoolExecutor(2) as pool,
     ):

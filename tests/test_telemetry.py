@@ -10,7 +10,7 @@ import pytest
 from aiorch.hub.context import HubContext
 from aiorch.hub.schemas import TelemetryBatch
 from aiorch.hub.services import accounting, enrollment, telemetry, telemetry_query
-from tests.fixtures_hub import HubProcess, enroll_agent, make_enroll_token
+from tests.fixtures_hub import HubProcess, enroll_agent, fresh_csr, make_enroll_token
 
 T0 = 1_800_000_000.0  # a minute boundary
 
@@ -20,7 +20,9 @@ def ctx(make_context) -> HubContext:
     context = make_context(raw_retention_s=600, rollup_retention_s=7200)
     context.clock.now = T0 + 3600
     token = enrollment.create_token(context, "edge1", 86400, 1, "user:test")["token"]
-    context.agent_id = enrollment.enroll(context, token, {"hostname": "gpu-1"}, "1")["agent_id"]
+    context.agent_id = enrollment.enroll(context, token, fresh_csr(), {"hostname": "gpu-1"}, "1")[
+        "agent_id"
+    ]
     return context
 
 
@@ -127,9 +129,8 @@ def test_metrics_endpoint_shows_fleet_readings_with_host_and_site(
         assert (
             agent.post(f"/agents/{enrolled['agent_id']}/telemetry", json=batch).status_code == 200
         )
-    text = httpx.get(
-        f"{shared_hub.url}/metrics", headers={"Authorization": f"Bearer {shared_hub.admin_token}"}
-    ).text
+    with shared_hub.client(shared_hub.admin_token, root=True) as scrape:
+        text = scrape.get("/metrics").text
     line = next(x for x in text.splitlines() if 'host="metrics-a"' in x)
     assert line.startswith("gpu_utilization_percent{") and 'site="dc1"' in line
     assert 'simulated="true"' in line and " 77.0 " in line

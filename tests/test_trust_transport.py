@@ -10,6 +10,7 @@ import os
 import re
 import socket
 import sqlite3
+import time
 import ssl
 import subprocess
 import warnings
@@ -320,3 +321,14 @@ def test_the_hub_will_not_start_with_a_private_key_others_can_read(
 def test_the_agents_key_is_private(shared_hub: HubProcess, admin: httpx.Client) -> None:
     mine = enroll_agent(shared_hub, make_enroll_token(admin, "edge1"), "trust-mode")
     assert mine["credential"].path.stat().st_mode & 0o777 == 0o600
+
+
+def test_the_hub_stops_at_once_with_agents_kept_alive(hub: HubProcess) -> None:
+    """A TLS close waits for the peer's close_notify (30 s): idle connections are dropped."""
+    with hub.client(hub.admin_token) as admin:
+        mine = enroll_agent(hub, make_enroll_token(admin, "edge1"), "trust-stop")
+    with hub.client(mine["credential"]) as agent:  # its connection stays open, idle
+        assert agent.post(f"/agents/{mine['agent_id']}/checkin", json=checkin_body()).is_success
+        started = time.monotonic()
+        hub.stop()
+        assert time.monotonic() - started < 10

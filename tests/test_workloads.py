@@ -450,8 +450,9 @@ def test_refused_check_in_keeps_workloads_running_and_restarts_crashed_ones(
     hub_agent.desire(workload(payloads["v1"], port))
     hub_agent.until("healthy")
     started = inspect("aiorch-wltest-llm-0")["State"]["StartedAt"]
-    with hub_agent.hub.client(hub_agent.hub.admin_token) as admin:  # revokes this credential
-        enroll_agent(hub_agent.hub, make_enroll_token(admin), socket.gethostname())
+    host = socket.gethostname()
+    with hub_agent.hub.client(hub_agent.hub.admin_token) as admin:  # revokes this agent
+        enroll_agent(hub_agent.hub, make_enroll_token(admin, host=host, replace=True), host)
     with caplog.at_level(logging.ERROR, "aiorch.agent"):
         hub_agent.agent.cycle()
         assert inspect("aiorch-wltest-llm-0")["State"]["StartedAt"] == started, "left running"

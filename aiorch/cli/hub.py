@@ -45,6 +45,9 @@ def serve_cmd(
     body_timeout: float = typer.Option(
         30.0, min=0.1, max=3600, help="Longest silence, in seconds, within a request body."
     ),
+    handshake_timeout: float = typer.Option(
+        60.0, min=0.1, max=3600, help="Seconds a connection has to finish its TLS handshake."
+    ),
     tls_cert: Path = typer.Option(
         None, exists=True, dir_okay=False, help="Serve this certificate instead of the hub CA's."
     ),
@@ -77,5 +80,6 @@ def serve_cmd(
         max_connections=max_connections or default_max_connections(),
         header_timeout_s=header_timeout,
         body_timeout_s=body_timeout,
+        handshake_timeout_s=handshake_timeout,
     )
     serve(settings, addresses, log_level=log_level, repo_dir=repo_dir, limits=limits)

@@ -121,12 +121,20 @@ class _GuardedHttpProtocol(HttpToolsProtocol):
         self.connections.discard(self)
         self.connection_made(secure)
 
-    def _current(self) -> asyncio.BaseTransport | None:
+    def _current(self) -> asyncio.Transport | None:
         return self.transport if self.transport is not None else self._raw
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        """At hub shutdown an idle connection is dropped at once: a TLS close would wait up
+        to 30 s for each kept-alive agent's close_notify, and the hub would not stop."""
+        if not self._busy:
+            self._close()
+            return
+        super().shutdown()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -164,7 +172,7 @@ class _GuardedHttpProtocol(HttpToolsProtocol):
     def _close(self) -> None:
         transport = self._current()
         if transport is not None and not transport.is_closing():
-            transport.close()
+            transport.abort()  # frees the descriptor now: a TLS close waits for the peer
 
     def _make_room(self) -> None:
         """Close the longest-idle other connection; if every other one is busy, this one."""

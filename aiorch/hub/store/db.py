@@ -125,6 +125,7 @@ class Store:
             for db in self._readers:
                 db.close()
             self._readers.clear()
+        self._local = threading.local()  # a reopened store opens fresh readers
 
     def read(self) -> sqlite_utils.Database:
         """A read-only connection owned by the calling thread."""
