@@ -10,9 +10,9 @@ import os
 import re
 import socket
 import sqlite3
-import time
 import ssl
 import subprocess
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
