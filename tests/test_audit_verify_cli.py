@@ -40,7 +40,7 @@ def data_dir(make_context: Callable[..., HubContext]) -> Path:
 def _grow(ctx: HubContext, rows: int) -> None:
     for _ in range(rows // 4):
         for n in range(4):
-            tokens.create(ctx, "viewer", f"t{n}", "user:test")
+            tokens.create(ctx, f"t{n}", "user:test", role="viewer")
         ctx.clock.now += 1  # type: ignore[attr-defined]
         audit_checkpoints.checkpoint(ctx)
 

@@ -315,15 +315,19 @@ def test_a_run_gets_the_hub_ca_and_cannot_name_another_file(
     ctx: HubContext, local_hosts: list[str], tmp_path: Path
 ):
     """Every run names the hub's CA bundle (DATA_DIR/ca.pem) to its playbook as
-    `aiorch_hub_ca_file` (the roles install it on hosts); a run's own extra vars cannot point
-    it at another file of the hub's machine."""
+    `aiorch_hub_ca_file` (the roles install it on hosts); a run's own extra vars may not name
+    it (nor any other hub file the roles copy), so it cannot point at another file."""
     (ctx.settings.data_dir / CA_FILE).write_text("the hub's CA\n")
     elsewhere = tmp_path / "not-the-ca.key"
     elsewhere.write_text("a file of the hub's machine\n")
-    request = runs.RunRequest(
+    refused = runs.RunRequest(
         "hub_ca.yml", limit=local_hosts[0], extravars={"aiorch_hub_ca_file": str(elsewhere)}
     )
-    run = finished(ctx, runs.start_run(ctx, request, "user:test"))
+    with pytest.raises(InvalidInput, match="extra vars aiorch_hub_ca_file"):
+        runs.start_run(ctx, refused, "user:test")
+    run = finished(
+        ctx, runs.start_run(ctx, runs.RunRequest("hub_ca.yml", limit=local_hosts[0]), "user:test")
+    )
     assert run["status"] == "successful", run["message"]
     assert (tmp_path / local_hosts[0] / "hub-ca.pem").read_text() == "the hub's CA\n"
 
