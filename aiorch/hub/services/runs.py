@@ -21,7 +21,7 @@ import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import sqlite_utils
@@ -36,10 +36,9 @@ from aiorch.hub.services.inventory import write_run_inventory
 from aiorch.hub.services.run_events import EventBatcher, error_text, event_row
 from aiorch.hub.services.run_history import ACTIVE_STATUSES, decode, get_run
 from aiorch.hub.services.run_processes import kill_leftovers
+from aiorch.hub.services.targets import playbook_path
 
 log = logging.getLogger("aiorch.hub.runs")
-
-PLAYBOOK_SUFFIXES = (".yml", ".yaml")
 
 # Called inside the transaction that finishes a run, with the run's final row; what it
 # returns is added to the run's message. Retirement and drift hang off this.
@@ -82,20 +81,6 @@ _ACTIVE_LOCK = threading.Lock()
 
 
 # ---- starting ------------------------------------------------------------------------------
-
-
-def playbook_path(ctx: HubContext, name: str) -> Path:
-    """`name` inside the playbooks folder: relative, no `..`, an existing .yml/.yaml file."""
-    rel = PurePosixPath(name.strip())
-    if not name.strip() or rel.is_absolute() or ".." in rel.parts:
-        raise InvalidInput(f"playbook {name!r}: give a path inside the playbooks folder")
-    if rel.suffix not in PLAYBOOK_SUFFIXES:
-        raise InvalidInput(f"playbook {name!r}: must be a .yml or .yaml file")
-    root = ctx.settings.playbooks_dir.resolve()
-    path = (root / rel).resolve()
-    if not path.is_relative_to(root) or not path.is_file():
-        raise InvalidInput(f"playbook {name!r} not found in {root}")
-    return path
 
 
 def start_run(
@@ -289,8 +274,7 @@ def _run_waves(
             check=req.check,
             diff=req.diff,
             forks=ctx.settings.run_forks,
-            # The roles install the hub's CA on hosts (apt and pip verify the hub with it);
-            # set last, so a run's own extra vars cannot point it at another controller file.
+            # The roles install the hub's CA on hosts: apt and pip verify the hub with it.
             extravars={**req.extravars, "aiorch_hub_ca_file": str(ctx.settings.data_dir / CA_FILE)},
             cancel_callback=active.cancel.is_set,
         )

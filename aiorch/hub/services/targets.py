@@ -9,17 +9,20 @@ A limit is a comma-separated list of terms, and selects the union of what they m
 - `KEY=VALUE` or `label=KEY=VALUE`: hosts whose label KEY is VALUE (site, role and region
   count as labels), e.g. `site=edge1` or `role=edge-box`.
 
-A term that matches nothing is an error rather than an empty run.
+A term that matches nothing is an error rather than an empty run. The playbook a run names is
+resolved here too: inside the playbooks folder, and nowhere else.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import sqlite_utils
 
 from aiorch.errors import InvalidInput
+from aiorch.hub.context import HubContext
 
 _COLUMN_LABELS = ("site", "role", "region")
 
@@ -82,3 +85,20 @@ def _descendants(group: str, children: dict[str, list[str]]) -> set[str]:
             found.add(name)
             pending.extend(children.get(name, []))
     return found
+
+
+PLAYBOOK_SUFFIXES = (".yml", ".yaml")
+
+
+def playbook_path(ctx: HubContext, name: str) -> Path:
+    """`name` inside the playbooks folder: relative, no `..`, an existing .yml/.yaml file."""
+    rel = PurePosixPath(name.strip())
+    if not name.strip() or rel.is_absolute() or ".." in rel.parts:
+        raise InvalidInput(f"playbook {name!r}: give a path inside the playbooks folder")
+    if rel.suffix not in PLAYBOOK_SUFFIXES:
+        raise InvalidInput(f"playbook {name!r}: must be a .yml or .yaml file")
+    root = ctx.settings.playbooks_dir.resolve()
+    path = (root / rel).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        raise InvalidInput(f"playbook {name!r} not found in {root}")
+    return path
