@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 
+from aiorch.endpoint import hub_tls
 from aiorch.hub.process import BIN, HubProcess
 from aiorch.lab import Lab
 from aiorch.lab.site import prepare_disks, write_site_inventory
@@ -53,12 +54,16 @@ def main() -> None:
             prepare_disks(lab)
             hub.listen = [f"{lab.gateway}:{hub.port}"]
             hub.start()
-            lab_url = f"http://{lab.gateway}:{hub.port}"
+            lab_url = f"https://{lab.gateway}:{hub.port}"
             inventory = write_site_inventory(
                 lab, Path(tmp) / "site.yml", repo_url=f"{lab_url}/repo", hub_url=lab_url
             )
             auth = {"Authorization": f"Bearer {hub.admin_token}"}
-            with httpx.Client(base_url=f"{hub.url}/api/v1", headers=auth, timeout=60) as api:
+            verify = hub_tls(hub.ca_path)
+            api = httpx.Client(
+                base_url=f"{hub.url}/api/v1", headers=auth, timeout=60, verify=verify
+            )
+            with api:
                 api.post(
                     "/inventory/import",
                     json={"filename": "site.yml", "content": inventory.read_text()},
@@ -69,6 +74,7 @@ def main() -> None:
                     for site in sites
                 }
             env = {**os.environ, "AIORCH_HUB": hub.url, "AIORCH_TOKEN": hub.admin_token}
+            env["AIORCH_CA"] = str(hub.ca_path)
             env["ANSIBLE_CONFIG"] = str(PROJECT / "playbooks" / "ansible.cfg")
             provision = [str(BIN / "aiorch"), "provision", "site.yml", "-e"]
             first = sum(
@@ -81,6 +87,7 @@ def main() -> None:
             aiorch = [*provision, secret]
             plain = [str(BIN / "ansible-playbook"), "-i", str(inventory)]
             plain += [str(PROJECT / "playbooks" / "site.yml"), "-e", secret]
+            plain += ["-e", f"aiorch_hub_ca_file={hub.ca_path}"]  # what the hub gives its runs
             one = lab.hosts[0].name
             results = {
                 "plain, 1 host": timed([*plain, "--limit", one], env),
