@@ -1,8 +1,6 @@
-"""Versioned schema migrations, each a small function applied once, in order.
-
-A migration is frozen once released: it imports no domain code (a later release may change
-or tighten it, and an old database must still migrate), so what it needs is copied here.
-"""
+"""Versioned schema migrations, each a small function applied once, in order; from m007 on,
+each in its own module. A migration is frozen once released: it imports no domain code (a
+later release may change or tighten it, and an old database must still migrate)."""
 
 from __future__ import annotations
 
