@@ -3,7 +3,6 @@ what it does with damaged, full and read-only files."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import multiprocessing
@@ -17,12 +16,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aiorch.hub.pki.authority import new_ca
 from edge_agent import identity
 from edge_agent.agent import Agent, enroll
 from edge_agent.client import CheckinReply, HubClient, HubRefused, HubUnavailable, TrustNews
@@ -468,21 +466,9 @@ class StubHub:
 
 
 def _stub_identity(state: Path) -> None:
-    """identity.pem and hub-ca.pem as enrollment leaves them, from a throwaway self-signed
-    certificate valid for a year (no renewal due): the stubbed hub never looks at them."""
-    key = identity.new_key()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "stub")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=365))
-        .sign(key, hashes.SHA256())
-    )
+    """identity.pem and hub-ca.pem as enrollment leaves them, from a throwaway self-signed CA
+    certificate valid for years (no renewal due): the stubbed hub never looks at them."""
+    key, cert = new_ca(time.time(), "stub")
     pem = cert.public_bytes(serialization.Encoding.PEM).decode()
     identity.save(state / identity.IDENTITY_FILE, key, pem)
     identity.save_bundle(state, pem)
