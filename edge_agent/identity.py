@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from edge_agent.contract.identity import pin_of_spki, proof_message
+from edge_agent.contract.identity import bundle_digest, pin_of_spki, proof_message
 from edge_agent.state import write_private_bytes
 
 IDENTITY_FILE = "identity.pem"
@@ -105,8 +105,17 @@ def promote(on_trial: Identity) -> Identity:
     return Identity(current, on_trial.key, on_trial.cert)
 
 
-def save_bundle(state_dir: Path, bundle_pem: str) -> None:
+def save_bundle(state_dir: Path, bundle_pem: str) -> str:
+    """Keep the hub's CAs; returns their digest (what the hub's answers are compared with)."""
     write_private_bytes(state_dir / BUNDLE_FILE, bundle_pem.encode())
+    return bundle_digest(bundle_pem)
+
+
+def held_bundle_digest(state_dir: Path) -> str:
+    try:
+        return bundle_digest((state_dir / BUNDLE_FILE).read_text())
+    except (OSError, UnicodeError):
+        return ""
 
 
 def bundle_certs(bundle_pem: str) -> list[x509.Certificate]:

@@ -54,12 +54,12 @@ def enroll_with_pin(
     return answer
 
 
-def _keep_issued(state_dir: Path, answer: dict[str, Any]) -> None:
-    """The CAs and the audit key that came with a certificate."""
-    identity.save_bundle(state_dir, answer["ca_bundle"])
+def _keep_issued(state_dir: Path, answer: dict[str, Any]) -> str:
+    """The CAs and the audit key that came with a certificate; returns the CAs' digest."""
     audit_key = answer.get("audit_public_key")
     if isinstance(audit_key, str):
         (state_dir / AUDIT_KEY_FILE).write_text(audit_key)
+    return identity.save_bundle(state_dir, answer["ca_bundle"])
 
 
 class Trust:
@@ -77,6 +77,8 @@ class Trust:
                 f"not enrolled: no certificate in {state_dir}; run 'aiorch-agent enroll' first"
             )
         self.skew_s = 0.0  # hub clock minus ours, from the last answer
+        self.bundle = identity.held_bundle_digest(state_dir)  # read once, then kept in step
+        self.checkpoint_seen = ""  # the last checkpoint text taken, not checked again
         self.clock = Trouble(log)
         self.audit = Trouble(log)  # the hub's audit log contradicting what this agent saw
         self.hub = self._client()
@@ -114,21 +116,12 @@ class Trust:
             self._check_clock(news.hub_time)
         if news.checkpoint:
             self._witness(news.checkpoint)
-        if news.bundle and news.bundle != self._bundle_digest():
-            identity.save_bundle(self.dir, self.hub.ca_bundle(self.agent_id))
+        if news.bundle and news.bundle != self.bundle:
+            self.bundle = identity.save_bundle(self.dir, self.hub.ca_bundle(self.agent_id))
             log.info("the hub's CA bundle changed: fetched the new one")
             self._rebuild()
         if news.renew or self.using.renew_due(self.now()):
             self.renew()
-
-    def _bundle_digest(self) -> str:
-        import hashlib
-
-        try:
-            data = (self.dir / BUNDLE_FILE).read_bytes()
-        except OSError:
-            return ""
-        return hashlib.sha256(data).hexdigest()[:32]
 
     def _check_clock(self, hub_time: float) -> None:
         self.skew_s = hub_time - time.time()
@@ -144,7 +137,10 @@ class Trust:
             self.clock.over("clock agrees with the hub again")
 
     def _witness(self, text: str) -> None:
-        """Keep the hub's newest audit checkpoint; say so, once, if it contradicts ours."""
+        """Keep the hub's newest audit checkpoint; say so, once, if it contradicts ours. The
+        same checkpoint comes with every answer until the next is signed: checked once."""
+        if text == self.checkpoint_seen:
+            return
         try:
             checkpoint = json.loads(text)
         except ValueError:
@@ -158,6 +154,7 @@ class Trust:
             if isinstance(checkpoint, dict)
             else "the hub sent an audit checkpoint that is not JSON"
         )
+        self.checkpoint_seen = text
         if problem:
             self.audit.failing("audit", "audit log of the hub: %s", problem)
         else:
@@ -193,7 +190,7 @@ class Trust:
 
     def _take(self, key: Any, answer: dict[str, Any]) -> None:
         self.next = identity.save(self.dir / NEXT_FILE, key, answer["certificate"])
-        _keep_issued(self.dir, answer)
+        self.bundle = _keep_issued(self.dir, answer)
         self._rebuild()
 
     def refused(self, refusal: HubRefused) -> bool:

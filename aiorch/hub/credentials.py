@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 API_TOKEN = "aio"
 ENROLLMENT_TOKEN = "aie"
-AGENT_CREDENTIAL = "aia"
-KINDS = (API_TOKEN, ENROLLMENT_TOKEN, AGENT_CREDENTIAL)
+KINDS = (API_TOKEN, ENROLLMENT_TOKEN)
 
 
 @dataclass(frozen=True)
@@ -36,8 +35,13 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def new_id() -> str:
+    """A row id: 64 random bits, hex (tokens, agents)."""
+    return secrets.token_hex(8)
+
+
 def mint(kind: str) -> Minted:
-    ident = secrets.token_hex(8)
+    ident = new_id()
     secret = secrets.token_urlsafe(32)
     return Minted(id=ident, secret_hash=hash_secret(secret), token=f"{kind}_{ident}_{secret}")
 

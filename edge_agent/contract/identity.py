@@ -36,6 +36,11 @@ def pin_of_spki(spki_der: bytes) -> str:
     return PIN_SCHEME + hashlib.sha256(spki_der).hexdigest()
 
 
+def bundle_digest(bundle_pem: str) -> str:
+    """What BUNDLE_HEADER carries: the agent compares it with the bundle it holds."""
+    return hashlib.sha256(bundle_pem.encode()).hexdigest()[:32]
+
+
 def join_token(token: str, pin: str) -> str:
     """One string for the operator to hand over: the token and the pin of the hub's CA."""
     return token + TOKEN_PIN_SEPARATOR + pin.removeprefix(PIN_SCHEME)

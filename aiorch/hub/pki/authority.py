@@ -12,7 +12,6 @@ the sealing key; the certificates, their pins and states are rows of `hub_cas`.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import secrets
 from dataclasses import dataclass
 from functools import cached_property
@@ -28,7 +27,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from aiorch.endpoint import CA_FILE
 from aiorch.errors import InvalidInput, UserError
 from aiorch.hub.pki.keyfiles import KeyType, key_pem, load_key, write_private
-from edge_agent.contract.identity import agent_uri, pin_of_spki
+from edge_agent.contract.identity import agent_uri, bundle_digest, pin_of_spki
 
 CA_KEY_FILE = "ca.key"
 NEXT_KEY_FILE = "ca.next.key"
@@ -178,7 +177,7 @@ class Authority:
 
     @cached_property
     def bundle_digest(self) -> str:
-        return hashlib.sha256(self.bundle_pem().encode()).hexdigest()[:32]
+        return bundle_digest(self.bundle_pem())
 
     @property
     def token_pin(self) -> str:

@@ -22,7 +22,7 @@ import sqlite_utils
 
 from aiorch.errors import Conflict
 from aiorch.hub.context import HubContext
-from aiorch.hub.pki.authority import CA_KEY_FILE, NEXT_KEY_FILE, HubCA, ca_row, new_ca, write_bundle
+from aiorch.hub.pki.authority import CA_KEY_FILE, NEXT_KEY_FILE, HubCA, ca_row, new_ca
 from aiorch.hub.pki.keyfiles import key_pem, write_private
 from aiorch.hub.services import audit
 
@@ -101,5 +101,5 @@ def advance(ctx: HubContext, to: str, actor: str) -> dict[str, Any]:
         # The retired CA's key goes: it will never sign again (the key file of the new active
         # CA is found by its public key until this rename is done).
         os.replace(data_dir / NEXT_KEY_FILE, data_dir / CA_KEY_FILE)
-    write_bundle(ctx.trust_changed())
+    ctx.trust_changed()  # reopening the authority rewrites DATA_DIR/ca.pem
     return show(ctx)

@@ -152,7 +152,7 @@ def enroll(
     if problem is not None:
         raise InvalidInput(f"facts.hostname {hostname[:64]!r} {problem}")
     csr = parse_csr(csr_pem)
-    agent_id = credentials.mint(credentials.AGENT_CREDENTIAL).id
+    agent_id = credentials.new_id()
     now = ctx.clock()
     issued = ctx.authority.issue_agent(agent_id, csr, now, ctx.settings.agent_cert_lifetime_s)
 
