@@ -17,6 +17,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from aiorch.errors import Conflict, InvalidInput, Unauthorized, UserError
 from aiorch.hub.context import HubContext
 from aiorch.hub.pki.bootstrap import open_authority
+from aiorch.hub.pki.keyfiles import init_lock
 from aiorch.hub.services import agent_identity, enrollment
 from aiorch.hub.store import Store
 from edge_agent import identity
@@ -195,7 +196,9 @@ def test_a_certificate_from_another_ca_cannot_renew(make_context: Callable, tmp_
 
 
 def _open_ca(data_dir: str, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    store = Store(Path(data_dir) / "aiorch.db").open()
+    """What `hub serve` does first: migrate under the init lock, then open the authority."""
+    with init_lock(Path(data_dir)):
+        store = Store(Path(data_dir) / "aiorch.db").open()
     try:
         out.put(open_authority(Path(data_dir), store, 1_800_000_000.0).active.pin)
     finally:
