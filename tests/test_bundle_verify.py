@@ -15,8 +15,9 @@ import pytest
 
 from aiorch.bundle import keys
 from aiorch.bundle import manifest as manifest_mod
-from aiorch.bundle.create import Contents, Since, create_bundle
+from aiorch.bundle.create import Since, create_bundle
 from aiorch.bundle.manifest import digest_of
+from aiorch.bundle.sources import Contents
 from aiorch.bundle.verify import BundleRefused, verify_bundle
 from aiorch.errors import UserError
 

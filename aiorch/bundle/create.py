@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -23,24 +23,13 @@ from aiorch.bundle.manifest import (
     MANIFEST,
     SIGNATURE,
     Base,
-    Components,
     Manifest,
     ManifestFile,
     Part,
     check_path,
 )
+from aiorch.bundle.sources import Contents
 from aiorch.errors import UserError
-
-DEFAULT_REQUIRES = {"architectures": ["amd64", "arm64"], "os": "debian-12"}
-
-
-@dataclass
-class Contents:
-    """What goes in: site-tree path -> source file, and the typed components over them."""
-
-    files: dict[str, Path] = field(default_factory=dict)
-    components: Components = field(default_factory=Components)
-    requires: dict[str, object] = field(default_factory=lambda: dict(DEFAULT_REQUIRES))
 
 
 @dataclass(frozen=True)
@@ -127,7 +116,7 @@ def create_bundle(
         files=files,
         base=base,
         requires=dict(contents.requires),
-        components=contents.components,
+        components=contents.components({f.path: f.sha256 for f in files}),
         omitted=omitted,
     )
     tmp = out.with_name(f".{out.name}.partial")

@@ -65,7 +65,7 @@ def verify_bundle(
     if root.is_symlink() or not root.is_dir():
         raise BundleRefused(f"{root}: not a bundle directory")
     raw = _read_small(root, MANIFEST)
-    key = _check_signature(raw, _read_small(root, SIGNATURE), trusted)
+    key = check_signature(raw, _read_small(root, SIGNATURE), trusted)
     try:
         manifest = parse(raw)
     except ValueError as exc:
@@ -98,7 +98,7 @@ def _read_small(root: Path, name: str) -> bytes:
     return path.read_bytes()
 
 
-def _check_signature(raw: bytes, sig: bytes, trusted: Sequence[PublicKey]) -> PublicKey:
+def check_signature(raw: bytes, sig: bytes, trusted: Sequence[PublicKey]) -> PublicKey:
     try:
         data = json.loads(sig)
         key_id, signature = str(data["key_id"]), base64.b64decode(data["signature"], validate=True)
