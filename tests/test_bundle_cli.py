@@ -98,6 +98,11 @@ def test_a_delta_from_the_cli_ships_only_the_changed_model(tmp_path: Path) -> No
     _create(tmp_path, key, "v2", "--version", "2", *since)
     shipped = list((tmp_path / "v2/blobs/sha256").iterdir())
     assert [p.read_bytes() for p in shipped] == [b"retrained"]
+    verify = ["verify", str(tmp_path / "v2"), "--trust", str(key / "bundle.pub")]
+    alone = runner.invoke(bundle_app, verify)
+    assert alone.exit_code == 1 and "its base is not present: import it first" in alone.stderr
+    with_base = runner.invoke(bundle_app, [*verify, "--base", str(tmp_path / "v1")])
+    assert with_base.exit_code == 0, with_base.output
     result = runner.invoke(
         bundle_app,
         [*_head(tmp_path, key, "v0"), "--repo", str(tmp_path / "repo"), "--version", "1", *since],

@@ -162,12 +162,20 @@ def verify(
     trust: Annotated[
         list[Path], typer.Option("--trust", help="A trusted bundle.pub (repeatable).")
     ],
+    base: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--base", help="For a delta: the earlier bundle(s) it builds on, oldest first."
+        ),
+    ] = None,
 ) -> None:
     """Exit 0 only for an intact, unexpired bundle signed by a trusted key."""
+    now, held = datetime.now(UTC), set[str]()
     try:
-        verified = verify_bundle(
-            bundle, [keys.load_public(p) for p in trust], now=datetime.now(UTC)
-        )
+        trusted = [keys.load_public(p) for p in trust]
+        for earlier in base or []:
+            held |= verify_bundle(earlier, trusted, now=now, have_blob=held.__contains__).shipped()
+        verified = verify_bundle(bundle, trusted, now=now, have_blob=held.__contains__)
     except AiorchError as exc:
         raise _fail(exc) from None
     m = verified.manifest

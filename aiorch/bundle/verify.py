@@ -82,7 +82,7 @@ def verify_bundle(
     if missing and manifest.base is not None:
         raise BundleRefused(
             f"a delta on version {manifest.base.version} ({manifest.base.digest}); its base is "
-            f"not present ({len(missing)} blobs missing, e.g. {missing[0][:16]}..): import it first"
+            f"not present: import it first ({len(missing)} blobs missing)"
         )
     if missing:
         raise BundleRefused(f"blob {missing[0][:16]}.. is neither shipped nor present")
