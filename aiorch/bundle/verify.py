@@ -165,6 +165,10 @@ def _named(manifest: Manifest, entry: str) -> str:
 
 
 def _hash(path: Path, size: int) -> tuple[str, int]:
+    """(sha256 hex, bytes seen); a file of the wrong size is not read at all."""
+    actual = path.stat().st_size
+    if actual != size:
+        return "", actual
     digest, seen = hashlib.sha256(), 0
     with path.open("rb") as fh:
         while chunk := fh.read(parts.CHUNK):
