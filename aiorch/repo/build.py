@@ -1,9 +1,10 @@
 """``build_repo``: the site repository, rebuilt only where its inputs changed.
 
-Three parts, each with its own cache key in the previous manifest: the debs
-(package list and apt sources), the dependency wheels (the pins of the agent's lock and target
-Python) and the project's own wheel (a hash of its sources). A part whose key
-is unchanged and whose files still verify is left alone.
+Three parts, each with its own cache key in the previous manifest: the debs (package list,
+apt sources and architectures; their signature is renewed on its own when the key changed or
+half its validity has passed), the dependency wheels (the pins of the agent's lock and target
+Python) and the project's own wheel (a hash of its sources). A part whose key is unchanged and
+whose files still verify is left alone.
 """
 
 from __future__ import annotations
@@ -11,10 +12,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from aiorch.errors import UserError
 from aiorch.repo import debs, lock, wheels
 from aiorch.repo.manifest import Manifest, hash_files, load_manifest, verify_files, write_manifest
+
+if TYPE_CHECKING:  # aiorch.bundle.keys imports aiorch.repo.signing, so only for the type
+    from aiorch.bundle.keys import SigningKey
 
 log = logging.getLogger("aiorch.repo")
 
@@ -26,12 +33,24 @@ def _intact(repo_dir: Path, old: Manifest | None, prefix: str) -> bool:
     return not verify_files(repo_dir, old.files, prefix)
 
 
+def _signature_fresh(old: Manifest, key_id: str, span: timedelta, now: datetime) -> bool:
+    """The old InRelease may stay: same key, and more than half its validity still ahead."""
+    try:
+        until = datetime.fromisoformat(old.valid_until)
+    except ValueError:
+        return False
+    return old.key_id == key_id and until - now > span / 2
+
+
 def build_repo(
     out_dir: Path,
     packages: Sequence[str],
     wheels_from: Path,
     *,
     sources: Sequence[str] | None = None,
+    arches: Sequence[str] = debs.ARCHES,
+    signing_key: SigningKey,
+    valid_for_days: int = 365,
 ) -> Manifest:
     """Build (or refresh) the site repository in ``out_dir`` and return its manifest.
 
@@ -39,8 +58,12 @@ def build_repo(
     closure from ``sources`` (default: this machine's Debian mirror, bookworm
     with updates and security). ``wheels_from`` is the project whose wheel and
     locked dependencies (``constraints/agent.txt``) go into ``wheels/``; the
-    manifest's ``requirements`` are those pins. Needs the package registries.
+    manifest's ``requirements`` are those pins. The debs of every one of ``arches`` share one
+    flat apt repository, signed with ``signing_key`` (InRelease valid ``valid_for_days``).
+    Needs the package registries.
     """
+    if valid_for_days < 1:
+        raise UserError(f"valid_for_days must be at least 1 (got {valid_for_days})")
     agent_lock = lock.read_lock(wheels_from)  # before any download: a stale lock stops here
     out_dir.mkdir(parents=True, exist_ok=True)
     old = load_manifest(out_dir)
@@ -51,18 +74,37 @@ def build_repo(
         requirements=agent_lock.pins,
         python_version=wheels.PYTHON_VERSION,
         project_digest=wheels.project_digest(wheels_from),
+        arches=tuple(dict.fromkeys(arches)),
+        key_id=signing_key.public.id,
     )
     debs_dir, wheels_dir = out_dir / "debs", out_dir / "wheels"
+    now, span = datetime.now(UTC), timedelta(days=valid_for_days)
     if (
         old
-        and (old.packages, old.sources) == (new.packages, new.sources)
+        and (old.packages, old.sources, old.arches) == (new.packages, new.sources, new.arches)
         and _intact(out_dir, old, "debs/")
     ):
         log.info("debs: unchanged, %d packages", len(new.packages))
+        fresh = _signature_fresh(old, new.key_id, span, now)
     else:
-        log.info("debs: resolving and downloading %d packages", len(new.packages))
-        debs.download_debs(new.packages, new.sources, debs_dir)
+        log.info("debs: resolving %d packages for %s", len(new.packages), ", ".join(new.arches))
+        debs.download_debs(new.packages, new.sources, debs_dir, new.arches)
         debs.index_debs(debs_dir)
+        fresh = False
+    if fresh and old:
+        new = replace(new, valid_until=old.valid_until)
+    else:
+        until = (now + span).replace(microsecond=0)
+        log.info("debs: signing Release with %s, valid until %s", new.key_id, until.isoformat())
+        debs.sign_release(
+            debs_dir,
+            arches=new.arches,
+            apt_secret=signing_key.apt_secret,
+            apt_public=signing_key.public.apt_public,
+            valid_until=until,
+            now=now,
+        )
+        new = replace(new, valid_until=until.isoformat())
     wheels_ok = _intact(out_dir, old, "wheels/")
     if (
         wheels_ok

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from aiorch.bundle import keys
 from aiorch.errors import UserError
 from aiorch.repo import debs, lock, packages
 from aiorch.repo.build import build_repo
@@ -21,6 +22,10 @@ PROJECT = Path(__file__).resolve().parents[2]
 @app.command()
 def build(
     out: Annotated[Path, typer.Option("--out", help="Directory to build (or refresh) into.")],
+    key: Annotated[
+        Path,
+        typer.Option("--key", help="The bundle key (bundle.key) that signs the apt repository."),
+    ],
     gpu: Annotated[
         bool, typer.Option("--gpu", help="Add the NVIDIA driver stack (needs non-free).")
     ] = False,
@@ -34,14 +39,31 @@ def build(
     project: Annotated[
         Path, typer.Option(help="Project whose wheel and dependencies go into wheels/.")
     ] = PROJECT,
+    arch: Annotated[
+        list[str] | None,
+        typer.Option("--arch", help="Debian architecture (repeatable; default amd64 and arm64)."),
+    ] = None,
+    valid_days: Annotated[
+        int, typer.Option(min=1, help="Days apt accepts the signed Release (Valid-Until).")
+    ] = 365,
 ) -> None:
-    """Fetch the roles' packages with every dependency, and the agent's wheels; hash them all."""
+    """Fetch the roles' packages with every dependency, and the agent's wheels; sign and hash."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    signing_key = keys.load_signing_key(key)
     wanted = [*packages.BASE_PACKAGES, *(package or [])]
     if gpu:
         wanted += packages.GPU_PACKAGES
-    sources = [*debs.default_sources(gpu=gpu), *(source or [])]
-    manifest = build_repo(out, wanted, project, sources=sources)
+    arches = tuple(arch or debs.ARCHES)
+    sources = [*debs.default_sources(gpu=gpu, arches=arches), *(source or [])]
+    manifest = build_repo(
+        out,
+        wanted,
+        project,
+        sources=sources,
+        arches=arches,
+        signing_key=signing_key,
+        valid_for_days=valid_days,
+    )
     typer.echo(f"{out}: {len(manifest.files)} files, {len(manifest.packages)} packages requested")
 
 

@@ -16,18 +16,25 @@ from typing import Any
 from edge_agent.digest import sha256_file
 
 MANIFEST = "manifest.json"
-FORMAT = 1
+FORMAT = 2  # 2: architectures and the signature's key and expiry
 
 
 @dataclass(frozen=True)
 class Manifest:
-    """Inputs of a build and its output files (path relative to the repo -> sha256)."""
+    """Inputs of a build and its output files (path relative to the repo -> sha256).
+
+    ``key_id`` and ``valid_until`` (ISO-8601 UTC) say who signed ``debs/InRelease`` and until
+    when apt accepts it: the next build re-signs when either no longer fits.
+    """
 
     packages: tuple[str, ...]
     sources: tuple[str, ...]
     requirements: tuple[str, ...]
     python_version: str
     project_digest: str
+    arches: tuple[str, ...] = ()
+    key_id: str = ""
+    valid_until: str = ""
     files: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -46,6 +53,9 @@ class Manifest:
             requirements=tuple(data["requirements"]),
             python_version=str(data["python_version"]),
             project_digest=str(data["project_digest"]),
+            arches=tuple(data["arches"]),
+            key_id=str(data["key_id"]),
+            valid_until=str(data["valid_until"]),
             files={str(k): str(v) for k, v in data["files"].items()},
         )
 
