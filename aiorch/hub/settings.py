@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,8 +18,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aiorch.errors import UserError
 
-# The repository's playbooks/ (an editable install); AIORCH_PLAYBOOKS_DIR points elsewhere.
-REPO_PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
+# aiorch's own playbooks as installed: the package aiorch.playbooks, which is the checkout's
+# playbooks/ under an editable install and a copy in site-packages under a wheel (setup.py).
+# AIORCH_PLAYBOOKS_DIR points elsewhere.
+REPO_PLAYBOOKS = Path(str(resources.files("aiorch.playbooks")))
 
 
 def _problem(error: ErrorDetails) -> str:

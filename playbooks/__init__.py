@@ -1,0 +1,1 @@
+"""Marks playbooks/ as the package ``aiorch.playbooks`` (setup.py), so a wheel ships it."""
