@@ -104,4 +104,5 @@ def _file(raw: Any, where: str) -> ModelFile:
     sha = text(raw.get("sha256"), f"{where}.sha256")
     if not SHA256_RE.match(sha):
         raise ContractError(f"{where}.sha256", "must be 64 lowercase hex digits")
-    return ModelFile(check_path(raw.get("path"), f"{where}.path"), sha, whole(raw.get("size"), f"{where}.size"))
+    path = check_path(raw.get("path"), f"{where}.path")
+    return ModelFile(path, sha, whole(raw.get("size"), f"{where}.size"))

@@ -145,9 +145,7 @@ def record(
             "ON CONFLICT(digest, path) DO NOTHING",
             [(digest, f.path, f.sha256, f.size) for f in files],
         )
-        audit.record(
-            db, actor, "model.register", f"model:{name}", {"digest": digest, "size": size}
-        )
+        audit.record(db, actor, "model.register", f"model:{name}", {"digest": digest, "size": size})
 
     ctx.store.write(op)
     return {"name": name, "digest": digest, "project": project, "size": size, "files": len(files)}
