@@ -118,7 +118,7 @@ class Agent:
 
     def checkin(self) -> float | None:
         """One heartbeat; stores a new desired state if the hub has one; returns the interval."""
-        facts = collect_facts(self.gpus)
+        facts = collect_facts(self.gpus, self.workloads.models.held)
         digest = facts_hash(facts)
         changed_facts = digest != self.state.facts_hash()
         desired = self.state.desired()
