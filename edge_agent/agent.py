@@ -9,6 +9,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from edge_agent import __version__
 from edge_agent.backoff import Schedule
@@ -16,6 +17,8 @@ from edge_agent.client import HubClient, HubRefused, HubUnavailable
 from edge_agent.collectors import default_collectors
 from edge_agent.collectors.workloads import WorkloadCollector
 from edge_agent.config import AgentConfig, ConfigError
+from edge_agent.contract.model import ModelFile, ModelRef
+from edge_agent.contract.workload import Image
 from edge_agent.facts import collect_facts, facts_hash
 from edge_agent.gpu import GpuBackend, open_gpu_backend
 from edge_agent.outbox import Outbox, Pending
@@ -24,6 +27,7 @@ from edge_agent.state import AgentState
 from edge_agent.trouble import Trouble
 from edge_agent.trust import NotEnrolled, Trust, enroll_with_pin
 from edge_agent.workloads import Podman, Reconciler
+from edge_agent.workloads.download import Transfer, download
 
 log = logging.getLogger("aiorch.agent")
 
@@ -93,6 +97,8 @@ class Agent:
             Podman(config.podman_args),
             config.podman_run_args,
             fetch=self.fetch_image,
+            model_cache=config.model_cache,
+            fetch_model_file=self.fetch_model_file,
         )
         # The last pass's report, sent with the next check-in.
         self.report: dict[str, Any] | None = None
@@ -112,7 +118,7 @@ class Agent:
 
     def checkin(self) -> float | None:
         """One heartbeat; stores a new desired state if the hub has one; returns the interval."""
-        facts = collect_facts(self.gpus)
+        facts = collect_facts(self.gpus, self.workloads.models.held)
         digest = facts_hash(facts)
         changed_facts = digest != self.state.facts_hash()
         desired = self.state.desired()
@@ -145,9 +151,15 @@ class Agent:
     def hub(self) -> HubClient:
         return self.trust.hub
 
-    def fetch_image(self, digest: str, dest: Path) -> None:
+    def fetch_image(self, image: Image, dest: Path) -> None:
         """Download an image archive for the reconciler (it runs on its fetch thread)."""
-        self.hub.download_image(self.agent_id, digest, dest)
+        path = f"/agents/{self.agent_id}/images/{image.digest}"
+        download(self.hub, path, dest, image.hex, image.size or None)
+
+    def fetch_model_file(self, model: ModelRef, entry: ModelFile, dest: Path) -> Transfer:
+        """Download one model file for the reconciler (on the model cache's thread)."""
+        path = f"/agents/{self.agent_id}/models/{model.digest}/files/{quote(entry.path)}"
+        return download(self.hub, path, dest, entry.sha256, entry.size)
 
     def reconcile(self) -> None:
         """Converge the workloads on the desired state on disk, whatever the hub is doing."""

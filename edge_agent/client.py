@@ -13,16 +13,12 @@ fine instead of renewing.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
-import os
 import socket
 import ssl
-import tempfile
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -91,7 +87,7 @@ class TrustNews:
 
 
 class DigestMismatch(Exception):
-    """A downloaded image archive is not the one asked for (corrupt or wrong content)."""
+    """A downloaded file is not the one asked for (corrupt or wrong content)."""
 
 
 @dataclass(frozen=True)
@@ -299,47 +295,25 @@ class HubClient:
         result: dict[str, Any] = answer.json()
         return result
 
-    def download_image(self, agent_id: str, digest: str, dest: Path) -> None:
-        """Stream an image archive (`podman save` output) to `dest`, hashing it on the way.
-        It goes to a temp file beside `dest` and is renamed only once its sha256 is `digest`,
-        so `dest` never holds a partial or wrong archive; a mismatch raises DigestMismatch."""
-        expected = digest.removeprefix("sha256:")
-        dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-        tmp = Path(tmp_name)
-        sha = hashlib.sha256()
+    def open_get(
+        self, path: str, headers: dict[str, str]
+    ) -> tuple[http.client.HTTPSConnection, http.client.HTTPResponse]:
+        """GET `path` on a fresh connection of its own (a download may take minutes on
+        another thread) and return it with the answer, body unread; the caller closes it.
+        An answer of 400 or more (but 416, which a resumed download handles) raises."""
         conn = self._connect()
         try:
-            with os.fdopen(fd, "wb") as fh:
-                path = f"{self.prefix}/agents/{agent_id}/images/{digest}"
-                conn.request("GET", path, headers=self.headers)
-                response = conn.getresponse()
-                if response.status >= 400:
-                    raise _refusal(response.status, response.headers, response.read())
-                while chunk := response.read(1 << 20):
-                    sha.update(chunk)
-                    fh.write(chunk)
-                fh.flush()
-                os.fsync(fh.fileno())
-            if sha.hexdigest() != expected:
-                raise DigestMismatch(
-                    f"image archive from the hub has sha256:{sha.hexdigest()}, not {digest}"
-                )
-            os.replace(tmp, dest)
-        except (
-            http.client.HTTPException,
-            ConnectionError,
-            TimeoutError,
-            socket.gaierror,
-            ssl.SSLError,
-        ) as exc:
-            tmp.unlink(missing_ok=True)
-            raise HubUnavailable(f"image download failed: {_why(exc)}") from None
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        finally:
+            conn.request("GET", self.prefix + path, headers={**self.headers, **headers})
+            response = conn.getresponse()
+            if response.status >= 400 and response.status != 416:
+                raise _refusal(response.status, response.headers, response.read())
+        except (http.client.HTTPException, OSError, socket.gaierror, ssl.SSLError) as exc:
             conn.close()
+            raise HubUnavailable(f"download failed: {_why(exc)}") from None
+        except BaseException:
+            conn.close()
+            raise
+        return conn, response
 
 
 def wire_batch(batch: dict[str, Any]) -> dict[str, Any]:

@@ -44,6 +44,13 @@ class AgentConfig:
     upload_max_seconds_per_round: float = 5.0
     podman_args: list[str] = field(default_factory=list)
     podman_run_args: list[str] = field(default_factory=list)
+    # Where model files are cached, shared by every workload (the storage role makes
+    # /var/lib/aiorch/models); None: `models/` in the state dir.
+    model_cache_dir: Path | None = None
+
+    @property
+    def model_cache(self) -> Path:
+        return self.model_cache_dir or self.state_dir / "models"
 
     @classmethod
     def load(cls, path: Path) -> AgentConfig:
@@ -68,7 +75,7 @@ class AgentConfig:
             raise ConfigError(f"{origin}: unknown key {unknown[0]!r}")
         values: dict[str, Any] = {}
         for key, value in data.items():
-            if key == "state_dir":
+            if key == "state_dir" or (key == "model_cache_dir" and value is not None):
                 values[key] = Path(value)
             elif key in _FLOAT_KEYS:
                 values[key] = _positive(origin, key, value, float)

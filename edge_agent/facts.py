@@ -30,6 +30,9 @@ from edge_agent.contract.facts import (
     GPUS,
     HOSTNAME,
     MEMORY_TOTAL,
+    MODELS,
+    SITE_RELEASE,
+    SITE_RELEASE_FILE,
     parse_facts,
 )
 from edge_agent.contract.fields import ContractError
@@ -39,8 +42,14 @@ from edge_agent.netclass import addresses, links
 _OS_RELEASE_KEYS = ("ID", "ID_LIKE", "NAME", "VERSION_ID", "VERSION_CODENAME", "PRETTY_NAME")
 
 
-def collect_facts(gpu_backend: GpuBackend) -> dict[str, Any]:
-    """Gathers the host facts as a JSON-ready dict; never raises for a missing source."""
+def collect_facts(
+    gpu_backend: GpuBackend,
+    held_models: Callable[[], list[str]] = list,
+    release_file: Path = Path(SITE_RELEASE_FILE),
+) -> dict[str, Any]:
+    """Gathers the host facts as a JSON-ready dict; never raises for a missing source.
+    `held_models` lists the model digests in the cache; `release_file` is the site release
+    the provisioning role wrote (none before a bundle was imported)."""
     collectors: dict[str, Callable[[], Any]] = {
         HOSTNAME: socket.gethostname,
         "fqdn": socket.getfqdn,
@@ -54,6 +63,8 @@ def collect_facts(gpu_backend: GpuBackend) -> dict[str, Any]:
         GPUS: lambda: [gpu.to_dict() for gpu in gpu_backend.inventory()],
         # The hub places workloads only where they can run: "podman", or None without it.
         CONTAINER_RUNTIME: lambda: "podman" if shutil.which("podman") else None,
+        SITE_RELEASE: lambda: _site_release(release_file),
+        MODELS: held_models,
     }
     facts: dict[str, Any] = {"gpu_backend": gpu_backend.name}
     errors: dict[str, str] = {}
@@ -85,6 +96,18 @@ def facts_hash(facts: Mapping[str, Any]) -> str:
     equally whatever their key order."""
     canonical = json.dumps(facts, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _site_release(path: Path) -> dict[str, Any] | None:
+    """{"version", "digest"} from the file, or None where there is none; a file the
+    contract refuses is reported as a collection error, like any broken source."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is not a JSON object")
+    return {"version": data.get("version"), "digest": data.get("digest")}
 
 
 def _os_release() -> dict[str, str]:

@@ -120,8 +120,11 @@ def status_cmd(ctx: typer.Context, output: Output = OutputOpt) -> None:
         f"GPUs {data['gpus']} (+{data['gpus_simulated']} simulated)  agents: {agents}"
     )
     columns = ["site", "hosts", "gpus", "gpus_simulated", "agents_online", "agents_offline"]
-    columns.append("agents_none")
-    emit(data["sites"], output, columns, title="sites")
+    for site in data["sites"]:  # a release per host count, and short model digests
+        releases = site.get("releases") or {}
+        site["releases"] = ", ".join(f"{v} ({n})" for v, n in releases.items())
+        site["models"] = " ".join(d.removeprefix("sha256:")[:12] for d in site.get("models", []))
+    emit(data["sites"], output, [*columns, "agents_none", "releases", "models"], title="sites")
     if data.get("drift"):
         columns = ["host", "state", "detected_at", "run_id", "changed_tasks", "reason"]
         emit(data["drift"], output, columns, "drift")

@@ -8,7 +8,18 @@ from pathlib import Path
 import typer
 
 from aiorch.bundle.cli import bundle_app
-from aiorch.cli import audit, deploy, fleet, hub, projects, runs, telemetry, tokens, trust
+from aiorch.cli import (
+    audit,
+    deploy,
+    fleet,
+    hub,
+    models,
+    projects,
+    runs,
+    telemetry,
+    tokens,
+    trust,
+)
 from aiorch.cli.client import default_data_dir
 from aiorch.cli.state import CliState
 from aiorch.errors import AiorchError
@@ -51,6 +62,7 @@ app.add_typer(telemetry.app, name="telemetry")
 app.add_typer(runs.runs_app, name="runs")
 app.add_typer(deploy.deployments_app, name="deployments")
 app.add_typer(deploy.image_app, name="image")
+app.add_typer(models.model_app, name="model")
 app.add_typer(deploy.quota_app, name="quota")
 app.add_typer(deploy.rollout_app, name="rollout")
 app.add_typer(repo_app, name="repo")

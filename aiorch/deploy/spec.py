@@ -46,6 +46,7 @@ _LABEL_KEY = re.compile(
 )
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _URL_PATH = re.compile(r"/[!-~]*")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 # Upper bounds on every count: far above any real deployment, low enough that a plan stays
 # small and fast (a spec asking for ten million replicas is refused, not planned).
@@ -130,6 +131,15 @@ class Volume(_Model):
     read_only: bool = False
 
 
+class ModelSpec(_Model):
+    """Weights from the hub's model store, by name and digest (`aiorch model push` prints
+    it), mounted read-only at `mountPath`; the replica starts once all its files are there."""
+
+    name: NonEmpty
+    digest: Annotated[str, _matching(_DIGEST, "sha256:<64 lowercase hex digits>")]
+    mount_path: AbsPath
+
+
 class Resources(_Model):
     gpus: int = Field(default=0, ge=0, le=MAX_GPUS)
     gpu_product: NonEmpty | None = Field(
@@ -208,6 +218,7 @@ class WorkloadSpec(_Model):
     )
     ports: list[PortSpec] = Field(default_factory=list, max_length=MAX_ITEMS)
     volumes: list[Volume] = Field(default_factory=list, max_length=MAX_ITEMS)
+    models: list[ModelSpec] = Field(default_factory=list, max_length=MAX_ITEMS)
     resources: Resources = Field(default_factory=Resources)
     replicas: int = Field(default=1, ge=0, le=MAX_REPLICAS)
     placement: PlacementSpec = Field(default_factory=PlacementSpec)
@@ -244,6 +255,17 @@ class WorkloadSpec(_Model):
         for mount in mounts:
             if mounts.count(mount) > 1:
                 raise ValueError(f"mountPath {mount} is used more than once")
+        return value
+
+    @field_validator("models")
+    @classmethod
+    def _model_mounts_free(cls, value: list[ModelSpec], info: ValidationInfo) -> Any:
+        taken = [v.mount_path.rstrip("/") or "/" for v in info.data.get("volumes", [])]
+        for model in value:
+            mount = model.mount_path.rstrip("/") or "/"
+            if mount in taken:
+                raise ValueError(f"mountPath {mount} is used more than once")
+            taken.append(mount)
         return value
 
     @field_validator("health_check")

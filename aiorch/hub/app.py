@@ -26,6 +26,7 @@ from aiorch.hub.routers import (
     deployments,
     enrollment,
     inventory,
+    models,
     overview,
     projects,
     runs,
@@ -131,7 +132,9 @@ def create_app(ctx: HubContext, *, run_jobs: bool = True) -> FastAPI:
     app.add_exception_handler(AiorchError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ValidationError, _validation_error)
-    uploads = {f"{API_PREFIX}/images": ctx.settings.max_image_bytes}
+    uploads = {
+        f"{API_PREFIX}{path}": ctx.settings.max_image_bytes for path in ("/images", models.BLOBS)
+    }
     # Routers are included flat (not nested) and the agents' hot path first: route matching
     # is per request, and nested routers multiply its cost.
     app.include_router(agent_protocol.router, prefix=API_PREFIX)
@@ -144,7 +147,8 @@ def create_app(ctx: HubContext, *, run_jobs: bool = True) -> FastAPI:
     app.add_middleware(_ContainErrors)  # outermost of ours: it sees every error
 
     modules = (
-        agents, inventory, enrollment, tokens, projects, overview, telemetry, runs, deployments, ca
+        agents, inventory, enrollment, tokens, projects, overview, telemetry, runs, deployments, ca,
+        models
     )  # fmt: skip
     for module in modules:
         app.include_router(module.router, prefix=API_PREFIX, dependencies=[Depends(principal)])

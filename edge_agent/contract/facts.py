@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge_agent.contract.fields import ContractError, items, mapping, plain_json, text, whole
+from edge_agent.contract.model import DIGEST_RE
 
 HOSTNAME = "hostname"
 GPUS = "gpus"
@@ -21,12 +22,16 @@ CPU = "cpu"
 CPU_LOGICAL = "logical_count"  # under CPU
 MEMORY_TOTAL = "memory_total_bytes"
 CONTAINER_RUNTIME = "container_runtime"
+SITE_RELEASE = "site_release"  # {"version", "digest"} of /etc/aiorch/site-release.json, or null
+MODELS = "models"  # the digests of the models in the host's model cache
+SITE_RELEASE_FILE = "/etc/aiorch/site-release.json"
 
 MAX_GPUS = 1024
 MAX_GPU_MEMORY = 2**44  # 16 TiB on one GPU
 MAX_MEMORY = 2**56  # 64 PiB on one host
 MAX_CPUS = 2**20
 MAX_KEYS = 4096
+MAX_MODELS = 4096
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,12 @@ class GpuFacts:
 
 
 @dataclass(frozen=True)
+class SiteRelease:
+    version: int
+    digest: str
+
+
+@dataclass(frozen=True)
 class HostFacts:
     hostname: str | None
     gpus: tuple[GpuFacts, ...]
@@ -49,6 +60,8 @@ class HostFacts:
     memory_total_bytes: int
     container_runtime: str | None  # "podman", or None where the agent found none
     runtime_reported: bool  # agents older than the runtime fact say nothing
+    site_release: SiteRelease | None = None  # the bundle release the host was provisioned from
+    models: tuple[str, ...] = ()  # model digests in its cache
 
     @property
     def can_run_workloads(self) -> bool:
@@ -77,7 +90,29 @@ def parse_facts(document: Any) -> HostFacts:
         memory_total_bytes=_size(document.get(MEMORY_TOTAL), MEMORY_TOTAL, MAX_MEMORY),
         container_runtime=None if runtime is None else text(runtime, CONTAINER_RUNTIME, 64),
         runtime_reported=CONTAINER_RUNTIME in document,
+        site_release=site_release(document.get(SITE_RELEASE)),
+        models=_models(items(document.get(MODELS), MODELS)),
     )
+
+
+def site_release(raw: Any) -> SiteRelease | None:
+    """The site-release fact (the role writes it from the imported bundle), or None."""
+    if raw is None:
+        return None
+    raw = mapping(raw, SITE_RELEASE)
+    digest = text(raw.get("digest"), f"{SITE_RELEASE}.digest")
+    if not DIGEST_RE.match(digest):
+        raise ContractError(f"{SITE_RELEASE}.digest", "must be sha256:<64 hex digits>")
+    return SiteRelease(whole(raw.get("version"), f"{SITE_RELEASE}.version"), digest)
+
+
+def _models(raw: list[Any]) -> tuple[str, ...]:
+    if len(raw) > MAX_MODELS:
+        raise ContractError(MODELS, f"lists more than {MAX_MODELS} models")
+    for position, digest in enumerate(raw):
+        if not isinstance(digest, str) or not DIGEST_RE.match(digest):
+            raise ContractError(f"{MODELS}[{position}]", "must be sha256:<64 hex digits>")
+    return tuple(raw)
 
 
 def stored_facts(stored: str) -> HostFacts | None:

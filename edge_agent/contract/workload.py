@@ -17,6 +17,7 @@ from typing import Any
 
 from edge_agent.contract.fields import ContractError, items, mapping, number, text, whole
 from edge_agent.contract.image import parse_image
+from edge_agent.contract.model import ModelRef, model_entry, parse_model
 
 log = logging.getLogger("aiorch.agent.workloads")
 
@@ -94,6 +95,7 @@ class Workload:
     cpu: float | None  # None: no limit
     memory_mib: int | None  # None: no limit
     health_check: HealthCheck | None
+    models: tuple[ModelRef, ...] = ()  # mounted read-only; the replica waits for their files
 
     @property
     def container_name(self) -> str:
@@ -149,6 +151,7 @@ def workload_entry(w: Workload) -> dict[str, Any]:
             "timeout_s": health.timeout_s,
             "failure_threshold": health.failure_threshold,
         },
+        "models": [model_entry(m) for m in w.models],
     }
 
 
@@ -202,7 +205,14 @@ def parse_workload(raw: dict[str, Any]) -> Workload:
         cpu=_unset_if_zero(raw.get("cpu"), "cpu"),
         memory_mib=_count(raw.get("memory_mib"), "memory_mib") or None,
         health_check=_health(raw.get("health_check")),
+        models=tuple(
+            parse_model(m, f"models[{i}]") for i, m in enumerate(items(raw.get("models"), "models"))
+        ),
     )
+    mounts = [v.mount_path for v in workload.volumes] + [m.mount_path for m in workload.models]
+    for mount in mounts:
+        if mounts.count(mount) > 1:
+            raise ContractError("models.mount_path", f"{mount} is mounted more than once")
     if workload.health_check is not None and workload.health_port() is None:
         raise ContractError(
             "health_check.port", f"{workload.health_check.port} is not a published TCP port"

@@ -29,9 +29,15 @@ def labels(workload: Workload, owner: str) -> dict[str, str]:
 
 
 def run_argv(
-    workload: Workload, image_id: str, owner: str, run_args: Sequence[str], env_file: Path | None
+    workload: Workload,
+    image_id: str,
+    owner: str,
+    run_args: Sequence[str],
+    env_file: Path | None,
+    model_cache: Path | None = None,
 ) -> list[str]:
-    """`podman run` arguments for `workload` (after the global podman arguments)."""
+    """`podman run` arguments for `workload` (after the global podman arguments); its models
+    are mounted read-only from `model_cache`, where the reconciler has made sure they are."""
     argv = ["run", "--detach", "--name", workload.container_name, "--restart", "no"]
     for key, value in labels(workload, owner).items():
         argv += ["--label", f"{key}={value}"]
@@ -41,6 +47,9 @@ def run_argv(
     for volume in workload.volumes:
         mode = "ro" if volume.read_only else "rw"
         argv += ["--volume", f"{volume.host_path}:{volume.mount_path}:{mode}"]
+    for model in workload.models:
+        if model_cache is not None:
+            argv += ["--volume", f"{model_cache / model.hex}:{model.mount_path}:ro"]
     for key, value in workload.env.items():
         argv += ["--env", f"{key}={value}"]
     if env_file is not None:
@@ -63,17 +72,19 @@ def create(
     owner: str,
     run_args: Sequence[str],
     scratch: Path,
+    model_cache: Path | None = None,
 ) -> str:
     """Run the workload's container; returns its id. `scratch` is a private directory for
     the env file, which is deleted as soon as podman has read it."""
     if not workload.secret_env:
-        return podman(*run_argv(workload, image_id, owner, run_args, None)).strip()
+        return podman(*run_argv(workload, image_id, owner, run_args, None, model_cache)).strip()
     scratch.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, name = tempfile.mkstemp(dir=scratch, prefix=".env-", text=True)
     try:
         with os.fdopen(fd, "w") as fh:
             fh.writelines(f"{key}={value}\n" for key, value in workload.secret_env.items())
-        return podman(*run_argv(workload, image_id, owner, run_args, Path(name))).strip()
+        argv = run_argv(workload, image_id, owner, run_args, Path(name), model_cache)
+        return podman(*argv).strip()
     finally:
         os.unlink(name)
 

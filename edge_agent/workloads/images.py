@@ -6,8 +6,8 @@ the sha256 of the file. The agent keeps the archives its desired workloads use u
 after a verified load `<hex>.json` names the image id it became. Containers are created from
 that id, never from the ref, so a tag moved by someone else can't change what runs.
 
-Fetching and loading run on one background thread: a multi-GB download must not hold up
-check-ins (the hub would call the agent offline). A round waits for it only briefly.
+Fetching and loading run as a background job (jobs.py); a download cut short resumes where it
+stopped (download.py).
 """
 
 from __future__ import annotations
@@ -16,24 +16,20 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_agent.client import DigestMismatch, HubUnavailable
+from edge_agent.client import DigestMismatch
 from edge_agent.contract.image import holds
 from edge_agent.contract.workload import Image
 from edge_agent.digest import sha256_file
 from edge_agent.state import read_json, write_private
+from edge_agent.workloads.jobs import Jobs
 from edge_agent.workloads.podman import Podman
 
 log = logging.getLogger("aiorch.agent.workloads")
 
-Fetch = Callable[[str, Path], None]  # (digest, dest): download the archive to dest, verified
-
-RETRY_BASE_S = 10.0
-RETRY_MAX_S = 300.0
+Fetch = Callable[[Image, Path], None]  # (image, dest): download the archive to dest, verified
 
 
 class ImageError(Exception):
@@ -47,14 +43,6 @@ class Readiness:
     image_id: str | None = None
 
 
-@dataclass
-class _Failure:
-    reason: str
-    transient: bool  # the hub was away: pending, not failed
-    retry_at: float
-    attempts: int
-
-
 class ImageCache:
     def __init__(
         self,
@@ -66,10 +54,7 @@ class ImageCache:
         self.dir = directory
         self.podman = podman
         self.fetch = fetch
-        self.clock = clock
-        self._pool: ThreadPoolExecutor | None = None
-        self._jobs: dict[str, Future[str]] = {}
-        self._failures: dict[str, _Failure] = {}
+        self.jobs = Jobs("aiorch-images", clock)
 
     def archive(self, image: Image) -> Path:
         return self.dir / f"{image.hex}.tar"
@@ -88,64 +73,28 @@ class ImageCache:
     def resolve(self, image: Image, present: set[str], deadline: float) -> Readiness:
         """Ready with its image id, or pending/failed with a reason. Starts (or waits until
         `deadline` for) the fetch-and-load job; a failed one is retried with backoff."""
-        job = self._jobs.get(image.digest)  # (while one runs, its record is being written)
-        if job is None and (image_id := self.loaded_id(image, present)):
+        # (while a job runs, its record is being written)
+        if not self.jobs.running(image.digest) and (image_id := self.loaded_id(image, present)):
             return Readiness("ready", image_id=image_id)
-        if job is None:
-            failure = self._failures.get(image.digest)
-            if failure is not None and self.clock() < failure.retry_at:
-                return _failed(failure)
-            job = self._start(image)
-        wait_futures([job], timeout=max(0.0, deadline - self.clock()))
-        if not job.done():
-            return Readiness("pending", f"fetching and loading image {image.digest[:19]}")
-        del self._jobs[image.digest]
-        try:
-            image_id = job.result()
-        except Exception as exc:
-            return _failed(self._failed(image, exc))
-        self._failures.pop(image.digest, None)
-        return Readiness("ready", image_id=image_id)
+        what = f"image {image.digest[:19]}"
+        outcome = self.jobs.poll(image.digest, lambda: self._fetch_and_load(image), deadline, what)
+        if outcome.state == "pending" and outcome.reason is None:
+            return Readiness("pending", f"fetching and loading {what}")
+        return Readiness(outcome.state, outcome.reason, outcome.result)
 
     def prune(self, keep: set[str]) -> None:
         """Drop the archives, finished jobs and failures of digests no desired workload uses
-        any more (an archive is as big as its image; the image itself stays loaded)."""
-        for digest, job in list(self._jobs.items()):
-            if digest not in keep and job.done():
-                del self._jobs[digest]
-        for digest in list(self._failures):
-            if digest not in keep:
-                del self._failures[digest]
-        busy = keep | set(self._jobs)
-        for path in self.dir.glob("*.tar"):
-            if f"sha256:{path.stem}" not in busy:
+        any more (an archive is as big as its image; the image itself stays loaded). A
+        partial download stays while its image is wanted: it resumes from there."""
+        busy = keep | self.jobs.keep_only(keep)
+        for path in self.dir.glob("*.tar*"):
+            if f"sha256:{path.name.split('.')[0]}" not in busy:
                 path.unlink(missing_ok=True)
-        if not self._jobs:  # downloads cut short by a crash of the agent
-            for path in self.dir.glob(".*.part"):
-                path.unlink(missing_ok=True)
+        for path in self.dir.glob(".*.part"):  # temp files of agents before resumable downloads
+            path.unlink(missing_ok=True)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-
-    def _start(self, image: Image) -> Future[str]:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aiorch-images")
-        job = self._pool.submit(self._fetch_and_load, image)
-        self._jobs[image.digest] = job
-        return job
-
-    def _failed(self, image: Image, exc: Exception) -> _Failure:
-        previous = self._failures.get(image.digest)
-        attempts = previous.attempts + 1 if previous else 1
-        delay = min(RETRY_MAX_S, RETRY_BASE_S * 2 ** (attempts - 1))
-        transient = isinstance(exc, HubUnavailable)
-        what = "waiting for the hub to serve image" if transient else "image"
-        reason = f"{what} {image.digest[:19]}: {_one_line(exc)}"
-        log.warning("%s (retry in %.0fs)", reason, delay)
-        failure = _Failure(reason, transient, self.clock() + delay, attempts)
-        self._failures[image.digest] = failure
-        return failure
+        self.jobs.close()
 
     def _fetch_and_load(self, image: Image) -> str:
         """Runs on the worker thread: the archive (downloaded if missing), checked, loaded."""
@@ -153,7 +102,7 @@ class ImageCache:
         if not path.exists():
             if self.fetch is None:
                 raise ImageError("not in the image cache and no hub to fetch it from")
-            self.fetch(image.digest, path)
+            self.fetch(image, path)
         if sha256_file(path) != image.hex:  # the cache is disk, and disks rot
             path.unlink(missing_ok=True)
             raise DigestMismatch(f"cached archive {path.name} no longer matches its digest")
@@ -167,10 +116,6 @@ class ImageCache:
         write_private(self.dir / f"{image.hex}.json", {"image_id": image_id, "ref": image.ref})
         log.info("image %s loaded as %s from %s", image.ref, image_id[:12], path.name)
         return image_id
-
-
-def _failed(failure: _Failure) -> Readiness:
-    return Readiness("pending" if failure.transient else "failed", failure.reason)
 
 
 def _manifest(path: Path) -> tuple[str, list[str]]:
@@ -191,8 +136,3 @@ def _manifest(path: Path) -> tuple[str, list[str]]:
     # "<id>.json" from podman; "blobs/sha256/<id>" from newer docker.
     config = str(manifest[0].get("Config", "")).rsplit("/", 1)[-1].removesuffix(".json")
     return config, manifest[0].get("RepoTags") or []
-
-
-def _one_line(exc: Exception) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__

@@ -22,6 +22,7 @@ from edge_agent.contract.workload import Rejected, Workload, parse_workloads
 from edge_agent.workloads import container
 from edge_agent.workloads.health import HealthMonitor
 from edge_agent.workloads.images import Fetch, ImageCache, Readiness
+from edge_agent.workloads.models import FetchFile, ModelCache
 from edge_agent.workloads.podman import Container, Podman, PodmanError
 from edge_agent.workloads.restarts import WINDOW_S, RestartLog
 
@@ -61,6 +62,8 @@ class Reconciler:
         run_args: Sequence[str] = (),
         fetch: Fetch | None = None,
         image_wait_s: float = IMAGE_WAIT_S,
+        model_cache: Path | None = None,
+        fetch_model_file: FetchFile | None = None,
     ) -> None:
         # Containers are the agent's by this label value: one state dir is one agent.
         self.owner = str(state_dir.resolve())
@@ -68,6 +71,7 @@ class Reconciler:
         self.run_args = list(run_args)
         self.scratch = state_dir / "run"
         self.images = ImageCache(state_dir / "images", podman, fetch)
+        self.models = ModelCache(model_cache or state_dir / "models", fetch_model_file)
         self.restarts = RestartLog(state_dir / "restarts.json")
         self.health = HealthMonitor()
         self.image_wait_s = image_wait_s
@@ -82,6 +86,7 @@ class Reconciler:
     def close(self) -> None:
         self.health.close()
         self.images.close()
+        self.models.close()
 
     def reconcile(self, revision: int, document: dict[str, Any]) -> dict[str, Any]:
         """One pass; returns the report for the hub:
@@ -135,6 +140,7 @@ class Reconciler:
         self.health.keep_only(round_.watched)
         self.restarts.keep_only(round_.alive)
         self.images.prune({w.image.digest for w in workloads})
+        self.models.prune({m.digest for w in workloads for m in w.models})
         return statuses
 
     def _converge(self, w: Workload, mine: list[Container], round_: _Round) -> WorkloadStatus:
@@ -161,6 +167,10 @@ class Reconciler:
             ready = self.images.resolve(w.image, round_.present_images(), round_.deadline)
         except PodmanError as exc:
             ready = Readiness("failed", f"cannot list images: {exc}")
+        for model in w.models:  # fetched meanwhile, on a thread of their own
+            got = self.models.resolve(model, round_.deadline)
+            if got.state != "ready" and ready.image_id is not None:
+                ready = Readiness(got.state, got.reason)
         if ready.image_id is None:
             round_.alive.update(c.id for c in stale)
             reason = ready.reason
@@ -172,7 +182,13 @@ class Reconciler:
                 return _failed(w, f"cannot remove the old container {old.name}")
         try:
             container_id = container.create(
-                self.podman, w, ready.image_id, self.owner, self.run_args, self.scratch
+                self.podman,
+                w,
+                ready.image_id,
+                self.owner,
+                self.run_args,
+                self.scratch,
+                self.models.dir,
             )
         except PodmanError as exc:
             return _failed(w, str(exc))

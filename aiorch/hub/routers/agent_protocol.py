@@ -22,6 +22,7 @@ from aiorch.hub.services import (
     audit_checkpoints,
     images,
     metrics,
+    models,
     telemetry,
 )
 from aiorch.hub.services.agent_identity import AgentIdentity
@@ -109,6 +110,17 @@ async def download_image(agent_id: str, digest: str, request: Request) -> FileRe
     ctx, _ = _agent_ctx(request, agent_id)
     path = images.agent_blob(ctx, agent_id, digest)
     return FileResponse(path, media_type="application/octet-stream")
+
+
+@router.get("/{agent_id}/models/{digest}/files/{path:path}", response_class=FileResponse)
+async def download_model_file(
+    agent_id: str, digest: str, path: str, request: Request
+) -> FileResponse:
+    """A file of a model the agent's desired state names; Range requests resume a download
+    cut short (FileResponse answers them with 206), and the agent checks the sha256."""
+    ctx, _ = _agent_ctx(request, agent_id)
+    blob = models.agent_file(ctx, agent_id, digest, path)
+    return FileResponse(blob, media_type="application/octet-stream")
 
 
 @router.post("/{agent_id}/renew", openapi_extra=_body_schema(RenewRequest))

@@ -79,6 +79,8 @@ ACTIONS: dict[str, Rule] = {
     "rollout.act": _project("operator"),
     "image.read": _project("viewer"),
     "image.push": _project("operator"),
+    "model.read": _project("viewer"),
+    "model.push": _project("operator"),
     "accounting.read": _project("viewer"),
     "role.grant": _project("admin"),
     "token.read": _project("admin"),

@@ -29,7 +29,7 @@ DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 # Held while a push renames its upload into place and while the collector takes a blob
 # away, so that a blob pushed again at that moment is never lost.
-_BLOBS = threading.Lock()
+BLOB_LOCK = threading.Lock()
 
 
 def normalise(reference: str) -> str:
@@ -77,7 +77,7 @@ async def store(
         final.parent.mkdir(parents=True, exist_ok=True)
         now = ctx.clock()
         os.utime(tmp, (now, now))  # the blob's age, on the clock its row and the GC use
-        with _BLOBS:
+        with BLOB_LOCK:
             os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
@@ -211,15 +211,15 @@ def collect_garbage(ctx: HubContext) -> dict[str, int]:
     for path in unnamed:
         if files >= limit:
             break
-        files += _remove_if_older(path, cutoff, root / "tmp")
+        files += remove_if_older(path, cutoff, root / "tmp")
     return {k: v for k, v in (("image_rows", len(rows)), ("image_files", files)) if v}
 
 
-def _remove_if_older(path: Path, cutoff: float, trash_dir: Path) -> bool:
+def remove_if_older(path: Path, cutoff: float, trash_dir: Path) -> bool:
     """Remove `path` if it was last written before `cutoff`; the check and the move out of
     the way happen under the lock a push renames under, the slow unlink after it."""
     trash = trash_dir / f"gc-{path.name}"
-    with _BLOBS:
+    with BLOB_LOCK:
         try:
             if path.stat().st_mtime >= cutoff:
                 return False

@@ -223,7 +223,17 @@ def list_hosts(ctx: HubContext, site: str | None = None) -> list[dict[str, Any]]
         )
         gpus = len(facts.gpus) if facts else 0
         simulated = bool(facts and facts.gpus_simulated)
-        out.append({**row, "agent": agent_status, "gpus": gpus, "gpus_simulated": simulated})
+        release = facts.site_release if facts else None
+        out.append(
+            {
+                **row,
+                "agent": agent_status,
+                "gpus": gpus,
+                "gpus_simulated": simulated,
+                "site_release": None if release is None else release.version,
+                "models": list(facts.models) if facts else [],
+            }
+        )
     return out
 
 

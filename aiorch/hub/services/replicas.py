@@ -14,10 +14,11 @@ from aiorch.deploy import DeploymentSpec, Replica, SpecError, template_hash
 from aiorch.deploy.host_paths import refuse_outside
 from aiorch.deploy.rollout import Observed
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import agents, images, specs
-from aiorch.hub.services.projects import allowed_host_paths
+from aiorch.hub.services import agents, images, models, specs
+from aiorch.hub.services.projects import DEFAULT, allowed_host_paths
 from aiorch.hub.services.reports import reported_workloads
 from edge_agent.contract.fields import ContractError
+from edge_agent.contract.model import ModelRef
 from edge_agent.contract.workload import (
     HealthCheck,
     Image,
@@ -40,7 +41,11 @@ def workload_id(project: str, deployment: str, ordinal: int) -> str:
 
 
 def workload(
-    ctx: HubContext, spec: DeploymentSpec, stored: dict[str, Any], replica: Replica
+    ctx: HubContext,
+    spec: DeploymentSpec,
+    stored: dict[str, Any],
+    replica: Replica,
+    weights: tuple[ModelRef, ...] = (),
 ) -> Workload:
     """One replica as its agent runs it; secret values stay sealed in the stored desired state
     and are opened only on their way to the agent."""
@@ -82,7 +87,26 @@ def workload(
             timeout_s=float(health.timeout_seconds),
             failure_threshold=health.failure_threshold,
         ),
+        models=weights,
     )
+
+
+def model_refs(db: sqlite_utils.Database, spec: DeploymentSpec) -> tuple[ModelRef, ...]:
+    """The spec's models with their file lists, from the store: of its project or `default`.
+    A model missing there is a 422 naming it (`aiorch model push`, or a bundle import)."""
+    owners = frozenset({spec.metadata.project, DEFAULT})
+    refs = []
+    for position, model in enumerate(spec.spec.models):
+        files = models.files_of(db, model.name, model.digest, owners)
+        if not files:
+            raise SpecError(
+                [
+                    f"spec.models[{position}]: no model {model.name}@{model.digest} in the "
+                    f"hub's store for project {spec.metadata.project}"
+                ]
+            )
+        refs.append(ModelRef(model.name, model.digest, files, model.mount_path))
+    return tuple(refs)
 
 
 def refuse_undeliverable(ctx: HubContext, spec: DeploymentSpec) -> None:
@@ -90,8 +114,10 @@ def refuse_undeliverable(ctx: HubContext, spec: DeploymentSpec) -> None:
     stored, so a spec every agent would refuse (a ':' in a volume path, a newline in an env
     value, two ports published on one host port) is a 422 at the door, not a failed replica on
     every host. Then its host paths against its project's policy (403)."""
+    weights = model_refs(ctx.store.read(), spec)
     try:
-        parse_workload(workload_entry(workload(ctx, spec, _SOME_IMAGE, Replica(0, "", ()))))
+        entry = workload_entry(workload(ctx, spec, _SOME_IMAGE, Replica(0, "", ()), weights))
+        parse_workload(entry)
     except ContractError as exc:
         raise SpecError([f"spec: an agent would refuse it: {exc}"]) from None
     project = spec.metadata.project
@@ -106,6 +132,7 @@ def publish(ctx: HubContext, db: sqlite_utils.Database, hosts: set[str], actor: 
     """Rewrite the desired state of the agents on `hosts` from the replicas placed there."""
     made_of: dict[tuple[str, int], DeploymentSpec] = {}
     stored: dict[tuple[str, int], dict[str, Any]] = {}
+    weights: dict[tuple[str, int], tuple[ModelRef, ...]] = {}
     for host in sorted(hosts):
         agent = db.execute(
             "SELECT agent_id FROM hosts WHERE name = ? AND agent_id IS NOT NULL", [host]
@@ -122,9 +149,19 @@ def publish(ctx: HubContext, db: sqlite_utils.Database, hosts: set[str], actor: 
             if key not in made_of:  # each revision's spec and image looked up once
                 made_of[key] = specs.revision(ctx, db, name, revision)
                 stored[key] = images.resolve(db, made_of[key].spec.image) or {}
+                weights[key] = _stored_models(db, made_of[key])
             replica = Replica(ordinal, host, tuple(json.loads(gpus)))
-            workloads.append(workload(ctx, made_of[key], stored[key], replica))
+            workloads.append(workload(ctx, made_of[key], stored[key], replica, weights[key]))
         agents.write_desired(db, agent[0], desired_document(workloads), actor, ctx.clock())
+
+
+def _stored_models(db: sqlite_utils.Database, spec: DeploymentSpec) -> tuple[ModelRef, ...]:
+    """As model_refs, but a model gone from the store since apply is left out with no files:
+    the agent refuses the entry and reports why, the other replicas go on."""
+    try:
+        return model_refs(db, spec)
+    except SpecError:
+        return tuple(ModelRef(m.name, m.digest, (), m.mount_path) for m in spec.spec.models)
 
 
 def observe(

@@ -15,18 +15,33 @@ def overview(ctx: HubContext, projects: frozenset[str] | None = None) -> dict[st
     hosts = inventory.list_hosts(ctx)
     agent_rows = agents.list_agents(ctx)
     per_site: dict[str, dict[str, int]] = {}
+    held: dict[str, dict[str, Any]] = {}
     for host in hosts:
-        site = per_site.setdefault(host["site"] or "-", Counter())
+        name = host["site"] or "-"
+        site = per_site.setdefault(name, Counter())
         site["hosts"] += 1
         site["gpus_simulated" if host["gpus_simulated"] else "gpus"] += host["gpus"]
         site[f"agents_{host['agent']}"] += 1
+        content = held.setdefault(name, {"releases": Counter(), "models": set()})
+        content["releases"][str(host["site_release"] or "none")] += 1
+        content["models"].update(host["models"])
     return {
         "hub_version": __version__,
         "hosts": len(hosts),
         "gpus": sum(h["gpus"] for h in hosts if not h["gpus_simulated"]),
         "gpus_simulated": sum(h["gpus"] for h in hosts if h["gpus_simulated"]),
         "agents": dict(Counter(a["status"] for a in agent_rows)),
-        "sites": [{"site": name, **dict(counts)} for name, counts in sorted(per_site.items())],
+        "sites": [
+            {
+                "site": name,
+                **dict(counts),
+                # Bundle versions by host count ("none": not provisioned from a bundle), and
+                # the model digests the site's hosts hold: an old release stands out.
+                "releases": dict(sorted(held[name]["releases"].items())),
+                "models": sorted(held[name]["models"]),
+            }
+            for name, counts in sorted(per_site.items())
+        ],
         "poll_interval_s": ctx.settings.poll_interval_s,
         "drift": drift.findings(ctx),
         "deployments": _deployments(ctx, projects),
