@@ -7,7 +7,18 @@ from pathlib import Path
 
 import typer
 
-from aiorch.cli import audit, deploy, fleet, hub, projects, runs, telemetry, tokens, trust
+from aiorch.cli import (
+    audit,
+    deploy,
+    fleet,
+    hub,
+    playbooks,
+    projects,
+    runs,
+    telemetry,
+    tokens,
+    trust,
+)
 from aiorch.cli.client import default_data_dir
 from aiorch.cli.state import CliState
 from aiorch.errors import AiorchError
@@ -48,6 +59,7 @@ app.add_typer(fleet.agents_app, name="agents")
 app.add_typer(trust.ca_app, name="ca")
 app.add_typer(telemetry.app, name="telemetry")
 app.add_typer(runs.runs_app, name="runs")
+app.add_typer(playbooks.playbooks_app, name="playbooks")
 app.add_typer(deploy.deployments_app, name="deployments")
 app.add_typer(deploy.image_app, name="image")
 app.add_typer(deploy.quota_app, name="quota")

@@ -27,6 +27,7 @@ from aiorch.hub.routers import (
     enrollment,
     inventory,
     overview,
+    playbook_sets,
     projects,
     runs,
     system,
@@ -144,7 +145,8 @@ def create_app(ctx: HubContext, *, run_jobs: bool = True) -> FastAPI:
     app.add_middleware(_ContainErrors)  # outermost of ours: it sees every error
 
     modules = (
-        agents, inventory, enrollment, tokens, projects, overview, telemetry, runs, deployments, ca
+        agents, inventory, enrollment, tokens, projects, overview, telemetry, runs, deployments, ca,
+        playbook_sets,
     )  # fmt: skip
     for module in modules:
         app.include_router(module.router, prefix=API_PREFIX, dependencies=[Depends(principal)])
