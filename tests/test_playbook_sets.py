@@ -167,7 +167,7 @@ def test_unknown_set_and_unknown_playbook_are_refused_naming_them(ctx: HubContex
     with pytest.raises(InvalidInput, match="no playbook set named 'nope'"):
         runs.start_run(ctx, runs.RunRequest(playbook="noop.yml", playbook_set="nope"), ADMIN)
     playbook_sets.register(ctx, "ops", ops_set(tmp_path), None, ADMIN)
-    with pytest.raises(InvalidInput, match="'noop.yml' not found in playbook set ops"):
+    with pytest.raises(InvalidInput, match=r"'noop\.yml' not found in playbook set ops"):
         runs.start_run(ctx, runs.RunRequest(playbook="noop.yml", playbook_set="ops"), ADMIN)
     with pytest.raises(InvalidInput, match="inside playbook set ops"):
         runs.start_run(ctx, runs.RunRequest(playbook="../../noop.yml", playbook_set="ops"), ADMIN)
