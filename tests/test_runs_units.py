@@ -149,8 +149,8 @@ def test_limit_that_matches_nothing_is_refused(fleet: HubContext, limit: str, pr
 @pytest.mark.parametrize("name", ["../write_file.yml", "/etc/passwd", "missing.yml", "x.txt", " "])
 def test_playbook_must_be_an_existing_yaml_file_inside_the_folder(ctx: HubContext, name: str):
     with pytest.raises(InvalidInput):
-        runs.playbook_path(ctx, name)
-    assert runs.playbook_path(ctx, "noop.yml") == PLAYBOOKS / "noop.yml"
+        runs.targets.playbook_path(PLAYBOOKS, name)
+    assert runs.targets.playbook_path(PLAYBOOKS, "noop.yml") == PLAYBOOKS / "noop.yml"
 
 
 # ---- redaction -------------------------------------------------------------------------------

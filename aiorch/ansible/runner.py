@@ -52,7 +52,7 @@ def list_inventory(path: Path, *, export: bool, deadline: float | None = None) -
     """
     fmt, plugin = ("YAML", "yaml") if path.suffix.lower() in _YAML_SUFFIXES else ("INI", "ini")
     deadline = time.monotonic() + TIMEOUT_S if deadline is None else deadline
-    argv = [_own("ansible-inventory"), "-i", str(path.resolve()), "--list"]
+    argv = [own_tool("ansible-inventory"), "-i", str(path.resolve()), "--list"]
     with tempfile.TemporaryDirectory(prefix="aiorch-ansible-") as scratch:
         try:
             rc, out, err = _run_bounded(
@@ -119,7 +119,7 @@ def _run_bounded(
                 pipe.close()
 
 
-def _own(tool: str) -> str:
+def own_tool(tool: str) -> str:
     """The Ansible tool installed beside this interpreter, else the one on PATH."""
     own = Path(sys.executable).parent / tool
     return str(own) if own.exists() else shutil.which(tool) or tool
@@ -144,18 +144,23 @@ def _environment(plugin: str, scratch: str) -> dict[str, str]:
 
 
 def _condense(stderr: str, path: Path) -> str:
-    """Ansible's multi-line failure report, reduced to its root cause on one line."""
-    text = stderr.replace(str(path.resolve()), path.name)
+    return condensed_error(stderr.replace(str(path.resolve()), path.name)).removeprefix(
+        "Failed to parse inventory: "
+    )
+
+
+def condensed_error(text: str) -> str:
+    """An Ansible tool's multi-line failure report, reduced to its root cause on one line."""
     if "<<< caused by >>>" in text:
         cause = text.rsplit("<<< caused by >>>", 1)[1]
         cause = re.split(r"^(?:Origin:|\[ERROR\]|\[WARNING\])", cause, maxsplit=1, flags=re.M)[0]
     else:
         errors = re.findall(r"^\[ERROR\]: (.*)$", text, flags=re.M)
         cause = errors[-1] if errors else text
-    cause = " ".join(cause.split()).removeprefix("Failed to parse inventory: ")
+    cause = " ".join(cause.split())
     if len(cause) > MAX_REASON:
         cause = cause[: MAX_REASON - 3] + "..."
-    return cause or "ansible-inventory failed without saying why"
+    return cause or "it failed without saying why"
 
 
 # ---- playbooks -------------------------------------------------------------------------------
@@ -204,8 +209,15 @@ def run_playbook(
     forks: int = DEFAULT_FORKS,
     extravars: Mapping[str, Any] | None = None,
     cancel_callback: Callable[[], bool] | None = None,
+    project_dir: Path | None = None,
+    collections_path: Path | None = None,
 ) -> RunResult:
     """Run `playbook` on `inventory` (optionally `--limit` to hosts); blocks until it ends.
+
+    `project_dir` is the playbook set's folder (default: the playbook's): its ansible.cfg
+    and roles/ apply to every playbook in it, nested ones too. `collections_path` (a folder
+    holding ansible_collections/) becomes the run's only ANSIBLE_COLLECTIONS_PATH, so a set
+    runs the collections it brought and nothing the hub machine happens to have.
 
     `private_data_dir` must not exist yet: ansible-runner keeps extra vars and artifacts there
     and reuses (rather than rewrites) what it finds, so every invocation gets its own. The run
@@ -221,18 +233,19 @@ def run_playbook(
         event_handler(event)
         return False  # the caller keeps the event; nothing more on disk
 
+    project = project_dir or playbook.parent
     flags = [flag for flag, on in (("--check", check), ("--diff", diff)) if on]
     runner = interface.run(
         ident=run_id,
         private_data_dir=str(private_data_dir),
-        project_dir=str(playbook.parent),
+        project_dir=str(project),
         playbook=str(playbook),
         inventory=str(inventory),
         limit=",".join(limit) if limit else None,
         forks=forks,
         cmdline=" ".join(flags) or None,
         extravars=dict(extravars or {}),
-        envvars=_playbook_environment(playbook.parent),
+        envvars=_playbook_environment(project, collections_path),
         settings={"suppress_ansible_output": True, "pexpect_timeout": 1},
         quiet=True,
         event_handler=on_event,
@@ -241,7 +254,7 @@ def run_playbook(
     return RunResult(status=runner.status, rc=runner.rc, recap=recap)
 
 
-def _playbook_environment(playbook_dir: Path) -> dict[str, str]:
+def _playbook_environment(project: Path, collections: Path | None) -> dict[str, str]:
     env = {
         "ANSIBLE_PIPELINING": "True",
         "ANSIBLE_SSH_ARGS": SSH_ARGS,
@@ -251,9 +264,13 @@ def _playbook_environment(playbook_dir: Path) -> dict[str, str]:
         "ANSIBLE_NOCOLOR": "True",
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
     }
-    config = playbook_dir / "ansible.cfg"
-    if config.is_file():  # roles_path and friends of the playbooks' own folder
+    config = project / "ansible.cfg"
+    if config.is_file():  # roles_path and friends of the set's own folder
         env["ANSIBLE_CONFIG"] = str(config)
+    elif (project / "roles").is_dir():  # the environment would outrank the set's own config
+        env["ANSIBLE_ROLES_PATH"] = str(project / "roles")
+    if collections is not None:
+        env["ANSIBLE_COLLECTIONS_PATH"] = str(collections)
     return env
 
 

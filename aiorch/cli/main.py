@@ -14,6 +14,7 @@ from aiorch.cli import (
     fleet,
     hub,
     models,
+    playbooks,
     projects,
     runs,
     telemetry,
@@ -60,6 +61,7 @@ app.add_typer(fleet.agents_app, name="agents")
 app.add_typer(trust.ca_app, name="ca")
 app.add_typer(telemetry.app, name="telemetry")
 app.add_typer(runs.runs_app, name="runs")
+app.add_typer(playbooks.playbooks_app, name="playbooks")
 app.add_typer(deploy.deployments_app, name="deployments")
 app.add_typer(deploy.image_app, name="image")
 app.add_typer(models.model_app, name="model")

@@ -40,7 +40,10 @@ def parse_extravars(pairs: list[str]) -> dict[str, str]:
 
 def provision_cmd(
     ctx: typer.Context,
-    playbook: str = typer.Argument(..., help="A playbook in the hub's playbooks/, e.g. site.yml."),
+    playbook: str = typer.Argument(..., help="A playbook in the playbook set, e.g. site.yml."),
+    playbook_set: str = typer.Option(
+        None, "--set", help='The hub\'s playbook set to run from (default "aiorch").'
+    ),
     limit: str = typer.Option(
         None, "--limit", "-l", help="Hosts, groups or KEY=VALUE labels, comma-separated."
     ),
@@ -59,6 +62,7 @@ def provision_cmd(
     client = state(ctx).client()
     body = {
         "playbook": playbook,
+        "playbook_set": playbook_set,
         "limit": limit,
         "check": check,
         "diff": diff,
@@ -73,7 +77,8 @@ def provision_cmd(
 def follow(client: HubClient, run: dict[str, Any], *, live: bool) -> dict[str, Any]:
     """Poll until the run ends and return its final state; `live` shows a line per host."""
     if live:
-        console.print(f"run [bold]{run['id']}[/]: {run['playbook']} on {len(run['hosts'])} host(s)")
+        where = f"{run['playbook']} (set {run['playbook_set']})"
+        console.print(f"run [bold]{run['id']}[/]: {where} on {len(run['hosts'])} host(s)")
     view = _LiveView(run["hosts"]) if live else None
     after = 0
     try:
@@ -175,8 +180,8 @@ def runs_list(
 ) -> None:
     """List the newest runs with playbook, limit, status and who started them."""
     rows = state(ctx).client().get("/runs", status=status, limit=limit)
-    columns = ["id", "kind", "playbook", "limit", "check", "status", "actor", "created_at"]
-    emit(rows, output, [*columns, "finished_at"])
+    columns = ["id", "kind", "playbook_set", "playbook", "limit", "check", "status", "actor"]
+    emit(rows, output, [*columns, "created_at", "finished_at"])
 
 
 @runs_app.command("show")

@@ -28,6 +28,7 @@ from aiorch.hub.routers import (
     inventory,
     models,
     overview,
+    playbook_sets,
     projects,
     runs,
     system,
@@ -148,7 +149,7 @@ def create_app(ctx: HubContext, *, run_jobs: bool = True) -> FastAPI:
 
     modules = (
         agents, inventory, enrollment, tokens, projects, overview, telemetry, runs, deployments, ca,
-        models
+        models, playbook_sets,
     )  # fmt: skip
     for module in modules:
         app.include_router(module.router, prefix=API_PREFIX, dependencies=[Depends(principal)])

@@ -58,7 +58,7 @@ def _plain_json(value: Any) -> Any:
 JsonObject = Annotated[dict[str, Any], AfterValidator(_plain_json)]
 
 
-def _absolute_path(path: str) -> str:
+def absolute_path(path: str) -> str:
     if not path.startswith("/") or posixpath.normpath(path) != path or len(path) > 4096:
         raise ValueError(f"{path!r} is not a normalised absolute path (like /data/models)")
     return path
@@ -92,7 +92,7 @@ class ProjectCreate(Strict):
     name: DnsLabel
 
 
-HostPathPrefix = Annotated[str, AfterValidator(_absolute_path)]
+HostPathPrefix = Annotated[str, AfterValidator(absolute_path)]
 
 
 class ProjectPolicy(Strict):

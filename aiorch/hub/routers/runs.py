@@ -17,7 +17,12 @@ RunStatus = Literal["queued", "running", "successful", "failed", "interrupted", 
 
 
 class RunCreate(Strict):
-    playbook: str = Field(min_length=1, max_length=255, description="Relative to playbooks/.")
+    playbook: str = Field(
+        min_length=1, max_length=255, description="Relative to the playbook set's folder."
+    )
+    playbook_set: str | None = Field(
+        None, min_length=1, max_length=64, description='The set to run from (default "aiorch").'
+    )
     limit: str | None = Field(None, max_length=10_000, description="Hosts, groups, KEY=VALUE.")
     check: bool = False
     diff: bool = False

@@ -46,6 +46,7 @@ ACTIONS: dict[str, Rule] = {
     "host.read": _FLEET_READ,
     "site.read": _FLEET_READ,
     "run.read": _FLEET_READ,
+    "playbook_set.read": _FLEET_READ,
     "enroll_token.read": _FLEET_READ,
     "fleet.status": _FLEET_READ,
     "telemetry.read": _FLEET_READ,
@@ -62,6 +63,7 @@ ACTIONS: dict[str, Rule] = {
     "host.retire": _GLOBAL,
     "run.start": _GLOBAL,
     "run.cancel": _GLOBAL,
+    "playbook_set.import": _GLOBAL,  # a set's plays run on the hub, with the hub's rights
     "enroll_token.create": _GLOBAL,
     "enroll_token.revoke": _GLOBAL,
     "audit.read": _GLOBAL,

@@ -33,10 +33,10 @@ from aiorch.errors import Conflict, InvalidInput
 from aiorch.hub.context import HubContext
 from aiorch.hub.services import audit, preflight, redaction, targets
 from aiorch.hub.services.inventory import write_run_inventory
+from aiorch.hub.services.playbook_sets import PlaybookSet
 from aiorch.hub.services.run_events import EventBatcher, error_text, event_row
 from aiorch.hub.services.run_history import ACTIVE_STATUSES, decode, get_run
 from aiorch.hub.services.run_processes import kill_leftovers
-from aiorch.hub.services.targets import playbook_path
 
 log = logging.getLogger("aiorch.hub.runs")
 
@@ -55,6 +55,7 @@ class RunRequest:
     max_fail_ratio: float = 0.0
     extravars: dict[str, Any] = field(default_factory=dict)
     stored_events: tuple[str, ...] | None = None  # statuses of the results kept (None: all)
+    playbook_set: str | None = None  # None: "aiorch", the hub's own playbooks
 
 
 @dataclass
@@ -92,7 +93,7 @@ def start_run(
     on_finish: FinishHook | None = None,
 ) -> dict[str, Any]:
     """Create the run and its host locks in one transaction, then run it in the background."""
-    path = playbook_path(ctx, req.playbook)
+    pset, path = targets.resolve_playbook(ctx, req.playbook_set, req.playbook)
     if req.serial is not None and req.serial < 1:
         raise InvalidInput("serial must be at least 1")
     refuse_in_extravars(req.extravars)
@@ -103,6 +104,8 @@ def start_run(
         "id": run_id,
         "kind": kind,
         "playbook": req.playbook,
+        "playbook_set": pset.name,
+        "playbook_set_digest": pset.digest,
         "limit": req.limit,
         "hosts": json.dumps(hosts),
         "check": int(req.check),
@@ -126,6 +129,7 @@ def start_run(
             )
         detail = {
             "playbook": req.playbook,
+            "playbook_set": f"{pset.name}@{pset.digest}",
             "limit": req.limit,
             "check": req.check,
             "hosts": len(hosts),
@@ -134,7 +138,7 @@ def start_run(
         audit.record(db, actor, f"run.{kind}", f"run:{run_id}", detail, ts=now)
 
     ctx.store.write(op)
-    _launch(ctx, run_id, path, hosts, req, on_finish)
+    _launch(ctx, run_id, pset, path, hosts, req, on_finish)
     return get_run(ctx, run_id)
 
 
@@ -158,6 +162,7 @@ def _refuse_busy(db: sqlite_utils.Database, hosts: Sequence[str]) -> None:
 def _launch(
     ctx: HubContext,
     run_id: str,
+    pset: PlaybookSet,
     path: Path,
     hosts: list[str],
     req: RunRequest,
@@ -166,7 +171,7 @@ def _launch(
     active = _Active(ctx, secrets=redaction.secret_values(req.extravars))
     active.thread = threading.Thread(
         target=_execute,
-        args=(ctx, active, run_id, path, hosts, req, on_finish),
+        args=(ctx, active, run_id, pset, path, hosts, req, on_finish),
         name=f"aiorch-run-{run_id}",
         daemon=True,
     )
@@ -182,6 +187,7 @@ def _execute(
     ctx: HubContext,
     active: _Active,
     run_id: str,
+    pset: PlaybookSet,
     path: Path,
     hosts: list[str],
     req: RunRequest,
@@ -211,7 +217,8 @@ def _execute(
             outcome.messages.append("every host failed pre-flight; nothing was run")
             return
         batcher = EventBatcher(ctx.store, run_id)
-        _run_waves(ctx, active, run_id, path, inventory_path, reachable, req, batcher, outcome)
+        where = (pset, path, inventory_path)
+        _run_waves(ctx, active, run_id, where, reachable, req, batcher, outcome)
     except Exception as exc:
         log.exception("run %s stopped by an internal error", run_id)
         reason = redaction.scrub_text(str(exc), active.secrets)
@@ -235,8 +242,7 @@ def _run_waves(
     ctx: HubContext,
     active: _Active,
     run_id: str,
-    path: Path,
-    inventory_path: Path,
+    where: tuple[PlaybookSet, Path, Path],
     hosts: list[str],
     req: RunRequest,
     batcher: EventBatcher,
@@ -244,6 +250,7 @@ def _run_waves(
 ) -> None:
     """The playbook once per wave of `serial` hosts; a wave failing more than
     `max_fail_ratio` of its hosts stops the waves after it."""
+    pset, path, inventory_path = where
     errors: list[str] = []
 
     def on_event(event: dict[str, Any]) -> None:
@@ -277,6 +284,8 @@ def _run_waves(
             # The roles install the hub's CA on hosts: apt and pip verify the hub with it.
             extravars={**req.extravars, "aiorch_hub_ca_file": str(ctx.settings.data_dir / CA_FILE)},
             cancel_callback=active.cancel.is_set,
+            project_dir=pset.root,
+            collections_path=pset.collections,
         )
         outcome.recap.update(result.recap)
         statuses.append(result.status)

@@ -10,7 +10,7 @@ A limit is a comma-separated list of terms, and selects the union of what they m
   count as labels), e.g. `site=edge1` or `role=edge-box`.
 
 A term that matches nothing is an error rather than an empty run. The playbook a run names is
-resolved here too: inside the playbooks folder, and nowhere else.
+resolved here too: inside its playbook set's folder, and nowhere else.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import sqlite_utils
 
 from aiorch.errors import InvalidInput
 from aiorch.hub.context import HubContext
+from aiorch.hub.services import playbook_sets
+from aiorch.hub.services.playbook_sets import PlaybookSet
 
 _COLUMN_LABELS = ("site", "role", "region")
 
@@ -90,15 +92,22 @@ def _descendants(group: str, children: dict[str, list[str]]) -> set[str]:
 PLAYBOOK_SUFFIXES = (".yml", ".yaml")
 
 
-def playbook_path(ctx: HubContext, name: str) -> Path:
-    """`name` inside the playbooks folder: relative, no `..`, an existing .yml/.yaml file."""
+def resolve_playbook(ctx: HubContext, set_name: str | None, name: str) -> tuple[PlaybookSet, Path]:
+    """The current version of set `set_name` (default "aiorch") and `name` inside it."""
+    pset = playbook_sets.resolve(ctx, set_name)
+    return pset, playbook_path(pset.root, name, pset.name)
+
+
+def playbook_path(root: Path, name: str, set_name: str = playbook_sets.DEFAULT_SET) -> Path:
+    """`name` inside the set's folder `root`: relative, no `..`, an existing .yml/.yaml file
+    (a symlink may not lead out of it)."""
     rel = PurePosixPath(name.strip())
     if not name.strip() or rel.is_absolute() or ".." in rel.parts:
-        raise InvalidInput(f"playbook {name!r}: give a path inside the playbooks folder")
+        raise InvalidInput(f"playbook {name!r}: give a path inside playbook set {set_name}")
     if rel.suffix not in PLAYBOOK_SUFFIXES:
         raise InvalidInput(f"playbook {name!r}: must be a .yml or .yaml file")
-    root = ctx.settings.playbooks_dir.resolve()
+    root = root.resolve()
     path = (root / rel).resolve()
     if not path.is_relative_to(root) or not path.is_file():
-        raise InvalidInput(f"playbook {name!r} not found in {root}")
+        raise InvalidInput(f"playbook {name!r} not found in playbook set {set_name}")
     return path
