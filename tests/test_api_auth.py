@@ -37,7 +37,11 @@ def _routes() -> list[tuple[str, str]]:
 ROUTES = _routes()
 PROTECTED = [(m, p) for m, p in ROUTES if p not in PUBLIC_PATHS]
 # The agent protocol's routes: a client certificate authenticates there, never a bearer token.
-AGENT_PATHS = {API_PREFIX + getattr(route, "path", "") for route in agent_protocol.router.routes}
+# (OpenAPI writes a `{path:path}` parameter as `{path}`.)
+AGENT_PATHS = {
+    API_PREFIX + getattr(route, "path", "").replace(":path}", "}")
+    for route in agent_protocol.router.routes
+}
 AGENT_ROUTES = [(m, p) for m, p in PROTECTED if p in AGENT_PATHS]
 USER_ROUTES = [(m, p) for m, p in PROTECTED if p not in AGENT_PATHS]
 
