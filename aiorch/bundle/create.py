@@ -30,6 +30,7 @@ from aiorch.bundle.manifest import (
 )
 from aiorch.bundle.sources import Contents
 from aiorch.errors import UserError
+from edge_agent.digest import sha256_file
 
 
 @dataclass(frozen=True)
@@ -53,15 +54,6 @@ def arch_of(path: str) -> str | None:
     return None
 
 
-def _sha256(path: Path) -> tuple[str, int]:
-    digest, size = hashlib.sha256(), 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(parts.CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
-
-
 def hash_files(files: dict[str, Path]) -> tuple[ManifestFile, ...]:
     """Every file's sha256 and size, several at a time, sorted by site path."""
     paths = sorted(files)
@@ -71,7 +63,7 @@ def hash_files(files: dict[str, Path]) -> tuple[ManifestFile, ...]:
         except ValueError as exc:
             raise UserError(str(exc)) from None
     with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-        sums = list(pool.map(lambda p: _sha256(files[p]), paths))
+        sums = list(pool.map(lambda p: (sha256_file(files[p]), files[p].stat().st_size), paths))
     return tuple(
         ManifestFile(p, sha, size, p.split("/", 1)[0], arch_of(p))
         for p, (sha, size) in zip(paths, sums, strict=True)
