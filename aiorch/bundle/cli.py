@@ -122,7 +122,8 @@ def create(
             raise UserError("--expires-in-days must be positive")
         contents = sources.Contents()
         if repo is None:
-            repo = sources.site_repo(repo_cache, [*BASE_PACKAGES, *(package or [])])
+            wanted = [*BASE_PACKAGES, *(package or [])]
+            repo = sources.site_repo(repo_cache, wanted, signing_key, expires_in_days)
         elif package:
             raise UserError("--package needs the site repository built here: drop --repo")
         sources.add_repo(contents, repo)

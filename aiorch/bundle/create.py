@@ -108,7 +108,9 @@ def create_bundle(
         files=files,
         base=base,
         requires=dict(contents.requires),
-        components=contents.components({f.path: f.sha256 for f in files}),
+        components=contents.components(
+            {f.path: f.sha256 for f in files}, {f.path: f.size for f in files}
+        ),
         omitted=omitted,
     )
     tmp = out.with_name(f".{out.name}.partial")

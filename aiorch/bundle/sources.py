@@ -9,15 +9,19 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
+from aiorch.bundle.keys import SigningKey
 from aiorch.bundle.manifest import Collection, Components, Image, Model, PlaybookSet
 from aiorch.errors import UserError
 from aiorch.repo import debs
 from aiorch.repo.build import build_repo
 from aiorch.repo.cli import PROJECT
+from edge_agent.contract.model import ModelFile, model_digest
 
-AIORCH_PLAYBOOKS = PROJECT / "playbooks"
+# aiorch's own playbooks as installed (the package aiorch.playbooks), without the hub settings.
+AIORCH_PLAYBOOKS = Path(str(resources.files("aiorch.playbooks")))
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _SKIP = {"__pycache__", ".git", ".pytest_cache"}
 DEFAULT_REQUIRES = {"architectures": ["amd64", "arm64"], "os": "debian-12"}
@@ -39,14 +43,15 @@ class Contents:
             raise UserError(f"two inputs for {path}: {self.files[path]} and {src}")
         self.files[path] = src
 
-    def components(self, sha256: dict[str, str]) -> Components:
-        """The typed lists, sorted, with digests from the files' hashes."""
+    def components(self, sha256: dict[str, str], sizes: dict[str, int]) -> Components:
+        """The typed lists, sorted, with digests from the files' hashes. A model's digest is the
+        contract's (edge_agent.contract.model), over paths inside the model's folder: the one the
+        hub's model store, deployments and agents name it by."""
         models = []
         for name, paths in sorted(self.models.items()):
-            listing = json.dumps(sorted((p, sha256[p]) for p in paths)).encode()
-            models.append(
-                Model(name, "sha256:" + hashlib.sha256(listing).hexdigest(), tuple(sorted(paths)))
-            )
+            prefix = f"models/{name}/"
+            listing = [ModelFile(p.removeprefix(prefix), sha256[p], sizes[p]) for p in paths]
+            models.append(Model(name, model_digest(listing), tuple(sorted(paths))))
         return Components(
             images=tuple(Image(ref, p, "sha256:" + sha256[p]) for ref, p in sorted(self.images)),
             models=tuple(models),
@@ -133,13 +138,23 @@ def add_model(contents: Contents, name: str, src: Path) -> None:
     contents.models[name] = paths
 
 
-def site_repo(cache_root: Path, packages: Sequence[str]) -> Path:
+def site_repo(
+    cache_root: Path, packages: Sequence[str], signing_key: SigningKey, valid_for_days: int
+) -> Path:
     """The site repository for ``packages``, built (or refreshed) in a cache keyed by its inputs.
 
     The one place the bundle calls ``build_repo``: where the repo build changes, only this does.
+    The bundle key's OpenPGP half signs ``InRelease``, valid as long as the bundle.
     """
     sources = debs.default_sources()
     key = hashlib.sha256(json.dumps([sorted(set(packages)), list(sources)]).encode()).hexdigest()
     out = cache_root / key[:16]
-    build_repo(out, packages, PROJECT, sources=sources)
+    build_repo(
+        out,
+        packages,
+        PROJECT,
+        sources=sources,
+        signing_key=signing_key,
+        valid_for_days=valid_for_days,
+    )
     return out
