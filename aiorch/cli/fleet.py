@@ -122,6 +122,11 @@ def status_cmd(ctx: typer.Context, output: Output = OutputOpt) -> None:
     columns = ["site", "hosts", "gpus", "gpus_simulated", "agents_online", "agents_offline"]
     columns.append("agents_none")
     emit(data["sites"], output, columns, title="sites")
+    if bundle := data.get("bundle"):
+        console.print(
+            f"content bundle {bundle['name']} version {bundle['version']} {bundle['digest'][:19]}"
+            f"  imported {bundle['age_s'] / 86400:.1f} days ago  expires {bundle['expires']}"
+        )
     if data.get("drift"):
         columns = ["host", "state", "detected_at", "run_id", "changed_tasks", "reason"]
         emit(data["drift"], output, columns, "drift")

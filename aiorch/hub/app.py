@@ -22,6 +22,7 @@ from aiorch.hub.middleware import AuthFirst, BodyGuard
 from aiorch.hub.routers import (
     agent_protocol,
     agents,
+    bundles,
     ca,
     deployments,
     enrollment,
@@ -144,7 +145,8 @@ def create_app(ctx: HubContext, *, run_jobs: bool = True) -> FastAPI:
     app.add_middleware(_ContainErrors)  # outermost of ours: it sees every error
 
     modules = (
-        agents, inventory, enrollment, tokens, projects, overview, telemetry, runs, deployments, ca
+        agents, inventory, enrollment, tokens, projects, overview, telemetry, runs, deployments, ca,
+        bundles,
     )  # fmt: skip
     for module in modules:
         app.include_router(module.router, prefix=API_PREFIX, dependencies=[Depends(principal)])
