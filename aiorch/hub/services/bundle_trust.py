@@ -80,7 +80,7 @@ def remove(ctx: HubContext, key_id: str, actor: str, *, force: bool = False) -> 
             "UPDATE bundle_keys SET removed_by = ?, removed_at = ? WHERE key_id = ?",
             [actor, ctx.clock(), key_id],
         )
-        detail = {"key_id": key_id, **({"forced_last_key": True} if last and imported else {})}
+        detail = {"key_id": key_id, **({"forced_last": True} if last and imported else {})}
         audit.record(db, actor, "bundle.trust.remove", f"bundle-key:{key_id}", detail)
 
     ctx.store.write(op)
