@@ -29,9 +29,7 @@ def add(ctx: HubContext, text: str, actor: str) -> dict[str, Any]:
     now = ctx.clock()
 
     def op(db: sqlite_utils.Database) -> None:
-        row = db.execute(
-            "SELECT removed_at FROM bundle_keys WHERE key_id = ?", [key.id]
-        ).fetchone()
+        row = db.execute("SELECT removed_at FROM bundle_keys WHERE key_id = ?", [key.id]).fetchone()
         if row is not None and row[0] is None:
             raise Conflict(f"bundle key {key.id} is trusted already")
         db.execute(
@@ -66,7 +64,8 @@ def remove(ctx: HubContext, key_id: str, actor: str, *, force: bool = False) -> 
     """Stop trusting `key_id`; the last key goes only with `force` while content is imported."""
 
     def op(db: sqlite_utils.Database) -> None:
-        active = [r[0] for r in db.execute("SELECT key_id FROM bundle_keys WHERE removed_at IS NULL")]
+        rows = db.execute("SELECT key_id FROM bundle_keys WHERE removed_at IS NULL")
+        active = [key for (key,) in rows]
         if key_id not in active:
             raise NotFound(f"bundle key {key_id} is not trusted")
         imported = db.execute("SELECT 1 FROM bundle_imports LIMIT 1").fetchone() is not None

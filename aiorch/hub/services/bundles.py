@@ -44,10 +44,10 @@ def register_images(
     ctx: HubContext, bundle: VerifiedBundle, release: Path, actor: str
 ) -> WriteOp | None:
     """The bundle's image archives into the hub's image store (project default)."""
-    by_path = {f.path: f for f in bundle.manifest.files}
+    hashes = {f.path: f.sha256 for f in bundle.manifest.files}  # verified: the file's own
     ops = [
         images.register_file(
-            ctx, image.ref, release / image.path, actor, digest=f"sha256:{by_path[image.path].sha256}"
+            ctx, image.ref, release / image.path, actor, digest=f"sha256:{hashes[image.path]}"
         )
         for image in bundle.manifest.components.images
     ]
@@ -88,9 +88,12 @@ def import_bundle(
         store.copy_blobs(bundle)
         release = store.build_release(bundle)
         ops = [op for hook in IMPORT_HOOKS if (op := hook(ctx, bundle, release, actor))]
-        row = _row(bundle, actor, ctx.clock(), downgrade=highest is not None and (
-            bundle.manifest.version < highest
-        ))
+        row = _row(
+            bundle,
+            actor,
+            ctx.clock(),
+            downgrade=highest is not None and (bundle.manifest.version < highest),
+        )
 
         def op(db: sqlite_utils.Database) -> None:
             for each in ops:
