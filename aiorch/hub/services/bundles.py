@@ -88,12 +88,8 @@ def import_bundle(
         store.copy_blobs(bundle)
         release = store.build_release(bundle)
         ops = [op for hook in IMPORT_HOOKS if (op := hook(ctx, bundle, release, actor))]
-        row = _row(
-            bundle,
-            actor,
-            ctx.clock(),
-            downgrade=highest is not None and (bundle.manifest.version < highest),
-        )
+        downgrade = highest is not None and bundle.manifest.version < highest
+        row = _row(bundle, actor, ctx.clock(), downgrade=downgrade)
 
         def op(db: sqlite_utils.Database) -> None:
             for each in ops:
