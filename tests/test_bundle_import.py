@@ -13,9 +13,9 @@ from typing import Any
 
 import httpx
 import pytest
+from aiorch.bundle.verify import BundleRefused, VerifiedBundle, verify_bundle
 
 from aiorch.bundle import keys
-from aiorch.bundle.verify import BundleRefused, VerifiedBundle, verify_bundle
 from aiorch.endpoint import hub_tls
 from aiorch.errors import Conflict
 from aiorch.hub.context import HubContext
@@ -253,7 +253,7 @@ def test_a_delta_on_an_imported_base_imports_and_old_releases_go(
     kept = {p.name for p in store.releases.iterdir()}
     assert kept == {r["digest"].removeprefix("sha256:") for r in bundles.list_imports(ctx)[:2]}
     assert all(blob.stat().st_nlink > 1 for blob in store.blobs.iterdir())
-    assert not any(b"Package: one\n" == blob.read_bytes() for blob in store.blobs.iterdir())
+    assert not any(blob.read_bytes() == b"Package: one\n" for blob in store.blobs.iterdir())
 
 
 def test_a_relative_or_missing_path_is_named(ctx: HubContext) -> None:
