@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from aiorch.bundle.cli import bundle_app
-from aiorch.cli import audit, deploy, fleet, hub, projects, runs, telemetry, tokens, trust
+from aiorch.cli import audit, bundles, deploy, fleet, hub, projects, runs, telemetry, tokens, trust
 from aiorch.cli.client import default_data_dir
 from aiorch.cli.state import CliState
 from aiorch.errors import AiorchError
@@ -55,6 +55,7 @@ app.add_typer(deploy.quota_app, name="quota")
 app.add_typer(deploy.rollout_app, name="rollout")
 app.add_typer(repo_app, name="repo")
 app.add_typer(bundle_app, name="bundle")
+bundles.attach(bundle_app)  # import, list, trust: the hub's side
 app.add_typer(lab_app, name="lab")
 app.add_typer(audit.app, name="audit")
 app.command("sites")(fleet.sites_cmd)

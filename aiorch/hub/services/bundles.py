@@ -34,6 +34,7 @@ ImportHook = Callable[[HubContext, VerifiedBundle, Path, str], WriteOp | None]
 
 KEYRING = "repo/debs/aiorch-archive-keyring.gpg"  # in the release tree (aiorch repo build)
 RELEASES_KEPT = 2  # the current release and the one before it (a delta's likely base)
+_NEWEST = "is_current DESC, imported_at DESC, version DESC"  # the current import first
 
 
 def content_store(ctx: HubContext) -> ContentStore:
@@ -44,11 +45,8 @@ def register_images(
     ctx: HubContext, bundle: VerifiedBundle, release: Path, actor: str
 ) -> WriteOp | None:
     """The bundle's image archives into the hub's image store (project default)."""
-    hashes = {f.path: f.sha256 for f in bundle.manifest.files}  # verified: the file's own
     ops = [
-        images.register_file(
-            ctx, image.ref, release / image.path, actor, digest=f"sha256:{hashes[image.path]}"
-        )
+        images.register_file(ctx, image.ref, release / image.path, actor, digest=image.digest)
         for image in bundle.manifest.components.images
     ]
     return _all(ops) if ops else None
@@ -73,7 +71,10 @@ def import_bundle(
         keys = bundle_trust.trusted(db)
         if not keys:
             raise Conflict("this hub trusts no bundle key: `aiorch bundle trust add PUB` first")
-        highest = db.execute("SELECT MAX(version) FROM bundle_imports").fetchone()[0]
+        top = db.execute(
+            "SELECT version, digest FROM bundle_imports ORDER BY version DESC LIMIT 1"
+        ).fetchone()
+        highest, accepted = (None, None) if top is None else top
         bundle = verify_bundle(
             root,
             keys,
@@ -81,6 +82,7 @@ def import_bundle(
             highest_version=highest,
             allow_downgrade=allow_downgrade,
             have_blob=store.has_blob,
+            accepted_digest=accepted,
         )
         current = store.current_release()
         if current is not None and f"sha256:{current.name}" == bundle.digest:
@@ -137,7 +139,7 @@ def _record(db: sqlite_utils.Database, row: dict[str, Any], highest: int | None)
 def _prune(ctx: HubContext, store: ContentStore) -> None:
     """Keep the newest RELEASES_KEPT imports' trees; an error here never fails the import."""
     kept = ctx.store.read().execute(
-        "SELECT digest FROM bundle_imports ORDER BY is_current DESC, imported_at DESC LIMIT ?",
+        f"SELECT digest FROM bundle_imports ORDER BY {_NEWEST} LIMIT ?",
         [RELEASES_KEPT],
     )
     try:
@@ -159,10 +161,8 @@ def _iso(value: Any) -> str:
 
 
 def list_imports(ctx: HubContext) -> list[dict[str, Any]]:
-    """Every import, newest first, the current one marked."""
-    rows = ctx.store.read().query(
-        "SELECT * FROM bundle_imports ORDER BY imported_at DESC, version DESC"
-    )
+    """Every import: the current one first, then the newest first."""
+    rows = ctx.store.read().query(f"SELECT * FROM bundle_imports ORDER BY {_NEWEST}")
     return [_shown(r) for r in rows]
 
 
