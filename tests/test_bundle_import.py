@@ -5,6 +5,7 @@ and version; a downgrade needs --allow-downgrade and is audited as one."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -56,7 +57,8 @@ def _site(packages: str) -> dict[str, bytes]:
 
 
 def _bundle(tmp: Path, key: Path, version: int, packages: str, **extra: Any) -> Path:
-    return make_bundle(tmp / f"b{version}-{packages[:8]}", key, version, _site(packages), **extra)
+    out = tmp / f"b{version}-{hashlib.sha256(f'{key}{packages}'.encode()).hexdigest()[:8]}"
+    return make_bundle(out, key, version, _site(packages), **extra)
 
 
 def _served(ctx: HubContext, rel: str = "debs/Packages") -> str | None:
@@ -275,9 +277,9 @@ def test_import_over_the_cli_swaps_repo_live(hub: HubProcess, key_dirs: Keys, tm
     repo = httpx.Client(base_url=hub.url, verify=hub_tls(hub.ca_path), timeout=30)
     assert repo.get("/repo/debs/Packages").status_code == 404  # nothing imported yet
     hub.cli("bundle", "trust", "add", str(key_dirs.trusted / keys.PUB_FILE))
-    first = _bundle(tmp_path, key_dirs.trusted, 10, "Package: first\n")
+    first = _bundle(tmp_path, key_dirs.trusted, 3, "Package: first\n")  # below the refused 9s
     shown = hub.cli_json("bundle", "import", str(first))
-    assert shown["version"] == 10 and shown["current"]
+    assert shown["version"] == 3 and shown["current"]
     assert repo.get("/repo/debs/Packages").text == "Package: first\n"
     assert repo.get("/repo/debs/").status_code == 404  # no listings
 
@@ -297,9 +299,9 @@ def test_import_over_the_cli_swaps_repo_live(hub: HubProcess, key_dirs: Keys, tm
     hub.cli("bundle", "import", str(second))
     assert repo.get("/repo/debs/Packages").text == "Package: second\n"  # no restart
     listed = hub.cli_json("bundle", "list")
-    assert [(b["version"], b["current"]) for b in listed] == [(11, True), (10, False)]
+    assert [(b["version"], b["current"]) for b in listed] == [(11, True), (3, False)]
     status = hub.cli_json("status")
     assert status["bundle"]["version"] == 11 and status["bundle"]["digest"] == listed[0]["digest"]
     entries = json.loads(hub.cli("audit", "--output", "json").stdout)
     imported = [e["detail"] for e in entries if e["action"] == "bundle.import"]
-    assert [d["version"] for d in imported] == [11, 10]
+    assert [d["version"] for d in imported] == [11, 3]
