@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +19,12 @@ from aiorch.bundle.verify import BundleRefused, VerifiedBundle, verify_bundle
 
 from aiorch.bundle import keys
 from aiorch.endpoint import hub_tls
-from aiorch.errors import Conflict
+from aiorch.errors import Conflict, InvalidInput
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import audit, bundle_trust, bundles, images
+from aiorch.hub.services import audit, bundle_trust, bundles, images, runs
 from tests.bundle_builder import make_bundle
 from tests.fixtures_hub import HubProcess
+from tests.test_runs_units import add_host
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,38 @@ def test_a_good_import_becomes_current_and_is_audited(
     }
     with pytest.raises(Conflict, match="current content already"):
         bundles.import_bundle(ctx, str(made), "admin")
+
+
+def test_every_run_is_given_the_current_release(
+    make_context: Callable[..., HubContext], key_dirs: Keys, tmp_path: Path
+) -> None:
+    """The keyring path, version and digest reach each run's playbook; a run's own extra
+    vars cannot point the keyring var at another file of the hub; `--repo` hubs give none."""
+    ctx = make_context(playbooks_dir=Path(__file__).parent / "playbooks", preflight_timeout_s=1)
+    bundle_trust.add(ctx, (key_dirs.trusted / keys.PUB_FILE).read_text(), "admin")
+    shown = bundles.import_bundle(
+        ctx, str(_bundle(tmp_path, key_dirs.trusted, 4, "Package: x\n")), "admin"
+    )
+    target = tmp_path / "host"
+    target.mkdir()
+    hostvars = {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": sys.executable,
+        "target_dir": str(target),
+    }
+    add_host(ctx, "local1", vars=hostvars)
+    sneaky = {"aiorch_site_repo_keyring_file": str(ctx.settings.data_dir / "ca.key")}
+    with pytest.raises(InvalidInput, match="aiorch_site_repo_keyring_file"):
+        runs.start_run(ctx, runs.RunRequest("site_release.yml", extravars=sneaky), "user:t")
+    run = runs.start_run(ctx, runs.RunRequest("site_release.yml"), "user:test")
+    runs.wait(run["id"], 120)
+    done = runs.get_run(ctx, run["id"])
+    assert done["status"] == "successful", done["message"]
+    assert (target / "aiorch-site.gpg").read_bytes() == b"keyring bytes"
+    written = json.loads((target / "site-release.json").read_text())
+    assert written == {"version": 4, "digest": shown["digest"]}
+    ctx.repo_dir = tmp_path  # as `hub serve --repo DIR` sets it
+    assert bundles.run_vars(ctx) == {}
 
 
 def _untrusted(tmp: Path, keys_: Keys, _: Path) -> tuple[Path, str]:
