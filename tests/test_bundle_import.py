@@ -15,9 +15,9 @@ from typing import Any
 
 import httpx
 import pytest
-from aiorch.bundle.verify import BundleRefused, VerifiedBundle, verify_bundle
 
 from aiorch.bundle import keys
+from aiorch.bundle.verify import BundleRefused, VerifiedBundle, verify_bundle
 from aiorch.endpoint import hub_tls
 from aiorch.errors import Conflict, InvalidInput
 from aiorch.hub.context import HubContext
@@ -316,6 +316,8 @@ def test_import_over_the_cli_swaps_repo_live(hub: HubProcess, key_dirs: Keys, tm
     assert shown["version"] == 3 and shown["current"]
     assert repo.get("/repo/debs/Packages").text == "Package: first\n"
     assert repo.get("/repo/debs/").status_code == 404  # no listings
+    for target in (b"/repo/../../../aiorch.db", b"/repo/%2e%2e/%2e%2e/%2e%2e/aiorch.db"):
+        assert repo.get("/", extensions={"target": target}).status_code == 404  # no escape
 
     tampered, _ = _tampered(tmp_path, key_dirs, tmp_path)
     refused = hub.cli("bundle", "import", str(tampered), check=False)
