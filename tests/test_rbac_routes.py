@@ -112,6 +112,11 @@ def _requests(world: World) -> dict[tuple[str, str], tuple[str, dict[str, Any]]]
         ("POST", "/api/v1/agents/x/rekey"): ("denied", {"json": {}}),
         ("GET", "/api/v1/ca"): ("read", {}),
         ("POST", "/api/v1/ca/rotate"): ("denied", {"json": {"phase": "init"}}),
+        ("GET", "/api/v1/bundles"): ("list", {}),
+        ("POST", "/api/v1/bundles/import"): ("denied", {"json": {"path": "/nonexistent"}}),
+        ("GET", "/api/v1/bundles/trust"): ("list", {}),
+        ("POST", "/api/v1/bundles/trust"): ("denied", {"json": {"public_key": "x"}}),
+        ("DELETE", "/api/v1/bundles/trust/ed25519:0000000000000000"): ("denied", {}),
         ("POST", "/api/v1/inventory/import"): (
             "denied",
             {"json": {"filename": "i.yml", "content": "all: {}"}},

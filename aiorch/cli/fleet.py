@@ -125,6 +125,11 @@ def status_cmd(ctx: typer.Context, output: Output = OutputOpt) -> None:
         site["releases"] = ", ".join(f"{v} ({n})" for v, n in releases.items())
         site["models"] = " ".join(d.removeprefix("sha256:")[:12] for d in site.get("models", []))
     emit(data["sites"], output, [*columns, "agents_none", "releases", "models"], title="sites")
+    if bundle := data.get("bundle"):
+        console.print(
+            f"content bundle {bundle['name']} version {bundle['version']} {bundle['digest'][:19]}"
+            f"  imported {bundle['age_s'] / 86400:.1f} days ago  expires {bundle['expires']}"
+        )
     if data.get("drift"):
         columns = ["host", "state", "detected_at", "run_id", "changed_tasks", "reason"]
         emit(data["drift"], output, columns, "drift")

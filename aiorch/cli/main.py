@@ -10,6 +10,7 @@ import typer
 from aiorch.bundle.cli import bundle_app
 from aiorch.cli import (
     audit,
+    bundles,
     deploy,
     fleet,
     hub,
@@ -69,6 +70,7 @@ app.add_typer(deploy.quota_app, name="quota")
 app.add_typer(deploy.rollout_app, name="rollout")
 app.add_typer(repo_app, name="repo")
 app.add_typer(bundle_app, name="bundle")
+bundles.attach(bundle_app)  # import, list, trust: the hub's side
 app.add_typer(lab_app, name="lab")
 app.add_typer(audit.app, name="audit")
 app.command("sites")(fleet.sites_cmd)

@@ -22,6 +22,7 @@ from aiorch.hub.middleware import AuthFirst, BodyGuard
 from aiorch.hub.routers import (
     agent_protocol,
     agents,
+    bundles,
     ca,
     deployments,
     enrollment,
@@ -149,7 +150,7 @@ def create_app(ctx: HubContext, *, run_jobs: bool = True) -> FastAPI:
 
     modules = (
         agents, inventory, enrollment, tokens, projects, overview, telemetry, runs, deployments, ca,
-        models, playbook_sets,
+        bundles, models, playbook_sets,
     )  # fmt: skip
     for module in modules:
         app.include_router(module.router, prefix=API_PREFIX, dependencies=[Depends(principal)])

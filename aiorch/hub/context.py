@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from aiorch.hub.pki.authority import Authority
@@ -31,6 +32,7 @@ class HubContext:
     streams: InternedIds = field(default_factory=stream_ids)
     latest: LatestValues = field(default_factory=LatestValues)
     listener: Listener | None = None  # the TLS listener, when this context serves one
+    repo_dir: Path | None = None  # `hub serve --repo DIR`: served instead of imported content
 
     @cached_property
     def sealer(self) -> Sealer:

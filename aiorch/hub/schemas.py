@@ -241,3 +241,30 @@ class SpecText(Strict):
 class QuotaUpdate(Strict):
     max_gpus: int | None = Field(None, ge=0, le=1_000_000)
     max_replicas: int | None = Field(None, ge=0, le=1_000_000)
+
+
+class BundleImportRequest(Strict):
+    path: str = Field(min_length=1, max_length=4096, description="A bundle directory on the hub.")
+    allow_downgrade: bool = False
+
+
+class BundleKeyAdd(Strict):
+    public_key: str = Field(min_length=1, max_length=64 * 1024, description="A bundle.pub's text.")
+
+
+class BundleImportInfo(BaseModel):
+    digest: str
+    name: str
+    version: int
+    key_id: str
+    expires: str
+    imported_by: str
+    imported_at: float
+    downgrade: bool
+    current: bool
+
+
+class BundleKeyInfo(BaseModel):
+    key_id: str
+    added_by: str
+    added_at: float

@@ -23,10 +23,10 @@ from aiorch.hub.connections import (
 from aiorch.hub.context import HubContext
 from aiorch.hub.pki.keyfiles import init_lock
 from aiorch.hub.pki.listener import Listener, OperatorCert, listen_names
-from aiorch.hub.services import audit_checkpoints, tokens
+from aiorch.hub.services import audit_checkpoints, bundles, tokens
 from aiorch.hub.settings import HubSettings
 from aiorch.hub.store import Store
-from aiorch.repo.serve import mount_repo
+from aiorch.repo.serve import mount_live_repo, mount_repo
 
 log = logging.getLogger("aiorch.hub")
 
@@ -98,8 +98,11 @@ def serve(
     host, port = sockets[0].getsockname()[:2]
     write_endpoint(settings.data_dir, f"https://{_url_host(host)}:{port}")
     app = create_app(ctx)
+    ctx.repo_dir = repo_dir
     if repo_dir is not None:
         mount_repo(app, repo_dir)
+    else:  # the imported content, as it is at each request (an import swaps it live)
+        mount_live_repo(app, lambda: bundles.served_repo(ctx))
     config = uvicorn.Config(
         app,
         http=protocol_class(limits, ssl_context),  # it starts TLS itself, inside its guard

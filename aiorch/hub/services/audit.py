@@ -24,7 +24,9 @@ from aiorch.hub.context import HubContext, decode_json_fields
 
 _SECRET_NAME = re.compile(r"token|password|passwd|secret|key", re.IGNORECASE)
 # Detail keys that name a secret's *id*, not the secret: each one checked at its caller.
-SAFE_NAMES = frozenset({"enrollment_token"})  # services/enrollment.py: the token row's id
+# services/enrollment.py: the token row's id; bundle_trust.py and content.py: a bundle public
+# key's fingerprint ("ed25519:<16 hex>"), never key material.
+SAFE_NAMES = frozenset({"enrollment_token", "key_id"})
 # Our bearer secrets, `<kind>_<id>_<secret>` (aiorch.hub.credentials).
 _BEARER = re.compile(r"\b(?:aio|aie|aia)_[^_\s]+_\S+")
 

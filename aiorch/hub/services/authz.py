@@ -69,6 +69,9 @@ ACTIONS: dict[str, Rule] = {
     "audit.read": _GLOBAL,
     "ca.read": _FLEET_READ,  # pins and phases are public facts, to anyone with a role
     "ca.rotate": _GLOBAL,
+    "bundle.read": _FLEET_READ,  # which content is current, and the keys trusted to sign it
+    "bundle.import": _GLOBAL,  # what every host installs comes from the imported content
+    "bundle.trust": _GLOBAL,
     "project.create": _GLOBAL,
     "project.policy.set": _GLOBAL,  # allowed sites and hostPaths decide what a project reaches
     "quota.set": _GLOBAL,  # a project admin raising its own quota would make quotas moot

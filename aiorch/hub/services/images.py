@@ -13,7 +13,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,35 @@ async def store(
     finally:
         tmp.unlink(missing_ok=True)
 
+    await ctx.store.awrite(_naming(ref, name, size, actor, now, project, "image.push"))
+    return {"ref": ref, "digest": name, "size": size}
+
+
+def register_file(
+    ctx: HubContext, ref: str, path: Path, actor: str, project: str = "default", *, digest: str
+) -> Callable[[sqlite_utils.Database], None]:
+    """Keep a file whose sha256 is already checked (a bundle's image archive) under its
+    digest now, and return the write that names it `ref`, for the caller to commit with its
+    own change: the bundle import commits it with its swap, so a failed import names nothing."""
+    ref = normalise(ref)
+    if not DIGEST.match(digest):
+        raise InvalidInput(f"image {ref}: {digest!r} is not a sha256 digest")
+    final = blob_path(ctx, digest)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    now = ctx.clock()
+    with _BLOBS:  # a collector never takes a blob between its link and its fresh age
+        if not final.exists():
+            os.link(path, final)
+        os.utime(final, (now, now))
+    return _naming(ref, digest, final.stat().st_size, actor, now, project, "image.import")
+
+
+def _naming(
+    ref: str, digest: str, size: int, actor: str, now: float, project: str, action: str
+) -> Callable[[sqlite_utils.Database], None]:
+    """The write that points `ref` at `digest` (a reference another project owns is
+    refused, never taken over), audited as `action`."""
+
     def op(db: sqlite_utils.Database) -> None:
         owner = db.execute("SELECT project FROM images WHERE ref = ?", [ref]).fetchone()
         if owner is not None and owner[0] != project:
@@ -91,12 +120,11 @@ async def store(
             "VALUES (?, ?, ?, ?, ?, ?) "
             "ON CONFLICT(ref) DO UPDATE SET digest = excluded.digest, size = excluded.size, "
             "created_by = excluded.created_by, created_at = excluded.created_at",
-            [ref, name, size, actor, now, project],
+            [ref, digest, size, actor, now, project],
         )
-        audit.record(db, actor, "image.push", f"image:{ref}", {"digest": name, "size": size})
+        audit.record(db, actor, action, f"image:{ref}", {"digest": digest, "size": size})
 
-    await ctx.store.awrite(op)
-    return {"ref": ref, "digest": name, "size": size}
+    return op
 
 
 def list_images(ctx: HubContext, projects: frozenset[str] | None = None) -> list[dict[str, Any]]:

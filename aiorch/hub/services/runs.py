@@ -31,7 +31,7 @@ from aiorch.ansible.runner import run_playbook
 from aiorch.endpoint import CA_FILE
 from aiorch.errors import Conflict, InvalidInput
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import audit, preflight, redaction, targets
+from aiorch.hub.services import audit, bundles, preflight, redaction, targets
 from aiorch.hub.services.inventory import write_run_inventory
 from aiorch.hub.services.playbook_sets import PlaybookSet
 from aiorch.hub.services.run_events import EventBatcher, error_text, event_row
@@ -264,6 +264,7 @@ def _run_waves(
         except Exception:  # an odd event must not break the run that sent it
             log.exception("run %s: could not record a %s event", run_id, event.get("event"))
 
+    release_vars = bundles.run_vars(ctx)
     size = req.serial or len(hosts)
     waves = [hosts[i : i + size] for i in range(0, len(hosts), size)]
     statuses = []
@@ -282,7 +283,11 @@ def _run_waves(
             diff=req.diff,
             forks=ctx.settings.run_forks,
             # The roles install the hub's CA on hosts: apt and pip verify the hub with it.
-            extravars={**req.extravars, "aiorch_hub_ca_file": str(ctx.settings.data_dir / CA_FILE)},
+            extravars={
+                **req.extravars,
+                "aiorch_hub_ca_file": str(ctx.settings.data_dir / CA_FILE),
+                **release_vars,  # the site content the hosts are to take, when imported
+            },
             cancel_callback=active.cancel.is_set,
             project_dir=pset.root,
             collections_path=pset.collections,

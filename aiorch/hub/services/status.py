@@ -7,7 +7,7 @@ from typing import Any
 
 from aiorch import __version__
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import agents, drift, inventory, replicas, rollouts
+from aiorch.hub.services import agents, bundles, drift, inventory, replicas, rollouts
 
 
 def overview(ctx: HubContext, projects: frozenset[str] | None = None) -> dict[str, Any]:
@@ -44,6 +44,7 @@ def overview(ctx: HubContext, projects: frozenset[str] | None = None) -> dict[st
         ],
         "poll_interval_s": ctx.settings.poll_interval_s,
         "drift": drift.findings(ctx),
+        "bundle": bundles.current(ctx),  # the imported content hosts are given, if any
         "deployments": _deployments(ctx, projects),
     }
 

@@ -16,6 +16,7 @@ import yaml
 from aiorch.hub.store.m007_trust import m007_trust
 from aiorch.hub.store.m008_audit_chain import m008_audit_chain
 from aiorch.hub.store.m009_projects import m009_projects
+from aiorch.hub.store.m010_bundles import m010_bundles
 from aiorch.hub.store.m011_playbook_sets import m011_playbook_sets
 from aiorch.hub.store.m012_models import m012_models
 
@@ -380,6 +381,7 @@ MIGRATIONS: list[Migration] = [
     m007_trust,
     m008_audit_chain,
     m009_projects,
+    m010_bundles,
     m011_playbook_sets,
     m012_models,
 ]
