@@ -72,6 +72,8 @@ def _import(client: httpx.Client, text: str) -> httpx.Response:
         ("my_ansible_connection", False),
         ("aiorch_hub_ca_file", True),  # a file on the hub the roles copy to hosts
         ("aiorch_site_repo_ca_file", True),
+        ("aiorch_site_repo_keyring_file", True),  # the site repository's keyring, also copied
+        ("aiorch_site_repo_keyring_path", False),
         ("aiorch_edge_agent_ca_path", False),  # where on the host it goes
     ],
 )
