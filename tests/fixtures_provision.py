@@ -70,6 +70,14 @@ def repo_signing_key() -> keys.SigningKey:
     return keys.load_signing_key(key_dir / keys.KEY_FILE)
 
 
+@pytest.fixture(scope="session")
+def bundle_key(tmp_path_factory: pytest.TempPathFactory) -> keys.SigningKey:
+    """A fresh bundle key for tests that sign a repository (gpg makes it in about a second)."""
+    out = tmp_path_factory.mktemp("bundle-key")
+    keys.generate(out)
+    return keys.load_signing_key(out / keys.KEY_FILE)
+
+
 @pytest.fixture(scope="module")
 def site_repo() -> Path:
     """The signed site repository for the roles' packages, built once and cached across runs."""
