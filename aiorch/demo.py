@@ -24,6 +24,7 @@ from pathlib import Path
 
 import httpx
 
+from aiorch.bundle import keys
 from aiorch.deploy.spec import load_spec
 from aiorch.endpoint import CA_FILE, endpoint_url
 from aiorch.errors import AiorchError, UserError
@@ -31,9 +32,11 @@ from aiorch.hub.process import HubProcess, healthy
 from aiorch.lab.fleet import Lab
 from aiorch.lab.payload import deployment_spec
 from aiorch.lab.site import prepare_disks, write_site_inventory
+from aiorch.repo.debs import KEYRING_FILE
 
 BIN = Path(sys.executable).parent
 REPO_DIR = Path(".data/site-repo").resolve()
+REPO_KEY_DIR = REPO_DIR.with_name("site-repo-key")  # the bundle key that signs the repository
 EDGE_ROLE = "edge-box"
 # Downloading and loading the image on every edge box, on a busy 2-core machine.
 SERVE_TIMEOUT = 600.0
@@ -77,11 +80,18 @@ def demo_up(data_dir: Path, lab_name: str, hosts: int, port: int) -> None:
     lab = Lab(lab_name)
     _show([aiorch, "lab", "up", "--hosts", str(hosts), "--name", lab_name])
     prepare_disks(lab)
-    _show([aiorch, "repo", "build", "--out", str(REPO_DIR)])
+    if not (REPO_KEY_DIR / keys.KEY_FILE).exists():
+        print(f"bundle key {keys.generate(REPO_KEY_DIR).id} in {REPO_KEY_DIR}")
+    key = str(REPO_KEY_DIR / keys.KEY_FILE)
+    _show([aiorch, "repo", "build", "--out", str(REPO_DIR), "--key", key])
     hub_on_lab = f"https://{lab.gateway}:{port}"
     start_hub(data_dir, port, f"{lab.gateway}:{port}", REPO_DIR)
     inventory = write_site_inventory(
-        lab, data_dir / "site-inventory.yml", repo_url=f"{hub_on_lab}/repo", hub_url=hub_on_lab
+        lab,
+        data_dir / "site-inventory.yml",
+        repo_url=f"{hub_on_lab}/repo",
+        hub_url=hub_on_lab,
+        keyring_file=REPO_DIR / "debs" / KEYRING_FILE,
     )
     _show([aiorch, "inventory", "import", str(inventory)], env)
     # One rollout per site, each with that site's enrollment token (passed as an extra var,

@@ -17,12 +17,13 @@ from pathlib import Path
 
 import httpx
 
+from aiorch.bundle import keys
 from aiorch.endpoint import hub_tls
 from aiorch.hub.process import BIN, HubProcess
 from aiorch.lab import Lab
 from aiorch.lab.site import prepare_disks, write_site_inventory
 from aiorch.repo import build_repo
-from aiorch.repo.debs import default_sources
+from aiorch.repo.debs import KEYRING_FILE, default_sources
 from aiorch.repo.packages import BASE_PACKAGES
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -44,8 +45,11 @@ def _token_var(created: dict[str, str]) -> str:
 
 
 def main() -> None:
-    repo = PROJECT / ".data" / "bench-site-repo"
-    build_repo(repo, BASE_PACKAGES, PROJECT, sources=default_sources())
+    repo, key_dir = PROJECT / ".data" / "bench-site-repo", PROJECT / ".data" / "bench-repo-key"
+    if not (key_dir / keys.KEY_FILE).exists():
+        keys.generate(key_dir)
+    signing_key = keys.load_signing_key(key_dir / keys.KEY_FILE)
+    build_repo(repo, BASE_PACKAGES, PROJECT, sources=default_sources(), signing_key=signing_key)
     lab = Lab(f"bench{os.getpid()}")
     with tempfile.TemporaryDirectory() as tmp:
         hub = HubProcess(Path(tmp) / "hub", poll_interval=5, repo_dir=repo)
@@ -56,7 +60,11 @@ def main() -> None:
             hub.start()
             lab_url = f"https://{lab.gateway}:{hub.port}"
             inventory = write_site_inventory(
-                lab, Path(tmp) / "site.yml", repo_url=f"{lab_url}/repo", hub_url=lab_url
+                lab,
+                Path(tmp) / "site.yml",
+                repo_url=f"{lab_url}/repo",
+                hub_url=lab_url,
+                keyring_file=repo / "debs" / KEYRING_FILE,
             )
             auth = {"Authorization": f"Bearer {hub.admin_token}"}
             verify = hub_tls(hub.ca_path)

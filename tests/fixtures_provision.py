@@ -26,13 +26,14 @@ from typing import Any
 import httpx
 import pytest
 
+from aiorch.bundle import keys
 from aiorch.endpoint import hub_tls
 from aiorch.lab import Lab
 from aiorch.lab.image import ensure_image
 from aiorch.lab.podman import podman
 from aiorch.lab.site import prepare_disks, site_vars
 from aiorch.repo import build_repo
-from aiorch.repo.debs import default_sources
+from aiorch.repo.debs import KEYRING_FILE, default_sources
 from aiorch.repo.packages import BASE_PACKAGES
 from tests.fixtures_hub import HubProcess
 from tests.fixtures_lab import INVENTORIES, unique_lab_name
@@ -55,12 +56,37 @@ def repo_cache_dir(packages: tuple[str, ...], sources: tuple[str, ...]) -> Path:
     return REPO_CACHE / key[:16]
 
 
+# What a hub passes from its current content; the role records it for the agent.
+SITE_RELEASE: dict[str, Any] = {"version": 7, "digest": "sha256:" + "5e" * 32}
+LAB_ARCHES = ("amd64",)  # the lab's hosts; a site's repository (the default) adds arm64
+
+
+def repo_signing_key() -> keys.SigningKey:
+    """The bundle key that signs the cached repositories, made once per cache dir: a new key
+    on every run would re-sign them all."""
+    key_dir = REPO_CACHE / "bundle-key"
+    if not (key_dir / keys.KEY_FILE).exists():
+        keys.generate(key_dir)
+    return keys.load_signing_key(key_dir / keys.KEY_FILE)
+
+
+@pytest.fixture(scope="session")
+def bundle_key(tmp_path_factory: pytest.TempPathFactory) -> keys.SigningKey:
+    """A fresh bundle key for tests that sign a repository (gpg makes it in about a second)."""
+    out = tmp_path_factory.mktemp("bundle-key")
+    keys.generate(out)
+    return keys.load_signing_key(out / keys.KEY_FILE)
+
+
 @pytest.fixture(scope="module")
 def site_repo() -> Path:
-    """The site repository for the roles' packages, built once and cached across runs."""
-    sources = default_sources()
+    """The signed site repository for the roles' packages, built once and cached across runs."""
+    sources = default_sources(arches=LAB_ARCHES)
     out = repo_cache_dir(BASE_PACKAGES, sources)
-    build_repo(out, BASE_PACKAGES, PROJECT, sources=sources)
+    build_repo(
+        out, BASE_PACKAGES, PROJECT, sources=sources, arches=LAB_ARCHES,
+        signing_key=repo_signing_key(),
+    )  # fmt: skip
     return out
 
 
@@ -75,6 +101,8 @@ class LabHub(HubProcess):
         self.listen = [f"{gateway}:{self.port}"]
         self.lab_url = f"https://{gateway}:{self.port}"
         self.repo_url = f"{self.lab_url}/repo"
+        # What a hub passes its runs as aiorch_site_repo_keyring_file.
+        self.keyring_path = repo_dir / "debs" / KEYRING_FILE
 
     def start(self, **kwargs: Any) -> LabHub:
         super().start(**kwargs)
@@ -213,12 +241,15 @@ def tiny_image_archive(dest: Path) -> Path:
 
 
 def _site_vars(lab: Lab, hub: LabHub, token: str, viewer: str) -> dict[str, Any]:
-    """The lab's site variables, the hub's CA (which a hub adds to the runs it starts), and
-    the secrets tests pass (a demo passes them with -e)."""
+    """The lab's site variables, the hub's CA and the repository's keyring (which a hub adds
+    to the runs it starts), and the secrets tests pass (a demo passes them with -e)."""
     return {
         host.name: {
             **site_vars(lab, host.index, repo_url=hub.repo_url, hub_url=hub.lab_url),
             "aiorch_hub_ca_file": str(hub.ca_path),
+            "aiorch_site_repo_keyring_file": str(hub.keyring_path),
+            "aiorch_site_repo_release_version": SITE_RELEASE["version"],
+            "aiorch_site_repo_release_digest": SITE_RELEASE["digest"],
             "aiorch_edge_agent_enroll_token": token,
             "aiorch_edge_agent_verify_token": viewer,
         }

@@ -74,6 +74,7 @@ def _import(client: httpx.Client, text: str) -> httpx.Response:
         ("aiorch_site_repo_ca_file", True),
         ("aiorch_site_repo_keyring_file", True),  # the imported release's apt keyring
         ("aiorch_site_repo_release_version", False),
+        ("aiorch_site_repo_keyring_path", False),
         ("aiorch_edge_agent_ca_path", False),  # where on the host it goes
     ],
 )

@@ -32,7 +32,13 @@ from aiorch.lab import wait_until
 from aiorch.lab.podman import podman
 from aiorch.lab.site import write_site_inventory
 from tests.fixtures_hub import HubProcess
-from tests.fixtures_provision import PLAYBOOKS, ProvisionLab, assert_ok, tiny_image_archive
+from tests.fixtures_provision import (
+    PLAYBOOKS,
+    SITE_RELEASE,
+    ProvisionLab,
+    assert_ok,
+    tiny_image_archive,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -101,7 +107,11 @@ def test_check_mode_on_a_converged_host_changes_and_fails_nothing(
     admin's) inventory names the site hub's CA for the roles; run extra vars may not."""
     hub = HubProcess(tmp_path / "hub").start()
     site_ca = str(converged.hub.ca_path)
-    cas = {"aiorch_site_repo_ca_file": site_ca, "aiorch_edge_agent_ca_file": site_ca}
+    cas = {
+        "aiorch_site_repo_ca_file": site_ca,
+        "aiorch_edge_agent_ca_file": site_ca,
+        "aiorch_site_repo_keyring_file": str(converged.hub.keyring_path),
+    }
     try:
         inventory_file = _site_inventory(converged, tmp_path / "site.yml", ["dc1-1"], **cas)
         hub.cli("inventory", "import", str(inventory_file))
@@ -129,7 +139,8 @@ def test_drift_job_finds_a_changed_chrony_config_and_a_site_run_heals_it(
     # This context stands for the site's hub: its data dir holds that hub's CA, which its runs
     # pass to the roles (runs.py adds aiorch_hub_ca_file).
     shutil.copy(converged.hub.ca_path, ctx.settings.data_dir / CA_FILE)
-    text = _site_inventory(converged, tmp_path / "site.yml", [name]).read_text()
+    keyring = {"aiorch_site_repo_keyring_file": str(converged.hub.keyring_path)}
+    text = _site_inventory(converged, tmp_path / "site.yml", [name], **keyring).read_text()
     inventory.import_inventory(ctx, text, "site.yml", Principal("user", "test", "admin"))
     clean = _drift_check(ctx)
     assert clean["status"] == "successful" and drift.findings(ctx) == [], _outcome(ctx, clean)
@@ -165,6 +176,17 @@ def test_packages_come_from_the_site_repository_only(converged: ProvisionLab) ->
         assert "no-index = true" in pip_conf
         assert f"{converged.repo_url}/wheels/index.html" in pip_conf
         assert f"cert = {HOST_CA}" in pip_conf and "trusted-host" not in pip_conf
+        # Signed: apt verifies InRelease with the site keyring, and trusts nothing blindly.
+        sources = host.file("/etc/apt/sources.list.d/aiorch.sources").content_string
+        assert "Signed-By: /etc/apt/keyrings/aiorch-site.gpg" in sources
+        assert "Trusted" not in sources
+        keyring = host.file("/etc/apt/keyrings/aiorch-site.gpg")
+        assert keyring.content == converged.hub.keyring_path.read_bytes()
+        assert (
+            host.run("ls /var/lib/apt/lists | grep -c '_debs_._InRelease$'").stdout.strip() == "1"
+        )
+        release = host.file("/etc/aiorch/site-release.json")
+        assert json.loads(release.content_string) == SITE_RELEASE and release.mode == 0o644
 
 
 def _foreign_ca_pem() -> str:

@@ -9,8 +9,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from aiorch.bundle import keys
+from aiorch.repo import signing
 from aiorch.repo.build import build_repo
 from aiorch.repo.cli import app
+from aiorch.repo.debs import KEYRING_FILE
 from aiorch.repo.lock import read_lock
 from aiorch.repo.manifest import (
     MANIFEST,
@@ -95,7 +98,9 @@ def test_build_makes_an_apt_repo_and_a_wheel_dir_then_reuses_them(tmp_path: Path
     """Needs the package registries (Debian, PyPI): the one step that may fetch."""
     out = tmp_path / "repo"
     project = Path(__file__).resolve().parents[1]
-    built = runner.invoke(app, ["build", "--out", str(out), "--package", "jq"])
+    keys.generate(tmp_path / "key")
+    key = tmp_path / "key" / keys.KEY_FILE
+    built = runner.invoke(app, ["build", "--out", str(out), "--package", "jq", "--key", str(key)])
     assert built.exit_code == 0, built.output
     assert verify_repo(out) == []
     packages = gzip.decompress((out / "debs" / "Packages.gz").read_bytes()).decode()
@@ -103,7 +108,11 @@ def test_build_makes_an_apt_repo_and_a_wheel_dir_then_reuses_them(tmp_path: Path
         line.split(": ", 1)[1] for line in packages.splitlines() if line.startswith("Package: ")
     }
     assert {"podman", "crun", "chrony", "jq", "libjq1", "libc6"} <= names  # with dependencies
-    assert "SHA256:" in (out / "debs" / "Release").read_text()
+    assert {"Architecture: amd64", "Architecture: arm64"} <= set(packages.splitlines())
+    release = (out / "debs" / "Release").read_text()
+    assert "SHA256:" in release and "Valid-Until: " in release
+    ring = (out / "debs" / KEYRING_FILE).read_bytes()
+    assert signing.verify_clearsigned((out / "debs" / "InRelease").read_bytes(), [ring])
     wheels = {p.name.split("-")[0].lower() for p in (out / "wheels").glob("*.whl")}
     assert {"aiorch", "pyyaml", "nvidia_ml_py", "psutil"} <= wheels
     assert not {"httpx", "pyroute2"} & wheels  # the agent needs neither
@@ -114,7 +123,13 @@ def test_build_makes_an_apt_repo_and_a_wheel_dir_then_reuses_them(tmp_path: Path
     dists = {"==".join(p.name.split("-")[:2]) for p in (out / "wheels").glob("*.whl")}
     assert {d.lower().replace("_", "-") for d in dists if not d.startswith("aiorch==")} == set(pins)
     stamps = {p.name: p.stat().st_mtime_ns for p in (out / "debs").iterdir()}
-    again = build_repo(out, first.packages, project, sources=first.sources)
+    again = build_repo(
+        out,
+        first.packages,
+        project,
+        sources=first.sources,
+        signing_key=keys.load_signing_key(key),
+    )
     # Same inputs and intact files: nothing fetched or re-indexed.
     assert {p.name: p.stat().st_mtime_ns for p in (out / "debs").iterdir()} == stamps
     assert again.packages == first.packages and verify_repo(out) == []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,6 +17,8 @@ import pytest
 from aiorch.bundle import keys
 from aiorch.errors import UserError
 from aiorch.repo import debs, signing
+from aiorch.repo.build import refresh_debs
+from aiorch.repo.manifest import Manifest, hash_files
 
 PROJECT = Path(__file__).resolve().parents[1]
 CACHE = PROJECT / ".data" / "test-repo-debs-cache"
@@ -59,13 +62,6 @@ def local_source(tmp_path_factory: pytest.TempPathFactory) -> str:
         deb.rename(repo / deb.name)
     debs.index_debs(repo)
     return f"deb [trusted=yes arch={','.join(ARCHES)}] file:{repo} ./"
-
-
-@pytest.fixture(scope="module")
-def signing_key(tmp_path_factory: pytest.TempPathFactory) -> keys.SigningKey:
-    out = tmp_path_factory.mktemp("key")
-    keys.generate(out)
-    return keys.load_signing_key(out / keys.KEY_FILE)
 
 
 def _packages(debs_dir: Path) -> set[tuple[str, str]]:
@@ -121,7 +117,7 @@ def test_an_unresolvable_root_is_named_with_its_reason(
 
 
 def test_release_is_signed_inline_and_expires(
-    local_source: str, signing_key: keys.SigningKey, tmp_path: Path
+    local_source: str, bundle_key: keys.SigningKey, tmp_path: Path
 ) -> None:
     dest = tmp_path / "debs"
     debs.download_debs(["clock-b"], [local_source], dest, ARCHES)
@@ -130,8 +126,8 @@ def test_release_is_signed_inline_and_expires(
     debs.sign_release(
         dest,
         arches=ARCHES,
-        apt_secret=signing_key.apt_secret,
-        apt_public=signing_key.public.apt_public,
+        apt_secret=bundle_key.apt_secret,
+        apt_public=bundle_key.public.apt_public,
         valid_until=until,
     )
     release = (dest / "Release").read_text()
@@ -149,7 +145,7 @@ def test_release_is_signed_inline_and_expires(
 
 
 def test_apt_accepts_the_signed_repository_with_the_keyring_only(
-    local_source: str, signing_key: keys.SigningKey, tmp_path: Path
+    local_source: str, bundle_key: keys.SigningKey, tmp_path: Path
 ) -> None:
     """What a host does: the repository as a source with Signed-By, nothing trusted blindly."""
     dest = tmp_path / "debs"
@@ -158,8 +154,8 @@ def test_apt_accepts_the_signed_repository_with_the_keyring_only(
     debs.sign_release(
         dest,
         arches=ARCHES,
-        apt_secret=signing_key.apt_secret,
-        apt_public=signing_key.public.apt_public,
+        apt_secret=bundle_key.apt_secret,
+        apt_public=bundle_key.public.apt_public,
         valid_until=datetime.now(UTC) + timedelta(days=30),
     )
     ring = dest / debs.KEYRING_FILE
@@ -179,3 +175,54 @@ def test_arm64_debs_come_from_the_debian_mirror(tmp_path: Path) -> None:
     debs.download_debs(["base-files"], [source], dest, ARCHES)
     names = {p.name.split("_")[0] + ":" + p.stem.rsplit("_", 1)[1] for p in dest.glob("*.deb")}
     assert {"base-files:amd64", "base-files:arm64"} <= names
+
+
+def _inputs(source: str, key: keys.SigningKey) -> Manifest:
+    return Manifest(
+        packages=("clock-a",),
+        sources=(source,),
+        requirements=(),
+        python_version="3.11",
+        project_digest="0" * 64,
+        arches=ARCHES,
+        key_id=key.public.id,
+    )
+
+
+def _built(out: Path, manifest: Manifest) -> Manifest:
+    """What build_repo records after the debs: the manifest with every file's hash."""
+    return replace(manifest, files=hash_files(out))
+
+
+def test_a_rebuild_signs_again_only_for_a_new_key_or_a_half_spent_signature(
+    local_source: str, bundle_key: keys.SigningKey, tmp_path: Path
+) -> None:
+    out, now = tmp_path / "repo", datetime(2026, 12, 1, tzinfo=UTC)
+    first = _built(out, refresh_debs(out, None, _inputs(local_source, bundle_key), bundle_key,
+                                     valid_for_days=10, now=now))  # fmt: skip
+    assert first.valid_until == "2026-12-11T00:00:00+00:00"
+    signed = (out / "debs" / "InRelease").read_bytes()
+    debs_stamps = {p.name: p.stat().st_mtime_ns for p in (out / "debs").glob("*.deb")}
+
+    later = now + timedelta(days=4)  # more than half of the 10 days left: kept
+    kept = refresh_debs(out, first, _inputs(local_source, bundle_key), bundle_key,
+                        valid_for_days=10, now=later)  # fmt: skip
+    assert kept.valid_until == first.valid_until
+    assert (out / "debs" / "InRelease").read_bytes() == signed
+
+    late = now + timedelta(days=6)  # under half left: signed again, from the same debs
+    renewed = refresh_debs(out, first, _inputs(local_source, bundle_key), bundle_key,
+                           valid_for_days=10, now=late)  # fmt: skip
+    assert renewed.valid_until == "2026-12-17T00:00:00+00:00"
+    assert "Valid-Until: Thu, 17 Dec 2026 00:00:00 UTC" in (out / "debs" / "Release").read_text()
+
+    other_dir = tmp_path / "other-key"
+    keys.generate(other_dir)
+    other = keys.load_signing_key(other_dir / keys.KEY_FILE)
+    rekeyed = refresh_debs(out, _built(out, renewed), _inputs(local_source, other), other,
+                           valid_for_days=10, now=late)  # fmt: skip
+    assert rekeyed.key_id == other.public.id
+    ring = (out / "debs" / debs.KEYRING_FILE).read_bytes()
+    assert ring == signing.keyring(other.public.apt_public)
+    assert signing.verify_clearsigned((out / "debs" / "InRelease").read_bytes(), [ring])
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "debs").glob("*.deb")} == debs_stamps

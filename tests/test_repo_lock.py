@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from aiorch.bundle.keys import SigningKey
 from aiorch.errors import UserError
 from aiorch.repo import build_repo, lock, wheels
 
@@ -40,19 +41,21 @@ def test_lock_pins_each_wheel_with_its_sha256(tmp_path: Path) -> None:
     assert f"typing-extensions==4.16.0 \\\n    --hash=sha256:{digest}\n" in path.read_text()
 
 
-def test_build_refuses_a_lock_resolved_from_other_requirements(tmp_path: Path) -> None:
+def test_build_refuses_a_lock_resolved_from_other_requirements(
+    tmp_path: Path, bundle_key: SigningKey
+) -> None:
     (tmp_path / "project").mkdir()
     root = project(tmp_path / "project", "httpx>=0.28")
     locked(root, ["httpx>=0.27"], ["httpx-0.28.1-py3-none-any.whl"])
     with pytest.raises(UserError, match=r"resolved from \['httpx>=0.27'\].*run `make lock`"):
-        build_repo(tmp_path / "repo", ["jq"], root)
+        build_repo(tmp_path / "repo", ["jq"], root, signing_key=bundle_key)
     assert not (tmp_path / "repo").exists(), "refused before anything was fetched"
 
 
-def test_build_refuses_a_missing_lock(tmp_path: Path) -> None:
+def test_build_refuses_a_missing_lock(tmp_path: Path, bundle_key: SigningKey) -> None:
     root = project(tmp_path, "httpx>=0.27")
     with pytest.raises(UserError, match=r"constraints/agent.txt.*run `make lock`"):
-        build_repo(tmp_path / "repo", ["jq"], root)
+        build_repo(tmp_path / "repo", ["jq"], root, signing_key=bundle_key)
 
 
 def test_dependency_wheels_come_only_from_the_lock_with_hashes(

@@ -10,10 +10,9 @@ manage; choosing a login or an address does not choose how the hub runs ssh or w
 root.
 
 The roles also copy a file from the hub machine to hosts where a var names one: the hub CA
-(`aiorch_hub_ca_file`, which every run gets, the roles' `aiorch_*_ca_file`, and the site
-repository's `aiorch_site_repo_keyring_file`, which runs get while bundle content is imported).
-Pointed at `ca.key`, such a var would hand the CA's key to a host, so these are held to the
-same rule.
+(`aiorch_hub_ca_file`, which every run gets, and the roles' `aiorch_*_ca_file`) and the site
+repository's keyring (`aiorch_*_keyring_file`). Pointed at `ca.key`, such a var would hand the
+CA's key to a host, so these are held to the same rule.
 
 A template (`{{ ... }}`, `{% ... %}`) in any var is evaluated on the hub when a playbook uses
 the var, and `lookup('pipe', ...)` in one runs a command there: ansible-core treats inventory
@@ -37,6 +36,8 @@ DESTINATION_VARS = frozenset(
         "ansible_ssh_user",
     }
 )
+# aiorch_* vars with these endings name a file on the hub that the roles copy to hosts.
+HUB_FILE_SUFFIXES = ("_ca_file", "_keyring_file")
 _TEMPLATE_MARKS = ("{{", "{%", "{#")
 
 
@@ -44,7 +45,7 @@ def is_connection_var(name: str) -> bool:
     """Whether var `name` changes how Ansible connects or escalates, or names a file on the
     hub that the roles copy to hosts (see the module doc)."""
     lowered = name.lower()
-    if lowered.startswith("aiorch_") and lowered.endswith(("_ca_file", "_keyring_file")):
+    if lowered.startswith("aiorch_") and lowered.endswith(HUB_FILE_SUFFIXES):
         return True
     return lowered.startswith("ansible_") and lowered not in DESTINATION_VARS
 

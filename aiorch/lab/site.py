@@ -24,12 +24,17 @@ def prepare_disks(lab: Lab) -> None:
         lab.exec(host.name, ["sh", "-c", f"test -e {DATA_DISK} || truncate --size=64M {DATA_DISK}"])
 
 
-def site_vars(lab: Lab, index: int, *, repo_url: str, hub_url: str) -> dict[str, Any]:
+def site_vars(
+    lab: Lab, index: int, *, repo_url: str, hub_url: str, keyring_file: Path | None = None
+) -> dict[str, Any]:
     """Host variables for the host with `index`; `repo_url` and `hub_url` are https:// (the
     hub serves nothing else). No secrets: the enrollment token is passed as an extra var at
     run time, so it is never stored with the inventory. Nor the hub's CA: the hub adds its
-    path (`aiorch_hub_ca_file`) to every run it starts."""
+    path (`aiorch_hub_ca_file`) to every run it starts. `keyring_file` is the repository's
+    signing keyring on the hub, for hubs that do not pass it to their runs."""
+    extra = {"aiorch_site_repo_keyring_file": str(keyring_file)} if keyring_file else {}
     return {
+        **extra,
         "aiorch_site_repo_url": repo_url,
         "aiorch_base_ntp_servers": [lab.gateway],
         "aiorch_storage_filesystems": [{"device": DATA_DISK, "fstype": "ext4"}],
@@ -57,14 +62,21 @@ def site_vars(lab: Lab, index: int, *, repo_url: str, hub_url: str) -> dict[str,
     }
 
 
-def write_site_inventory(lab: Lab, dest: Path, *, repo_url: str, hub_url: str) -> Path:
+def write_site_inventory(
+    lab: Lab, dest: Path, *, repo_url: str, hub_url: str, keyring_file: Path | None = None
+) -> Path:
     """The lab's inventory with every host's site variables added, as one YAML file."""
     inventory = yaml.safe_load(lab.inventory_path.read_text())
     hosts = {h.name: h for h in lab.hosts}
     for group in _groups(inventory):
         for name, values in (group.get("hosts") or {}).items():
             if name in hosts and values is not None and "ansible_host" in values:
-                values.update(site_vars(lab, hosts[name].index, repo_url=repo_url, hub_url=hub_url))
+                index = hosts[name].index
+                values.update(
+                    site_vars(
+                        lab, index, repo_url=repo_url, hub_url=hub_url, keyring_file=keyring_file
+                    )
+                )
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(yaml.safe_dump(inventory, sort_keys=False))
     return dest

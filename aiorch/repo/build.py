@@ -42,6 +42,45 @@ def _signature_fresh(old: Manifest, key_id: str, span: timedelta, now: datetime)
     return old.key_id == key_id and until - now > span / 2
 
 
+def refresh_debs(
+    out_dir: Path,
+    old: Manifest | None,
+    new: Manifest,
+    signing_key: SigningKey,
+    *,
+    valid_for_days: int,
+    now: datetime | None = None,
+) -> Manifest:
+    """Fetch and index ``debs/`` where ``new``'s packages, sources or architectures differ
+    from ``old``'s, and sign it again where that happened, the key changed or less than half
+    of the signature's validity is left. Returns ``new`` with its ``valid_until``."""
+    debs_dir = out_dir / "debs"
+    now, span = now or datetime.now(UTC), timedelta(days=valid_for_days)
+    if (
+        old
+        and (old.packages, old.sources, old.arches) == (new.packages, new.sources, new.arches)
+        and _intact(out_dir, old, "debs/")
+    ):
+        log.info("debs: unchanged, %d packages", len(new.packages))
+        if _signature_fresh(old, new.key_id, span, now):
+            return replace(new, valid_until=old.valid_until)
+    else:
+        log.info("debs: resolving %d packages for %s", len(new.packages), ", ".join(new.arches))
+        debs.download_debs(new.packages, new.sources, debs_dir, new.arches)
+        debs.index_debs(debs_dir)
+    until = (now + span).replace(microsecond=0)
+    log.info("debs: signing Release with %s, valid until %s", new.key_id, until.isoformat())
+    debs.sign_release(
+        debs_dir,
+        arches=new.arches,
+        apt_secret=signing_key.apt_secret,
+        apt_public=signing_key.public.apt_public,
+        valid_until=until,
+        now=now,
+    )
+    return replace(new, valid_until=until.isoformat())
+
+
 def build_repo(
     out_dir: Path,
     packages: Sequence[str],
@@ -77,34 +116,8 @@ def build_repo(
         arches=tuple(dict.fromkeys(arches)),
         key_id=signing_key.public.id,
     )
-    debs_dir, wheels_dir = out_dir / "debs", out_dir / "wheels"
-    now, span = datetime.now(UTC), timedelta(days=valid_for_days)
-    if (
-        old
-        and (old.packages, old.sources, old.arches) == (new.packages, new.sources, new.arches)
-        and _intact(out_dir, old, "debs/")
-    ):
-        log.info("debs: unchanged, %d packages", len(new.packages))
-        fresh = _signature_fresh(old, new.key_id, span, now)
-    else:
-        log.info("debs: resolving %d packages for %s", len(new.packages), ", ".join(new.arches))
-        debs.download_debs(new.packages, new.sources, debs_dir, new.arches)
-        debs.index_debs(debs_dir)
-        fresh = False
-    if fresh and old:
-        new = replace(new, valid_until=old.valid_until)
-    else:
-        until = (now + span).replace(microsecond=0)
-        log.info("debs: signing Release with %s, valid until %s", new.key_id, until.isoformat())
-        debs.sign_release(
-            debs_dir,
-            arches=new.arches,
-            apt_secret=signing_key.apt_secret,
-            apt_public=signing_key.public.apt_public,
-            valid_until=until,
-            now=now,
-        )
-        new = replace(new, valid_until=until.isoformat())
+    new = refresh_debs(out_dir, old, new, signing_key, valid_for_days=valid_for_days)
+    wheels_dir = out_dir / "wheels"
     wheels_ok = _intact(out_dir, old, "wheels/")
     if (
         wheels_ok
