@@ -43,7 +43,7 @@ if [ -n "$missing" ]; then
   apt_opts=(
     -o "Dir::Etc::SourceList=$state/aiorch.list" -o "Dir::Etc::SourceParts=/dev/null"
     -o "Dir::State::Lists=$state/lists" -o "Dir::Cache=$state/cache"
-    -o "APT::Sandbox::User=root" -o "Acquire::Languages=none"
+    -o "APT::Sandbox::User=root" -o "Acquire::Languages=none" -o "DPkg::Lock::Timeout=120"
   )
   echo "installing from $repo:$missing"
   apt-get "${apt_opts[@]}" update -qq

@@ -104,7 +104,9 @@ def render(closure: Closure, requirements: Sequence[str], downloaded: dict[str, 
         lines.append(f"{pin} \\")
         lines += [f"    --hash=sha256:{h} \\" for h in hashes]
         lines[-1] = lines[-1].removesuffix(" \\")
-        lines += [f"    # {arch}: {wheel.name} sha256:{sha256}" for arch, wheel, sha256 in by_pin[pin]]
+        lines += [
+            f"    # {arch}: {wheel.name} sha256:{sha256}" for arch, wheel, sha256 in by_pin[pin]
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -18,7 +18,13 @@ from aiorch.errors import UserError
 from aiorch.repo import hostpython, lock
 from aiorch.repo.hostpython import ARCHES, PROJECT
 
-SOURCE_GLOBS = ("pyproject.toml", "setup.py", "aiorch/**/*.py", "edge_agent/**/*.py", "playbooks/**/*")
+SOURCE_GLOBS = (
+    "pyproject.toml",
+    "setup.py",
+    "aiorch/**/*.py",
+    "edge_agent/**/*.py",
+    "playbooks/**/*",
+)
 # What a wheel without aiorch's playbooks lacks: a hub installed from it could not provision.
 PLAYBOOKS_MARK = "aiorch/playbooks/site.yml"
 
@@ -72,7 +78,9 @@ def download_agent(
     return download_locked(lock.AGENT, dest, arches, project)
 
 
-def download_hub(dest: Path, arches: Sequence[str] = ARCHES, *, project: Path = PROJECT) -> list[Path]:
+def download_hub(
+    dest: Path, arches: Sequence[str] = ARCHES, *, project: Path = PROJECT
+) -> list[Path]:
     """The hub's dependency wheels (constraints/hub.txt): what ``aiorch[hub]`` needs besides
     the project's own wheel, for a hub host of any of ``arches``."""
     return download_locked(lock.HUB, dest, arches, project)
