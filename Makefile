@@ -53,7 +53,7 @@ lint: install
 	$(BIN)/mypy aiorch edge_agent
 	@if [ -d playbooks/roles ]; then $(BIN)/ansible-lint --profile production playbooks; fi
 
-# Re-resolve the agent's wheels for the hosts' Python and pin them (constraints/agent.txt).
+# Re-resolve the agent's and the hub's wheels (amd64, arm64) and pin them (constraints/*.txt).
 lock: install
 	$(BIN)/aiorch repo lock
 

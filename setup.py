@@ -7,11 +7,14 @@ from setuptools import find_namespace_packages, find_packages, setup
 
 PLAYBOOKS = [
     "aiorch.playbooks",
-    *(f"aiorch.playbooks.{name}" for name in find_namespace_packages("playbooks", exclude=["*__pycache__*"])),
+    *(
+        f"aiorch.playbooks.{name}"
+        for name in find_namespace_packages("playbooks", exclude=["*__pycache__*"])
+    ),
 ]
 
 setup(
     packages=[*find_packages(include=["aiorch*", "edge_agent*"]), *PLAYBOOKS],
     package_dir={"aiorch.playbooks": "playbooks"},
-    package_data={"aiorch.repo": ["install-hub.sh"], **dict.fromkeys(PLAYBOOKS, ["*"])},
+    package_data={"aiorch.repo": ["install-hub.sh"], **{package: ["*"] for package in PLAYBOOKS}},
 )

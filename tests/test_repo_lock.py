@@ -1,5 +1,5 @@
-"""The agent's wheels are locked: `aiorch repo build` downloads exactly the pinned files, checked
-by sha256, and refuses a lock that no longer matches pyproject.toml."""
+"""The agent's and the hub's wheels are locked for amd64 and arm64: downloads fetch exactly the
+pinned files, checked by sha256, and a lock that no longer matches pyproject.toml is refused."""
 
 from __future__ import annotations
 
@@ -10,35 +10,65 @@ import pytest
 
 from aiorch.bundle.keys import SigningKey
 from aiorch.errors import UserError
-from aiorch.repo import build_repo, lock, wheels
+from aiorch.repo import build_repo, hostpython, lock, wheels
 
 ROOT = Path(__file__).resolve().parents[1]
+PURE = "typing_extensions-4.16.0-py3-none-any.whl"
+AMD64 = "pyyaml-6.0.4-cp311-cp311-manylinux2014_x86_64.manylinux_2_17_x86_64.whl"
+ARM64 = "pyyaml-6.0.4-cp311-cp311-manylinux2014_aarch64.manylinux_2_17_aarch64.whl"
+ARCH_TAGS = {"amd64": "x86_64", "arm64": "aarch64"}
 
 
-def project(root: Path, *dependencies: str) -> Path:
+def project(root: Path, *dependencies: str, hub: tuple[str, ...] = ()) -> Path:
     deps = ", ".join(f'"{d}"' for d in dependencies)
-    (root / "pyproject.toml").write_text(f'[project]\nname = "demo"\ndependencies = [{deps}]\n')
+    extra = ", ".join(f'"{d}"' for d in hub)
+    (root / "pyproject.toml").write_text(
+        f'[project]\nname = "demo"\ndependencies = [{deps}]\n'
+        f"[project.optional-dependencies]\nhub = [{extra}]\n"
+    )
     return root
 
 
-def locked(root: Path, requirements: list[str], wheel_names: list[str]) -> Path:
+def locked(
+    root: Path, closure: lock.Closure, requirements: list[str], per_arch: dict[str, list[str]]
+) -> Path:
     """A lock for `requirements` over fake wheel files (their bytes are their names)."""
-    downloaded = root / "downloaded"
-    downloaded.mkdir()
-    for name in wheel_names:
-        (downloaded / name).write_bytes(name.encode())
-    lock.lock_path(root).parent.mkdir(parents=True)
-    lock.lock_path(root).write_text(lock.render(requirements, list(downloaded.iterdir())))
-    return lock.lock_path(root)
+    downloaded: dict[str, list[Path]] = {}
+    for arch, names in per_arch.items():
+        (root / "downloaded" / arch).mkdir(parents=True, exist_ok=True)
+        downloaded[arch] = []
+        for name in names:
+            (root / "downloaded" / arch / name).write_bytes(name.encode())
+            downloaded[arch].append(root / "downloaded" / arch / name)
+    path = lock.lock_path(root, closure)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(lock.render(closure, requirements, downloaded))
+    return path
 
 
-def test_lock_pins_each_wheel_with_its_sha256(tmp_path: Path) -> None:
-    root = project(tmp_path, "httpx>=0.27")
-    wheel = "typing_extensions-4.16.0-py3-none-any.whl"
-    path = locked(root, ["httpx>=0.27"], ["httpx-0.28.1-py3-none-any.whl", wheel])
-    assert lock.read_lock(root).pins == ("httpx==0.28.1", "typing-extensions==4.16.0")
-    digest = hashlib.sha256(wheel.encode()).hexdigest()
-    assert f"typing-extensions==4.16.0 \\\n    --hash=sha256:{digest}\n" in path.read_text()
+def sha(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()
+
+
+def test_lock_pins_each_wheel_with_the_sha256_of_every_arch(tmp_path: Path) -> None:
+    root = project(tmp_path, "pyyaml>=6")
+    both = {"amd64": [AMD64, PURE], "arm64": [ARM64, PURE]}
+    path = locked(root, lock.AGENT, ["pyyaml>=6"], both)
+    agent = lock.read_lock(root)
+    assert agent.pins == ("pyyaml==6.0.4", "typing-extensions==4.16.0")
+    assert agent.files(["arm64"]) == {ARM64, PURE} and agent.files(["amd64"]) == {AMD64, PURE}
+    text = path.read_text()
+    first, second = sorted([sha(AMD64), sha(ARM64)])
+    assert f"pyyaml==6.0.4 \\\n    --hash=sha256:{first} \\\n    --hash=sha256:{second}\n" in text
+    # A pure wheel is one file for both arches: one hash.
+    assert f"typing-extensions==4.16.0 \\\n    --hash=sha256:{sha(PURE)}\n" in text
+
+
+def test_a_lock_missing_an_arch_is_refused(tmp_path: Path) -> None:
+    root = project(tmp_path, "pyyaml>=6")
+    locked(root, lock.AGENT, ["pyyaml>=6"], {"amd64": [AMD64]})
+    with pytest.raises(UserError, match=r"pyyaml==6.0.4 has no wheel for arm64: run `make lock`"):
+        lock.read_lock(root)
 
 
 def test_build_refuses_a_lock_resolved_from_other_requirements(
@@ -46,10 +76,21 @@ def test_build_refuses_a_lock_resolved_from_other_requirements(
 ) -> None:
     (tmp_path / "project").mkdir()
     root = project(tmp_path / "project", "httpx>=0.28")
-    locked(root, ["httpx>=0.27"], ["httpx-0.28.1-py3-none-any.whl"])
+    locked(root, lock.AGENT, ["httpx>=0.27"], {a: [PURE] for a in hostpython.ARCHES})
     with pytest.raises(UserError, match=r"resolved from \['httpx>=0.27'\].*run `make lock`"):
         build_repo(tmp_path / "repo", ["jq"], root, signing_key=bundle_key)
     assert not (tmp_path / "repo").exists(), "refused before anything was fetched"
+
+
+def test_the_hub_lock_is_refused_when_the_hub_extra_changed(tmp_path: Path) -> None:
+    root = project(tmp_path, "pyyaml>=6", hub=("httpx>=0.28",))
+    old = ["pyyaml>=6", "httpx>=0.27"]
+    locked(root, lock.HUB, old, {a: [PURE] for a in hostpython.ARCHES})
+    with pytest.raises(UserError, match=r"hub.txt was resolved from .*'httpx>=0.27'.*asks for"):
+        lock.read_lock(root, lock.HUB)
+    with pytest.raises(UserError, match=r"hub.txt was resolved from"):
+        wheels.download_hub(tmp_path / "wheels", project=root)
+    assert not (tmp_path / "wheels").exists(), "refused before anything was fetched"
 
 
 def test_build_refuses_a_missing_lock(tmp_path: Path, bundle_key: SigningKey) -> None:
@@ -58,28 +99,55 @@ def test_build_refuses_a_missing_lock(tmp_path: Path, bundle_key: SigningKey) ->
         build_repo(tmp_path / "repo", ["jq"], root, signing_key=bundle_key)
 
 
-def test_dependency_wheels_come_only_from_the_lock_with_hashes(
+def test_an_unknown_arch_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"unknown architecture\(s\) \['riscv64'\]"):
+        wheels.download_agent(tmp_path / "wheels", ["amd64", "riscv64"], project=ROOT)
+
+
+def test_dependency_wheels_come_only_from_the_lock_with_hashes_per_arch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The command the build runs (pip itself is not run: that needs PyPI, see test_repo)."""
+    """The commands a download runs (pip itself is not run here: test_wheel_install runs it),
+    and that only the lock's files stay in the directory."""
+    root = project(tmp_path, "pyyaml>=6")
+    path = locked(root, lock.AGENT, ["pyyaml>=6"], {"amd64": [AMD64], "arm64": [ARM64]})
+    dest = tmp_path / "wheels"
+    dest.mkdir()
+    (dest / "stale-1.0-py3-none-any.whl").write_bytes(b"from an older lock")
+    (dest / "demo-0.1.0-py3-none-any.whl").write_bytes(b"the project's own wheel")
     ran: list[tuple[str, ...]] = []
-    monkeypatch.setattr(wheels, "run_pip", lambda *args: ran.append(args))
-    lock_file = tmp_path / "agent.txt"
-    wheels.download_dependencies(lock_file, tmp_path / "wheels", "aiorch")
-    (argv,) = ran
-    assert argv[0] == "download" and "--require-hashes" in argv
-    assert argv[-2:] == ("--requirement", str(lock_file)), "no loose requirement next to it"
-    assert argv[argv.index("--python-version") + 1] == wheels.PYTHON_VERSION
+
+    def pip(*args: str) -> None:  # what pip would leave: the locked files
+        ran.append(args)
+        for name in (AMD64, ARM64):
+            (dest / name).write_bytes(name.encode())
+
+    monkeypatch.setattr(hostpython, "run_pip", pip)
+    assert wheels.download_agent(dest, project=root) == sorted([dest / AMD64, dest / ARM64])
+    assert len(ran) == 2
+    for argv, arch in zip(ran, hostpython.ARCHES, strict=True):
+        assert argv[0] == "download" and {"--require-hashes", "--no-deps"} <= set(argv)
+        assert argv[-2:] == ("--requirement", str(path)), "no loose requirement next to it"
+        assert argv[argv.index("--python-version") + 1] == hostpython.PYTHON_VERSION
+        platforms = [argv[i + 1] for i, a in enumerate(argv) if a == "--platform"]
+        assert platforms == list(hostpython.PLATFORMS[arch])
+    assert sorted(p.name for p in dest.iterdir()) == sorted(
+        [AMD64, ARM64, "demo-0.1.0-py3-none-any.whl"]
+    )
 
 
-def test_the_committed_lock_matches_pyproject() -> None:
-    """Changing [project].dependencies without `make lock` fails here, not on a site."""
-    agent_lock = lock.read_lock(ROOT)
-    names = {pin.split("==")[0] for pin in agent_lock.pins}
-    assert {"pyyaml", "nvidia-ml-py", "psutil"} <= names
-    assert all("--hash=sha256:" in line for line in _hash_lines(agent_lock.path))
-
-
-def _hash_lines(path: Path) -> list[str]:
-    lines = path.read_text().splitlines()
-    return [lines[i + 1] for i, line in enumerate(lines) if "==" in line and line[0] != "#"]
+@pytest.mark.parametrize("closure", lock.CLOSURES, ids=lambda c: c.name)
+def test_the_committed_locks_match_pyproject_with_a_wheel_per_arch(closure: lock.Closure) -> None:
+    """Changing pyproject.toml's requirements without `make lock` fails here, not on a site;
+    every pin has a hashed wheel for amd64 and for arm64 whose tag fits that arch."""
+    locked_ = lock.read_lock(ROOT, closure)
+    names = {pin.split("==")[0] for pin in locked_.pins}
+    assert {"pyyaml", "nvidia-ml-py", "psutil", "cryptography"} <= names
+    if closure is lock.HUB:
+        assert {"fastapi", "uvicorn", "ansible-core", "pydantic-core", "uvloop"} <= names
+    text = locked_.path.read_text()
+    for pin in locked_.pins:
+        for arch in hostpython.ARCHES:
+            (wheel,) = [w for w in locked_.wheels if w.pin == pin and w.arch == arch]
+            assert wheel.file.endswith("-any.whl") or ARCH_TAGS[arch] in wheel.file
+            assert f"--hash=sha256:{wheel.sha256}" in text

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiorch.errors import UserError
-from aiorch.repo import debs, lock, wheels
+from aiorch.repo import debs, hostpython, lock, wheels
 from aiorch.repo.manifest import Manifest, hash_files, load_manifest, verify_files, write_manifest
 
 if TYPE_CHECKING:  # aiorch.bundle.keys imports aiorch.repo.signing, so only for the type
@@ -106,12 +106,12 @@ def build_repo(
     agent_lock = lock.read_lock(wheels_from)  # before any download: a stale lock stops here
     out_dir.mkdir(parents=True, exist_ok=True)
     old = load_manifest(out_dir)
-    name, _ = wheels.project_meta(wheels_from)
+    name, _ = hostpython.project_meta(wheels_from)
     new = Manifest(
         packages=tuple(sorted(set(packages))),
         sources=tuple(sources or debs.default_sources()),
         requirements=agent_lock.pins,
-        python_version=wheels.PYTHON_VERSION,
+        python_version=hostpython.PYTHON_VERSION,
         project_digest=wheels.project_digest(wheels_from),
         arches=tuple(dict.fromkeys(arches)),
         key_id=signing_key.public.id,
@@ -131,7 +131,7 @@ def build_repo(
         log.info("wheels: dependencies unchanged")
     else:
         log.info("wheels: downloading %s", ", ".join(new.requirements))
-        wheels.download_dependencies(agent_lock.path, wheels_dir, name)
+        wheels.download_agent(wheels_dir, new.arches, project=wheels_from)
     if (
         wheels_ok
         and old

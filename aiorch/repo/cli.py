@@ -73,9 +73,12 @@ def lock_command(
         Path, typer.Option(help="Project whose base dependencies are resolved and pinned.")
     ] = PROJECT,
 ) -> None:
-    """Pin the agent's wheels for the hosts' Python, with hashes, in constraints/agent.txt."""
-    path = lock.write_lock(project)
-    typer.echo(f"{path}: {len(lock.read_lock(project).pins)} wheels pinned")
+    """Pin the agent's and the hub's wheels for amd64 and arm64, with hashes, in
+    constraints/agent.txt and constraints/hub.txt."""
+    lock.write_locks(project)
+    for closure in lock.CLOSURES:
+        locked = lock.read_lock(project, closure)
+        typer.echo(f"{locked.path}: {len(locked.pins)} wheels pinned")
 
 
 @app.command()

@@ -1,34 +1,32 @@
-"""The agent's wheels for the hosts' Python: the project's own wheel and its dependencies.
+"""Wheel directories for sites: the agent's closure (hosts), the hub's closure (an air-gapped
+hub host) and the project's own wheel, each file exactly as locked (aiorch.repo.lock).
 
 Hosts install with ``pip install --no-index --find-links URL/wheels/index.html``,
-so the directory carries an ``index.html`` that links every wheel.
+so the agent's directory carries an ``index.html`` that links every wheel.
 """
 
 from __future__ import annotations
 
 import hashlib
 import html
-import subprocess
-import sys
 import tempfile
-import tomllib
+import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from aiorch.errors import UserError
+from aiorch.repo import hostpython, lock
+from aiorch.repo.hostpython import ARCHES, PROJECT
 
-# bookworm's python3 on x86_64 (glibc 2.36): what the wheels must install on.
-PYTHON_VERSION = "3.11"
-PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_28_x86_64")
-SOURCE_GLOBS = ("pyproject.toml", "aiorch/**/*.py", "edge_agent/**/*.py")
-
-
-def project_meta(project: Path) -> tuple[str, list[str]]:
-    """The project's distribution name and its base dependencies (the agent's install)."""
-    try:
-        data = tomllib.loads((project / "pyproject.toml").read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise UserError(f"cannot read {project}/pyproject.toml: {exc}") from None
-    return str(data["project"]["name"]), list(data["project"].get("dependencies", []))
+SOURCE_GLOBS = (
+    "pyproject.toml",
+    "setup.py",
+    "aiorch/**/*.py",
+    "edge_agent/**/*.py",
+    "playbooks/**/*",
+)
+# What a wheel without aiorch's playbooks lacks: a hub installed from it could not provision.
+PLAYBOOKS_MARK = "aiorch/playbooks/site.yml"
 
 
 def project_digest(project: Path) -> str:
@@ -36,16 +34,10 @@ def project_digest(project: Path) -> str:
     digest = hashlib.sha256()
     for pattern in SOURCE_GLOBS:
         for path in sorted(project.glob(pattern)):
-            digest.update(str(path.relative_to(project)).encode() + b"\0")
-            digest.update(path.read_bytes())
+            if path.is_file() and "__pycache__" not in path.parts:
+                digest.update(str(path.relative_to(project)).encode() + b"\0")
+                digest.update(path.read_bytes())
     return digest.hexdigest()
-
-
-def run_pip(*args: str) -> None:
-    argv = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args]
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise UserError(f"pip {args[0]} failed: {proc.stderr.strip()[-500:]}")
 
 
 def _normalized(name: str) -> str:
@@ -56,45 +48,60 @@ def own_wheels(wheels_dir: Path, name: str) -> list[Path]:
     return sorted(wheels_dir.glob(f"{_normalized(name)}-*.whl"))
 
 
-def download_argv(dest: Path, *requirements: str) -> list[str]:
-    """``pip download`` arguments for binary wheels that install on the hosts' Python."""
-    platforms = [arg for p in PLATFORMS for arg in ("--platform", p)]
-    return [
-        "download",
-        "--dest",
-        str(dest),
-        "--only-binary=:all:",
-        "--python-version",
-        PYTHON_VERSION,
-        "--implementation",
-        "cp",
-        *platforms,
-        *requirements,
-    ]
-
-
-def download_dependencies(lock_file: Path, wheels_dir: Path, name: str) -> None:
-    """Replace every wheel but the project's own with the locked ones, each checked against
-    its sha256 in ``lock_file``: a build next week puts the same files on a site."""
-    wheels_dir.mkdir(parents=True, exist_ok=True)
-    keep = set(own_wheels(wheels_dir, name))
-    for old in wheels_dir.glob("*.whl"):
-        if old not in keep:
+def download_locked(
+    closure: lock.Closure, dest: Path, arches: Sequence[str], project: Path
+) -> list[Path]:
+    """Make ``dest`` hold exactly the locked wheels of ``arches`` (plus the project's own):
+    other wheels go, files already there are reused once pip has checked their sha256."""
+    hostpython.check_arches(list(arches))
+    locked = lock.read_lock(project, closure)  # before any download: a stale lock stops here
+    wanted = locked.files(arches)
+    name, _ = hostpython.project_meta(project)
+    dest.mkdir(parents=True, exist_ok=True)
+    keep = set(own_wheels(dest, name))
+    for old in dest.glob("*.whl"):
+        if old.name not in wanted and old not in keep:
             old.unlink()
-    run_pip(*download_argv(wheels_dir, "--require-hashes", "--requirement", str(lock_file)))
+    for arch in arches:
+        argv = hostpython.download_argv(dest, arch, "--no-deps", "--require-hashes")
+        hostpython.run_pip(*argv, "--requirement", str(locked.path))
+    missing = sorted(f for f in wanted if not (dest / f).is_file())
+    if missing:
+        raise UserError(f"pip did not fetch the locked {', '.join(missing)}: run `make lock`")
+    return sorted(dest / f for f in wanted)
 
 
-def build_own_wheel(project: Path, wheels_dir: Path, name: str) -> None:
-    """``pip wheel --no-deps`` the project; the old wheel goes only once the new one exists."""
+def download_agent(
+    dest: Path, arches: Sequence[str] = ARCHES, *, project: Path = PROJECT
+) -> list[Path]:
+    """The agent's dependency wheels (constraints/agent.txt) for the hosts' ``arches``."""
+    return download_locked(lock.AGENT, dest, arches, project)
+
+
+def download_hub(
+    dest: Path, arches: Sequence[str] = ARCHES, *, project: Path = PROJECT
+) -> list[Path]:
+    """The hub's dependency wheels (constraints/hub.txt): what ``aiorch[hub]`` needs besides
+    the project's own wheel, for a hub host of any of ``arches``."""
+    return download_locked(lock.HUB, dest, arches, project)
+
+
+def build_own_wheel(project: Path, wheels_dir: Path, name: str) -> Path:
+    """``pip wheel --no-deps`` the project; the old wheel goes only once the new one exists,
+    and a wheel without the playbooks is refused."""
     with tempfile.TemporaryDirectory(prefix="aiorch-wheel-") as tmp:
-        run_pip("wheel", "--no-deps", "--wheel-dir", tmp, str(project))
+        hostpython.run_pip("wheel", "--no-deps", "--wheel-dir", tmp, str(project))
         built = list(Path(tmp).glob("*.whl"))
         if len(built) != 1:
             raise UserError(f"pip wheel made {len(built)} wheels, expected one")
+        if _normalized(name) == "aiorch":
+            with zipfile.ZipFile(built[0]) as wheel:
+                if PLAYBOOKS_MARK not in wheel.namelist():
+                    raise UserError(f"{built[0].name} has no {PLAYBOOKS_MARK}: check setup.py")
         for old in own_wheels(wheels_dir, name):
             old.unlink()
         wheels_dir.mkdir(parents=True, exist_ok=True)
-        built[0].replace(wheels_dir / built[0].name)
+        return built[0].replace(wheels_dir / built[0].name)
 
 
 def write_index(wheels_dir: Path) -> None:
