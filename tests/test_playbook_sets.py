@@ -270,6 +270,8 @@ def test_sets_imported_through_the_hub_run_by_name_and_only_a_global_admin_impor
         assert missing.status_code == 422 and "'gone.yml' not found" in missing.text
         bad_path = admin.post("/playbook-sets", json={**body, "path": "relative/dir"})
         assert bad_path.status_code == 422
+        data_dir = admin.post("/playbook-sets", json={**body, "path": str(hub.data_dir)})
+        assert data_dir.status_code == 422 and "the hub's data dir" in data_dir.text
     result = hub.cli("provision", "--set", "ops", "plays/stamp.yml", "--output", "json")
     run = json.loads(result.stdout)
     assert (run["status"], run["playbook_set"], run["playbook_set_digest"]) == (

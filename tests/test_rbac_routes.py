@@ -150,6 +150,8 @@ def _requests(world: World) -> dict[tuple[str, str], tuple[str, dict[str, Any]]]
         ("GET", "/api/v1/runs/x"): ("read", {}),
         ("GET", "/api/v1/runs/x/events"): ("read", {}),
         ("POST", "/api/v1/runs/x/cancel"): ("denied", {}),
+        ("GET", "/api/v1/playbook-sets"): ("list", {}),
+        ("POST", "/api/v1/playbook-sets"): ("denied", {"json": {"name": "x", "path": "/tmp"}}),
         ("POST", "/api/v1/deployments/plan"): ("denied", {"json": bravo_spec}),
         ("POST", "/api/v1/deployments"): ("denied", {"json": bravo_spec}),
         ("GET", "/api/v1/deployments"): ("list", {}),

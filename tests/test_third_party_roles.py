@@ -58,6 +58,10 @@ ROLE = {
             "notify": "Restart chrony",
         },
         {
+            "name": "Create chrony's folder (the config goes in before the package)",
+            "ansible.builtin.file": {"path": "/etc/chrony", "state": "directory", "mode": "0755"},
+        },
+        {
             "name": "Configure chrony",
             "ansible.builtin.template": {
                 "src": "chrony.conf.j2",
@@ -136,6 +140,7 @@ def _one_host_inventory(lab: ProvisionLab, dest: Path) -> Path:
 def _provision(lab: ProvisionLab, *argv: str) -> dict[str, Any]:
     result = lab.hub.cli("provision", *argv, "--limit", HOST, "--output", "json",
                          check=False, timeout=900)  # fmt: skip
+    assert result.stdout.strip(), result.stderr
     run: dict[str, Any] = json.loads(result.stdout)
     logs = lab.hub.cli("runs", "logs", run["id"]).stdout
     assert run["status"] == "successful", f"{run['message']}\n{logs[-6000:]}"

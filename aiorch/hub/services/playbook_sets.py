@@ -167,7 +167,12 @@ def import_from(
     ctx: HubContext, name: str, source_dir: Path, collections: Sequence[Path], actor: str
 ) -> str:
     """`register` for an operator's folder on the hub's disk, with its collections given as
-    tarballs, collection folders or installed trees (aiorch.ansible.collections)."""
+    tarballs, collection folders or installed trees (aiorch.ansible.collections). Nothing may
+    come from the hub's data dir: it holds the CA's key, which a set's files could carry out."""
+    data = ctx.settings.data_dir.resolve()
+    for path in (source_dir, *collections):
+        if path.resolve().is_relative_to(data):
+            raise InvalidInput(f"{path}: playbook content may not come from the hub's data dir")
     if not collections:
         return register(ctx, name, source_dir, None, actor)
     with tempfile.TemporaryDirectory(prefix="aiorch-collections-") as scratch:
