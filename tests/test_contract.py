@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from aiorch.deploy import DeploymentSpec, Gpu, HostView, load_spec, plan_placement
+from aiorch.deploy import DeploymentSpec, Gpu, HostView, SpecError, load_spec, plan_placement
 from aiorch.deploy.eligibility import Demand
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import images, replicas
+from aiorch.hub.services import images, models, replicas
 from edge_agent.contract.fields import ContractError
 from edge_agent.contract.image import holds
 from edge_agent.contract.workload import (
@@ -128,6 +128,35 @@ def test_a_udp_port_reaches_the_agent_as_udp(make_context: Any) -> None:
     assert ports == {(80, "udp"), (80, "tcp")}
 
 
+def test_a_model_the_spec_names_reaches_the_agent_with_its_files(
+    make_context: Any, tmp_path: Path
+) -> None:
+    """The hub resolves `models: [{name, digest, mountPath}]` from its store into the
+    reference the agent reads: the same digest, each file with its sha256 and size."""
+    ctx: HubContext = make_context()
+    (tmp_path / "weights.json").write_text('{"weights": [1, 2, 3, 4]}')
+    digest = models.register(ctx, "w", [("weights.json", tmp_path / "weights.json")], "user:t")
+    text = (
+        EXAMPLES[0]
+        .read_text()
+        .replace(
+            "spec:\n",
+            f"spec:\n  models: [{{name: w, digest: '{digest}', mountPath: /weights}}]\n",
+            1,
+        )
+    )
+    spec = load_spec(text)
+    refs = replicas.model_refs(ctx.store.read(), spec)
+    plan = plan_placement(spec, fleet_for(spec))
+    entry = workload_entry(replicas.workload(ctx, spec, {"digest": DIGEST}, plan.replicas[0], refs))
+    model = parse_workload(json.loads(json.dumps(entry))).models[0]
+    assert (model.name, model.digest, model.mount_path) == ("w", digest, "/weights")
+    assert [(f.path, f.size) for f in model.files] == [("weights.json", 25)]
+    missing = text.replace(digest, "sha256:" + "0" * 64)
+    with pytest.raises(SpecError, match=r"spec.models\[0\]: no model w@sha256:0+ in the hub"):
+        replicas.model_refs(ctx.store.read(), load_spec(missing))
+
+
 @pytest.mark.parametrize(
     ("ref", "tags"),
     [
@@ -147,7 +176,7 @@ def test_the_contract_needs_only_the_standard_library() -> None:
     """The agent imports it, and keeps its small dependency set (no pydantic, no hub)."""
     probe = (
         "import sys, edge_agent.contract.workload, edge_agent.contract.facts, "
-        "edge_agent.contract.image, edge_agent.contract.telemetry; "
+        "edge_agent.contract.image, edge_agent.contract.telemetry, edge_agent.contract.model; "
         "print(*{m.split('.')[0] for m in sys.modules if not m.startswith('_')})"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)

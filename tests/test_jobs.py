@@ -51,6 +51,7 @@ def test_all_jobs_are_registered_in_one_place(ctx: HubContext):
         "agents-retention",
         "revisions-retention",
         "images-gc",
+        "models-gc",
         "rollouts-progress",
         "audit-checkpoint",
         "tls-renew",

@@ -22,6 +22,7 @@ SKIPPED = {  # routes with their own authentication (agent credential, enrollmen
     ("POST", "/api/v1/agents/{agent_id}/checkin"),
     ("POST", "/api/v1/agents/{agent_id}/telemetry"),
     ("GET", "/api/v1/agents/{agent_id}/images/{digest}"),
+    ("GET", "/api/v1/agents/{agent_id}/models/{digest}/files/{path:path}"),
     ("POST", "/api/v1/enroll"),
     ("POST", "/api/v1/agents/{agent_id}/renew"),
     ("GET", "/api/v1/agents/{agent_id}/ca-bundle"),
@@ -102,6 +103,7 @@ def _requests(world: World) -> dict[tuple[str, str], tuple[str, dict[str, Any]]]
     a 403 is fine for both where the role is too low (tokens: admins only)."""
     bravo_spec = {"spec": SPEC.format(name="bravo-app", project="bravo", image="bravo-model:v1")}
     octet = {"content": b"x", "headers": OCTET}
+    model_file = {"path": "w.bin", "sha256": "0" * 64, "size": 1}
     bravo_admin, alpha_admin = world.ids["bravo-admin"], world.ids["alpha-admin"]
     return {
         ("GET", "/api/v1/agents"): ("list", {}),
@@ -163,6 +165,15 @@ def _requests(world: World) -> dict[tuple[str, str], tuple[str, dict[str, Any]]]
         ("POST", "/api/v1/images"): (
             "denied",
             {"params": {"ref": "bravo-model:v1", "project": "bravo"}, **octet},
+        ),
+        ("GET", "/api/v1/models"): ("list", {}),
+        ("POST", "/api/v1/models/blobs"): (
+            "denied",
+            {"params": {"sha256": "0" * 64, "project": "bravo"}, **octet},
+        ),
+        ("POST", "/api/v1/models"): (
+            "denied",
+            {"json": {"name": "bravo-w", "project": "bravo", "files": [model_file]}},
         ),
         ("PUT", "/api/v1/quotas/bravo"): ("denied", {"json": {"max_gpus": 99}}),
         ("GET", "/metrics"): ("list", {}),

@@ -42,7 +42,7 @@ def model_push(
     entries = []
     for relpath, path in model_files(directory):
         sha = sha256_file(path)
-        client.upload("/models/blobs", path, sha256=sha)
+        client.upload("/models/blobs", path, sha256=sha, project=project)
         entries.append({"path": relpath, "sha256": sha, "size": path.stat().st_size})
     emit(client.post("/models", {"name": name, "project": project, "files": entries}), output)
 

@@ -351,6 +351,8 @@ def spec_document(spec: DeploymentSpec) -> dict[str, Any]:
     data["spec"]["secretEnv"] = {
         name: value.get_secret_value() for name, value in spec.spec.secret_env.items()
     }
+    if not data["spec"]["models"]:  # as before models existed: their hashes stay the same
+        del data["spec"]["models"]
     return data
 
 

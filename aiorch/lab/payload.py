@@ -6,7 +6,8 @@ files in ``payload/`` (a stdlib HTTP server with a fixed-weight logistic regress
 it under ``$AIORCH_LAB_DIR/payload/`` and returns the archive's path. ``v2-broken`` is the
 same server failing its health check, for rollouts that must roll back. Archives are cached
 by a hash of their recipe, and built under a lock so parallel callers build once.
-``deployment_spec(image)`` is the example deployment that serves it on the lab's edge boxes.
+``deployment_spec(image, model=(name, digest))`` is the example deployment that serves it on
+the lab's edge boxes, with weights from the hub's model store when a model is given.
 """
 
 from __future__ import annotations
@@ -70,19 +71,31 @@ def payload_digest(path: Path) -> str:
     return f"sha256:{sha256_file(path)}"
 
 
+MODEL_MOUNT = "/models/lab"
+
+
 def deployment_spec(
-    image: str, *, replicas: int | None = None, env: dict[str, str] | None = None
+    image: str,
+    *,
+    replicas: int | None = None,
+    env: dict[str, str] | None = None,
+    model: tuple[str, str] | None = None,
 ) -> str:
     """The example deployment of the payload (EXAMPLE_SPEC) as YAML text, with `image` in
     place of its placeholder (archives differ by machine, so only the pushed one's digest
-    pins it) and, when given, another replica count and more env. The demo and the lab tests
-    apply this, so the example is what they run."""
+    pins it) and, when given, another replica count, more env, and a model (name, digest)
+    from the hub's store, mounted at MODEL_MOUNT, whose weights.json /predict then uses.
+    The demo and the lab tests apply this, so the example is what they run."""
     doc = yaml.safe_load(EXAMPLE_SPEC.read_text())
     work = doc["spec"]
     work["image"] = image
     if replicas is not None:
         work["replicas"] = replicas
     work["env"] = {**(work.get("env") or {}), **(env or {})}
+    if model is not None:
+        name, digest = model
+        work["models"] = [{"name": name, "digest": digest, "mountPath": MODEL_MOUNT}]
+        work["env"]["MODEL_DIR"] = MODEL_MOUNT
     return yaml.safe_dump(doc, sort_keys=False)
 
 

@@ -71,7 +71,7 @@ class ModelCache:
                     shutil.rmtree(path, ignore_errors=True)
                     log.info("model cache: removed %s (no workload names it)", path.name[:12])
 
-    def transfers(self) -> dict[str, dict[str, int]]:
+    def transfers(self) -> dict[str, dict[str, int | bool]]:
         return read_json(self.dir / TRANSFERS) or {}
 
     def close(self) -> None:
@@ -107,6 +107,7 @@ class ModelCache:
         records[f"{model.hex}/{entry.path}"] = {
             "size": transfer.size,
             "received": transfer.received,
+            "resumed": transfer.resumed,
         }
         write_private(self.dir / TRANSFERS, records)
 

@@ -1,4 +1,4 @@
-"""The agents' own endpoints: check-in, telemetry upload, images and renewal, over mTLS.
+"""The agents' own endpoints: check-in, telemetry, images, model files and renewal, over mTLS.
 
 These routes take no FastAPI dependencies at all: they authenticate (the client certificate,
 services/agent_identity.py) and parse the body themselves, because per-request dependency

@@ -51,10 +51,12 @@ def list_models(
 async def upload_blob(
     request: Request,
     sha256: str = Query(..., description="The file's sha256; the upload must match it."),
+    project: DnsLabel = Query("default", description="The project of the model it is for."),
     ctx: HubContext = Depends(context),
-    _: Principal = Depends(allow("model.push", _ANY)),
+    p: Principal = Depends(allow("model.push", _ANY)),
 ) -> dict[str, Any]:
     """Upload one model file, body as application/octet-stream (then register the model)."""
+    authz.authorize(p, "model.push", authz.in_project(project, "model"))
     return await models.store_blob(ctx, sha256, request.stream(), ctx.settings.max_image_bytes)
 
 

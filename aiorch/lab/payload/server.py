@@ -2,8 +2,11 @@
 
 It stands in for a real model-serving container, small enough to build without a registry:
 `GET /healthz` answers 200 `{"status": "ok"}`, and `POST /predict` with `{"features": [4
-numbers]}` answers `{"score": p, "model": VERSION}`. A version named `*-broken` answers 500 on
-`/healthz` while still predicting, so a rollout of it can be seen failing its health checks.
+numbers]}` answers `{"score": p, "model": VERSION, "weights": [...], "bias": b}`. A version
+named `*-broken` answers 500 on `/healthz` while still predicting, so a rollout of it can be
+seen failing its health checks. With `MODEL_DIR` set, the weights come from
+`MODEL_DIR/weights.json` (`{"weights": [4 numbers], "bias": b}`), a model the agent fetched
+from the hub and mounted read-only: that is how the lab proves the model path end to end.
 """
 
 from __future__ import annotations
@@ -19,9 +22,23 @@ from typing import Any
 VERSION = os.environ.get("AIORCH_MODEL_VERSION", "v1")
 HEALTHY = not VERSION.endswith("-broken")
 PORT = int(os.environ.get("PORT", "8080"))
-WEIGHTS = (0.8, -0.4, 0.25, 1.1)
-BIAS = -0.3
+MODEL_DIR = os.environ.get("MODEL_DIR")
 MAX_BODY = 64 * 1024
+
+
+def load_weights() -> tuple[tuple[float, ...], float]:
+    """The built-in weights, or those of the mounted model (which must then be readable)."""
+    if not MODEL_DIR:
+        return (0.8, -0.4, 0.25, 1.1), -0.3
+    with open(os.path.join(MODEL_DIR, "weights.json")) as fh:
+        data = json.load(fh)
+    weights = tuple(float(w) for w in data["weights"])
+    if len(weights) != 4:
+        raise ValueError("weights.json must hold 4 weights")
+    return weights, float(data.get("bias", 0.0))
+
+
+WEIGHTS, BIAS = load_weights()
 
 
 def score(features: list[float]) -> float:
@@ -56,7 +73,8 @@ class Handler(BaseHTTPRequestHandler):
         except (ValueError, TypeError, KeyError):
             self._answer(400, {"error": f"features must be {len(WEIGHTS)} finite numbers"})
             return
-        self._answer(200, {"score": score(numbers), "model": VERSION})
+        answer = {"score": score(numbers), "model": VERSION, "weights": list(WEIGHTS)}
+        self._answer(200, {**answer, "bias": BIAS})
 
     def _answer(self, status: int, body: dict[str, Any]) -> None:
         data = json.dumps(body).encode()
