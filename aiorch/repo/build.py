@@ -122,11 +122,8 @@ def build_repo(
     if (
         wheels_ok
         and old
-        and (old.requirements, old.python_version)
-        == (
-            new.requirements,
-            new.python_version,
-        )
+        and (old.requirements, old.python_version, old.arches)
+        == (new.requirements, new.python_version, new.arches)
     ):
         log.info("wheels: dependencies unchanged")
     else:

@@ -21,7 +21,7 @@ import sqlite_utils
 from aiorch.bundle.verify import VerifiedBundle, verify_bundle
 from aiorch.errors import Conflict, InvalidInput
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import audit, bundle_trust, images
+from aiorch.hub.services import audit, bundle_trust, images, models, playbook_sets
 from aiorch.hub.services.content_store import ContentStore
 
 log = logging.getLogger("aiorch.hub")
@@ -52,8 +52,39 @@ def register_images(
     return _all(ops) if ops else None
 
 
-# The lead appends helper F's models and helper E's playbook sets at merge.
-IMPORT_HOOKS: list[ImportHook] = [register_images]
+def register_models(
+    ctx: HubContext, bundle: VerifiedBundle, release: Path, actor: str
+) -> WriteOp | None:
+    """The bundle's models into the hub's model store (project default), by the digest the
+    bundle names them with. The model store writes its own rows: a model nothing names yet is
+    harmless if the import fails after this."""
+    for model in bundle.manifest.components.models:
+        prefix = f"models/{model.name}/"
+        files = [(path.removeprefix(prefix), release / path) for path in model.files]
+        digest = models.register(ctx, model.name, files, actor)
+        if digest != model.digest:
+            raise InvalidInput(f"model {model.name}: the files give {digest}, not {model.digest}")
+    return None
+
+
+def register_playbook_sets(
+    ctx: HubContext, bundle: VerifiedBundle, release: Path, actor: str
+) -> WriteOp | None:
+    """The bundle's playbook sets, each with the bundle's one collections tree. Last of the
+    hooks: registering makes a set's new version the one runs use."""
+    collections = release / "collections"
+    for found in bundle.manifest.components.playbook_sets:
+        playbook_sets.register(
+            ctx,
+            found.name,
+            release / found.root,
+            collections if collections.is_dir() else None,
+            actor,
+        )
+    return None
+
+
+IMPORT_HOOKS: list[ImportHook] = [register_images, register_models, register_playbook_sets]
 
 
 def import_bundle(

@@ -98,7 +98,7 @@ def register_file(
     final = blob_path(ctx, digest)
     final.parent.mkdir(parents=True, exist_ok=True)
     now = ctx.clock()
-    with _BLOBS:  # a collector never takes a blob between its link and its fresh age
+    with BLOB_LOCK:  # a collector never takes a blob between its link and its fresh age
         if not final.exists():
             os.link(path, final)
         os.utime(final, (now, now))

@@ -1,4 +1,4 @@
-"""Versioned schema migrations, each a small function applied once, in order; from m007 on,
+"""Versioned schema migrations, each a small function applied once, in order; from m005 on,
 each in its own module. A migration is frozen once released: it imports no domain code (a
 later release may change or tighten it, and an old database must still migrate)."""
 
@@ -13,6 +13,8 @@ from typing import Any
 import sqlite_utils
 import yaml
 
+from aiorch.hub.store.m005_drift_state import m005_drift_state
+from aiorch.hub.store.m006_retention_indexes import m006_retention_indexes
 from aiorch.hub.store.m007_trust import m007_trust
 from aiorch.hub.store.m008_audit_chain import m008_audit_chain
 from aiorch.hub.store.m009_projects import m009_projects
@@ -351,24 +353,6 @@ def m004_rollouts(db: sqlite_utils.Database) -> None:
             "INSERT INTO deployment_revisions VALUES (?, 1, ?, ?, ?, ?)",
             [name, _m004_template_hash(spec), spec, by, at],
         )
-
-
-def m005_drift_state(db: sqlite_utils.Database) -> None:
-    """A drift check that could not finish on a host leaves it `unknown`, with the reason,
-    instead of saying nothing; rows from before were all found changes."""
-    _run(
-        db,
-        """
-        ALTER TABLE drift ADD COLUMN state TEXT NOT NULL DEFAULT 'drifted'
-            CHECK (state IN ('drifted', 'unknown'));
-        ALTER TABLE drift ADD COLUMN reason TEXT
-        """,
-    )
-
-
-def m006_retention_indexes(db: sqlite_utils.Database) -> None:
-    """The run retention job looks for the oldest finished runs."""
-    db.execute("CREATE INDEX runs_finished ON runs(finished_at)")
 
 
 MIGRATIONS: list[Migration] = [
