@@ -48,7 +48,7 @@ def _keygen(tmp_path: Path) -> Path:
 
 
 def _head(tmp_path: Path, key: Path, out: str) -> list[str]:
-    return ["create", "--out", str(tmp_path / out), "--key", str(key / "bundle.key")]
+    return ["create", "--out", str(tmp_path / out), "--key", str(key / "bundle.key"), "--no-hub"]
 
 
 def _create(tmp_path: Path, key: Path, out: str, *extra: str) -> None:

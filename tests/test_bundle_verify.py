@@ -7,13 +7,15 @@ import base64
 import json
 import os
 import re
+import subprocess
+import sys
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from aiorch.bundle import keys
+from aiorch.bundle import keys, unpack
 from aiorch.bundle import manifest as manifest_mod
 from aiorch.bundle.create import Since, create_bundle
 from aiorch.bundle.manifest import digest_of
@@ -62,7 +64,7 @@ def test_an_intact_bundle_verifies_and_its_blobs_read_back(
     root = _make(tmp_path, key)
     bundle = verify_bundle(root, [key.public], now=NOW)
     assert bundle.digest == digest_of((root / "manifest.json").read_bytes())
-    assert len(bundle.shipped()) == 5  # two identical playbooks are one blob
+    assert len(bundle.shipped()) == 6  # two identical playbooks are one blob; unpack.py
     model = next(f for f in bundle.manifest.files if f.path.startswith("models/"))
     with bundle.open_blob(model.sha256) as fh:
         assert fh.read() == (tmp_path / "src-b" / model.path).read_bytes()
@@ -79,6 +81,11 @@ def test_the_same_inputs_give_the_same_manifest_bytes(tmp_path: Path, key: keys.
     ).read_bytes()
 
 
+def contents_of(src: Path, path: str) -> Path:
+    """Where a site-tree file came from: the test's inputs, or the module create adds."""
+    return Path(unpack.__file__) if path == unpack.NAME else src / path
+
+
 def test_a_split_bundle_verifies_and_reads_blobs_across_parts(
     tmp_path: Path, key: keys.SigningKey
 ) -> None:
@@ -88,7 +95,7 @@ def test_a_split_bundle_verifies_and_reads_blobs_across_parts(
     assert bundle.manifest.parts is not None and len(bundle.manifest.parts) > 3
     for f in bundle.manifest.files:
         with bundle.open_blob(f.sha256) as fh:
-            assert fh.read() == (tmp_path / "src-b" / f.path).read_bytes()
+            assert fh.read() == (contents_of(tmp_path / "src-b", f.path)).read_bytes()
 
 
 def test_a_delta_ships_only_new_blobs_and_verifies_when_its_base_is_present(
@@ -243,4 +250,26 @@ def test_a_half_made_bundle_never_verifies(tmp_path: Path, key: keys.SigningKey)
     root = _make(tmp_path, key)
     (root / "manifest.sig").unlink()
     with pytest.raises(BundleRefused, match=r"manifest\.sig is missing"):
+        verify_bundle(root, [key.public], now=NOW)
+
+
+@pytest.mark.parametrize("part_size", [None, 700])
+def test_a_bare_host_unpacks_the_hub_with_the_standard_library_alone(
+    tmp_path: Path, key: keys.SigningKey, part_size: int | None
+) -> None:
+    """unpack.py at the bundle's top level lays out site-tree folders (from blobs or parts),
+    checked file by file; a damaged blob is refused, and the copy is checked by verify too."""
+    root = _make(tmp_path, key, part_size=part_size)
+    dest = tmp_path / "tree"
+    argv = [sys.executable, "-I", str(root / unpack.NAME), str(dest), "models/", "repo/"]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    wanted = [f for f in verify_bundle(root, [key.public], now=NOW).manifest.files
+              if f.path.startswith(("models/", "repo/"))]  # fmt: skip
+    assert wanted and all(
+        (dest / f.path).read_bytes() == (tmp_path / "src-b" / f.path).read_bytes() for f in wanted
+    )
+    assert not (dest / "playbooks").exists()
+    (root / unpack.NAME).write_text("print('owned')\n")
+    with pytest.raises(BundleRefused, match=r"unpack.py"):
         verify_bundle(root, [key.public], now=NOW)

@@ -111,6 +111,9 @@ def create(
         str | None, typer.Option(help="Split into parts of this size (4G, 700M).")
     ] = None,
     name: Annotated[str, typer.Option(help="The bundle's name.")] = "aiorch-site",
+    hub: Annotated[
+        bool, typer.Option("--hub/--no-hub", help="Carry the hub's own install (hub/).")
+    ] = True,
 ) -> None:
     """Build a signed bundle: the site repository, aiorch's playbooks and what else is given."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -127,6 +130,8 @@ def create(
         elif package:
             raise UserError("--package needs the site repository built here: drop --repo")
         sources.add_repo(contents, repo)
+        if hub:
+            sources.add_hub(contents, repo_cache)
         sources.add_playbooks(contents, "aiorch", sources.AIORCH_PLAYBOOKS)
         for item in playbooks or []:
             sources.add_playbooks(contents, *_pair("--playbooks", item))

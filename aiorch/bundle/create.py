@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from aiorch.bundle import parts
+from aiorch.bundle import parts, unpack
 from aiorch.bundle.keys import SigningKey
 from aiorch.bundle.manifest import (
     MANIFEST,
@@ -88,6 +88,7 @@ def create_bundle(
     if part_size is not None and part_size <= 0:
         raise UserError("--part-size must be positive")
     version = int(created.timestamp()) if version is None else version
+    contents.add(unpack.NAME, Path(unpack.__file__))  # what a bare host lays out hub/ with
     files = hash_files(contents.files)
     base: Base | None = None
     omitted: tuple[str, ...] = ()
@@ -122,6 +123,7 @@ def create_bundle(
         _write_blobs(tmp, shipped)
     else:
         manifest = replace(manifest, parts=_write_parts(tmp, shipped, part_size))
+    shutil.copyfile(contents.files[unpack.NAME], tmp / unpack.NAME)
     raw = manifest.to_bytes()
     (tmp / MANIFEST).write_bytes(raw)
     signature = base64.b64encode(key.sign(raw)).decode()

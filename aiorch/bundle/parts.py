@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from aiorch.bundle import unpack
 from aiorch.bundle.manifest import Manifest, Part
 
 BLOBS = "blobs/sha256"
@@ -37,14 +38,8 @@ class Span:
 
 def spans(manifest: Manifest) -> dict[str, Span]:
     """Each shipped blob's offset in the concatenation, in the order create wrote them."""
-    out: dict[str, Span] = {}
-    offset = 0
-    omitted = set(manifest.omitted)
-    for sha, size in manifest.blobs():
-        if sha not in omitted:
-            out[sha] = Span(offset, size)
-            offset += size
-    return out
+    laid = unpack.spans(manifest.blobs(), manifest.omitted)
+    return {sha: Span(offset, size) for sha, (offset, size) in laid.items()}
 
 
 class PartsReader(io.RawIOBase):

@@ -15,7 +15,7 @@ from pathlib import Path
 from aiorch.bundle.keys import SigningKey
 from aiorch.bundle.manifest import Collection, Components, Image, Model, PlaybookSet
 from aiorch.errors import UserError
-from aiorch.repo import debs
+from aiorch.repo import debs, hub_install
 from aiorch.repo.build import build_repo
 from aiorch.repo.cli import PROJECT
 from edge_agent.contract.model import ModelFile, model_digest
@@ -136,6 +136,14 @@ def add_model(contents: Contents, name: str, src: Path) -> None:
     if not paths:
         raise UserError(f"--model {name}: {src} holds no files")
     contents.models[name] = paths
+
+
+def add_hub(contents: Contents, cache_root: Path) -> None:
+    """The hub's own install (``hub/``: locked wheels for amd64 and arm64, aiorch's wheel with
+    its playbooks, install-hub.sh), staged in a cache beside the site repository's."""
+    site = cache_root / "hub-site"
+    hub_install.stage(site)
+    add_tree(contents, hub_install.HUB_DIR, site / hub_install.HUB_DIR)
 
 
 def site_repo(

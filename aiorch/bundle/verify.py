@@ -19,9 +19,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from aiorch.bundle import parts
+from aiorch.bundle import parts, unpack
 from aiorch.bundle.keys import PublicKey
-from aiorch.bundle.manifest import MANIFEST, SIGNATURE, Manifest, digest_of, parse
+from aiorch.bundle.manifest import MANIFEST, SIGNATURE, Manifest, ManifestFile, digest_of, parse
 from aiorch.errors import UserError
 
 MAX_MANIFEST = 256 << 20
@@ -128,6 +128,11 @@ def _check_version(
         )
 
 
+def _unpacker(manifest: Manifest) -> ManifestFile | None:
+    """The manifest's entry for the top-level ``unpack.py`` (bundles made before it: None)."""
+    return next((f for f in manifest.files if f.path == unpack.NAME), None)
+
+
 def _check_tree(root: Path, manifest: Manifest) -> None:
     """Every entry expected and plain: no symlink anywhere, no file the manifest does not name."""
     if manifest.parts is None:
@@ -137,6 +142,8 @@ def _check_tree(root: Path, manifest: Manifest) -> None:
         files = {f"{parts.PARTS}/{p.name}" for p in manifest.parts}
         dirs = {parts.PARTS}
     files |= {MANIFEST, SIGNATURE}
+    if _unpacker(manifest) is not None:
+        files.add(unpack.NAME)
     found: set[str] = set()
     for here, subdirs, names in os.walk(root):
         rel = Path(here).relative_to(root).as_posix()
@@ -189,6 +196,8 @@ def _check_bytes(root: Path, manifest: Manifest) -> None:
         laid = sum(span.size for span in parts.spans(manifest).values())
         if laid != sum(p.size for p in manifest.parts):
             raise BundleRefused(f"{MANIFEST}: the parts do not add up to the blobs they carry")
+    if (unpacker := _unpacker(manifest)) is not None:  # the bare host's copy, checked too
+        jobs.append((unpack.NAME, unpacker.sha256, unpacker.size))
     workers = min(8, os.cpu_count() or 1, max(1, len(jobs)))
     with ThreadPoolExecutor(workers) as pool:
         results = pool.map(lambda job: _hash(root / job[0], job[2]), jobs)
