@@ -1,19 +1,22 @@
-"""`make demo`: a hub and a lab fleet it brings up with Ansible, fully offline: the site
-repository is built here and served by the hub; every lab host gets site.yml (repo, base,
-storage, network, container runtime, NVIDIA driver check, edge agent), and its agent checks in.
-Everything between hosts and hub is HTTPS against the hub's CA (apt and pip included), and
-the agents enroll with the CA's pin and then talk mTLS.
-Then the lab's model server image goes to the hub's image store and a deployment of it
-(examples/deployments/lab-model.yaml, pinned to that image) serves on every edge box.
+"""`make demo`: a hub and a lab fleet it brings up with Ansible from one signed bundle, fully
+offline: the bundle (the site repository, aiorch's playbooks, the lab's model server image
+and its weights) is made and verified here, the hub trusts its key and imports it, and then
+serves its signed apt repository and wheels to the hosts; every lab host gets site.yml (repo,
+base, storage, network, container runtime, NVIDIA driver check, edge agent), and its agent
+checks in. Everything between hosts and hub is HTTPS against the hub's CA (apt and pip
+included), apt verifies the repository's InRelease with the bundle key's keyring, and the
+agents enroll with the CA's pin and then talk mTLS. Then a deployment of the bundle's image
+naming the bundle's model (examples/deployments/lab-model.yaml) serves on every edge box, each
+agent fetching the weights from the hub into its model cache and mounting them read-only.
 
 Each step runs the same command a person would type, printed before it runs, so
 the demo doubles as a walkthrough. Running it again reuses what is already up;
 `--down` removes everything it made.
 """
-
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -32,11 +35,12 @@ from aiorch.hub.process import HubProcess, healthy
 from aiorch.lab.fleet import Lab
 from aiorch.lab.payload import deployment_spec
 from aiorch.lab.site import prepare_disks, write_site_inventory
-from aiorch.repo.debs import KEYRING_FILE
 
 BIN = Path(sys.executable).parent
-REPO_DIR = Path(".data/site-repo").resolve()
-REPO_KEY_DIR = REPO_DIR.with_name("site-repo-key")  # the bundle key that signs the repository
+BUNDLE_CACHE = Path(".data/bundle-cache").resolve()  # the site repository, built once
+BUNDLE_KEY_DIR = Path(".data/bundle-key").resolve()  # signs bundles and their apt repository
+MODEL = "lab-weights"
+WEIGHTS = {"weights": [0.5, -0.25, 0.125, 1.0], "bias": 0.5}
 EDGE_ROLE = "edge-box"
 # Downloading and loading the image on every edge box, on a busy 2-core machine.
 SERVE_TIMEOUT = 600.0
@@ -62,16 +66,55 @@ def _run(argv: list[str], env: dict[str, str] | None = None, capture: bool = Fal
     return result.stdout or ""
 
 
-def start_hub(data_dir: Path, port: int, listen: str, repo_dir: Path) -> str:
-    """Start the hub in the background unless this data dir's hub already answers."""
+def start_hub(data_dir: Path, port: int, listen: str) -> str:
+    """Start the hub in the background unless this data dir's hub already answers. It serves
+    `/repo` from the bundle it imports (nothing is served until then)."""
     url = endpoint_url(data_dir)
     if healthy(url, data_dir / CA_FILE):
         print(f"hub already running at {url}")
         return str(url)
-    hub = HubProcess(data_dir, port, listen=[listen], log_level="info", repo_dir=repo_dir)
+    hub = HubProcess(data_dir, port, listen=[listen], log_level="info")
     print(f"\n$ {' '.join(['aiorch', *hub.argv()[1:]])} &")
     hub.start(detach=True)
     return hub.url
+
+
+def make_bundle(aiorch: str, data_dir: Path) -> Path:
+    """What a connected machine does before the gap: a bundle key (once), the lab's model
+    image and weights, and one signed bundle with the site repository, aiorch's playbooks,
+    that image and that model. The hub runs on this machine here, so the bundle leaves the
+    hub's own install out (`--no-hub`); tests/test_airgap_hub.py carries one across."""
+    key_dir = BUNDLE_KEY_DIR
+    if not (key_dir / keys.KEY_FILE).exists():
+        _show([aiorch, "bundle", "keygen", "--out", str(key_dir)])
+    built = json.loads(_show([aiorch, "lab", "payload", "build", "--output", "json"], capture=True))
+    print(f"{built['path']}\n{built['digest']}", flush=True)
+    weights = data_dir / "lab-weights"
+    weights.mkdir(parents=True, exist_ok=True)
+    (weights / "weights.json").write_text(json.dumps(WEIGHTS) + "\n")
+    bundle = data_dir / "bundle"
+    if (bundle / "manifest.sig").exists():
+        print(f"bundle already made: {bundle}")
+        return bundle
+    _show([aiorch, "bundle", "create", "--out", str(bundle), "--key", str(key_dir / keys.KEY_FILE),
+           "--image", f"{built['ref']}={built['path']}", "--model", f"{MODEL}={weights}",
+           "--repo-cache", str(BUNDLE_CACHE), "--no-hub"])  # fmt: skip
+    _show([aiorch, "bundle", "verify", str(bundle), "--trust", str(key_dir / keys.PUB_FILE)])
+    return bundle
+
+
+def import_bundle(aiorch: str, env: dict[str, str], bundle: Path) -> None:
+    """Trust the bundle key and import the bundle: what an air-gapped hub does with the media."""
+    trusted = json.loads(_run([aiorch, "bundle", "trust", "list", "--output", "json"], env, True))
+    public = keys.load_public(BUNDLE_KEY_DIR / keys.PUB_FILE)
+    if all(k["key_id"] != public.id for k in trusted):
+        _show([aiorch, "bundle", "trust", "add", str(BUNDLE_KEY_DIR / keys.PUB_FILE)], env)
+    imports = json.loads(_run([aiorch, "bundle", "list", "--output", "json"], env, True))
+    digest = "sha256:" + hashlib.sha256((bundle / "manifest.json").read_bytes()).hexdigest()
+    if any(row["digest"] == digest for row in imports):
+        print(f"bundle {digest[:19]} already imported")
+        return
+    _show([aiorch, "bundle", "import", str(bundle)], env)
 
 
 def demo_up(data_dir: Path, lab_name: str, hosts: int, port: int) -> None:
@@ -80,23 +123,18 @@ def demo_up(data_dir: Path, lab_name: str, hosts: int, port: int) -> None:
     lab = Lab(lab_name)
     _show([aiorch, "lab", "up", "--hosts", str(hosts), "--name", lab_name])
     prepare_disks(lab)
-    if not (REPO_KEY_DIR / keys.KEY_FILE).exists():
-        print(f"bundle key {keys.generate(REPO_KEY_DIR).id} in {REPO_KEY_DIR}")
-    key = str(REPO_KEY_DIR / keys.KEY_FILE)
-    _show([aiorch, "repo", "build", "--out", str(REPO_DIR), "--key", key])
+    bundle = make_bundle(aiorch, data_dir)
     hub_on_lab = f"https://{lab.gateway}:{port}"
-    start_hub(data_dir, port, f"{lab.gateway}:{port}", REPO_DIR)
+    start_hub(data_dir, port, f"{lab.gateway}:{port}")
+    import_bundle(aiorch, env, bundle)
     inventory = write_site_inventory(
-        lab,
-        data_dir / "site-inventory.yml",
-        repo_url=f"{hub_on_lab}/repo",
-        hub_url=hub_on_lab,
-        keyring_file=REPO_DIR / "debs" / KEYRING_FILE,
+        lab, data_dir / "site-inventory.yml", repo_url=f"{hub_on_lab}/repo", hub_url=hub_on_lab
     )
     _show([aiorch, "inventory", "import", str(inventory)], env)
     # One rollout per site, each with that site's enrollment token (passed as an extra var,
     # so it is never stored with the inventory and is masked in the run's events). The token
     # carries the pin of the hub's CA: each agent checks its hub against it before enrolling.
+    # The hub gives every run the imported release's apt keyring and version.
     pins: set[str] = set()
     for site in sorted({h.site for h in lab.hosts}):
         create = [aiorch, "enroll-token", "create", "--site", site, "--uses", "100"]
@@ -123,16 +161,18 @@ def demo_up(data_dir: Path, lab_name: str, hosts: int, port: int) -> None:
 
 
 def deploy_model(aiorch: str, env: dict[str, str], data_dir: Path, lab: Lab) -> list[str]:
-    """Build and push the lab's model image, apply the example deployment pinned to it with a
-    replica per edge box, and wait until every replica is healthy and one answers. Returns a
-    curl command line per replica."""
-    built = json.loads(_show([aiorch, "lab", "payload", "build", "--output", "json"], capture=True))
-    print(f"{built['path']}\n{built['digest']}", flush=True)
-    push = [aiorch, "image", "push", built["path"], "--ref", built["ref"], "--output", "json"]
-    pushed = json.loads(_show(push, env, capture=True))
-    print(f"{pushed['ref']} {pushed['digest']}", flush=True)
+    """Apply the example deployment pinned to the bundle's image and naming its model, with a
+    replica per edge box; wait until every replica is healthy and one answers with the
+    bundle's weights. Returns a curl command line per replica."""
+    listed = json.loads(_run([aiorch, "image", "list", "--output", "json"], env, True))
+    image = next(i for i in listed if i["ref"].split("/")[-1].startswith("aiorch-model:"))
+    models = json.loads(_run([aiorch, "model", "list", "--output", "json"], env, True))
+    model = next(m for m in models if m["name"] == MODEL)
+    print(f"from the bundle: {image['ref']}@{image['digest']}, model {MODEL}@{model['digest']}")
     edges = [host for host in lab.hosts if host.role == EDGE_ROLE]
-    text = deployment_spec(f"{pushed['ref']}@{pushed['digest']}", replicas=len(edges))
+    text = deployment_spec(
+        f"{image['ref']}@{image['digest']}", replicas=len(edges), model=(MODEL, model["digest"])
+    )
     spec = data_dir / "lab-model.yaml"
     spec.write_text(text)
     _show([aiorch, "apply", "-f", str(spec)], env)
@@ -145,6 +185,8 @@ def deploy_model(aiorch: str, env: dict[str, str], data_dir: Path, lab: Lab) -> 
     urls = [f"http://{addresses[r['host']]}:{port}/predict" for r in shown["replicas"]]
     answer = httpx.post(urls[0], content=FEATURES, timeout=10)
     answer.raise_for_status()
+    if answer.json().get("weights") != WEIGHTS["weights"]:
+        raise UserError(f"{urls[0]} answered without the bundle's weights: {answer.text}")
     print(f"\nPOST {urls[0]} {FEATURES}\n-> {answer.text}", flush=True)
     return [f"curl -s -X POST {url} -d '{FEATURES}'" for url in urls]
 

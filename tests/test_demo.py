@@ -55,6 +55,9 @@ def test_demo_twice_then_down(tmp_path: Path):
         assert f"curl -s -X POST http://{edge}:18080/predict" in first.stdout
         answer = first.stdout.split(f"POST http://{edge}:18080/predict", 1)[1]
         assert '"model": "v1"' in answer.split("\n$ ", 1)[0], first.stdout[-3000:]
+        # Provisioned from a signed bundle the hub imported; the replica uses its weights.
+        assert "$ aiorch bundle create" in first.stdout and "$ aiorch bundle import" in first.stdout
+        assert '"weights": [0.5, -0.25, 0.125, 1.0]' in answer.split("\n$ ", 1)[0]
         deployed = json.loads(
             subprocess.run(
                 [str(BIN / "aiorch"), "deployments", "show", "lab-model", "--output", "json"],
@@ -66,6 +69,7 @@ def test_demo_twice_then_down(tmp_path: Path):
         assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-2000:]
         assert "hub already running" in second.stdout
         assert "lab-model unchanged" in second.stdout
+        assert "already imported" in second.stdout
         assert len(Lab(name).hosts) == 2
     finally:
         down = _demo(*args, "--down")
