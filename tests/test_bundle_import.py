@@ -103,7 +103,8 @@ def test_every_run_is_given_the_current_release(
     make_context: Callable[..., HubContext], key_dirs: Keys, tmp_path: Path
 ) -> None:
     """The keyring path, version and digest reach each run's playbook; a run's own extra
-    vars cannot point the keyring var at another file of the hub; `--repo` hubs give none."""
+    vars cannot point the keyring var at another file of the hub; `--repo` hubs give only
+    their repository's keyring."""
     ctx = make_context(playbooks_dir=Path(__file__).parent / "playbooks", preflight_timeout_s=1)
     bundle_trust.add(ctx, (key_dirs.trusted / keys.PUB_FILE).read_text(), "admin")
     shown = bundles.import_bundle(
@@ -127,8 +128,12 @@ def test_every_run_is_given_the_current_release(
     assert (target / "aiorch-site.gpg").read_bytes() == b"keyring bytes"
     written = json.loads((target / "site-release.json").read_text())
     assert written == {"version": 4, "digest": shown["digest"]}
-    ctx.repo_dir = tmp_path  # as `hub serve --repo DIR` sets it
+    ctx.repo_dir = tmp_path  # as `hub serve --repo DIR` sets it: no release, its own keyring
     assert bundles.run_vars(ctx) == {}
+    (tmp_path / "debs").mkdir()
+    (tmp_path / "debs" / "aiorch-archive-keyring.gpg").write_bytes(b"ring")
+    keyring = str(tmp_path / "debs" / "aiorch-archive-keyring.gpg")
+    assert bundles.run_vars(ctx) == {"aiorch_site_repo_keyring_file": keyring}
 
 
 def _untrusted(tmp: Path, keys_: Keys, _: Path) -> tuple[Path, str]:

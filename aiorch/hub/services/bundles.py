@@ -23,6 +23,7 @@ from aiorch.errors import Conflict, InvalidInput
 from aiorch.hub.context import HubContext
 from aiorch.hub.services import audit, bundle_trust, images, models, playbook_sets
 from aiorch.hub.services.content_store import ContentStore
+from aiorch.repo.debs import KEYRING_FILE
 
 log = logging.getLogger("aiorch.hub")
 
@@ -32,7 +33,7 @@ WriteOp = Callable[[sqlite_utils.Database], None]
 # visible, committed with the swap; it raises (a domain error) to refuse the import.
 ImportHook = Callable[[HubContext, VerifiedBundle, Path, str], WriteOp | None]
 
-KEYRING = "repo/debs/aiorch-archive-keyring.gpg"  # in the release tree (aiorch repo build)
+KEYRING = f"repo/debs/{KEYRING_FILE}"  # in the release tree (aiorch repo build)
 RELEASES_KEPT = 2  # the current release and the one before it (a delta's likely base)
 _NEWEST = "is_current DESC, imported_at DESC, version DESC"  # the current import first
 
@@ -227,6 +228,9 @@ def served_repo(ctx: HubContext) -> Path | None:
 def run_vars(ctx: HubContext) -> dict[str, Any]:
     """Extra vars for every run while imported content is served: where the site repo's
     keyring lies on the hub, and which release the hosts are given (none with `--repo`)."""
+    if ctx.repo_dir is not None:  # `hub serve --repo DIR`: that repository's keyring only
+        keyring = ctx.repo_dir / "debs" / KEYRING_FILE
+        return {"aiorch_site_repo_keyring_file": str(keyring)} if keyring.is_file() else {}
     shown = current(ctx)
     release = content_store(ctx).current_release()
     if shown is None or release is None:
