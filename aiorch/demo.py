@@ -13,6 +13,7 @@ Each step runs the same command a person would type, printed before it runs, so
 the demo doubles as a walkthrough. Running it again reuses what is already up;
 `--down` removes everything it made.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -264,7 +264,9 @@ def _run_waves(
         except Exception:  # an odd event must not break the run that sent it
             log.exception("run %s: could not record a %s event", run_id, event.get("event"))
 
-    release_vars = bundles.run_vars(ctx)
+    # The roles install the hub's CA on hosts (apt and pip verify the hub with it), and the
+    # site content's keyring and release when there is one.
+    hub_vars = {"aiorch_hub_ca_file": str(ctx.settings.data_dir / CA_FILE), **bundles.run_vars(ctx)}
     size = req.serial or len(hosts)
     waves = [hosts[i : i + size] for i in range(0, len(hosts), size)]
     statuses = []
@@ -282,12 +284,7 @@ def _run_waves(
             check=req.check,
             diff=req.diff,
             forks=ctx.settings.run_forks,
-            # The roles install the hub's CA on hosts: apt and pip verify the hub with it.
-            extravars={
-                **req.extravars,
-                "aiorch_hub_ca_file": str(ctx.settings.data_dir / CA_FILE),
-                **release_vars,  # the site content the hosts are to take, when imported
-            },
+            extravars={**req.extravars, **hub_vars},
             cancel_callback=active.cancel.is_set,
             project_dir=pset.root,
             collections_path=pset.collections,
