@@ -18,20 +18,21 @@ import re
 import subprocess
 import sys
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from aiorch.bundle import keys
 from aiorch.endpoint import hub_tls
 from aiorch.lab import Lab
 from aiorch.lab.image import ensure_image
 from aiorch.lab.podman import podman
-from aiorch.lab.site import prepare_disks, site_vars
+from aiorch.lab.site import prepare_disks, site_vars, write_site_inventory
 from aiorch.repo import build_repo
 from aiorch.repo.debs import KEYRING_FILE, default_sources
 from aiorch.repo.packages import BASE_PACKAGES
@@ -288,3 +289,23 @@ def provision_lab(
         if hub is not None:
             hub.stop()
         lab.down()
+
+
+def site_inventory(lab: ProvisionLab, dest: Path, hosts: Collection[str], **extra: str) -> Path:
+    """The lab's inventory with its site variables (no secrets), cut down to `hosts`, plus
+    `extra` vars for all of it."""
+    write_site_inventory(lab.lab, dest, repo_url=lab.repo_url, hub_url=lab.hub.lab_url)
+    tree = yaml.safe_load(dest.read_text())
+    tree["all"].setdefault("vars", {}).update(extra)
+
+    def prune(group: dict[str, Any]) -> None:
+        for name in list(group.get("hosts") or {}):
+            if name not in hosts:
+                del group["hosts"][name]
+        for child in (group.get("children") or {}).values():
+            prune(child or {})
+
+    for group in tree.values():
+        prune(group)
+    dest.write_text(yaml.safe_dump(tree, sort_keys=False))
+    return dest

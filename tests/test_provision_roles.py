@@ -12,13 +12,12 @@ import datetime as dt
 import json
 import shutil
 import subprocess
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import paramiko
 import pytest
-import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -30,13 +29,13 @@ from aiorch.hub.services import drift, inventory, run_history, runs
 from aiorch.hub.services.auth import Principal
 from aiorch.lab import wait_until
 from aiorch.lab.podman import podman
-from aiorch.lab.site import write_site_inventory
 from tests.fixtures_hub import HubProcess
 from tests.fixtures_provision import (
     PLAYBOOKS,
     SITE_RELEASE,
     ProvisionLab,
     assert_ok,
+    site_inventory,
     tiny_image_archive,
 )
 
@@ -62,26 +61,6 @@ def test_second_run_changes_nothing(converged: ProvisionLab) -> None:
     assert_ok(result)
     changed = {host: r["changed"] for host, r in result.recap.items() if r["changed"]}
     assert changed == {}, result.output[-6000:]
-
-
-def _site_inventory(lab: ProvisionLab, dest: Path, hosts: Collection[str], **extra: str) -> Path:
-    """The lab's inventory with its site variables (no secrets), cut down to `hosts`, plus
-    `extra` vars for all of it."""
-    write_site_inventory(lab.lab, dest, repo_url=lab.repo_url, hub_url=lab.hub.lab_url)
-    tree = yaml.safe_load(dest.read_text())
-    tree["all"].setdefault("vars", {}).update(extra)
-
-    def prune(group: dict[str, Any]) -> None:
-        for name in list(group.get("hosts") or {}):
-            if name not in hosts:
-                del group["hosts"][name]
-        for child in (group.get("children") or {}).values():
-            prune(child or {})
-
-    for group in tree.values():
-        prune(group)
-    dest.write_text(yaml.safe_dump(tree, sort_keys=False))
-    return dest
 
 
 def _outcome(ctx: HubContext, run: dict[str, Any]) -> str:
@@ -113,7 +92,7 @@ def test_check_mode_on_a_converged_host_changes_and_fails_nothing(
         "aiorch_site_repo_keyring_file": str(converged.hub.keyring_path),
     }
     try:
-        inventory_file = _site_inventory(converged, tmp_path / "site.yml", ["dc1-1"], **cas)
+        inventory_file = site_inventory(converged, tmp_path / "site.yml", ["dc1-1"], **cas)
         hub.cli("inventory", "import", str(inventory_file))
         argv = ["provision", "site.yml", "--check", "--limit", "site=dc1", "--output", "json"]
         refused = hub.cli(*argv, "-e", f"aiorch_site_repo_ca_file={site_ca}", check=False)
@@ -140,7 +119,7 @@ def test_drift_job_finds_a_changed_chrony_config_and_a_site_run_heals_it(
     # pass to the roles (runs.py adds aiorch_hub_ca_file).
     shutil.copy(converged.hub.ca_path, ctx.settings.data_dir / CA_FILE)
     keyring = {"aiorch_site_repo_keyring_file": str(converged.hub.keyring_path)}
-    text = _site_inventory(converged, tmp_path / "site.yml", [name], **keyring).read_text()
+    text = site_inventory(converged, tmp_path / "site.yml", [name], **keyring).read_text()
     inventory.import_inventory(ctx, text, "site.yml", Principal("user", "test", "admin"))
     clean = _drift_check(ctx)
     assert clean["status"] == "successful" and drift.findings(ctx) == [], _outcome(ctx, clean)

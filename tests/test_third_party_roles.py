@@ -20,8 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from aiorch.lab.site import write_site_inventory
-from tests.fixtures_provision import PROJECT, ProvisionLab
+from tests.fixtures_provision import PROJECT, ProvisionLab, site_inventory
 
 pytestmark = pytest.mark.lab
 
@@ -120,23 +119,6 @@ def ntp_set(where: Path) -> Path:
     return root
 
 
-def _one_host_inventory(lab: ProvisionLab, dest: Path) -> Path:
-    write_site_inventory(lab.lab, dest, repo_url=lab.repo_url, hub_url=lab.hub.lab_url)
-    tree = yaml.safe_load(dest.read_text())
-
-    def prune(group: dict[str, Any]) -> None:
-        for name in list(group.get("hosts") or {}):
-            if name != HOST:
-                del group["hosts"][name]
-        for child in (group.get("children") or {}).values():
-            prune(child or {})
-
-    for group in tree.values():
-        prune(group)
-    dest.write_text(yaml.safe_dump(tree, sort_keys=False))
-    return dest
-
-
 def _provision(lab: ProvisionLab, *argv: str) -> dict[str, Any]:
     result = lab.hub.cli("provision", *argv, "--limit", HOST, "--output", "json",
                          check=False, timeout=900)  # fmt: skip
@@ -152,7 +134,9 @@ def test_a_community_general_role_runs_offline_from_an_operator_set_and_is_idemp
 ) -> None:
     assert "default" not in provision_lab.lab.routes(HOST)  # no way out of the lab
     hub = provision_lab.hub
-    hub.cli("inventory", "import", str(_one_host_inventory(provision_lab, tmp_path / "site.yml")))
+    hub.cli(
+        "inventory", "import", str(site_inventory(provision_lab, tmp_path / "site.yml", [HOST]))
+    )
     _provision(provision_lab, "site_repo.yml")  # apt on the host: the site repository only
     collections = community_general()
     made = hub.cli("playbooks", "import", "ops", str(ntp_set(tmp_path)),

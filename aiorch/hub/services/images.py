@@ -32,6 +32,23 @@ DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 BLOB_LOCK = threading.Lock()
 
 
+async def receive(
+    chunks: AsyncIterator[bytes], dest: Path, max_bytes: int, what: str
+) -> tuple[str, int]:
+    """Stream an upload into `dest` while hashing it: (sha256 hex, size). Over `max_bytes` is
+    refused as soon as it is; the caller removes `dest` whatever happens. Images and models
+    upload this way."""
+    digest, size = hashlib.sha256(), 0
+    with dest.open("wb") as fh:
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > max_bytes:
+                raise InvalidInput(f"{what} over the limit of {max_bytes} bytes")
+            digest.update(chunk)
+            fh.write(chunk)
+    return digest.hexdigest(), size
+
+
 def normalise(reference: str) -> str:
     """`name:tag` with Docker's defaults, so `model:v1` and `docker.io/library/model:v1`
     are one image; a bad reference is a 422 naming what is wrong."""
@@ -61,18 +78,11 @@ async def store(
     tmp_dir = ctx.settings.data_dir / "images" / "tmp"
     tmp_dir.mkdir(parents=True, exist_ok=True)
     tmp = tmp_dir / f"upload-{os.getpid()}-{id(chunks)}"
-    digest, size = hashlib.sha256(), 0
     try:
-        with tmp.open("wb") as fh:
-            async for chunk in chunks:
-                size += len(chunk)
-                if size > max_bytes:
-                    raise InvalidInput(f"image archive over the limit of {max_bytes} bytes")
-                digest.update(chunk)
-                fh.write(chunk)
+        hexdigest, size = await receive(chunks, tmp, max_bytes, "image archive")
         if size == 0:
             raise InvalidInput("image archive is empty")
-        name = f"sha256:{digest.hexdigest()}"
+        name = f"sha256:{hexdigest}"
         final = blob_path(ctx, name)
         final.parent.mkdir(parents=True, exist_ok=True)
         now = ctx.clock()

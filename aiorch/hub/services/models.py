@@ -22,7 +22,7 @@ import sqlite_utils
 from aiorch.errors import Conflict, Forbidden, InvalidInput, NotFound
 from aiorch.hub.context import HubContext
 from aiorch.hub.services import audit, authz
-from aiorch.hub.services.images import BLOB_LOCK, remove_if_older
+from aiorch.hub.services.images import BLOB_LOCK, receive, remove_if_older
 from edge_agent.contract.fields import ContractError
 from edge_agent.contract.model import SHA256_RE, ModelFile, check_path, model_digest
 
@@ -90,17 +90,10 @@ async def store_blob(
     if not SHA256_RE.match(sha256):
         raise InvalidInput(f"{sha256!r} is not a sha256 (64 lowercase hex digits)")
     tmp = _tmp_dir(ctx) / f"upload-{os.getpid()}-{id(chunks)}"
-    digest, size = hashlib.sha256(), 0
     try:
-        with tmp.open("wb") as fh:
-            async for chunk in chunks:
-                size += len(chunk)
-                if size > max_bytes:
-                    raise InvalidInput(f"model file over the limit of {max_bytes} bytes")
-                digest.update(chunk)
-                fh.write(chunk)
-        if digest.hexdigest() != sha256:
-            raise InvalidInput(f"the upload has sha256 {digest.hexdigest()}, not {sha256}")
+        got, size = await receive(chunks, tmp, max_bytes, "model file")
+        if got != sha256:
+            raise InvalidInput(f"the upload has sha256 {got}, not {sha256}")
         _keep(ctx, tmp, sha256)
     finally:
         tmp.unlink(missing_ok=True)
