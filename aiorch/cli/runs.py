@@ -7,9 +7,11 @@ The CLI never runs Ansible itself: it asks the hub to, then polls the run's even
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import typer
+import yaml
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn
 
@@ -27,15 +29,30 @@ ACTIVE = ("queued", "running")
 COUNTS = ("ok", "changed", "unreachable", "failed", "skipped", "rescued", "ignored")
 
 
-def parse_extravars(pairs: list[str]) -> dict[str, str]:
-    """`-e KEY=VALUE` options as a dict; values stay strings, as with ansible-playbook -e."""
-    extravars = {}
+def parse_extravars(pairs: list[str]) -> dict[str, Any]:
+    """`-e KEY=VALUE` options as a dict (values stay strings, as with ansible-playbook -e), and
+    `-e @FILE`: a YAML or JSON mapping of vars, which keeps secrets such as an enrollment
+    token off the command line."""
+    extravars: dict[str, Any] = {}
     for pair in pairs:
+        if pair.startswith("@"):
+            extravars.update(_vars_file(Path(pair[1:])))
+            continue
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise UserError(f"-e wants KEY=VALUE, got {pair!r}")
+            raise UserError(f"-e wants KEY=VALUE or @FILE, got {pair!r}")
         extravars[key.strip()] = value
     return extravars
+
+
+def _vars_file(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise UserError(f"-e @{path}: cannot read it ({exc})") from None
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+        raise UserError(f"-e @{path}: must hold a mapping of var names to values")
+    return data
 
 
 def provision_cmd(
