@@ -1,4 +1,4 @@
-"""`aiorch provision -e`: KEY=VALUE pairs, and @FILE for vars (secrets) kept off the command line."""
+"""`aiorch provision -e`: KEY=VALUE pairs, and @FILE for vars kept off the command line."""
 
 from __future__ import annotations
 
