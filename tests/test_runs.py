@@ -175,7 +175,7 @@ def test_limit_resolves_hosts_groups_and_labels(api: httpx.Client, limit: str, h
 def test_unknown_limit_and_bad_playbook_are_refused(api: httpx.Client):
     for body, problem in (
         ({"playbook": "noop.yml", "limit": "edge9"}, "edge9"),
-        ({"playbook": "../playbooks/noop.yml"}, "playbooks folder"),
+        ({"playbook": "../playbooks/noop.yml"}, "give a path inside playbook set aiorch"),
         ({"playbook": "missing.yml"}, "not found"),
     ):
         response = api.post("/runs", json=body)
