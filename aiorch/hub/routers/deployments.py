@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from aiorch.deploy.spec import DnsLabel
 from aiorch.hub.context import HubContext
-from aiorch.hub.routers.deps import allow, authorize_object, context
+from aiorch.hub.routers.deps import OCTET_STREAM_BODY, allow, authorize_object, context
 from aiorch.hub.schemas import QuotaUpdate, SpecText
 from aiorch.hub.services import authz, deployments, images, rollouts
 from aiorch.hub.services.auth import Principal
@@ -107,14 +107,7 @@ def list_images(
 @router.post(
     "/images",
     status_code=201,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
-            },
-        }
-    },
+    openapi_extra=OCTET_STREAM_BODY,
 )
 async def push_image(
     request: Request,

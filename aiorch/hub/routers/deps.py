@@ -17,6 +17,14 @@ from aiorch.hub.context import HubContext
 from aiorch.hub.services import auth, authz
 from aiorch.hub.services.auth import Principal
 
+# An upload route's body in the OpenAPI document: raw bytes (BodyGuard sizes them).
+OCTET_STREAM_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
 _bearer = HTTPBearer(auto_error=False, description="API token or agent credential")
 
 Check = Callable[..., Awaitable[Principal]]

@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field
 
 from aiorch.deploy.spec import DnsLabel
 from aiorch.hub.context import HubContext
-from aiorch.hub.routers.deps import allow, context
+from aiorch.hub.routers.deps import OCTET_STREAM_BODY, allow, context
 from aiorch.hub.services import authz, models
 from aiorch.hub.services.auth import Principal
 
@@ -39,14 +39,7 @@ def list_models(
 @router.post(
     "/blobs",
     status_code=201,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
-            },
-        }
-    },
+    openapi_extra=OCTET_STREAM_BODY,
 )
 async def upload_blob(
     request: Request,

@@ -115,6 +115,16 @@ def register_file(
     return _naming(ref, digest, final.stat().st_size, actor, now, project, "image.import")
 
 
+def refuse_foreign(
+    db: sqlite_utils.Database, owner_sql: str, name: str, project: str, what: str
+) -> None:
+    """A name another project owns is refused, never taken over (images and models alike);
+    `owner_sql` selects the owning project of `name`."""
+    owner = db.execute(owner_sql, [name]).fetchone()
+    if owner is not None and owner[0] != project:
+        raise Conflict(f"{what} {name} belongs to another project; push it under another name")
+
+
 def _naming(
     ref: str, digest: str, size: int, actor: str, now: float, project: str, action: str
 ) -> Callable[[sqlite_utils.Database], None]:
@@ -122,9 +132,7 @@ def _naming(
     refused, never taken over), audited as `action`."""
 
     def op(db: sqlite_utils.Database) -> None:
-        owner = db.execute("SELECT project FROM images WHERE ref = ?", [ref]).fetchone()
-        if owner is not None and owner[0] != project:
-            raise Conflict(f"image {ref} belongs to another project; push it under another name")
+        refuse_foreign(db, "SELECT project FROM images WHERE ref = ?", ref, project, "image")
         db.execute(
             "INSERT INTO images (ref, digest, size, created_by, created_at, project) "
             "VALUES (?, ?, ?, ?, ?, ?) "

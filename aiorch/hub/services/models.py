@@ -19,10 +19,10 @@ from typing import Any
 
 import sqlite_utils
 
-from aiorch.errors import Conflict, Forbidden, InvalidInput, NotFound
+from aiorch.errors import Forbidden, InvalidInput, NotFound
 from aiorch.hub.context import HubContext
 from aiorch.hub.services import audit, authz
-from aiorch.hub.services.images import BLOB_LOCK, receive, remove_if_older
+from aiorch.hub.services.images import BLOB_LOCK, receive, refuse_foreign, remove_if_older
 from edge_agent.contract.fields import ContractError
 from edge_agent.contract.model import SHA256_RE, ModelFile, check_path, model_digest
 
@@ -124,9 +124,9 @@ def record(
     now = ctx.clock()
 
     def op(db: sqlite_utils.Database) -> None:
-        owner = db.execute("SELECT project FROM models WHERE name = ? LIMIT 1", [name]).fetchone()
-        if owner is not None and owner[0] != project:
-            raise Conflict(f"model {name} belongs to another project; push it under another name")
+        refuse_foreign(
+            db, "SELECT project FROM models WHERE name = ? LIMIT 1", name, project, "model"
+        )
         db.execute(
             "INSERT INTO models (name, digest, project, size, created_by, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(name, digest) DO UPDATE SET "
