@@ -47,21 +47,19 @@ def _distinct(files: list[dict[str, object]]) -> list[tuple[str, int]]:
     return list(seen.items())
 
 
-def _read(root: Path, manifest: dict[str, object], sha: str, size: int) -> Iterable[bytes]:
-    parts = manifest.get("parts")
+def _read(
+    root: Path, parts: list[dict[str, object]], laid: dict[str, tuple[int, int]], sha: str
+) -> Iterable[bytes]:
+    """A blob's bytes: its file under blobs/, or its span (`laid`) out of the parts."""
     if not parts:
         with open(root / "blobs" / "sha256" / sha, "rb") as fh:
             while chunk := fh.read(CHUNK):
                 yield chunk
         return
-    files = manifest["files"]
-    assert isinstance(files, list) and isinstance(parts, list)
-    omitted = manifest.get("omitted") or []
-    assert isinstance(omitted, list)
-    offset, remaining = spans(_distinct(files), omitted)[sha]
+    offset, remaining = laid[sha]
     start = 0
     for part in parts:
-        end = start + int(part["size"])
+        end = start + int(str(part["size"]))
         if remaining and offset < end:
             with open(root / "parts" / str(part["name"]), "rb") as fh:
                 fh.seek(offset - start)
@@ -81,6 +79,8 @@ def unpack(root: Path, dest: Path, prefixes: list[str]) -> int:
     """Write the site-tree files under ``prefixes`` to ``dest``; returns how many. A file whose
     bytes do not match the manifest is never left in place."""
     manifest = json.loads((root / "manifest.json").read_bytes())
+    parts = manifest.get("parts") or []
+    laid = spans(_distinct(manifest["files"]), manifest.get("omitted") or []) if parts else {}
     count = 0
     for entry in manifest["files"]:
         path = str(entry["path"])
@@ -93,7 +93,7 @@ def unpack(root: Path, dest: Path, prefixes: list[str]) -> int:
         tmp = target.with_name(f".{target.name}.tmp")
         digest = hashlib.sha256()
         with open(tmp, "wb") as out:
-            for chunk in _read(root, manifest, entry["sha256"], entry["size"]):
+            for chunk in _read(root, parts, laid, entry["sha256"]):
                 digest.update(chunk)
                 out.write(chunk)
         if digest.hexdigest() != entry["sha256"]:
