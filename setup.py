@@ -16,5 +16,14 @@ PLAYBOOKS = [
 setup(
     packages=[*find_packages(include=["aiorch*", "edge_agent*"]), *PLAYBOOKS],
     package_dir={"aiorch.playbooks": "playbooks"},
-    package_data={"aiorch.repo": ["install-hub.sh"], **{package: ["*"] for package in PLAYBOOKS}},
+    package_data={
+        "aiorch.repo": ["install-hub.sh"],
+        "aiorch.hub.ui": [
+            "templates/*.html",
+            "static/*",
+            "static/vendor/*",
+            "static/vendor/licenses/*",
+        ],
+        **{package: ["*"] for package in PLAYBOOKS},
+    },
 )

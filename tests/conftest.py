@@ -8,4 +8,5 @@ pytest_plugins = [
     "tests.fixtures_lab",
     "tests.fixtures_agents",
     "tests.fixtures_provision",
+    "tests.fixtures_browser",
 ]

@@ -39,6 +39,7 @@ from aiorch.hub.routers import (
 from aiorch.hub.routers.deps import allow, principal
 from aiorch.hub.services import auth, run_processes
 from aiorch.hub.services import runs as run_service
+from aiorch.hub.ui import router as ui
 
 log = logging.getLogger("aiorch.hub")
 API_PREFIX = "/api/v1"
@@ -141,8 +142,16 @@ def create_app(ctx: HubContext, *, run_jobs: bool = True) -> FastAPI:
     # is per request, and nested routers multiply its cost.
     app.include_router(agent_protocol.router, prefix=API_PREFIX)
     app.include_router(enrollment.public, prefix=API_PREFIX)
-    own_auth = list(app.routes)  # the two above authenticate themselves or need no bearer
-    app.add_middleware(BodyGuard, max_bytes=ctx.settings.max_body_bytes, uploads=uploads)
+    dashboard = ui.ui_router()
+    # The two above authenticate themselves or need no bearer; the dashboard's pages go by
+    # their session cookie (and their posts by its CSRF token).
+    own_auth = [*app.routes, *dashboard.routes]
+    app.add_middleware(
+        BodyGuard,
+        max_bytes=ctx.settings.max_body_bytes,
+        uploads=uploads,
+        forms_prefix=f"{ui.PREFIX}/",
+    )
     app.add_middleware(  # runs before BodyGuard: 401 comes before any body check
         AuthFirst, authenticate=lambda header: auth.authenticate(ctx, header), own_auth=own_auth
     )
@@ -156,6 +165,7 @@ def create_app(ctx: HubContext, *, run_jobs: bool = True) -> FastAPI:
         app.include_router(module.router, prefix=API_PREFIX, dependencies=[Depends(principal)])
     app.include_router(telemetry.scrape, dependencies=[Depends(principal)])
     app.include_router(system.router)
+    ui.mount(app, dashboard)
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(allow("api.schema"))])
     def openapi() -> dict[str, Any]:

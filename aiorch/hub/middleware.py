@@ -26,12 +26,19 @@ async def _reply(send: Send, status: int, detail: str) -> None:
 class BodyGuard:
     """413 for bodies over the limit (declared or streamed), 415 for the wrong content type:
     JSON everywhere, except upload paths, which take `application/octet-stream` up to their
-    own limit."""
+    own limit, and paths under `forms_prefix` (the dashboard), which take HTML forms."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, uploads: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        uploads: dict[str, int] | None = None,
+        forms_prefix: str | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.uploads = uploads or {}
+        self.forms_prefix = forms_prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
@@ -40,6 +47,8 @@ class BodyGuard:
         upload_limit = self.uploads.get(scope["path"])
         limit = upload_limit or self.max_bytes
         wanted = b"application/octet-stream" if upload_limit else b"application/json"
+        if self.forms_prefix and scope["path"].startswith(self.forms_prefix):
+            wanted = b"application/x-www-form-urlencoded"
         headers = dict(scope["headers"])
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):

@@ -60,6 +60,9 @@ class HubSettings(BaseSettings):
     latest_stale_s: float = Field(
         3600.0, gt=0, description="Age at which /metrics forgets a series' latest value."
     )
+    ui_session_s: float = Field(
+        8 * 3600, gt=0, description="How long a dashboard sign-in lasts (never past its token)."
+    )
     revisions_kept: int = Field(
         10, ge=1, description="Newest revisions kept per deployment, besides those in use."
     )

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import sqlite_utils
+
 from aiorch.errors import Forbidden, Unauthorized
 from aiorch.hub import credentials
 from aiorch.hub.context import HubContext
@@ -49,17 +51,38 @@ def authenticate(ctx: HubContext, authorization: str | None) -> Principal:
         ).fetchone()
     if row is None or not credentials.matches(presented, row[0]):
         raise Unauthorized("invalid bearer token")
-    if row[2] is not None:
-        raise Unauthorized("bearer token has been revoked")
-    if row[3] is not None and row[3] <= ctx.clock():
-        raise Unauthorized("bearer token has expired; ask an admin for a new one")
+    _check_live(ctx, revoked_at=row[2], expires_at=row[3])
     if presented.kind != credentials.API_TOKEN:
         return Principal(kind="agent", id=presented.id, role="agent")
-    roles = db.execute("SELECT project, role FROM token_roles WHERE token_id = ?", [presented.id])
+    return _user(db, presented.id, global_admin=bool(row[1]))
+
+
+def user_by_token_id(ctx: HubContext, token_id: str) -> Principal:
+    """The user behind an API token already proven once (a dashboard session): checked again
+    on every request, so revoking or expiring the token ends its sessions at once."""
+    db = ctx.store.read()
+    row = db.execute(
+        "SELECT global_admin, revoked_at, expires_at FROM api_tokens WHERE id = ?", [token_id]
+    ).fetchone()
+    if row is None:
+        raise Unauthorized("the token behind this session no longer exists")
+    _check_live(ctx, revoked_at=row[1], expires_at=row[2])
+    return _user(db, token_id, global_admin=bool(row[0]))
+
+
+def _check_live(ctx: HubContext, revoked_at: float | None, expires_at: float | None) -> None:
+    if revoked_at is not None:
+        raise Unauthorized("bearer token has been revoked")
+    if expires_at is not None and expires_at <= ctx.clock():
+        raise Unauthorized("bearer token has expired; ask an admin for a new one")
+
+
+def _user(db: sqlite_utils.Database, token_id: str, global_admin: bool) -> Principal:
+    roles = db.execute("SELECT project, role FROM token_roles WHERE token_id = ?", [token_id])
     return Principal(
         kind="user",
-        id=presented.id,
-        role="admin" if row[1] else "member",
+        id=token_id,
+        role="admin" if global_admin else "member",
         projects=dict(roles.fetchall()),
     )
 

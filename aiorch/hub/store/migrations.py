@@ -21,6 +21,7 @@ from aiorch.hub.store.m009_projects import m009_projects
 from aiorch.hub.store.m010_bundles import m010_bundles
 from aiorch.hub.store.m011_playbook_sets import m011_playbook_sets
 from aiorch.hub.store.m012_models import m012_models
+from aiorch.hub.store.m013_ui_sessions import m013_ui_sessions
 
 Migration = Callable[[sqlite_utils.Database], None]
 
@@ -368,6 +369,7 @@ MIGRATIONS: list[Migration] = [
     m010_bundles,
     m011_playbook_sets,
     m012_models,
+    m013_ui_sessions,
 ]
 
 
