@@ -36,7 +36,10 @@ def hub(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProce
     with pytest.MonkeyPatch.context() as env:  # kept for restarts within the module
         env.setenv("AIORCH_PLAYBOOKS_DIR", str(PLAYBOOKS))
         env.setenv("AIORCH_DRIFT_INTERVAL_S", "0")
-        process = HubProcess(tmp_path_factory.mktemp("runs") / "hub", log_level="info").start()
+        # JSON logs: the secret scans below cover that format (text is covered elsewhere).
+        data_dir = tmp_path_factory.mktemp("runs") / "hub"
+        json_logs = ["--log-format", "json"]
+        process = HubProcess(data_dir, log_level="info", serve_args=json_logs).start()
         try:
             process.cli("inventory", "import", str(lab.inventory_path))
             yield process

@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 
 import httpx
+import pytest
 
+from aiorch.hub.ui.router import operations
 from tests.fixtures_hub import HubProcess, make_token
 
 CSRF = re.compile(r'name="(csrf[^"]*)" value="([^"]+)"')
@@ -89,3 +91,27 @@ def test_static_assets_are_served_without_a_session(shared_hub: HubProcess) -> N
         response = client.get("/ui/static/vendor/htmx.min.js")
     assert response.status_code == 200
     assert "htmx" in response.text[:2000]
+
+
+def _ui_routes() -> list[tuple[str, str]]:
+    found = operations()
+    assert len(found) >= 3, "route enumeration found too few dashboard routes"
+    return found
+
+
+SIGN_IN_PATHS = {"/ui/login"}
+
+
+@pytest.mark.parametrize(("method", "path"), [r for r in _ui_routes() if r[1] not in SIGN_IN_PATHS])
+def test_every_dashboard_route_needs_a_session(
+    shared_hub: HubProcess, method: str, path: str
+) -> None:
+    """Pages redirect to sign-in; posts are refused outright (403), before they do anything."""
+    url = re.sub(r"\{[^}]+\}", "x", path)
+    with _browser(shared_hub) as client:
+        response = client.request(method, url, data={} if method == "POST" else None)
+    if method == "GET":
+        assert response.status_code == 303, (path, response.text)
+        assert response.headers["location"] == "/ui/login"
+    else:
+        assert response.status_code == 403, (path, response.text)

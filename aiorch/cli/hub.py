@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from aiorch.cli.state import state
+from aiorch.errors import UserError
 from aiorch.hub.settings import HubSettings
 
 app = typer.Typer(help="Run the hub (API, store, background jobs).", no_args_is_help=True)
@@ -27,6 +28,9 @@ def serve_cmd(
         help="Seconds between agent check-ins [default: AIORCH_POLL_INTERVAL_S or 30].",
     ),
     log_level: str = typer.Option("info"),
+    log_format: str = typer.Option(
+        "text", help="text, or json: one JSON object a line, each with its request's id."
+    ),
     repo_dir: Path = typer.Option(
         None,
         exists=True,
@@ -82,4 +86,13 @@ def serve_cmd(
         body_timeout_s=body_timeout,
         handshake_timeout_s=handshake_timeout,
     )
-    serve(settings, addresses, log_level=log_level, repo_dir=repo_dir, limits=limits)
+    if log_format not in ("text", "json"):
+        raise UserError(f"--log-format wants text or json, got {log_format!r}")
+    serve(
+        settings,
+        addresses,
+        log_level=log_level,
+        log_format=log_format,
+        repo_dir=repo_dir,
+        limits=limits,
+    )

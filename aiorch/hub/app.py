@@ -18,6 +18,7 @@ from aiorch import __version__
 from aiorch.errors import AiorchError, Unavailable
 from aiorch.hub.context import HubContext
 from aiorch.hub.jobs import register_jobs
+from aiorch.hub.logs import RequestIds
 from aiorch.hub.middleware import AuthFirst, BodyGuard
 from aiorch.hub.routers import (
     agent_protocol,
@@ -155,7 +156,8 @@ def create_app(ctx: HubContext, *, run_jobs: bool = True) -> FastAPI:
     app.add_middleware(  # runs before BodyGuard: 401 comes before any body check
         AuthFirst, authenticate=lambda header: auth.authenticate(ctx, header), own_auth=own_auth
     )
-    app.add_middleware(_ContainErrors)  # outermost of ours: it sees every error
+    app.add_middleware(_ContainErrors)  # it sees every error
+    app.add_middleware(RequestIds)  # outermost: every answer, a 500 too, carries its id
 
     modules = (
         agents, inventory, enrollment, tokens, projects, overview, telemetry, runs, deployments, ca,

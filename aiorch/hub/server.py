@@ -13,6 +13,7 @@ import uvicorn
 
 from aiorch.endpoint import write_endpoint
 from aiorch.errors import UserError
+from aiorch.hub import logs
 from aiorch.hub.app import create_app
 from aiorch.hub.connections import (
     ConnectionLimits,
@@ -81,12 +82,13 @@ def serve(
     settings: HubSettings,
     addresses: list[tuple[str, int]],
     log_level: str = "info",
+    log_format: str = "text",
     repo_dir: Path | None = None,
     limits: ConnectionLimits | None = None,
 ) -> None:
     limits = limits or ConnectionLimits(max_connections=default_max_connections())
     sockets = [_bind(host, port) for host, port in addresses]
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    logs.configure(log_level, log_format)
     ctx = open_context(settings)
     operator = None
     if settings.tls_cert is not None and settings.tls_key is not None:
@@ -107,7 +109,8 @@ def serve(
         app,
         http=protocol_class(limits, ssl_context),  # it starts TLS itself, inside its guard
         log_level=log_level,
-        access_log=False,
+        log_config=None,  # keep logs.configure's handlers: uvicorn's lines in the same format
+        access_log=False,  # logs.RequestIds logs each request, with its id
         timeout_keep_alive=30,
         proxy_headers=False,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from aiorch.hub.ui import fleet, sign_in
@@ -15,11 +16,26 @@ PREFIX = "/ui"
 STATIC = f"{PREFIX}/static"
 
 
+# Each page module's `router`, its paths relative to /ui.
+PAGES = (sign_in, fleet)
+
+
 def ui_router() -> APIRouter:
     router = APIRouter(prefix=PREFIX, include_in_schema=False)
-    for module in (sign_in, fleet):
+    for module in PAGES:
         router.include_router(module.router)
     return router
+
+
+def operations() -> list[tuple[str, str]]:
+    """(method, full path) of every dashboard route, for the tests that cover them all."""
+    return [
+        (method, PREFIX + route.path)
+        for module in PAGES
+        for route in module.router.routes
+        if isinstance(route, APIRoute)
+        for method in sorted(route.methods - {"HEAD"})
+    ]
 
 
 async def _to_sign_in(request: Request, _: Exception) -> Response:
