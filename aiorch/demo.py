@@ -153,6 +153,9 @@ def demo_up(data_dir: Path, lab_name: str, hosts: int, port: int) -> None:
     print(
         f"\nThe hub runs at https://127.0.0.1:{port}; lab hosts reach it at {hub_on_lab}\n"
         f"(HTTPS only, its CA in {data_dir / CA_FILE}; agents talk mTLS).\n"
+        f"Dashboard: https://127.0.0.1:{port}/ui/ (trust {data_dir / CA_FILE} in the browser);\n"
+        f"  sign in with the admin token in {data_dir / 'admin.token'}, or a viewer's from\n"
+        f"  AIORCH_DATA_DIR={data_dir} aiorch tokens create --role viewer --name me\n"
         f"Try: AIORCH_DATA_DIR={data_dir} aiorch runs list   |   "
         f"ansible all -i {lab.inventory_path} -m ping\n"
         "Call the model on an edge box:\n"

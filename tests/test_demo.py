@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from aiorch.hub.process import BIN, free_port
@@ -50,6 +51,12 @@ def test_demo_twice_then_down(tmp_path: Path):
         pinned((data / "ca.pem").read_text(), pin[1])
         lab_hub = f"https://{Lab(name).gateway}:{args[-1]}"
         assert f"lab hosts reach it at {lab_hub}" in first.stdout
+        # It says where the dashboard is and how to sign in, and the page is there.
+        dashboard = f"https://127.0.0.1:{args[-1]}/ui/"
+        assert f"Dashboard: {dashboard}" in first.stdout
+        assert f"admin token in {data / 'admin.token'}" in first.stdout
+        sign_in = httpx.get(dashboard, verify=str(data / "ca.pem"), follow_redirects=True)
+        assert sign_in.status_code == 200 and 'name="token"' in sign_in.text
         # The walkthrough ends with the model answering on the (only) edge box.
         edge = Lab(name).host("edge1-1").address
         assert f"curl -s -X POST http://{edge}:18080/predict" in first.stdout

@@ -34,7 +34,7 @@ def operations() -> list[tuple[str, str]]:
         for module in PAGES
         for route in module.router.routes
         if isinstance(route, APIRoute)
-        for method in sorted(route.methods - {"HEAD"})
+        for method in sorted((route.methods or set()) - {"HEAD"})
     ]
 
 
