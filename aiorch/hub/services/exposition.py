@@ -49,6 +49,8 @@ HUB_FAMILIES = frozenset(
 # Labels the hub adds to agent series; one sent by an agent would clash with (or forge) ours.
 RESERVED_LABELS = frozenset({"host", "site", "Hostname", "UUID", "modelName", "instance", "job"})
 
+RESERVED_NAME, RESERVED_LABEL = "reserved_name", "reserved_label"  # why a series is refused
+
 Hosts = Mapping[str, tuple[str, str]]  # agent id -> (host, site), only the agents shown
 
 
@@ -56,9 +58,9 @@ def refusal(metric: str, labels: Mapping[str, str]) -> str | None:
     """Why an agent may not send this series (the `reason` label of the refusal counter), or
     None. Prometheus keeps `__` names to itself."""
     if metric.startswith(NAMESPACE) or _stem(NAMESPACE + metric) in HUB_FAMILIES:
-        return "reserved_name"
+        return RESERVED_NAME
     if any(name in RESERVED_LABELS or name.startswith("__") for name in labels):
-        return "reserved_label"
+        return RESERVED_LABEL
     return None
 
 

@@ -29,6 +29,8 @@ SERIES_REFUSED = Counter(
     "Telemetry series dropped at ingest, by reason (a reserved name or label).",
     ["reason"],
 )
+for _reason in (exposition.RESERVED_NAME, exposition.RESERVED_LABEL):
+    SERIES_REFUSED.labels(_reason)  # at 0 from the start, so the first refusal is an increase
 
 REPLICA_STATES = ("pending", "starting", "healthy", "unhealthy", "failed")
 
