@@ -15,7 +15,7 @@ import yaml
 from aiorch.hub.process import HubProcess, free_port
 from aiorch.lab import Lab
 from aiorch.wait import wait_until
-from tests.test_telemetry_faults import _admin, _agents
+from tests import test_telemetry_faults as faults
 from tests.tiers import missing_lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.e2e]  # the test starts a hub
@@ -23,13 +23,13 @@ pytestmark = [pytest.mark.lab, pytest.mark.e2e]  # the test starts a hub
 CONTRIB = Path(__file__).resolve().parents[1] / "contrib" / "prometheus"
 
 
-@pytest.fixture
-def lab_hub(lab: Lab, tmp_path: Path) -> Iterator[HubProcess]:
-    hub = HubProcess(tmp_path / "hub", poll_interval=0.5)
-    hub.listen = [f"{lab.gateway}:{hub.port}"]
-    hub.start()
-    yield hub
-    hub.stop()
+lab_hub = faults.lab_hub  # a hub listening on `fault_lab`'s gateway, stopped after the test
+
+
+@pytest.fixture(scope="module")
+def fault_lab(lab: Lab) -> Lab:
+    """The lab `lab_hub` listens on: here the session's shared one."""
+    return lab
 
 
 def _config(hub: HubProcess, target: str, token_file: Path) -> dict:
@@ -47,7 +47,7 @@ def _config(hub: HubProcess, target: str, token_file: Path) -> dict:
 @pytest.fixture
 def prometheus(lab: Lab, lab_hub: HubProcess, tmp_path: Path) -> Iterator[str]:
     binary = shutil.which("prometheus") or missing_lab("prometheus (Debian package prometheus)")
-    with _admin(lab_hub) as admin:
+    with faults._admin(lab_hub) as admin:
         token = admin.post("/tokens", json={"role": "viewer", "name": "prometheus"})
     assert token.status_code == 201, token.text
     token_file = tmp_path / "token"
@@ -82,7 +82,7 @@ def _query(client: httpx.Client, expr: str) -> list[dict]:
 def test_prometheus_scrapes_each_lab_hosts_cpu_utilization_from_the_hub(
     lab: Lab, lab_hub: HubProcess, agent_lib: Path, prometheus: str
 ):
-    agents = _agents(lab, lab_hub, agent_lib)
+    agents = faults._agents(lab, lab_hub, agent_lib)
     hosts = {host.name for host in lab.hosts}
     try:
         with httpx.Client(base_url=prometheus, timeout=10) as client:
