@@ -9,6 +9,7 @@ import logging
 import re
 import shutil
 import subprocess
+import time
 from typing import Any
 
 import pytest
@@ -72,6 +73,7 @@ def _real_samples(now: float) -> list:
 @pytest.fixture
 def fleet(make_context) -> tuple[HubContext, list[str]]:
     ctx = make_context()
+    ctx.clock.now = time.time()  # the GPU backend stamps its readings with the real time
     ids = _enroll(ctx, "gpu-a", "gpu-b")
     for agent_id in ids:
         _beat(ctx, agent_id)
@@ -195,3 +197,24 @@ def test_hub_family_list_names_every_family_the_hub_exposes(make_context):
     }
     assert {n for n in names if n.startswith("aiorch_")} == exposition.HUB_FAMILIES
     assert exposition.refusal("checkins_created", {}) == "reserved_name"
+
+
+def test_outbox_drops_and_gpu_use_per_project_are_exposed_for_the_alerts(fleet):
+    ctx, (agent_id, _) = fleet
+    now = ctx.clock()
+    rows = [{"seq": 0, "ts": now, "metric": "host_load1", "value": 1.0, "labels": {}}]
+    pending = {"epoch": "e9", "seq_start": 0, "seq_end": 0, "dropped": 5, "samples": rows}
+    asyncio.run(telemetry.ingest(ctx, agent_id, TelemetryBatch.model_validate(wire_batch(pending))))
+    telemetry.downsample(ctx)
+    families = _families(metrics.render(ctx))
+    drops = families["aiorch_agent_outbox_dropped_samples"].samples
+    assert {s.labels["host"]: s.value for s in drops if s.name.endswith("_total")} == {
+        "gpu-a": 5.0,
+        "gpu-b": 0.0,
+    }
+    used = {
+        (s.labels["project"], s.labels["simulated"]): s.value
+        for s in families["aiorch_project_gpu_used_seconds"].samples
+    }
+    # 8 simulated GPUs, no workload, each one minute: utilization / 100 * 60 GPU-seconds.
+    assert set(used) == {("unassigned", "true")} and 0 < used["unassigned", "true"] <= 8 * 60
