@@ -19,7 +19,7 @@ import pytest
 import sqlite_utils
 
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import drift, fleet_view, run_history, runs, status
+from aiorch.hub.services import drift, fleet_view, metrics, run_history, runs, status
 from aiorch.hub.settings import HubSettings
 from aiorch.hub.store import Store
 from aiorch.hub.store.migrations import MIGRATIONS, m005_drift_state
@@ -134,6 +134,13 @@ def test_drift_findings_show_in_the_status_answer(checked: Checked):
     answer = status.overview(checked.ctx)["drift"]
     shown = {d["host"]: (d["state"], bool(d["reason"])) for d in answer}
     assert shown["gone"] == ("unknown", True) and shown["tampered"] == ("drifted", False)
+
+
+def test_drift_findings_show_in_metrics_for_the_alert(checked: Checked):
+    text = metrics.render(checked.ctx).decode()
+    assert 'aiorch_drift_findings{host="tampered",state="drifted"} 1.0' in text
+    assert 'aiorch_drift_findings{host="gone",state="unknown"} 1.0' in text
+    assert 'aiorch_drift_findings{host="clean"' not in text
 
 
 def test_a_later_clean_check_clears_drift_and_unknown(site: HubContext, tmp_path: Path):

@@ -306,22 +306,32 @@ def test_telemetry_sample_out_of_bounds_is_refused_and_metrics_still_scrape(
         assert scrape.get("/metrics").status_code == 200
 
 
-@pytest.mark.parametrize(
-    ("series", "words"),
-    [
-        ({"metric": "aiorch_agents", "labels": {}}, "aiorch_"),
-        ({"metric": "host_load1", "labels": {"bad-name": "x"}}, "labels.bad-name"),
-    ],
-    ids=["hub-metric-name", "bad-label-name"],
-)
-def test_telemetry_series_that_would_spoil_the_scrape_are_refused(
-    shared_hub: HubProcess, admin: httpx.Client, series: dict, words: str
+def test_telemetry_label_name_prometheus_refuses_is_refused(
+    shared_hub: HubProcess, admin: httpx.Client
 ):
     enrolled = enroll_agent(shared_hub, make_enroll_token(admin), _unique("hub-names"))
+    series = {"metric": "host_load1", "labels": {"bad-name": "x"}}
     batch = {**_batch("e1", 0, 1), "series": [series]}
     with _agent_client(shared_hub, enrolled) as agent:
         response = agent.post(f"/agents/{enrolled['agent_id']}/telemetry", json=batch)
-    assert response.status_code == 422 and words in response.json()["detail"]
+    assert response.status_code == 422 and "labels.bad-name" in response.json()["detail"]
+
+
+def test_telemetry_series_named_like_the_hubs_own_is_dropped_not_the_batch(
+    shared_hub: HubProcess, admin: httpx.Client
+):
+    enrolled = enroll_agent(shared_hub, make_enroll_token(admin), _unique("hub-names"))
+    series = [{"metric": "aiorch_agents", "labels": {}}, {"metric": "host_load1", "labels": {}}]
+    batch = {**_batch("e1", 0, 2), "series": series}
+    batch["samples"][1][2] = 1  # the second sample is host_load1's
+    with _agent_client(shared_hub, enrolled) as agent:
+        response = agent.post(f"/agents/{enrolled['agent_id']}/telemetry", json=batch)
+    assert response.status_code == 200, response.text
+    assert response.json()["stored"] == 1
+    assert response.json()["refused"] == [{"metric": "aiorch_agents", "reason": "reserved_name"}]
+    with shared_hub.client(shared_hub.admin_token, root=True) as scrape:
+        text = scrape.get("/metrics").text
+    assert text.count("# TYPE aiorch_agents gauge") == 1
 
 
 def test_enroll_as_a_host_named_like_an_ansible_group_is_refused(

@@ -177,6 +177,7 @@ def _requests(world: World) -> dict[tuple[str, str], tuple[str, dict[str, Any]]]
         ),
         ("PUT", "/api/v1/quotas/bravo"): ("denied", {"json": {"max_gpus": 99}}),
         ("GET", "/metrics"): ("list", {}),
+        ("GET", "/metrics/dcgm"): ("list", {}),
         ("GET", "/openapi.json"): ("list", {}),
     }
 

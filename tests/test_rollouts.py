@@ -230,6 +230,10 @@ def test_metrics_count_replicas_by_state_and_rollouts_under_way(ctx: HubContext)
     text = metrics.render(ctx).decode()
     assert 'aiorch_deployment_replicas{deployment="web",project="lab",state="healthy"} 3.0' in text
     assert 'aiorch_rollouts_active{state="progressing"} 1.0' in text
+    latest = 'aiorch_deployment_rollout_state{deployment="web",project="lab",state="progressing"}'
+    assert f"{latest} 1.0" in text
+    hidden = metrics.render(ctx, frozenset({"other"})).decode()
+    assert "aiorch_deployment_rollout_state{" not in hidden, "only the scraper's projects"
 
 
 def test_status_overview_shows_replica_states_and_the_rollout_under_way(ctx: HubContext):

@@ -131,9 +131,9 @@ def test_metrics_endpoint_shows_fleet_readings_with_host_and_site(
         )
     with shared_hub.client(shared_hub.admin_token, root=True) as scrape:
         text = scrape.get("/metrics").text
-    line = next(x for x in text.splitlines() if 'host="metrics-a"' in x)
-    assert line.startswith("gpu_utilization_percent{") and 'site="dc1"' in line
-    assert 'simulated="true"' in line and " 77.0 " in line
+    line = next(x for x in text.splitlines() if 'host="metrics-a"' in x and "gpu_utilization" in x)
+    assert line.startswith("aiorch_gpu_utilization_percent{") and 'site="dc1"' in line
+    assert 'simulated="true"' in line and line.endswith(" 77.0"), "no exported timestamp"
     assert 'aiorch_agents{status="online"}' in text
     assert "aiorch_telemetry_samples_stored_total" in text
 

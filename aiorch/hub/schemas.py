@@ -29,7 +29,6 @@ Name = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]
 MAX_SQL_INT = 2**63 - 1  # SQLite's INTEGER is a signed 64-bit value
 MAX_JSON_DEPTH = 32  # deeper documents are refused rather than left to recursion limits
 MAX_TIMESTAMP = 1e11  # Unix seconds, about the year 5100
-RESERVED_METRIC_PREFIX = "aiorch_"  # the hub's own families; a repeat breaks the scrape
 
 Count = Annotated[int, Field(ge=0, le=MAX_SQL_INT)]
 Seconds = Annotated[float, Field(ge=0, le=1e12, allow_inf_nan=False)]
@@ -183,24 +182,15 @@ class CheckinRequest(Strict):
     report: AgentReport | None = None
 
 
-def _not_reserved(metric: str) -> str:
-    if metric.startswith(RESERVED_METRIC_PREFIX):
-        raise ValueError(f"metric names starting with {RESERVED_METRIC_PREFIX} are the hub's own")
-    return metric
-
-
 # Prometheus label names (one invalid name spoils the whole scrape for every host).
 LabelName = Annotated[str, Field(max_length=200, pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")]
 
 
 class SeriesRef(Strict):
-    """One time series in a batch: a Prometheus-style metric name and its labels."""
+    """One time series in a batch: a Prometheus-style metric name and its labels. Names and
+    labels the hub reserves are dropped at ingest, series by series (services.exposition)."""
 
-    metric: Annotated[
-        str,
-        Field(min_length=1, max_length=200, pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"),
-        AfterValidator(_not_reserved),
-    ]
+    metric: str = Field(min_length=1, max_length=200, pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
     labels: dict[LabelName, Annotated[str, Field(max_length=1000)]] = Field(
         default_factory=dict, max_length=32
     )

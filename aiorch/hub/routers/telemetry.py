@@ -16,6 +16,7 @@ scrape = APIRouter(tags=["telemetry"])
 # Every duration parameter is finite and at most this (longer than any retention), so the
 # time arithmetic and SQLite's integers never overflow: `since_s=inf` is a 422, not a 500.
 MAX_DURATION_S = 10 * 366 * 86400
+EXPOSITION = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def _seconds(default: float, *, at_least_zero: bool = False) -> Any:
@@ -57,4 +58,13 @@ def prometheus_metrics(
     """Prometheus exposition; scrape with a viewer token (`authorization` in the scrape config):
     deployment series only of the projects it holds a role on."""
     text = metrics.render(ctx, authz.visible_projects(p, "deployment.read"))
-    return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+    return Response(text, media_type=EXPOSITION)
+
+
+@scrape.get("/metrics/dcgm", response_class=Response)
+def dcgm_metrics(
+    ctx: HubContext = Depends(context), _: Principal = Depends(allow("metrics.read"))
+) -> Response:
+    """The fleet's GPU series under the DCGM exporter's names, units and labels, for NVIDIA's
+    DCGM dashboard; scrape it with `honor_labels: true` (its `instance` is the GPU's host)."""
+    return Response(metrics.render_dcgm(ctx), media_type=EXPOSITION)

@@ -3,11 +3,14 @@
 A batch names its series once (metric plus labels) and refers to them by index, so a
 sample on the wire and in the table is four numbers. Each batch is one writer transaction:
 new samples, their one-minute rollups and the drop counter land together or not at all.
+A series with a name or label the hub reserves for its own is dropped alone (the agent would
+set the whole batch aside on a refusal), counted, logged once, and named in the reply.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import sqlite_utils
@@ -15,9 +18,16 @@ import sqlite_utils
 from aiorch.errors import InvalidInput
 from aiorch.hub.context import HubContext
 from aiorch.hub.schemas import TelemetryBatch
-from aiorch.hub.services import metrics
+from aiorch.hub.services import exposition, metrics
+
+log = logging.getLogger("aiorch.hub.telemetry")
 
 Row = tuple[int, int, float, int, float]  # stream, seq, ts, series, value
+
+# (agent, metric) pairs already logged as refused; bounded so that a sender of ever new
+# names cannot grow the hub's memory.
+MAX_LOGGED_REFUSALS = 4096
+_logged_refusals: set[tuple[str, str]] = set()
 
 
 def _validate(batch: TelemetryBatch) -> None:
@@ -60,14 +70,35 @@ def _runs(rows: list[Row]) -> list[tuple[int, int, float, float, int]]:
     ]
 
 
+def _refused(agent_id: str, batch: TelemetryBatch) -> dict[int, str]:
+    """Series index -> why the hub will not take it; each counted, and logged once."""
+    refused: dict[int, str] = {}
+    for index, series in enumerate(batch.series):
+        reason = exposition.refusal(series.metric, series.labels)
+        if reason is None:
+            continue
+        refused[index] = reason
+        metrics.SERIES_REFUSED.labels(reason).inc()
+        key = (agent_id, series.metric)
+        if key not in _logged_refusals and len(_logged_refusals) < MAX_LOGGED_REFUSALS:
+            _logged_refusals.add(key)
+            log.warning("agent %s sent series %s (%s); dropped (logged once)", *key, reason)
+    return refused
+
+
 async def ingest(ctx: HubContext, agent_id: str, batch: TelemetryBatch) -> dict[str, Any]:
     """Store a batch once; a repeat is acknowledged the same way without storing anything."""
     _validate(batch)
     now = ctx.clock()
+    refused = _refused(agent_id, batch)
+    if refused:
+        kept = [s for s in batch.samples if s[2] not in refused]
+        batch = batch.model_copy(update={"samples": kept})
     keys = [(agent_id, s.metric, json.dumps(s.labels, sort_keys=True)) for s in batch.series]
+    accepted = [i for i in range(len(keys)) if i not in refused]
 
     def op(db: sqlite_utils.Database) -> int:
-        ids = ctx.series.resolve(db, keys)
+        ids = dict(zip(accepted, ctx.series.resolve(db, [keys[i] for i in accepted]), strict=True))
         (stream,) = ctx.streams.resolve(db, [(agent_id, batch.epoch)])
         # Dedup is per sample, not per batch: a resent batch may have grown since the lost
         # ack (the agent kept appending), and its new samples must still land.
@@ -104,12 +135,17 @@ async def ingest(ctx: HubContext, agent_id: str, batch: TelemetryBatch) -> dict[
     metrics.SAMPLES_DUPLICATE.inc(len(batch.samples) - stored)
     if stored:
         ctx.latest.update(agent_id, batch, keys)
-    return {
+    reply: dict[str, Any] = {
         "epoch": batch.epoch,
         "acked_through": batch.seq_end,
         "stored": stored,
         "duplicate": stored == 0 and bool(batch.samples),
     }
+    if refused:  # only then, so the reply keeps its shape for every well-behaved agent
+        reply["refused"] = [
+            {"metric": batch.series[i].metric, "reason": reason} for i, reason in refused.items()
+        ]
+    return reply
 
 
 def downsample(ctx: HubContext, max_runs: int = 2000) -> int:
