@@ -18,6 +18,7 @@ from aiorch.hub.settings import HubSettings
 from aiorch.hub.store import Store
 from tests.fixtures_hub import HubProcess, tls_context
 
+DASHBOARD = "/ui"
 SKIPPED = {  # routes with their own authentication (agent credential, enrollment token, none)
     ("POST", "/api/v1/agents/{agent_id}/checkin"),
     ("POST", "/api/v1/agents/{agent_id}/telemetry"),
@@ -50,6 +51,8 @@ def app_routes() -> list[tuple[str, str]]:
     for route in app.routes:
         unfold = getattr(route, "effective_route_contexts", None)  # FastAPI's included routers
         for one in unfold() if unfold else [route]:
+            if getattr(one, "methods", None) is None or one.path.startswith(DASHBOARD):
+                continue  # static files; the dashboard's pages go by session (test_ui_*)
             found += [(method, one.path) for method in sorted(one.methods - {"HEAD"})]
     return found
 
