@@ -8,6 +8,16 @@
   var COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
                 "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
 
+  var BYTES = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+
+  // 16106127360 -> "15 GiB": byte axes and legends read as people write sizes.
+  function bytes(value) {
+    if (value == null) { return "--"; }
+    var i = 0;
+    while (Math.abs(value) >= 1024 && i < BYTES.length - 1) { value /= 1024; i++; }
+    return (Math.round(value * 10) / 10) + " " + BYTES[i];
+  }
+
   function fail(el, message) {
     el.dataset.state = "error";
     el.textContent = el.dataset.title + ": " + message;
@@ -21,16 +31,21 @@
       el.textContent = el.dataset.title + ": no data in this range";
       return;
     }
+    var inBytes = el.dataset.unit.indexOf("bytes") === 0;
     var series = [{}].concat(body.series.map(function (s, i) {
-      return { label: s.label, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: false };
+      var line = { label: s.label, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: false };
+      if (inBytes) { line.value = function (u, v) { return bytes(v); }; }
+      return line;
     }));
+    var yAxis = { label: el.dataset.unit, size: 80 };
+    if (inBytes) { yAxis.values = function (u, splits) { return splits.map(bytes); }; }
     var opts = {
       title: el.dataset.title,
       width: Math.max(el.clientWidth, 320),
       height: 220,
       series: series,
       scales: { x: { time: true } },
-      axes: [{}, { label: el.dataset.unit, size: 70 }],
+      axes: [{}, yAxis],
     };
     new uPlot(opts, uPlot.join(body.tables), el);
     el.dataset.state = "drawn";
