@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 from collections import Counter, defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,14 +84,15 @@ def _gpu_of(labels: str) -> tuple[str, bool]:
 
 
 def gpu_readings(
-    ctx: HubContext, metrics: dict[str, str] | None = None, agent_id: str | None = None
+    ctx: HubContext, metrics: dict[str, str] | None = None, agent_ids: Collection[str] | None = None
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """agent id -> GPU index -> {"simulated": bool, name: newest value} for each metric in
-    `metrics` (metric -> name; default: utilization only), from the in-memory latest values."""
+    `metrics` (metric -> name; default: utilization only), from the in-memory latest values;
+    of `agent_ids` only, when given."""
     wanted = metrics or {GPU_UTILIZATION: "utilization"}
     out: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     for (agent, metric, labels), latest in ctx.latest.snapshot().items():
-        if metric not in wanted or (agent_id is not None and agent != agent_id):
+        if metric not in wanted or (agent_ids is not None and agent not in agent_ids):
             continue
         index, simulated = _gpu_of(labels)
         gpu = out[agent].setdefault(index, {"simulated": simulated})
@@ -148,14 +150,16 @@ def host_list(ctx: HubContext, site: str | None, page: int) -> Paged:
         where, params = f"{where} AND h.site = ?", [site]
     total = db.execute(f"SELECT COUNT(*) FROM hosts h {where}", params).fetchone()[0]
     offset, pages = page_offset(total, page)
-    rows = db.query(
-        "SELECT h.name, h.site, h.role, h.agent_id, h.facts, a.last_seen, a.revoked_at "
-        f"FROM hosts h LEFT JOIN agents a ON a.id = h.agent_id {where} "
-        "ORDER BY h.site, h.name LIMIT ? OFFSET ?",
-        [*params, PAGE_SIZE, offset],
+    rows = list(
+        db.query(
+            "SELECT h.name, h.site, h.role, h.agent_id, h.facts, a.last_seen, a.revoked_at "
+            f"FROM hosts h LEFT JOIN agents a ON a.id = h.agent_id {where} "
+            "ORDER BY h.site, h.name LIMIT ? OFFSET ?",
+            [*params, PAGE_SIZE, offset],
+        )
     )
     drifted = {r[0] for r in db.execute("SELECT host FROM drift WHERE state = 'drifted'")}
-    readings = gpu_readings(ctx)
+    readings = gpu_readings(ctx, agent_ids={r["agent_id"] for r in rows if r["agent_id"]})
     out = []
     for row in rows:
         facts = stored_facts(row["facts"])
@@ -197,7 +201,7 @@ def host_detail(ctx: HubContext, name: str) -> dict[str, Any]:
     drift = db.execute("SELECT state, reason FROM drift WHERE host = ?", [name]).fetchone()
     facts = stored_facts(row["facts"])
     agent_id = row["agent_id"]
-    readings = gpu_readings(ctx, GPU_READINGS, agent_id).get(agent_id or "", {})
+    readings = gpu_readings(ctx, GPU_READINGS, {agent_id or ""}).get(agent_id or "", {})
     gpus = [
         {
             "index": gpu.index,
