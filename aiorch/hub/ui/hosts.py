@@ -4,7 +4,7 @@ points come from the series route here, as uPlot's tables with the gaps left as 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
@@ -75,7 +75,8 @@ def host(
         {
             "title": title,
             "unit": unit,
-            "url": f"/ui/hosts/{name}/series?" + urlencode({"metric": metric, "since": since}),
+            "url": f"/ui/hosts/{quote(name)}/series?"
+            + urlencode({"metric": metric, "since": since}),
         }
         for title, metric, unit, _ in CHARTS
     ]
