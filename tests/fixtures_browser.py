@@ -20,10 +20,12 @@ from tests.tiers import missing_lab
 ARTIFACTS = Path(os.environ.get("AIORCH_TEST_ARTIFACTS", ".data/test-artifacts")).resolve()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Browser]:
-    """One browser for the session; each test opens its own context (cookies are per
-    context, so sessions never leak between tests)."""
+    """One browser per test module; each test opens its own context (cookies are per
+    context, so sessions never leak between tests). Not per session: Playwright's sync API
+    keeps an event loop running on the main thread while it is open, and a lab made then
+    (pyroute2 runs its own loop) would fail with "This event loop is already running"."""
     executable = shutil.which("chromium")
     if executable is None:
         missing_lab("Debian's chromium is not installed (apt-get install chromium)")

@@ -161,6 +161,16 @@ def liveness(ctx: HubContext, last_seen: float | None, revoked_at: float | None)
     return "online"
 
 
+def host_agent_status(
+    ctx: HubContext, agent_id: str | None, last_seen: float | None, revoked_at: float | None
+) -> str:
+    """A host's agent as people see it: online, offline or revoked, or "none" where no agent
+    has enrolled (a check-in not yet flushed to the store counts)."""
+    if not agent_id:
+        return "none"
+    return liveness(ctx, ctx.heartbeats.last_seen(agent_id, last_seen), revoked_at)
+
+
 def list_agents(ctx: HubContext) -> list[dict[str, Any]]:
     stored = ctx.store.read().query(
         "SELECT id, host_name, site, enrolled_at, last_seen, agent_version, uptime_s, "

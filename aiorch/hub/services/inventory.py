@@ -212,14 +212,8 @@ def list_hosts(ctx: HubContext, site: str | None = None) -> list[dict[str, Any]]
     for row in rows:
         facts = stored_facts(row.pop("facts"))
         row = agents.host_row(row)
-        agent_status = (
-            agents.liveness(
-                ctx,
-                ctx.heartbeats.last_seen(row["agent_id"], row.pop("last_seen")),
-                row.pop("revoked_at"),
-            )
-            if row["agent_id"]
-            else "none"
+        agent_status = agents.host_agent_status(
+            ctx, row["agent_id"], row.pop("last_seen"), row.pop("revoked_at")
         )
         gpus = len(facts.gpus) if facts else 0
         simulated = bool(facts and facts.gpus_simulated)
