@@ -7,7 +7,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from aiorch.hub.ui import fleet, sign_in
+from aiorch.hub.ui import audit, deployments, fleet, runs, sign_in, usage
 from aiorch.hub.ui.deps import LoginRequired
 from aiorch.hub.ui.render import STATIC_DIR
 
@@ -17,7 +17,7 @@ STATIC = f"{PREFIX}/static"
 
 def ui_router() -> APIRouter:
     router = APIRouter(prefix=PREFIX, include_in_schema=False)
-    for module in (sign_in, fleet):
+    for module in (sign_in, fleet, deployments, runs, usage, audit):
         router.include_router(module.router)
     return router
 
