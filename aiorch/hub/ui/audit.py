@@ -15,16 +15,14 @@ from aiorch.hub.ui.render import page
 
 router = APIRouter()
 
-Search = Query(None, max_length=200)
-
 
 @router.get("/audit", response_class=HTMLResponse)
 def audit_log(
     request: Request,
     page_number: int = PageNumber,
-    action: str | None = Search,
-    actor: str | None = Search,
-    target: str | None = Search,
+    action: str | None = Query(None, max_length=200, description="rollout finds rollout.*"),
+    actor: str | None = Query(None, max_length=200, description="Anywhere in the actor."),
+    target: str | None = Query(None, max_length=200, description="Anywhere in the target."),
     user: UiUser = Depends(signed_in),
     ctx: HubContext = Depends(context),
 ) -> HTMLResponse:
