@@ -16,8 +16,9 @@ from fastapi.testclient import TestClient
 from aiorch.hub.app import create_app
 from aiorch.hub.context import HubContext
 from aiorch.hub.services import audit, deployments, enrollment, images, redaction, tokens
-from aiorch.hub.services.run_events import EventBatcher, event_row
+from aiorch.hub.services.run_events import event_row
 from aiorch.hub.ui.paging import PER_PAGE
+from aiorch.hub.ui.runs import log_stream
 from tests.fixtures_hub import fresh_csr
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -70,13 +71,18 @@ def add_run(ctx: HubContext, run_id: str, created_at: float, **extra: Any) -> No
 
 
 def store_events(ctx: HubContext, run_id: str, events: list[dict[str, Any]]) -> None:
-    """Events through the path a run's events take: event_row's redaction, the batcher."""
-    batcher = EventBatcher(ctx.store, run_id)
-    for event in events:
-        row = event_row(event, [SECRET])
-        assert row is not None
-        batcher.add(row)
-    batcher.close()
+    """Events stored as a run stores them (event_row's redaction), numbered on from the last."""
+
+    def op(db: Any) -> None:
+        last = db.execute("SELECT MAX(seq) FROM run_events WHERE run_id = ?", [run_id]).fetchone()
+        seq = last[0] or 0
+        for event in events:
+            row = event_row(event, [SECRET])
+            assert row is not None
+            seq += 1
+            db.table("run_events").insert({"run_id": run_id, "seq": seq, **row})
+
+    ctx.store.write(op)
 
 
 def ok_event(host: str, task: str, msg: str) -> dict[str, Any]:
@@ -167,6 +173,26 @@ def test_a_finished_runs_log_is_shown_whole_and_its_stream_ends(
     assert body.index("event: log") < body.index("event: end")
     assert "said 0" not in body and "said 1" in body and "said 2" in body
     assert "data: successful" in body
+
+
+def test_the_live_log_sends_events_as_they_are_stored_and_ends_with_the_run(ctx: HubContext):
+    add_run(ctx, "r4", 1.0, status="running")
+    store_events(ctx, "r4", [ok_event("edge1-1", "first", "one")])
+
+    async def follow() -> list[dict[str, str]]:
+        stream = log_stream(ctx, "r4", 0)
+        sent = [await anext(stream)]
+        store_events(ctx, "r4", [ok_event("edge1-1", "second", "two")])  # after the first
+        sent.append(await anext(stream))
+        finish = "UPDATE runs SET status = 'successful' WHERE id = 'r4'"
+        ctx.store.write(lambda db: db.execute(finish))
+        sent += [event async for event in stream]
+        return sent
+
+    sent = asyncio.run(follow())
+    assert [event["event"] for event in sent] == ["log", "log", "end"]
+    assert "one" in sent[0]["data"] and "two" in sent[1]["data"] and "one" not in sent[1]["data"]
+    assert sent[2]["data"] == "successful"
 
 
 def test_a_running_runs_page_streams_from_its_last_event(
