@@ -31,7 +31,7 @@ spec:
   image: localhost/aiorch-model:v1
   env: {{NOTE: "{note}"}}
   replicas: 2
-  rollout: {{waveSize: 1}}
+  rollout: {{waveSize: 1, progressDeadlineSeconds: 3600}}
 """
 
 

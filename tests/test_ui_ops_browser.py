@@ -21,19 +21,10 @@ from tests.fixtures_hub import (
     make_enroll_token,
     make_token,
 )
+from tests.test_ui_ops import SPEC
 
 pytestmark = pytest.mark.e2e
 
-SPEC = """
-apiVersion: aiorch.dev/v1
-kind: Deployment
-metadata: {{name: web, project: default}}
-spec:
-  image: localhost/aiorch-model:v1
-  env: {{NOTE: "{note}"}}
-  replicas: 2
-  rollout: {{waveSize: 1, progressDeadlineSeconds: 3600}}
-"""
 PAUSE = "/ui/deployments/web/rollout/pause"
 CSRF_OF_PAGE = "JSON.parse(document.body.getAttribute('hx-headers'))['X-CSRF-Token']"
 
