@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import pytest
 from fastapi.testclient import TestClient
@@ -23,6 +24,7 @@ from tests.fixtures_hub import fresh_csr
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 SECRET = "hunter2-very-secret"
+T = TypeVar("T")
 SPEC = """
 apiVersion: aiorch.dev/v1
 kind: Deployment
@@ -189,7 +191,7 @@ def test_the_live_log_sends_events_as_they_are_stored_and_ends_with_the_run(ctx:
         sent += [event async for event in stream]
         return sent
 
-    sent = asyncio.run(follow())
+    sent = run_async(follow())
     assert [event["event"] for event in sent] == ["log", "log", "end"]
     assert "one" in sent[0]["data"] and "two" in sent[1]["data"] and "one" not in sent[1]["data"]
     assert sent[2]["data"] == "successful"
@@ -232,6 +234,13 @@ async def _chunks(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
+def run_async(work: Coroutine[Any, Any, T]) -> T:
+    """`work` on an event loop of its own thread: a session's browser tests leave
+    Playwright's loop running on this one, where asyncio.run refuses to start."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, work).result()
+
+
 @pytest.fixture
 def rolling(ctx: HubContext) -> HubContext:
     """Deployment `web` on two hosts with its second revision rolling out, wave 1 of 2."""
@@ -239,7 +248,7 @@ def rolling(ctx: HubContext) -> HubContext:
         token = enrollment.create_token(ctx, host.split("-")[0], 3600, 1, "user:t")["token"]
         facts = {"hostname": host, "cpu": {"logical_count": 4}, "memory_total_bytes": 2**33}
         enrollment.enroll(ctx, token, fresh_csr(), facts, "1")
-    asyncio.run(images.store(ctx, "localhost/aiorch-model:v1", _chunks(b"v1"), "t", 1 << 20))
+    run_async(images.store(ctx, "localhost/aiorch-model:v1", _chunks(b"v1"), "t", 1 << 20))
     deployments.apply(ctx, SPEC.format(note="a"), "user:t")
     deployments.apply(ctx, SPEC.format(note="b"), "user:t")
     return ctx
