@@ -88,9 +88,34 @@ def _walk(value: Any, path: str, key: str | None) -> Iterator[tuple[str, str | N
             yield from _walk(item, f"{path}[{index}]", None)
 
 
-def list_entries(ctx: HubContext, *, limit: int = 100, action: str | None = None) -> list[dict]:
-    where, params = ("WHERE action = ?", [action]) if action else ("", [])
+def list_entries(
+    ctx: HubContext,
+    *,
+    limit: int = 100,
+    action: str | None = None,
+    actor: str | None = None,
+    target: str | None = None,
+    offset: int = 0,
+) -> list[dict]:
+    """The newest entries first. `action` matches that action or, as a dotted prefix, its
+    family ("rollout" finds rollout.pause); `actor` and `target` match anywhere in the field;
+    `offset` skips that many matches (the dashboard's pages)."""
+    where: list[str] = ["1 = 1"]
+    params: list[Any] = []
+    if action:
+        where.append("(action = ? OR action LIKE ? ESCAPE '\\')")
+        params += [action, f"{_like(action)}.%"]
+    for column, text in (("actor", actor), ("target", target)):
+        if text:
+            where.append(f"{column} LIKE ? ESCAPE '\\'")
+            params.append(f"%{_like(text)}%")
     rows = ctx.store.read().query(
-        f"SELECT * FROM audit_log {where} ORDER BY id DESC LIMIT ?", [*params, limit]
+        f"SELECT * FROM audit_log WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ? OFFSET ?",
+        [*params, limit, offset],
     )
     return [decode_json_fields(r, ["detail"]) for r in rows]
+
+
+def _like(text: str) -> str:
+    """`text` as a literal inside a LIKE pattern (its % and _ are not wildcards)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

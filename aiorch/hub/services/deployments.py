@@ -331,17 +331,22 @@ def delete(ctx: HubContext, name: str, actor: str) -> None:
 
 
 def list_deployments(
-    ctx: HubContext, projects: frozenset[str] | None = None
+    ctx: HubContext,
+    projects: frozenset[str] | None = None,
+    *,
+    limit: int = -1,
+    offset: int = 0,
 ) -> list[dict[str, Any]]:
-    """The deployments of `projects` (None: of every project)."""
+    """The deployments of `projects` (None: of every project), by name; `limit` and `offset`
+    give one page of them (the default limit, -1, is all)."""
     where, params = authz.sql_in("d.project", projects)
     return list(
         ctx.store.read().query(
             "SELECT d.name, d.project, d.generation, d.revision, d.updated_by, d.updated_at, "
             "COUNT(r.ordinal) AS replicas FROM deployments d "
             "LEFT JOIN deployment_replicas r ON r.deployment = d.name "
-            f"WHERE {where} GROUP BY d.name ORDER BY d.name",
-            params,
+            f"WHERE {where} GROUP BY d.name ORDER BY d.name LIMIT ? OFFSET ?",
+            [*params, limit, offset],
         )
     )
 

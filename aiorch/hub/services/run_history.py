@@ -29,11 +29,13 @@ def get_run(ctx: HubContext, run_id: str) -> dict[str, Any]:
 
 
 def list_runs(
-    ctx: HubContext, *, limit: int = 50, status: str | None = None
+    ctx: HubContext, *, limit: int = 50, status: str | None = None, offset: int = 0
 ) -> list[dict[str, Any]]:
+    """The newest runs first; `offset` skips that many (the dashboard's pages)."""
     where, params = ("WHERE status = ?", [status]) if status else ("", [])
     rows = ctx.store.read().query(
-        f"SELECT * FROM runs {where} ORDER BY created_at DESC, id LIMIT ?", [*params, limit]
+        f"SELECT * FROM runs {where} ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
+        [*params, limit, offset],
     )
     return [decode(row) for row in rows]
 

@@ -4,6 +4,7 @@ security headers that keep the page from being framed or loading anything from e
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,16 @@ from aiorch.hub.ui.deps import UiUser
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
 templates = Jinja2Templates(directory=HERE / "templates")
+
+
+def timestamp(seconds: float | None) -> str:
+    """A stored epoch time as pages show it: UTC, to the second."""
+    if seconds is None:
+        return ""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+templates.env.filters["timestamp"] = timestamp
 
 # Nothing but the hub itself: scripts, styles and data come from its own origin.
 SECURITY_HEADERS = {
