@@ -49,10 +49,10 @@ PAGES = {
     "host list, one site": "/ui/hosts?site=site07",
     "one host": f"/ui/hosts/{HOST}",
     "one host's series (1 h)": f"/ui/hosts/{HOST}/series?metric=gpu_utilization_percent",
-    # Over this fleet's store: no deployments or runs are seeded, the audit log holds the seed's.
+    # No deployments, runs or fleet-wide rollups are seeded: these read near-empty tables.
     "deployments": "/ui/deployments",
     "runs": "/ui/runs",
-    "GPU-hours (24 h, 40,000 GPUs)": "/ui/gpu-hours?period=24h",
+    "GPU-hours (24 h)": "/ui/gpu-hours?period=24h",
     "audit": "/ui/audit",
     "audit, searched": "/ui/audit?actor=user&target=token",
 }
