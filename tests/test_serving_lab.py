@@ -41,8 +41,10 @@ NAME = "lab-model"
 EDGES = ("edge1-1", "edge2-1")
 PORT = 18080  # the example's hostPort
 FEATURES = [1.0, 2.0, 3.0, 4.0]
-# A busy 2-core machine: an image download and load, or a reboot, can take a while.
-DEADLINE = 180.0
+# A busy 2-core machine: an image download and load (into the host's own podman), or a reboot,
+# can take a while. 180 s was once not enough for a broken version's image to load, start and
+# fail its health check under the full suite; the waits return as soon as their condition holds.
+DEADLINE = 300.0
 
 
 def _payload_server() -> Any:
