@@ -19,6 +19,7 @@ from aiorch.hub.context import HubContext
 from aiorch.hub.schemas import TelemetryBatch
 from aiorch.hub.services import enrollment, exposition, metrics, telemetry
 from aiorch.hub.services.heartbeats import Heartbeat
+from aiorch.hub.services.latest import PerMinute
 from edge_agent.client import wire_batch
 from edge_agent.collectors import default_collectors
 from edge_agent.collectors.workloads import workload_samples
@@ -218,3 +219,16 @@ def test_outbox_drops_and_gpu_use_per_project_are_exposed_for_the_alerts(fleet):
     }
     # 8 simulated GPUs, no workload, each one minute: utilization / 100 * 60 GPU-seconds.
     assert set(used) == {("unassigned", "true")} and 0 < used["unassigned", "true"] <= 8 * 60
+
+
+def test_a_scrape_figure_over_rollups_is_computed_once_a_minute_per_key():
+    memo, calls = PerMinute(), []
+
+    def compute() -> int:
+        calls.append(1)
+        return len(calls)
+
+    assert memo.get(600.0, "a", compute) == 1
+    assert memo.get(659.9, "a", compute) == 1  # the same minute: no second scan
+    assert memo.get(659.9, "b", compute) == 2  # another key (projects) is its own figure
+    assert memo.get(660.0, "a", compute) == 3  # a new minute: computed afresh

@@ -16,7 +16,7 @@ from aiorch.hub.pki.listener import Listener
 from aiorch.hub.sealing import Sealer
 from aiorch.hub.services.audit_key import AuditKey
 from aiorch.hub.services.heartbeats import HeartbeatBuffer
-from aiorch.hub.services.latest import LatestValues
+from aiorch.hub.services.latest import LatestValues, PerMinute
 from aiorch.hub.services.series import InternedIds, series_ids, stream_ids
 from aiorch.hub.settings import HubSettings
 from aiorch.hub.store import Store
@@ -31,6 +31,7 @@ class HubContext:
     series: InternedIds = field(default_factory=series_ids)
     streams: InternedIds = field(default_factory=stream_ids)
     latest: LatestValues = field(default_factory=LatestValues)
+    per_minute: PerMinute = field(default_factory=PerMinute)  # /metrics figures over rollups
     listener: Listener | None = None  # the TLS listener, when this context serves one
     repo_dir: Path | None = None  # `hub serve --repo DIR`: served instead of imported content
 

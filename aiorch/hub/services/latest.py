@@ -7,8 +7,9 @@ scan the sample table. After a hub restart the map refills with the next uploads
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Hashable
 from dataclasses import dataclass
+from typing import Any
 
 from aiorch.hub.schemas import TelemetryBatch
 from aiorch.hub.services.series import SeriesKey
@@ -56,3 +57,24 @@ class LatestValues:
             for key in keys:
                 del self._values[key]
         return len(keys)
+
+
+class PerMinute:
+    """A scrape figure recomputed at most once per clock minute and key. Sums over a day of
+    one-minute rollups move little within a minute, and Prometheus scrapes every few seconds:
+    rescanning them on each scrape would put a day of rollups on the scrape path."""
+
+    def __init__(self) -> None:
+        self._cached: dict[Hashable, tuple[int, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, now: float, key: Hashable, compute: Callable[[], Any]) -> Any:
+        minute = int(now // 60)
+        with self._lock:
+            hit = self._cached.get(key)
+        if hit is not None and hit[0] == minute:
+            return hit[1]
+        value = compute()
+        with self._lock:
+            self._cached[key] = (minute, value)
+        return value

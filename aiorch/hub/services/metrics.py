@@ -157,7 +157,12 @@ class FleetCollector(Collector):
             " utilization, from the one-minute rollups); unassigned: GPUs no workload held.",
             labels=["project", "simulated"],
         )
-        for row in accounting.gpu_hours(self.ctx, "project", 86400, self.projects):
+        rows = self.ctx.per_minute.get(
+            self.ctx.clock(),
+            ("gpu_use", self.projects),
+            lambda: accounting.gpu_hours(self.ctx, "project", 86400, self.projects),
+        )
+        for row in rows:
             simulated = "true" if row["simulated"] else "false"
             family.add_metric([row["project"], simulated], row["gpu_hours_used"] * 3600)
         yield family
