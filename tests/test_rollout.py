@@ -34,9 +34,13 @@ def progress(wave: int = 0, started: float = 0.0, **fields: Any) -> Progress:
 
 
 def seen(
-    ordinal: int, state: str = "healthy", template: str = "new", online: bool = True
+    ordinal: int,
+    state: str = "healthy",
+    template: str = "new",
+    online: bool = True,
+    last_seen: float | None = None,
 ) -> Observed:
-    return Observed(ordinal, f"h{ordinal}", online, state, template, None)
+    return Observed(ordinal, f"h{ordinal}", online, state, template, None, last_seen)
 
 
 def test_rolling_waves_follow_wave_size_in_ordinal_order():
@@ -76,6 +80,20 @@ def test_unhealthy_replica_on_the_new_template_fails_with_its_reason():
 def test_offline_hosts_do_not_hold_a_wave_back():
     observed = {1: seen(1), 2: seen(2, state="starting", template="old", online=False)}
     assert advance(progress(wave=1), observed, 5).action == "done"
+
+
+def test_a_host_that_goes_quiet_during_its_wave_holds_it_until_the_deadline():
+    """Seen 10 s before the wave began (online then, with offline after 15 s), silent since:
+    busy loading the new image, say. The wave must not pass on a replica nobody saw healthy
+    on the new revision (a broken version once rolled out 'successfully' like this)."""
+    quiet = {0: seen(0, state="healthy", template="old", online=False, last_seen=90)}
+    waiting = progress(started=100, offline_after_s=15)
+    assert advance(waiting, quiet, 130).action == "wait"
+    step = advance(waiting, quiet, 701)
+    assert step.action == "fail" and "replica 0 on h0 is pending (host offline)" in step.reason
+    # Offline well before the wave began: it does not hold the wave back.
+    gone = {0: seen(0, state="healthy", template="old", online=False, last_seen=80)}
+    assert advance(waiting, gone, 130).action == "next"
 
 
 def test_wave_not_healthy_by_the_deadline_fails():

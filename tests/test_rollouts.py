@@ -157,14 +157,14 @@ def test_without_auto_rollback_a_failed_rollout_stays_for_undo(ctx: HubContext):
 def test_offline_host_shows_pending_and_does_not_block(ctx: HubContext):
     deployments.apply(ctx, spec(), "user:t")
     agents_report(ctx)
-    deployments.apply(ctx, spec(note="b", rollout="{waveSize: 2}"), "user:t")
     ctx.clock.now += 3600  # type: ignore[attr-defined]
-    online = HOSTS[1:]  # the first host goes quiet mid-rollout
+    online = HOSTS[1:]  # the first host went quiet long before the rollout
     ctx.store.write(
         lambda db: db.execute(
             "UPDATE agents SET last_seen = ? WHERE host_name IN (?, ?)", [ctx.clock(), *online]
         )
     )
+    deployments.apply(ctx, spec(note="b", rollout="{waveSize: 2}"), "user:t")
     for _ in range(2):
         agents_report(ctx, hosts=online)
         rollouts.progress(ctx)
@@ -172,6 +172,18 @@ def test_offline_host_shows_pending_and_does_not_block(ctx: HubContext):
     assert status["rollout"]["state"] == "succeeded"
     (offline,) = [r for r in status["replicas"] if r["host"] == HOSTS[0]]
     assert (offline["online"], offline["updated"], offline["revision"]) == (False, False, 2)
+
+
+def test_a_host_going_quiet_during_its_wave_fails_it_and_rolls_back(ctx: HubContext):
+    deployments.apply(ctx, spec(), "user:t")
+    agents_report(ctx)
+    deployments.apply(ctx, spec(note="b", rollout="{waveSize: 2}"), "user:t")
+    ctx.clock.now += 601  # type: ignore[attr-defined]  # past the progress deadline, silent
+    rollouts.progress(ctx)
+    status = rollouts.status(ctx, "web")
+    assert status["rollout"]["state"] == "rolled_back", status["rollout"]
+    assert "not healthy after 600s" in status["rollout"]["reason"]
+    assert "pending (host offline)" in status["rollout"]["reason"]
 
 
 def test_pause_holds_the_next_wave_and_resume_goes_on(ctx: HubContext):

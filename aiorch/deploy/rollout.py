@@ -4,8 +4,11 @@ be healthy before the next one starts.
 Pure, like placement: the hub passes the rollout's progress, the clock and what agents last
 reported about each replica, and `advance` says what to do next. Replicas on offline hosts
 are given the new revision like the others but do not hold a wave back: they show as pending
-and converge when their host returns. A replica reporting `failed` or `unhealthy` on the new
-revision, or a wave that is not healthy within the progress deadline, fails the rollout.
+and converge when their host returns. A host that was online when its wave started and then
+went quiet holds the wave like an online one: it is most likely busy with the change (loading
+an image, restarting), and passing it unseen would let a broken revision through. A replica
+reporting `failed` or `unhealthy` on the new revision, or a wave that is not healthy within
+the progress deadline, fails the rollout.
 """
 
 from __future__ import annotations
@@ -58,6 +61,15 @@ class Observed:
     state: str | None = None  # pending, starting, healthy, unhealthy, failed; None: no report
     template_hash: str | None = None  # of the container the state is about
     reason: str | None = None
+    last_seen: float | None = None  # the host's last check-in
+
+    def holds(self, progress: Progress) -> bool:
+        """Whether the wave waits for this replica: its host is online, or was when the wave
+        started (it went quiet during the wave)."""
+        if self.online:
+            return True
+        started = progress.wave_started_at - progress.offline_after_s
+        return self.last_seen is not None and self.last_seen >= started
 
     def on(self, template: str) -> bool:
         return self.template_hash == template
@@ -81,6 +93,7 @@ class Progress:
     healthy_since: float | None  # when the current wave became healthy, if it has
     pause_s: float
     deadline_s: float
+    offline_after_s: float = 0.0  # the silence after which a host counts as offline
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +111,9 @@ def advance(progress: Progress, observed: Mapping[int, Observed], now: float) ->
     for replica in members:
         if replica.on(target) and replica.state in BAD:
             return Step("fail", f"{label}: {_name(replica)} is {replica.describe(target)}")
-    waiting = [r for r in members if r.online and not (r.on(target) and r.state == "healthy")]
+    waiting = [
+        r for r in members if r.holds(progress) and not (r.on(target) and r.state == "healthy")
+    ]
     if waiting:
         if now - progress.wave_started_at > progress.deadline_s:
             first = waiting[0]

@@ -181,7 +181,13 @@ def observe(
         online = agent_id is not None and agents.liveness(ctx, last_seen, revoked_at) == "online"
         state = about.get("state")
         observed = Observed(
-            ordinal, host, online, state, about.get("template_hash"), about.get("reason")
+            ordinal,
+            host,
+            online,
+            state,
+            about.get("template_hash"),
+            about.get("reason"),
+            last_seen,
         )
         seen.append((revision, observed))
     return seen

@@ -167,6 +167,7 @@ def _step(ctx: HubContext, db: sqlite_utils.Database, rollout: dict[str, Any]) -
         healthy_since=rollout["healthy_since"],
         pause_s=plan.pause_seconds,
         deadline_s=plan.progress_deadline_seconds,
+        offline_after_s=ctx.settings.offline_after_s,
     )
     observed = {o.ordinal: o for _, o in replicas.observe(ctx, db, name, project)}
     step = advance(state, observed, now)
