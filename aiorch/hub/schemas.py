@@ -171,6 +171,10 @@ class AgentReport(BaseModel):
     workloads: dict[Annotated[str, Field(max_length=600)], WorkloadReport] = Field(
         default_factory=dict, max_length=10_000
     )
+    # Job attempts by id, as edge_agent.contract.job defines them (checked there, one home).
+    jobs: dict[Annotated[str, Field(max_length=128)], dict[str, Any]] = Field(
+        default_factory=dict, max_length=1_000
+    )
 
 
 class CheckinRequest(Strict):

@@ -22,6 +22,7 @@ from aiorch.hub.store.m010_bundles import m010_bundles
 from aiorch.hub.store.m011_playbook_sets import m011_playbook_sets
 from aiorch.hub.store.m012_models import m012_models
 from aiorch.hub.store.m013_ui_sessions import m013_ui_sessions
+from aiorch.hub.store.m014_jobs import m014_jobs
 
 Migration = Callable[[sqlite_utils.Database], None]
 
@@ -370,6 +371,7 @@ MIGRATIONS: list[Migration] = [
     m011_playbook_sets,
     m012_models,
     m013_ui_sessions,
+    m014_jobs,
 ]
 
 
