@@ -14,8 +14,10 @@ from typing import Any
 import yaml
 
 from aiorch.lab.fleet import Lab
+from aiorch.lab.layout import DC, placement
 
 DATA_DISK = "/var/lib/aiorch-disk0.img"
+SIMULATED_GPUS = "simulated:4xH100-80GB"
 
 
 def prepare_disks(lab: Lab) -> None:
@@ -58,8 +60,14 @@ def site_vars(
             }
         ],
         "aiorch_edge_agent_hub_url": hub_url,
-        "aiorch_edge_agent_gpu_backend": "none",
+        "aiorch_edge_agent_gpu_backend": gpu_backend(index),
     }
+
+
+def gpu_backend(index: int) -> str:
+    """The lab's datacenter host has simulated GPUs (always reported as simulated), so that
+    GPU-aware placement, jobs and GPU-hours show in the lab; edge boxes have none."""
+    return SIMULATED_GPUS if placement(index) == DC else "none"
 
 
 def write_site_inventory(

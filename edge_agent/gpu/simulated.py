@@ -33,6 +33,7 @@ class SimProfile:
 
 PROFILES: dict[str, SimProfile] = {
     "8xH100-80GB": SimProfile(8, "NVIDIA H100 80GB HBM3", 81559, 70, 700),
+    "4xH100-80GB": SimProfile(4, "NVIDIA H100 80GB HBM3", 81559, 70, 700),
     "1xH200-141GB": SimProfile(1, "NVIDIA H200", 143771, 75, 700),
     "4xA100-40GB": SimProfile(4, "NVIDIA A100-SXM4-40GB", 40960, 55, 400),
     # Ada cards have neither MIG nor row remapping.
