@@ -21,6 +21,7 @@ from edge_agent.contract.model import ModelFile, ModelRef
 from edge_agent.contract.workload import Image
 from edge_agent.facts import collect_facts, facts_hash
 from edge_agent.gpu import GpuBackend, open_gpu_backend
+from edge_agent.jobs import JobRunner
 from edge_agent.outbox import Outbox, Pending
 from edge_agent.refused import keep_refused
 from edge_agent.state import AgentState
@@ -92,13 +93,22 @@ class Agent:
         self.workload_telemetry = next(
             c for c in self.collectors.collectors if isinstance(c, WorkloadCollector)
         )
+        podman = Podman(config.podman_args)
         self.workloads = Reconciler(
             config.state_dir,
-            Podman(config.podman_args),
+            podman,
             config.podman_run_args,
             fetch=self.fetch_image,
             model_cache=config.model_cache,
             fetch_model_file=self.fetch_model_file,
+        )
+        # Jobs share podman and the image cache (one copy of each image) with the workloads.
+        self.jobs = JobRunner(
+            config.state_dir,
+            podman,
+            self.workloads.images,
+            config.podman_run_args,
+            upload=self.upload_artifact,
         )
         # The last pass's report, sent with the next check-in.
         self.report: dict[str, Any] | None = None
@@ -161,12 +171,24 @@ class Agent:
         path = f"/agents/{self.agent_id}/models/{model.digest}/files/{quote(entry.path)}"
         return download(self.hub, path, dest, entry.sha256, entry.size)
 
+    def upload_artifact(self, attempt: str, sha256: str, path: Path) -> None:
+        """Put a finished job's artifact in the hub's store (for the job runner)."""
+        self.hub.upload_artifact(self.agent_id, attempt, sha256, path)
+
     def reconcile(self) -> None:
-        """Converge the workloads on the desired state on disk, whatever the hub is doing."""
+        """Converge the jobs and workloads on the desired state on disk, whatever the hub is
+        doing. Jobs go first: they name the images the workloads' pass must not prune."""
         desired = self.state.desired()
+        jobs: dict[str, Any] | None = None
+        try:
+            jobs = self.jobs.run(desired["document"])
+        except Exception:  # a bug here must not stop check-ins, or the fix never arrives
+            log.exception("job runner failed")
         try:
             self.report = self.workloads.reconcile(desired["revision"], desired["document"])
-        except Exception:  # a bug here must not stop check-ins, or the fix never arrives
+            if jobs:
+                self.report["jobs"] = jobs
+        except Exception:
             log.exception("workload reconcile failed")
         self.workload_telemetry.statuses = self.workloads.container_statuses()
 

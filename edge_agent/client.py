@@ -19,6 +19,7 @@ import socket
 import ssl
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -314,6 +315,28 @@ class HubClient:
             conn.close()
             raise
         return conn, response
+
+    def upload_artifact(self, agent_id: str, attempt: str, sha256: str, path: Path) -> None:
+        """PUT a job's artifact (raw bytes, streamed from `path`) on a fresh connection of
+        its own: it may be large; the hub checks it against `sha256`."""
+        headers = {
+            **self.headers,
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(path.stat().st_size),
+        }
+        url = f"{self.prefix}/agents/{agent_id}/jobs/{attempt}/artifacts/{sha256}"
+        conn = self._connect()
+        try:
+            with path.open("rb") as body:
+                conn.request("PUT", url, body=body, headers=headers)
+                response = conn.getresponse()
+                answer = response.read()
+        except (http.client.HTTPException, OSError, ssl.SSLError) as exc:
+            raise HubUnavailable(f"artifact upload failed: {_why(exc)}") from None
+        finally:
+            conn.close()
+        if response.status >= 400:
+            raise _refusal(response.status, response.headers, answer)
 
 
 def wire_batch(batch: dict[str, Any]) -> dict[str, Any]:

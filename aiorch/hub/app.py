@@ -28,6 +28,7 @@ from aiorch.hub.routers import (
     deployments,
     enrollment,
     inventory,
+    job_artifacts,
     models,
     overview,
     playbook_sets,
@@ -152,6 +153,9 @@ def create_app(ctx: HubContext, *, run_jobs: bool = True) -> FastAPI:
         max_bytes=ctx.settings.max_body_bytes,
         uploads=uploads,
         forms_prefix=f"{ui.PREFIX}/",
+        upload_patterns={
+            f"{API_PREFIX}{agent_protocol.ARTIFACT_UPLOAD}": ctx.settings.max_artifact_bytes
+        },
     )
     app.add_middleware(  # runs before BodyGuard: 401 comes before any body check
         AuthFirst, authenticate=lambda header: auth.authenticate(ctx, header), own_auth=own_auth
@@ -161,7 +165,7 @@ def create_app(ctx: HubContext, *, run_jobs: bool = True) -> FastAPI:
 
     modules = (
         agents, inventory, enrollment, tokens, projects, overview, telemetry, runs, deployments, ca,
-        bundles, models, playbook_sets,
+        bundles, models, playbook_sets, job_artifacts,
     )  # fmt: skip
     for module in modules:
         app.include_router(module.router, prefix=API_PREFIX, dependencies=[Depends(principal)])

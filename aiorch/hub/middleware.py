@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,8 +26,9 @@ async def _reply(send: Send, status: int, detail: str) -> None:
 
 class BodyGuard:
     """413 for bodies over the limit (declared or streamed), 415 for the wrong content type:
-    JSON everywhere, except upload paths, which take `application/octet-stream` up to their
-    own limit, and paths under `forms_prefix` (the dashboard), which take HTML forms."""
+    JSON everywhere, except upload paths (exact, or matching a pattern of `upload_patterns`),
+    which take `application/octet-stream` up to their own limit, and paths under
+    `forms_prefix` (the dashboard), which take HTML forms."""
 
     def __init__(
         self,
@@ -34,17 +36,24 @@ class BodyGuard:
         max_bytes: int,
         uploads: dict[str, int] | None = None,
         forms_prefix: str | None = None,
+        upload_patterns: dict[str, int] | None = None,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.uploads = uploads or {}
         self.forms_prefix = forms_prefix
+        self.patterns = [(re.compile(k), v) for k, v in (upload_patterns or {}).items()]
+
+    def _upload_limit(self, path: str) -> int | None:
+        if path in self.uploads:
+            return self.uploads[path]
+        return next((limit for pattern, limit in self.patterns if pattern.fullmatch(path)), None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
             await self.app(scope, receive, send)
             return
-        upload_limit = self.uploads.get(scope["path"])
+        upload_limit = self._upload_limit(scope["path"])
         limit = upload_limit or self.max_bytes
         wanted = b"application/octet-stream" if upload_limit else b"application/json"
         if self.forms_prefix and scope["path"].startswith(self.forms_prefix):

@@ -41,6 +41,9 @@ class HubSettings(BaseSettings):
     offline_after_missed: int = Field(3, ge=1, description="Missed check-ins before offline.")
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0)
     max_image_bytes: int = Field(64 * 1024**3, gt=0, description="Largest image archive upload.")
+    max_artifact_bytes: int = Field(
+        4 * 1024**3, gt=0, description="Largest job artifact an agent may upload."
+    )
     job_interval_s: float = Field(10.0, gt=0, description="Period of the housekeeping jobs.")
     raw_retention_s: float = Field(6 * 3600, gt=0, description="How long raw samples are kept.")
     rollup_retention_s: float = Field(

@@ -15,6 +15,7 @@ MANAGED = "io.aiorch.managed"
 OWNER = "io.aiorch.owner"  # the agent's state dir: two agents on one machine stay apart
 WORKLOAD = "io.aiorch.workload"
 TEMPLATE = "io.aiorch.template"
+JOB = "io.aiorch.job"  # a job's container (the attempt id); it never has a WORKLOAD label
 
 
 class PodmanError(Exception):
@@ -28,6 +29,8 @@ class Container:
     state: str  # podman's State: "running", "exited", "created", "paused", ...
     exit_code: int
     labels: dict[str, str]
+    started_at: float | None = None  # epoch seconds, as podman tells them
+    exited_at: float | None = None
 
     @property
     def workload(self) -> str:
@@ -65,13 +68,14 @@ class Podman:
         out = self(*args).strip()
         return json.loads(out) if out else []
 
-    def containers(self, owner: str) -> list[Container]:
-        """Every container, running or not, that this agent (`owner`) made."""
+    def containers(self, owner: str, kind: str = WORKLOAD) -> list[Container]:
+        """Every container, running or not, that this agent (`owner`) made for a workload
+        (or, with `kind=JOB`, for a job)."""
         rows = self.json("ps", "--all", "--filter", f"label={MANAGED}=true", "--format", "json")
         found = []
         for row in rows or []:
             labels = row.get("Labels") or {}
-            if labels.get(OWNER) != owner or not labels.get(WORKLOAD):
+            if labels.get(OWNER) != owner or not labels.get(kind):
                 continue
             found.append(
                 Container(
@@ -80,9 +84,30 @@ class Podman:
                     state=str(row.get("State", "unknown")),
                     exit_code=int(row.get("ExitCode") or 0),
                     labels=labels,
+                    started_at=_epoch(row.get("StartedAt")),
+                    exited_at=_epoch(row.get("ExitedAt")),
                 )
             )
         return found
+
+    def log_tail(self, container_id: str, keep: int) -> tuple[bytes, int]:
+        """The last `keep` bytes of the container's output (stdout and stderr as they came)
+        and the whole output's length, read as a stream: a chatty job's log never sits whole
+        in memory."""
+        argv = [self.binary, *self.global_args, "logs", container_id]
+        tail, total = bytearray(), 0
+        try:
+            with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
+                assert proc.stdout is not None
+                while chunk := proc.stdout.read(65536):
+                    total += len(chunk)
+                    tail += chunk
+                    del tail[:-keep]
+                if proc.wait(timeout=30) != 0:
+                    raise PodmanError(f"podman logs failed: {tail[-200:].decode(errors='replace')}")
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise PodmanError(f"cannot read the log of {container_id[:12]}: {exc}") from None
+        return bytes(tail), total
 
     def last_log_line(self, container_id: str) -> str:
         """The container's last non-empty output line, stdout or stderr (where tracebacks go),
@@ -100,3 +125,8 @@ class Podman:
     def image_ids(self) -> set[str]:
         """Ids of every image in local storage."""
         return {row["Id"] for row in self.json("images", "--format", "json") or []}
+
+
+def _epoch(value: Any) -> float | None:
+    """podman's StartedAt/ExitedAt: epoch seconds, 0 (or less) before it happened."""
+    return float(value) if isinstance(value, int | float) and value > 0 else None

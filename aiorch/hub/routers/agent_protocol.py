@@ -1,4 +1,5 @@
-"""The agents' own endpoints: check-in, telemetry, images, model files and renewal, over mTLS.
+"""The agents' own endpoints: check-in, telemetry, images, model files, job artifacts and
+renewal, over mTLS.
 
 These routes take no FastAPI dependencies at all: they authenticate (the client certificate,
 services/agent_identity.py) and parse the body themselves, because per-request dependency
@@ -21,6 +22,7 @@ from aiorch.hub.services import (
     agents,
     audit_checkpoints,
     images,
+    job_artifacts,
     metrics,
     models,
     telemetry,
@@ -121,6 +123,20 @@ async def download_model_file(
     ctx, _ = _agent_ctx(request, agent_id)
     blob = models.agent_file(ctx, agent_id, digest, path)
     return FileResponse(blob, media_type="application/octet-stream")
+
+
+# BodyGuard lets octet-stream bodies up to max_artifact_bytes through on these paths.
+ARTIFACT_UPLOAD = r"/agents/[^/]+/jobs/[^/]+/artifacts/[^/]+"
+
+
+@router.put("/{agent_id}/jobs/{attempt}/artifacts/{sha256}", status_code=201)
+async def upload_artifact(
+    agent_id: str, attempt: str, sha256: str, request: Request
+) -> dict[str, Any]:
+    """A finished job's artifact, raw bytes; kept once its sha256 matches (a retried upload
+    stores the same file again). The attempt must be this agent's."""
+    ctx, _ = _agent_ctx(request, agent_id)
+    return await job_artifacts.store_upload(ctx, agent_id, attempt, sha256, request.stream())
 
 
 @router.post("/{agent_id}/renew", openapi_extra=_body_schema(RenewRequest))

@@ -87,6 +87,7 @@ ACTIONS: dict[str, Rule] = {
     "model.read": _project("viewer"),
     "model.push": _project("operator"),
     "accounting.read": _project("viewer"),
+    "job.read": _project("viewer"),
     "role.grant": _project("admin"),
     "token.read": _project("admin"),
     "token.revoke": _project("admin"),
