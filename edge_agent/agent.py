@@ -107,6 +107,7 @@ class Agent:
             config.state_dir,
             podman,
             self.workloads.images,
+            self.workloads.models,
             config.podman_run_args,
             upload=self.upload_artifact,
         )

@@ -24,6 +24,7 @@ from edge_agent.digest import sha256_file
 from edge_agent.jobs import JobRunner
 from edge_agent.workloads import Podman
 from edge_agent.workloads.images import ImageCache
+from edge_agent.workloads.models import ModelCache
 from tests.test_workloads import (  # noqa: F401  (payloads is a fixture)
     PODMAN_ARGS,
     RUN_ARGS,
@@ -78,8 +79,11 @@ def make_runner(tmp_path: Path, payloads: dict[str, Payload]) -> Iterator[MakeRu
         archive = where / "images" / f"{payload.digest[7:]}.tar"
         if not archive.exists():
             place(payload.path, archive)
-        cache = ImageCache(where / "images", Podman(PODMAN_ARGS), None)
-        runner = JobRunner(where, Podman(PODMAN_ARGS), cache, RUN_ARGS, image_wait_s=60, **kw)
+        images = ImageCache(where / "images", Podman(PODMAN_ARGS), None)
+        models = ModelCache(where / "models", None)
+        runner = JobRunner(
+            where, Podman(PODMAN_ARGS), images, models, RUN_ARGS, image_wait_s=60, **kw
+        )
         owners.add(runner.owner)
         return runner
 

@@ -25,7 +25,9 @@ from edge_agent.jobs import artifacts
 from edge_agent.jobs.journal import LOG_KEEP_BYTES, Journal, JournalStore
 from edge_agent.workloads import container
 from edge_agent.workloads.images import ImageCache, Readiness
+from edge_agent.workloads.models import ModelCache
 from edge_agent.workloads.podman import JOB, MANAGED, OWNER, Container, Podman, PodmanError
+from edge_agent.workloads.reconcile import NEVER_RAN
 
 log = logging.getLogger("aiorch.agent.jobs")
 
@@ -41,6 +43,7 @@ class JobRunner:
         state_dir: Path,
         podman: Podman,
         images: ImageCache,
+        models: ModelCache,
         run_args: Sequence[str] = (),
         upload: artifacts.Upload | None = None,
         clock: Callable[[], float] = time.time,
@@ -49,6 +52,7 @@ class JobRunner:
         self.owner = str(state_dir.resolve())  # the same owner label as the workloads'
         self.podman = podman
         self.images = images
+        self.models = models
         self.run_args = list(run_args)
         self.upload = upload
         self.clock = clock
@@ -60,7 +64,8 @@ class JobRunner:
     def run(self, document: dict[str, Any]) -> dict[str, dict[str, Any]]:
         """One pass; returns the check-in's `jobs`: `{attempt: job_report_entry(...)}`."""
         runs, invalid = parse_job_runs(document)
-        self.images.held["jobs"] = {r.image.digest for r in runs}
+        self.images.pinned["jobs"] = {r.image.digest for r in runs}
+        self.models.pinned["jobs"] = {m.digest for r in runs for m in r.models}
         journals = {j.attempt: j for j in self.journals.all()}
         now = self.clock()
         for attempt, reason in invalid.items():
@@ -128,12 +133,12 @@ class JobRunner:
             journal.move("running", now)
         if found.state in ENDED:
             self._finish(run, journal, found)
-        elif found.state == "running":
-            self._watch(run, journal, found, now)
-        else:  # created but never ran: `podman run` failed to start it
+        elif found.state in NEVER_RAN:  # `podman run` made it but could not start it
             container.remove(self.podman, found.id)
             journal.move("failed", now, f"the container did not start ({found.state})")
             journal.finished_at = now
+        else:  # running (or paused, stopping): the stop and maxDuration hold all the same
+            self._watch(run, journal, found, now)
 
     def _start(self, run: JobRun, journal: Journal, deadline: float) -> None:
         now = self.clock()
@@ -141,6 +146,10 @@ class JobRunner:
             ready = self.images.resolve(run.image, self.podman.image_ids(), deadline)
         except PodmanError as exc:
             ready = Readiness("failed", f"cannot list images: {exc}")
+        for model in run.models:  # fetched meanwhile, on a thread of their own
+            got = self.models.resolve(model, deadline)
+            if got.state != "ready" and ready.image_id is not None:
+                ready = Readiness(got.state, got.reason)
         if ready.image_id is None:
             state = "failed" if ready.state == "failed" else "starting"
             journal.move(state, now, ready.reason)

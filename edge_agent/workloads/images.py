@@ -56,7 +56,7 @@ class ImageCache:
         self.fetch = fetch
         self.jobs = Jobs("aiorch-images", clock)
         # Digests other users of the cache (the job runner) need, by user: prune keeps them.
-        self.held: dict[str, set[str]] = {}
+        self.pinned: dict[str, set[str]] = {}
 
     def archive(self, image: Image) -> Path:
         return self.dir / f"{image.hex}.tar"
@@ -88,7 +88,7 @@ class ImageCache:
         """Drop the archives, finished jobs and failures of digests no desired workload uses
         any more (an archive is as big as its image; the image itself stays loaded). A
         partial download stays while its image is wanted: it resumes from there."""
-        keep = keep.union(*self.held.values())
+        keep = keep.union(*self.pinned.values())
         busy = keep | self.jobs.keep_only(keep)
         for path in self.dir.glob("*.tar*"):
             if f"sha256:{path.name.split('.')[0]}" not in busy:

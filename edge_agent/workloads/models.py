@@ -42,6 +42,8 @@ class ModelCache:
         self.dir = directory
         self.fetch = fetch
         self.jobs = Jobs("aiorch-models", clock)
+        # Digests other users of the cache (the job runner) need, by user: prune keeps them.
+        self.pinned: dict[str, set[str]] = {}
 
     def path(self, model: ModelRef) -> Path:
         return self.dir / model.hex
@@ -63,7 +65,9 @@ class ModelCache:
         return outcome
 
     def prune(self, keep: set[str]) -> None:
-        """Remove the models (complete or partly fetched) no desired workload names."""
+        """Remove the models (complete or partly fetched) no desired workload (or pinned
+        user) names."""
+        keep = keep.union(*self.pinned.values())
         busy = keep | self.jobs.keep_only(keep)
         for folder in (self.dir, self.dir / INCOMING):
             for path in folder.iterdir() if folder.is_dir() else []:
