@@ -5,10 +5,11 @@ hub's database, as the jobs services would."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,15 @@ from typing import Any
 import httpx
 import pytest
 
+from aiorch.errors import Forbidden
+from aiorch.hub.context import HubContext
+from aiorch.hub.services import agents, enrollment, images, models
 from edge_agent.client import HubClient, HubRefused
 from tests.fixtures_hub import (
     AgentCert,
     HubProcess,
     enroll_agent,
+    fresh_csr,
     make_enroll_token,
     tls_context,
 )
@@ -164,3 +169,31 @@ def test_people_who_may_read_the_job_download_the_artifacts_its_attempts_list(wo
     with httpx.Client(verify=tls_context(world.hub.ca_path)) as anonymous:
         url = f"{world.hub.url}/api/v1/jobs/train-down/artifacts/{SHA}"
         assert anonymous.get(url).status_code == 401
+
+
+def test_an_agent_may_fetch_the_image_and_model_files_its_jobs_name(make_context: Any):
+    """A job's attempt in the desired state names its image and models as a workload does:
+    the agent may download them, and the garbage collector keeps them."""
+    ctx: HubContext = make_context(image_gc_grace_s=60)
+    token = enrollment.create_token(ctx, "edge1", 3600, 1, "user:t")["token"]
+    agent_id = enrollment.enroll(ctx, token, fresh_csr(), {"hostname": "jobbox"}, "1")["agent_id"]
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"train image"
+
+    image = asyncio.run(images.store(ctx, "train:v1", chunks(), "user:t", 1 << 20))["digest"]
+    weights = hashlib.sha256(b"w").hexdigest()
+    models.blobs_dir(ctx).mkdir(parents=True)
+    (models.blobs_dir(ctx) / weights).write_bytes(b"w")
+    model = {"digest": "sha256:" + "c" * 64, "files": [{"path": "w.bin", "sha256": weights}]}
+    with pytest.raises(Forbidden):
+        images.agent_blob(ctx, agent_id, image)
+    document = {
+        "workloads": [],
+        "jobs": [{"attempt": "1.1", "image": {"digest": image}, "models": [model]}],
+    }
+    ctx.store.write(lambda db: agents.write_desired(db, agent_id, document, "jobs", ctx.clock()))
+    assert images.agent_blob(ctx, agent_id, image).read_bytes() == b"train image"
+    assert models.agent_file(ctx, agent_id, model["digest"], "w.bin").read_bytes() == b"w"
+    ctx.clock.now += 120  # type: ignore[attr-defined]
+    assert images.collect_garbage(ctx) == {}, "a job's image is in use"

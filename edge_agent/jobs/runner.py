@@ -33,6 +33,9 @@ log = logging.getLogger("aiorch.agent.jobs")
 
 IMAGE_WAIT_S = 5.0  # as for workloads: a round waits this long for an image, then moves on
 KEEP_REPORTING_S = 86400.0  # a final attempt is reported this long after the hub drops it
+# A running job's log is read again at most this often (podman streams it whole each time);
+# an ended job's always, once.
+LOG_REFRESH_S = 15.0
 SIMULATED = "simulated GPUs: ran without devices"
 ENDED = ("exited", "stopped", "dead")
 
@@ -60,6 +63,7 @@ class JobRunner:
         self.journals = JournalStore(state_dir / "jobs")
         self.artifact_root = state_dir / "artifacts"
         self.scratch = state_dir / "run"
+        self._log_read_at: dict[str, float] = {}  # attempt -> monotonic time of the last read
 
     def run(self, document: dict[str, Any]) -> dict[str, dict[str, Any]]:
         """One pass; returns the check-in's `jobs`: `{attempt: job_report_entry(...)}`."""
@@ -75,12 +79,10 @@ class JobRunner:
                 self.journals.save(journal)
         desired = {r.attempt for r in runs} | set(invalid)
         if runs or any(not j.final and not j.fenced for j in journals.values()):
-            self._step_all(runs, journals, desired)
+            self._step_all(runs, journals)
         return self._reports(journals, desired, now)
 
-    def _step_all(
-        self, runs: list[JobRun], journals: dict[str, Journal], desired: set[str]
-    ) -> None:
+    def _step_all(self, runs: list[JobRun], journals: dict[str, Journal]) -> None:
         if not self.podman.available():
             for run in runs:
                 journal = journals.setdefault(run.attempt, Journal(run.attempt))
@@ -169,7 +171,8 @@ class JobRunner:
 
     def _watch(self, run: JobRun, journal: Journal, found: Container, now: float) -> None:
         """A running job: its log, then the hub's stop, maxDuration and the grace period."""
-        self._keep_log(journal, found)
+        if time.monotonic() - self._log_read_at.get(run.attempt, -LOG_REFRESH_S) >= LOG_REFRESH_S:
+            self._keep_log(journal, found)
         if journal.stopping is None:
             if run.stop is not None:
                 journal.stopping, why = "stopped", f"stopped by the hub ({run.stop})"
@@ -199,8 +202,10 @@ class JobRunner:
         self.journals.save(journal)  # the outcome is on disk before the container goes
         container.remove(self.podman, found.id)
         artifacts.upload_pending(journal, self.upload)
+        self._log_read_at.pop(journal.attempt, None)
 
     def _keep_log(self, journal: Journal, found: Container) -> None:
+        self._log_read_at[journal.attempt] = time.monotonic()
         tail, total = self.podman.log_tail(found.id, LOG_KEEP_BYTES)
         if total != journal.log_bytes:
             self.journals.save_log(journal.attempt, tail)
@@ -214,6 +219,7 @@ class JobRunner:
             log.error("cannot remove job container %s: %s", found.name, exc)
             return
         log.info("removed job container %s: its attempt is no longer desired", found.name)
+        self._log_read_at.pop(found.labels[JOB], None)
         if journal is not None and not journal.final:
             journal.fenced = True
             self.journals.save(journal)

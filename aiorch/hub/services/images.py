@@ -59,6 +59,14 @@ def normalise(reference: str) -> str:
     return f"{ref.name}:{ref.tag or 'latest'}"
 
 
+def runnables(document_text: str) -> list[dict[str, Any]]:
+    """The entries of a stored desired state that run a container: its workloads and its job
+    attempts, which name images and models alike (what an agent may fetch, what GC keeps)."""
+    document = json.loads(document_text)
+    entries = [*(document.get("workloads") or []), *(document.get("jobs") or [])]
+    return [entry for entry in entries if isinstance(entry, dict)]
+
+
 def blob_path(ctx: HubContext, digest: str) -> Path:
     return ctx.settings.data_dir / "images" / "sha256" / digest.removeprefix("sha256:")
 
@@ -172,8 +180,8 @@ def agent_blob(ctx: HubContext, agent_id: str, digest: str) -> Path:
         .execute("SELECT document FROM desired_states WHERE agent_id = ?", [agent_id])
         .fetchone()
     )
-    workloads = json.loads(row[0]).get("workloads", []) if row else []
-    if not any((w.get("image") or {}).get("digest") == digest for w in workloads):
+    entries = runnables(row[0]) if row else []
+    if not any((w.get("image") or {}).get("digest") == digest for w in entries):
         raise Forbidden(f"image {digest} is not in agent {agent_id}'s desired state")
     path = blob_path(ctx, digest)
     if not path.exists():
@@ -204,7 +212,7 @@ def _names_in_use(db: sqlite_utils.Database) -> tuple[set[str], set[str]]:
         elif name:
             refs.add(normalise(name))
     for (text,) in db.execute("SELECT document FROM desired_states"):
-        for workload in json.loads(text).get("workloads") or []:
+        for workload in runnables(text):
             if named := (workload.get("image") or {}).get("digest"):
                 digests.add(named)
     return refs, digests

@@ -22,7 +22,13 @@ import sqlite_utils
 from aiorch.errors import Forbidden, InvalidInput, NotFound
 from aiorch.hub.context import HubContext
 from aiorch.hub.services import audit, authz
-from aiorch.hub.services.images import BLOB_LOCK, receive, refuse_foreign, remove_if_older
+from aiorch.hub.services.images import (
+    BLOB_LOCK,
+    receive,
+    refuse_foreign,
+    remove_if_older,
+    runnables,
+)
 from edge_agent.contract.fields import ContractError
 from edge_agent.contract.model import SHA256_RE, ModelFile, check_path, model_digest
 
@@ -203,8 +209,7 @@ def agent_file(ctx: HubContext, agent_id: str, digest: str, path: str) -> Path:
         .execute("SELECT document FROM desired_states WHERE agent_id = ?", [agent_id])
         .fetchone()
     )
-    workloads = json.loads(row[0]).get("workloads", []) if row else []
-    for workload in workloads:
+    for workload in runnables(row[0]) if row else []:
         for model in workload.get("models") or []:
             if model.get("digest") != digest:
                 continue
@@ -230,7 +235,7 @@ def _named(db: sqlite_utils.Database) -> set[str]:
             continue
         digests.update(str(m.get("digest")) for m in spec.get("models") or [])
     for (text,) in db.execute("SELECT document FROM desired_states"):
-        for workload in json.loads(text).get("workloads") or []:
+        for workload in runnables(text):
             digests.update(str(m.get("digest")) for m in workload.get("models") or [])
     return digests
 
