@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -97,11 +97,15 @@ class JournalStore:
         return self.dir / f"{attempt}.log"
 
     def load(self, attempt: str) -> Journal | None:
+        """The journal, or None if there is none (or it can't be read: then it starts over)."""
         data = read_json(self.path(attempt))
         if data is None:
             return None
-        data["artifacts"] = [ArtifactRecord(**a) for a in data.get("artifacts", [])]
-        return Journal(**data)
+        try:
+            data["artifacts"] = [ArtifactRecord(**a) for a in data.get("artifacts", [])]
+            return Journal(**{f.name: data[f.name] for f in fields(Journal) if f.name in data})
+        except TypeError:
+            return None
 
     def all(self) -> list[Journal]:
         found = (self.load(p.stem) for p in sorted(self.dir.glob("*.json")))
