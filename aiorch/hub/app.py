@@ -28,6 +28,7 @@ from aiorch.hub.routers import (
     deployments,
     enrollment,
     inventory,
+    jobs,
     models,
     overview,
     playbook_sets,
@@ -161,7 +162,7 @@ def create_app(ctx: HubContext, *, run_jobs: bool = True) -> FastAPI:
 
     modules = (
         agents, inventory, enrollment, tokens, projects, overview, telemetry, runs, deployments, ca,
-        bundles, models, playbook_sets,
+        bundles, models, playbook_sets, jobs,
     )  # fmt: skip
     for module in modules:
         app.include_router(module.router, prefix=API_PREFIX, dependencies=[Depends(principal)])
