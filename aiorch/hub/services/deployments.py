@@ -114,9 +114,9 @@ _CHUNK = 500  # host names per IN (...) list
 def _basis(db: sqlite_utils.Database, spec: DeploymentSpec, placement: Plan) -> tuple[Any, ...]:
     """What a plan rests on, cheap to read again inside the writer: every deployment's
     generation (its spec and quota use), every replica's host, GPUs and revision (what it holds
-    there: ports, CPU, memory), the job attempts holding GPUs, the rows of the hosts the plan puts replicas on, and the
-    project's quota and placement policy. Any other change (a new host, an agent going quiet)
-    is as if it came just after the apply."""
+    there: ports, CPU, memory), the job attempts holding GPUs, the rows of the hosts the plan
+    puts replicas on, and the project's quota and placement policy. Any other change (a new
+    host, an agent going quiet) is as if it came just after the apply."""
     used = sorted({r.host for r in placement.replicas})
     hosts: list[Any] = []
     for start in range(0, len(used), _CHUNK):
