@@ -111,7 +111,7 @@ def test_submit_names_every_wrong_field(ctx: HubContext):
 
 
 def test_submit_refuses_an_image_missing_from_the_store_and_a_taken_name(ctx: HubContext):
-    with pytest.raises(SpecError, match="spec.image"):
+    with pytest.raises(SpecError, match=r"spec\.image"):
         jobs.submit(ctx, job(image="localhost/nope:v9"), "user:t")
     jobs.submit(ctx, job(), "user:t")
     with pytest.raises(Conflict, match="exists"):

@@ -116,7 +116,7 @@ def jobs_logs(
     while True:
         data = client.get(f"/jobs/{name}/logs", **params)
         tail = data["log_tail"]
-        new = tail[len(shown):] if tail.startswith(shown) else tail
+        new = tail[len(shown) :] if tail.startswith(shown) else tail
         sys.stdout.write(new)
         sys.stdout.flush()
         shown = tail

@@ -68,8 +68,10 @@ def _give_up_on_silent(
         silent = last_seen is None or now - last_seen > window
         if not silent and now - since <= job["max_duration_s"] + window:
             continue
-        ended = {"finished_at": last_seen if silent else now}
-        ended["state"] = states.NODE_LOST if silent else states.TIMED_OUT
+        ended: dict[str, Any] = {
+            "finished_at": last_seen if silent else now,
+            "state": states.NODE_LOST if silent else states.TIMED_OUT,
+        }
         db.table("job_attempts").update(attempt["id"], {**ended, "updated_at": now})
         attempt.update(ended)
         touched.add(attempt["host"])
