@@ -302,3 +302,39 @@ def test_metrics_carry_jobs_by_state_and_budgets(ctx: HubContext):
     text = metrics.render(ctx).decode()
     assert 'aiorch_project_gpu_hours_remaining{period="month",project="nlp"} 9.0' in text
     assert json.loads(ctx.store.read().execute("SELECT gpus FROM job_attempts").fetchone()[0])
+
+
+def test_a_job_cannot_take_a_gpu_a_replica_holds(ctx: HubContext):
+    spec = (
+        "apiVersion: aiorch.dev/v1\nkind: Deployment\nmetadata: {name: web, project: nlp}\n"
+        f"spec: {{image: {IMAGE}, resources: {{gpus: 1}}}}\n"
+    )
+    deployments.apply(ctx, spec, "user:t")
+    jobs.submit(ctx, job("two", gpus=2), "user:t")
+    jobs.submit(ctx, job("one", gpus=1), "user:t")
+    run_pass(ctx)
+    assert "no host has 2 x GPU" in jobs.show(ctx, "two")["reason"], "never blocks 'one'"
+    replica = ctx.store.read().execute("SELECT gpus FROM deployment_replicas").fetchone()[0]
+    assert jobs.show(ctx, "one")["attempt"]["gpus"] != json.loads(replica)
+
+
+def test_an_attempt_silent_past_max_duration_times_out_on_the_hub(ctx: HubContext):
+    jobs.submit(ctx, job(duration="60s"), "user:t")
+    run_pass(ctx)
+    attempt = jobs.show(ctx, "train")["attempt"]["id"]
+    for _ in range(40):  # the host keeps checking in, but never reports the attempt's end
+        ctx.clock.now += 10  # type: ignore[attr-defined]
+        checkin(ctx, "gpu1", {attempt: report(1, "running")})
+    run_pass(ctx)
+    view = jobs.show(ctx, "train")
+    assert view["state"] == "timed_out" and "no final report" in view["reason"]
+
+
+def test_cancel_while_the_host_is_lost_ends_cancelled_not_requeued(ctx: HubContext):
+    jobs.submit(ctx, job(), "user:t")
+    run_pass(ctx)
+    jobs.cancel(ctx, "train", "user:t")
+    ctx.clock.now += 400  # type: ignore[attr-defined]
+    run_pass(ctx)
+    view = jobs.show(ctx, "train")
+    assert [e["to"] for e in view["events"]][-2:] == ["node_lost", "cancelled"]

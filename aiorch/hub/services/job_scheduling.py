@@ -115,15 +115,29 @@ def _place(
             allowed = projects.placeable(db, job["project"], views)
             may_use[job["project"]] = frozenset(h.name for h in allowed)
         waiting.append(
-            Waiting(job["id"], job["project"], job["priority"], job["submitted_at"],
-                    job_demand(spec), spec.gpu_seconds(), may_use[job["project"]])
-        )  # fmt: skip
-    running = [
-        Running(a["job_id"], r["project"], r["priority"], bool(r["preemptible"]), a["host"],
-                tuple(json.loads(a["gpus"])))
-        for a in _holding(db)
-        for r in [job_records.job_row(db, a["job_id"])]
-    ]  # fmt: skip
+            Waiting(
+                job_id=job["id"],
+                project=job["project"],
+                priority=job["priority"],
+                submitted_at=job["submitted_at"],
+                demand=job_demand(spec),
+                gpu_seconds=spec.gpu_seconds(),
+                hosts=may_use[job["project"]],
+            )
+        )
+    running = []
+    for attempt in _holding(db):
+        owner = job_records.job_row(db, attempt["job_id"])
+        running.append(
+            Running(
+                job_id=owner["id"],
+                project=owner["project"],
+                priority=owner["priority"],
+                preemptible=bool(owner["preemptible"]),
+                host=attempt["host"],
+                gpus=tuple(json.loads(attempt["gpus"])),
+            )
+        )
     allowances = budgets.allowances(db, {j.project for j in waiting}, now)
     decisions = schedule(waiting, views, allowances, running)
     return _apply(db, decisions, by_id, now, touched), _preempt(db, decisions, now, touched)
