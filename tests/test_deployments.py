@@ -13,7 +13,7 @@ import pytest
 
 from aiorch.errors import Conflict, Forbidden, InvalidInput
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import agents, deployments, drift, enrollment, images, replicas
+from aiorch.hub.services import agents, budgets, deployments, drift, enrollment, images, replicas
 from tests.fixtures_hub import fresh_csr
 
 H100 = {"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_total_bytes": 81559 * 2**20}
@@ -86,7 +86,7 @@ def test_plan_explains_unplaced_replicas_and_changes_nothing(ctx: HubContext):
 
 
 def test_over_quota_is_refused_with_numbers_and_stores_nothing(ctx: HubContext):
-    deployments.set_quota(ctx, "nlp", 1, None, "user:admin")
+    budgets.set_quota(ctx, "nlp", "user:admin", max_gpus=1)
     with pytest.raises(Forbidden, match="quota 1"):
         deployments.apply(ctx, SPEC.format(replicas=2), "user:t")
     assert deployments.list_deployments(ctx) == []

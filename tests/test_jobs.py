@@ -48,6 +48,7 @@ def test_all_jobs_are_registered_in_one_place(ctx: HubContext):
         "telemetry-downsample",
         "telemetry-retention",
         "runs-retention",
+        "jobs-schedule",
         "agents-retention",
         "revisions-retention",
         "images-gc",

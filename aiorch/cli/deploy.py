@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 
+from aiorch.cli import jobs
 from aiorch.cli.output import Output, console, emit
 from aiorch.cli.runs import FAILED_EXIT, POLL_S
 from aiorch.cli.state import OutputOpt, state
@@ -50,8 +51,13 @@ def _show_plan(result: dict[str, Any]) -> None:
 
 
 def plan_cmd(ctx: typer.Context, file: Path = SpecOpt, output: Output = OutputOpt) -> None:
-    """Show what applying SPEC would change (replicas placed, moved, removed); change nothing."""
-    result = state(ctx).client().post("/deployments/plan", _spec(file))
+    """Show what applying SPEC would change (replicas placed, moved, removed; for a job, what
+    submitting it would queue); change nothing."""
+    body = _spec(file)
+    if jobs.is_job(body["spec"]):
+        jobs.plan_job(state(ctx).client(), body["spec"], output)
+        return
+    result = state(ctx).client().post("/deployments/plan", body)
     if output is Output.json:
         emit(result, output)
         return
@@ -60,8 +66,12 @@ def plan_cmd(ctx: typer.Context, file: Path = SpecOpt, output: Output = OutputOp
 
 
 def apply_cmd(ctx: typer.Context, file: Path = SpecOpt, output: Output = OutputOpt) -> None:
-    """Apply SPEC; the same spec twice changes nothing."""
-    result = state(ctx).client().post("/deployments", _spec(file))
+    """Apply SPEC; the same spec twice changes nothing. A job (`kind: Job`) is submitted."""
+    body = _spec(file)
+    if jobs.is_job(body["spec"]):
+        jobs.submit_job(state(ctx).client(), body["spec"], output)
+        return
+    result = state(ctx).client().post("/deployments", body)
     if output is Output.json:
         emit(result, output)
         return
@@ -124,10 +134,13 @@ def quota_set(
     project: str,
     gpus: int = typer.Option(None, min=0, help="Most GPUs the project may hold."),
     replicas: int = typer.Option(None, min=0, help="Most replicas the project may run."),
+    gpu_hours: float = typer.Option(None, min=0, help="GPU-hours its jobs may use a period."),
+    period: str = typer.Option(None, help="The budget's period: day, week or month [month]."),
     output: Output = OutputOpt,
 ) -> None:
-    """Set PROJECT's quota (admin)."""
-    body = {"max_gpus": gpus, "max_replicas": replicas}
+    """Set PROJECT's quota and GPU-hour budget (admin); what is not given is no limit."""
+    body = {"max_gpus": gpus, "max_replicas": replicas, "gpu_hours": gpu_hours,
+            "budget_period": period}  # fmt: skip
     emit(state(ctx).client().put(f"/quotas/{project}", body), output)
 
 

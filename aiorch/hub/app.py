@@ -29,6 +29,7 @@ from aiorch.hub.routers import (
     enrollment,
     inventory,
     job_artifacts,
+    jobs,
     models,
     overview,
     playbook_sets,
@@ -165,7 +166,7 @@ def create_app(ctx: HubContext, *, run_jobs: bool = True) -> FastAPI:
 
     modules = (
         agents, inventory, enrollment, tokens, projects, overview, telemetry, runs, deployments, ca,
-        bundles, models, playbook_sets, job_artifacts,
+        bundles, models, playbook_sets, jobs, job_artifacts,
     )  # fmt: skip
     for module in modules:
         app.include_router(module.router, prefix=API_PREFIX, dependencies=[Depends(principal)])

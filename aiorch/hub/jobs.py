@@ -15,6 +15,7 @@ from aiorch.hub.services import (
     drift,
     enrollment,
     images,
+    job_scheduling,
     models,
     retention,
     rollouts,
@@ -65,6 +66,7 @@ def register_jobs(scheduler: BaseScheduler, ctx: HubContext) -> None:
         "rollouts-progress": (ctx.settings.rollout_interval_s, rollouts.progress),
         "audit-checkpoint": (every, audit_checkpoints.checkpoint),
         "tls-renew": (retain, renew_server_certificate),
+        "jobs-schedule": (ctx.settings.job_schedule_interval_s, job_scheduling.schedule_pass),
     }
     if ctx.settings.drift_interval_s > 0:  # 0 turns the drift check off
         jobs["drift-check"] = (ctx.settings.drift_interval_s, drift.check_drift)

@@ -235,6 +235,8 @@ class SpecText(Strict):
 class QuotaUpdate(Strict):
     max_gpus: int | None = Field(None, ge=0, le=1_000_000)
     max_replicas: int | None = Field(None, ge=0, le=1_000_000)
+    gpu_hours: float | None = Field(None, ge=0, le=1e9, allow_inf_nan=False)
+    budget_period: Literal["day", "week", "month"] | None = None
 
 
 class BundleImportRequest(Strict):

@@ -39,6 +39,12 @@ def secret_env_binding(project: str, deployment: str, name: str) -> Binding:
     return ("secretEnv", project, deployment, name)
 
 
+def seal_scope(job: str) -> str:
+    """What a job's secret values are sealed for, in place of a deployment's name: never the
+    same as any deployment's (a job named like one shares none of its secrets)."""
+    return f"job:{job}"
+
+
 def inventory_binding(kind: str, owner: str, path: tuple[str, ...]) -> Binding:
     """`kind` is "host" or "group"; `path` the var's name and any keys below it."""
     return ("inventory", kind, owner, *path)

@@ -87,6 +87,15 @@ class HubSettings(BaseSettings):
     rollout_interval_s: float = Field(
         1.0, gt=0, description="How often rollouts check their wave's health."
     )
+    job_schedule_interval_s: float = Field(
+        5.0, gt=0, description="Period of the jobs' scheduling pass."
+    )
+    job_disconnect_window_s: float = Field(
+        1800.0,
+        gt=0,
+        description="How long a job on a silent host stays running (unconfirmed) before "
+        "it is node_lost.",
+    )
     playbooks_dir: Path = Field(
         REPO_PLAYBOOKS,
         description="Where run playbooks are looked up (AIORCH_PLAYBOOKS_DIR).",

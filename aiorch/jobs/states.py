@@ -32,9 +32,10 @@ _ENDS = {FAILED, CANCELLED, TIMED_OUT}
 TRANSITIONS: dict[str, frozenset[str]] = {
     QUEUED: frozenset({ADMITTED, CANCELLED, FAILED}),
     ADMITTED: frozenset({SCHEDULED, QUEUED, CANCELLED}),
-    SCHEDULED: frozenset({STARTING, RUNNING, SUCCEEDED, NODE_LOST, PREEMPTED} | _ENDS),
-    STARTING: frozenset({RUNNING, SUCCEEDED, NODE_LOST, PREEMPTED} | _ENDS),
-    RUNNING: frozenset({SUCCEEDED, NODE_LOST, PREEMPTED} | _ENDS),
+    # `→ queued` from a holding state: an error (or a failure to start) that retry covers.
+    SCHEDULED: frozenset({STARTING, RUNNING, SUCCEEDED, NODE_LOST, PREEMPTED, QUEUED} | _ENDS),
+    STARTING: frozenset({RUNNING, SUCCEEDED, NODE_LOST, PREEMPTED, QUEUED} | _ENDS),
+    RUNNING: frozenset({SUCCEEDED, NODE_LOST, PREEMPTED, QUEUED} | _ENDS),
     PREEMPTED: frozenset({QUEUED, FAILED, CANCELLED}),
     NODE_LOST: frozenset({QUEUED, FAILED, CANCELLED, RUNNING, SUCCEEDED}),
     SUCCEEDED: frozenset(),

@@ -8,7 +8,7 @@ from aiorch.deploy.spec import DnsLabel
 from aiorch.hub.context import HubContext
 from aiorch.hub.routers.deps import OCTET_STREAM_BODY, allow, authorize_object, context
 from aiorch.hub.schemas import QuotaUpdate, SpecText
-from aiorch.hub.services import authz, deployments, images, rollouts
+from aiorch.hub.services import authz, budgets, deployments, images, rollouts
 from aiorch.hub.services.auth import Principal
 
 router = APIRouter(tags=["deployments"])
@@ -129,4 +129,5 @@ def set_quota(
     ctx: HubContext = Depends(context),
     p: Principal = Depends(allow("quota.set")),
 ) -> dict[str, Any]:
-    return deployments.set_quota(ctx, project, body.max_gpus, body.max_replicas, p.actor)
+    """Replace the project's GPU and replica quota and its GPU-hour budget."""
+    return budgets.set_quota(ctx, project, p.actor, **body.model_dump())

@@ -12,8 +12,8 @@ from aiorch.deploy.host_paths import refuse_outside
 from aiorch.errors import InvalidInput, NotFound
 from aiorch.hub.context import HubContext, decode_json_fields
 from aiorch.hub.schemas import CheckinRequest
-from aiorch.hub.sealing import HIDDEN
-from aiorch.hub.services import audit
+from aiorch.hub.sealing import HIDDEN, seal_scope
+from aiorch.hub.services import audit, job_reports
 from aiorch.hub.services.auth import Principal
 from aiorch.hub.services.heartbeats import Heartbeat
 from aiorch.hub.services.projects import allowed_host_paths
@@ -49,6 +49,8 @@ async def checkin(
         now, req.agent_version, req.uptime_s, req.facts_hash, req.applied_revision, report
     )
     ctx.heartbeats.record(agent_id, beat)
+    if req.report is not None and req.report.jobs:
+        await job_reports.ingest(ctx, agent_id, req.report.jobs)
     if req.facts is not None:
         facts = json.dumps(req.facts, sort_keys=True)
         await ctx.store.awrite(
@@ -74,6 +76,10 @@ def _opened(ctx: HubContext, document: dict[str, Any]) -> dict[str, Any]:
             workload["secret_env"] = ctx.sealer.unseal_env(
                 workload["secret_env"], project, deployment
             )
+    for run in document.get("jobs") or []:
+        if isinstance(run, dict) and run.get("secret_env"):
+            project, scope = str(run.get("project")), seal_scope(str(run.get("job")))
+            run["secret_env"] = ctx.sealer.unseal_env(run["secret_env"], project, scope)
     return document
 
 
@@ -87,7 +93,7 @@ def get_desired(
     revision, text = _desired_row(db, agent_id)
     document = json.loads(text) if text else dict(EMPTY_DESIRED)
     if principal is None or not principal.is_global_admin:
-        for workload in document.get("workloads") or []:
+        for workload in [*(document.get("workloads") or []), *(document.get("jobs") or [])]:
             if isinstance(workload, dict) and isinstance(workload.get("secret_env"), dict):
                 workload["secret_env"] = {name: HIDDEN for name in workload["secret_env"]}
     return {"agent_id": agent_id, "revision": revision, "document": document}

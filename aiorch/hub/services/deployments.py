@@ -42,6 +42,7 @@ from aiorch.hub.context import HubContext
 from aiorch.hub.services import (
     audit,
     authz,
+    budgets,
     fleet_view,
     images,
     projects,
@@ -50,6 +51,7 @@ from aiorch.hub.services import (
     specs,
 )
 from aiorch.hub.services.auth import Principal
+from aiorch.jobs.states import HOLDING
 
 
 def _current(db: sqlite_utils.Database, name: str) -> list[Replica]:
@@ -73,7 +75,11 @@ def _decisions(
         [project, name],
     ).fetchone()
     return [
-        check_quota(spec, Quota(project, *limits) if limits else None, Usage(used[1], used[0])),
+        check_quota(
+            spec,
+            Quota(project, *limits) if limits else None,
+            Usage(used[1] + budgets.job_gpus_held(db, project), used[0]),
+        ),
         *check_image(spec, ImagePolicy(store=store)),
     ]
 
@@ -108,9 +114,9 @@ _CHUNK = 500  # host names per IN (...) list
 def _basis(db: sqlite_utils.Database, spec: DeploymentSpec, placement: Plan) -> tuple[Any, ...]:
     """What a plan rests on, cheap to read again inside the writer: every deployment's
     generation (its spec and quota use), every replica's host, GPUs and revision (what it holds
-    there: ports, CPU, memory), the rows of the hosts the plan puts replicas on, and the
-    project's quota and placement policy. Any other change (a new host, an agent going quiet)
-    is as if it came just after the apply."""
+    there: ports, CPU, memory), the job attempts holding GPUs, the rows of the hosts the plan
+    puts replicas on, and the project's quota and placement policy. Any other change (a new
+    host, an agent going quiet) is as if it came just after the apply."""
     used = sorted({r.host for r in placement.replicas})
     hosts: list[Any] = []
     for start in range(0, len(used), _CHUNK):
@@ -127,6 +133,10 @@ def _basis(db: sqlite_utils.Database, spec: DeploymentSpec, placement: Plan) -> 
             "ORDER BY deployment, ordinal"
         ).fetchall(),
         hosts,
+        db.execute(  # what job attempts hold: the same ledger
+            "SELECT id, host, gpus, state FROM job_attempts WHERE state IN (?, ?, ?) ORDER BY id",
+            sorted(HOLDING),
+        ).fetchall(),
         db.execute(
             "SELECT max_gpus, max_replicas FROM quotas WHERE project = ?", [spec.metadata.project]
         ).fetchall(),
@@ -376,16 +386,3 @@ def show(ctx: HubContext, name: str) -> dict[str, Any]:
         "spec": specs.from_store(ctx, row[2]).model_dump(mode="json", by_alias=True),
         **rollouts.status(ctx, name),
     }
-
-
-def set_quota(
-    ctx: HubContext, project: str, max_gpus: int | None, max_replicas: int | None, actor: str
-) -> dict[str, Any]:
-    row = {"project": project, "max_gpus": max_gpus, "max_replicas": max_replicas}
-
-    def op(db: sqlite_utils.Database) -> None:
-        db.table("quotas").upsert(row, pk="project")
-        audit.record(db, actor, "quota.set", f"project:{project}", row, ts=ctx.clock())
-
-    ctx.store.write(op)
-    return row

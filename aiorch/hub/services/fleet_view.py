@@ -1,5 +1,7 @@
-"""The fleet as placement sees it for one deployment: every active host with its capacity
-from the facts its agent sent, minus what the other deployments' replicas hold there."""
+"""The fleet as placement sees it for one deployment (or for the job queue): every active host
+with its capacity from the facts its agent sent, minus what the other deployments' replicas
+and every job attempt holding GPUs hold there. One ledger: a deployment never takes a GPU a
+job holds, nor a job one a replica holds."""
 
 from __future__ import annotations
 
@@ -13,12 +15,13 @@ from aiorch.deploy import Gpu, HostView
 from aiorch.deploy.eligibility import Demand
 from aiorch.hub.context import HubContext
 from aiorch.hub.services import agents, specs
+from aiorch.jobs.states import HOLDING
 from edge_agent.contract.facts import stored_facts
 
 
 @dataclass
 class _Held:
-    """What other deployments' replicas hold on one host."""
+    """What other deployments' replicas and job attempts hold on one host."""
 
     gpus: set[int] = field(default_factory=set)
     ports: set[int] = field(default_factory=set)
@@ -42,11 +45,22 @@ def _held(ctx: HubContext, db: sqlite_utils.Database, deployment: str) -> dict[s
         use.ports |= demand.host_ports
         use.cpu += demand.cpu
         use.memory_mib += demand.memory_mib
+    marks = ",".join("?" * len(HOLDING))
+    for host, gpus, spec in db.execute(
+        "SELECT a.host, a.gpus, j.spec FROM job_attempts a JOIN jobs j ON j.id = a.job_id "
+        f"WHERE a.host IS NOT NULL AND a.state IN ({marks})",
+        sorted(HOLDING),
+    ):
+        resources, use = json.loads(spec)["spec"]["resources"], held[host]
+        use.gpus.update(json.loads(gpus))
+        use.cpu += resources.get("cpu") or 0.0
+        use.memory_mib += resources.get("memoryMiB") or 0
     return held
 
 
-def host_views(ctx: HubContext, db: sqlite_utils.Database, deployment: str) -> list[HostView]:
-    """Every active host as `deployment` sees it: what other deployments hold counts as taken.
+def host_views(ctx: HubContext, db: sqlite_utils.Database, deployment: str = "") -> list[HostView]:
+    """Every active host as `deployment` sees it (the job queue passes none): what other
+    deployments and the jobs hold counts as taken.
     A host whose stored facts do not parse shows no capacity and is not ready."""
     held = _held(ctx, db, deployment)
     drifted = {r[0] for r in db.execute("SELECT host FROM drift WHERE state = 'drifted'")}

@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 
 from aiorch.deploy.rollout import ACTIVE
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import accounting, agents, exposition, replicas
+from aiorch.hub.services import accounting, agents, budgets, exposition, replicas
 
 CHECKINS = Counter("aiorch_checkins", "Agent check-ins received.")
 SAMPLES_STORED = Counter("aiorch_telemetry_samples_stored", "Telemetry samples stored.")
@@ -46,6 +46,7 @@ class FleetCollector(Collector):
         yield from self._agent_metrics(rows)
         yield from self._deployment_metrics()
         yield from self._gpu_use()
+        yield from budgets.metric_families(self.ctx.store.read(), self.ctx.clock(), self.projects)
         yield from exposition.fleet_families(self.ctx.latest.snapshot(), shown_hosts(rows))
 
     def _hub_metrics(self, rows: list[dict[str, Any]]) -> Iterator[Metric]:

@@ -15,8 +15,10 @@ from aiorch.deploy.host_paths import refuse_outside
 from aiorch.deploy.rollout import Observed
 from aiorch.hub.context import HubContext
 from aiorch.hub.services import agents, images, models, specs
+from aiorch.hub.services.job_runs import job_entries
 from aiorch.hub.services.projects import DEFAULT, allowed_host_paths
 from aiorch.hub.services.reports import reported_workloads
+from aiorch.jobs.spec import JobSpec
 from edge_agent.contract.fields import ContractError
 from edge_agent.contract.model import ModelRef
 from edge_agent.contract.workload import (
@@ -91,7 +93,7 @@ def workload(
     )
 
 
-def model_refs(db: sqlite_utils.Database, spec: DeploymentSpec) -> tuple[ModelRef, ...]:
+def model_refs(db: sqlite_utils.Database, spec: DeploymentSpec | JobSpec) -> tuple[ModelRef, ...]:
     """The spec's models with their file lists, from the store: of its project or `default`.
     A model missing there is a 422 naming it (`aiorch model push`, or a bundle import)."""
     owners = frozenset({spec.metadata.project, DEFAULT})
@@ -129,7 +131,8 @@ def refuse_undeliverable(ctx: HubContext, spec: DeploymentSpec) -> None:
 
 
 def publish(ctx: HubContext, db: sqlite_utils.Database, hosts: set[str], actor: str) -> None:
-    """Rewrite the desired state of the agents on `hosts` from the replicas placed there."""
+    """Rewrite the desired state of the agents on `hosts` from the replicas and the job
+    attempts placed there (a host running no job gets no "jobs" key)."""
     made_of: dict[tuple[str, int], DeploymentSpec] = {}
     stored: dict[tuple[str, int], dict[str, Any]] = {}
     weights: dict[tuple[str, int], tuple[ModelRef, ...]] = {}
@@ -149,13 +152,19 @@ def publish(ctx: HubContext, db: sqlite_utils.Database, hosts: set[str], actor: 
             if key not in made_of:  # each revision's spec and image looked up once
                 made_of[key] = specs.revision(ctx, db, name, revision)
                 stored[key] = images.resolve(db, made_of[key].spec.image) or {}
-                weights[key] = _stored_models(db, made_of[key])
+                weights[key] = stored_models(db, made_of[key])
             replica = Replica(ordinal, host, tuple(json.loads(gpus)))
             workloads.append(workload(ctx, made_of[key], stored[key], replica, weights[key]))
-        agents.write_desired(db, agent[0], desired_document(workloads), actor, ctx.clock())
+        document = desired_document(workloads)
+        runs = job_entries(db, host)
+        if runs:
+            document["jobs"] = runs
+        agents.write_desired(db, agent[0], document, actor, ctx.clock())
 
 
-def _stored_models(db: sqlite_utils.Database, spec: DeploymentSpec) -> tuple[ModelRef, ...]:
+def stored_models(
+    db: sqlite_utils.Database, spec: DeploymentSpec | JobSpec
+) -> tuple[ModelRef, ...]:
     """As model_refs, but a model gone from the store since apply is left out with no files:
     the agent refuses the entry and reports why, the other replicas go on."""
     try:
