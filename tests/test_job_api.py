@@ -81,7 +81,8 @@ def test_cli_jobs_commands(shared_hub: HubProcess, tmp_path: Path):
     assert "would be queued" in shared_hub.cli("plan", "-f", str(spec)).stdout
     shared_hub.cli("apply", "-f", str(spec))
     shown = shared_hub.cli_json("jobs", "show", "cli-a")
-    assert (shown["state"], shown["reason"]) == ("queued", "submitted")
+    # "submitted", or already the scheduling pass's reason for waiting (it runs every 5 s).
+    assert shown["state"] == "queued" and shown["reason"], shown
     assert "cli-a" in shared_hub.cli("jobs", "list", "--state", "queued").stdout
     again = shared_hub.cli("jobs", "submit", "-f", str(spec), check=False)
     assert again.returncode != 0 and len(again.stderr.strip().splitlines()) == 1

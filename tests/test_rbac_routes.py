@@ -34,6 +34,12 @@ SKIPPED = {  # routes with their own authentication (agent credential, enrollmen
     ("GET", "/healthz"),
 }
 
+JOB = """
+apiVersion: aiorch.dev/v1
+kind: Job
+metadata: {{name: {name}, project: bravo}}
+spec: {{image: bravo-model:v1, command: [sleep, "1"], maxDuration: 1h}}
+"""
 SPEC = """
 apiVersion: aiorch.dev/v1
 kind: Deployment
@@ -76,7 +82,7 @@ def _ok(response: httpx.Response) -> Any:
 @pytest.fixture(scope="module")
 def world(shared_hub: HubProcess) -> Iterator[World]:
     """Projects alpha and bravo, a token of each role in alpha, an admin of bravo, in bravo a
-    quota, an image and a deployment, and a shared image in `default`."""
+    quota, an image, a deployment and a job, and a shared image in `default`."""
     made = World(shared_hub)
     with shared_hub.client(shared_hub.admin_token) as root:
         for project in ("alpha", "bravo"):
@@ -94,6 +100,7 @@ def world(shared_hub: HubProcess) -> Iterator[World]:
         _ok(root.post("/images", params={"ref": "shared:v1"}, content=b"shared", headers=OCTET))
         spec = SPEC.format(name="bravo-app", project="bravo", image="bravo-model:v1")
         _ok(root.post("/deployments", json={"spec": spec}))
+        _ok(root.post("/jobs", json={"spec": JOB.format(name="bravo-job")}))
     yield made
 
 
@@ -180,6 +187,12 @@ def _requests(world: World) -> dict[tuple[str, str], tuple[str, dict[str, Any]]]
             {"json": {"name": "bravo-w", "project": "bravo", "files": [model_file]}},
         ),
         ("PUT", "/api/v1/quotas/bravo"): ("denied", {"json": {"max_gpus": 99}}),
+        ("POST", "/api/v1/jobs/plan"): ("denied", {"json": {"spec": JOB.format(name="b2")}}),
+        ("POST", "/api/v1/jobs"): ("denied", {"json": {"spec": JOB.format(name="b2")}}),
+        ("GET", "/api/v1/jobs"): ("list", {}),
+        ("GET", "/api/v1/jobs/bravo-job"): ("denied", {}),
+        ("GET", "/api/v1/jobs/bravo-job/logs"): ("denied", {}),
+        ("POST", "/api/v1/jobs/bravo-job/cancel"): ("denied", {}),
         ("GET", f"/api/v1/jobs/bravo-job/artifacts/{'0' * 64}"): ("denied", {}),
         ("GET", "/metrics"): ("list", {}),
         ("GET", "/metrics/dcgm"): ("list", {}),
@@ -229,6 +242,7 @@ def test_no_route_crosses_from_alpha_into_bravo(world: World, who: str):
 def test_bravo_is_intact_after_the_walks(world: World):
     with world.client("bravo-admin") as bravo:
         assert _ok(bravo.get("/deployments/bravo-app"))["project"] == "bravo"
+        assert _ok(bravo.get("/jobs/bravo-job"))["state"] == "queued", "not cancelled by alpha"
         assert [i["ref"] for i in _ok(bravo.get("/images"))] == ["docker.io/library/bravo-model:v1"]
         project = _ok(bravo.get("/projects/bravo"))
     assert project["allowed_sites"] == [] and project["quota"]["max_gpus"] == 8
