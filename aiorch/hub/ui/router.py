@@ -8,7 +8,7 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
-from aiorch.hub.ui import audit, deployments, fleet, hosts, runs, sign_in, usage
+from aiorch.hub.ui import audit, deployments, fleet, hosts, jobs, runs, sign_in, usage
 from aiorch.hub.ui.deps import LoginRequired
 from aiorch.hub.ui.render import STATIC_DIR
 
@@ -17,7 +17,7 @@ STATIC = f"{PREFIX}/static"
 
 
 # Each page module's `router`, its paths relative to /ui.
-PAGES = (sign_in, fleet, hosts, deployments, runs, usage, audit)
+PAGES = (sign_in, fleet, hosts, deployments, jobs, runs, usage, audit)
 
 
 def ui_router() -> APIRouter:
