@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from aiorch.deploy.eligibility import EPSILON, Demand, Exclusion, Stage, mib, screen
-from aiorch.deploy.hosts import HostView
+from aiorch.deploy.hosts import Gpu, HostView
 
 LISTED = 4  # hosts named in one reason; the rest are counted
 
@@ -61,9 +61,15 @@ class Capacity:
         self._widest = max((len(h.gpus) for h in hosts), default=0)
         self._kinds: dict[Kind, Eligible] = {}
         self._member_of: dict[str, list[Eligible]] = {name: [] for name in self.hosts}
+        # Hosts share GPU models and kinds share residency and selectors: screen each once.
+        models: dict[tuple[Gpu, ...], int] = {}
+        self._model = {
+            n: models.setdefault(s.view.gpus, len(models)) for n, s in self.hosts.items()
+        }
+        self._where: dict[Demand, dict[str, Exclusion | None]] = {}
+        self._what: dict[tuple[int, str | None, int | None], frozenset[int]] = {}
 
-    def eligible(self, demand: Demand, allowed: frozenset[str] | None) -> Eligible:
-        kind = kind_of(demand, allowed)
+    def eligible(self, kind: Kind) -> Eligible:
         found = self._kinds.get(kind)
         if found is None:
             found = self._kinds[kind] = self._screen(kind)
@@ -72,25 +78,41 @@ class Capacity:
     def _screen(self, kind: Kind) -> Eligible:
         probe, allowed = kind
         wants_kind = probe.gpu_product is not None or probe.min_gpu_memory_mib is not None
+        where = self._verdicts(Demand(selector=probe.selector, regions=probe.regions))
         out = Eligible(buckets=[{} for _ in range(self._widest + 1)])
         for name, state in self.hosts.items():
             if allowed is not None and name not in allowed:
                 out.outside_policy += 1
-                continue
-            verdict = screen(state.view, probe)
-            if isinstance(verdict, Exclusion):
+            elif (verdict := where[name]) is not None:
                 out.excluded.append(verdict)
-                continue
-            matching = frozenset(g.index for g in state.view.gpus if probe.gpu_fits(g))
-            out.matching[name] = matching
-            if matching or not wants_kind:
-                out.buckets[len(state.free)][name] = None
-                self._member_of[name].append(out)
+            else:
+                matching = out.matching[name] = self._matching(state, probe)
+                if matching or not wants_kind:
+                    out.buckets[len(state.free)][name] = None
+                    self._member_of[name].append(out)
         return out
 
-    def find(self, demand: Demand, allowed: frozenset[str] | None) -> HostState | None:
-        """The tightest host with all of `demand` free now, or None."""
-        index = self.eligible(demand, allowed)
+    def _verdicts(self, where: Demand) -> dict[str, Exclusion | None]:
+        """Each host's region, selector and health verdict for one placement."""
+        found = self._where.get(where)
+        if found is None:
+            found = self._where[where] = {}
+            for name, state in self.hosts.items():
+                verdict = screen(state.view, where)
+                found[name] = verdict if isinstance(verdict, Exclusion) else None
+        return found
+
+    def _matching(self, state: HostState, probe: Demand) -> frozenset[int]:
+        """The indices of the host's GPUs of the kind asked, worked out once per GPU model."""
+        key = (self._model[state.view.name], probe.gpu_product, probe.min_gpu_memory_mib)
+        found = self._what.get(key)
+        if found is None:
+            gpus = state.view.gpus
+            found = self._what[key] = frozenset(g.index for g in gpus if probe.gpu_fits(g))
+        return found
+
+    def find(self, index: Eligible, demand: Demand) -> HostState | None:
+        """The tightest host of `index` with all of `demand` free now, or None."""
         for bucket in index.buckets[demand.gpus :]:
             for name in bucket:
                 state = self.hosts[name]
@@ -110,9 +132,8 @@ class Capacity:
                 del index.buckets[before][name]
                 index.buckets[after][name] = None
 
-    def why_not(self, demand: Demand, allowed: frozenset[str] | None, project: str) -> str:
-        """Why no host has `demand` free now, stage by stage, busiest reason first."""
-        index = self.eligible(demand, allowed)
+    def why_not(self, index: Eligible, demand: Demand, project: str) -> str:
+        """Why no host of `index` has `demand` free now, stage by stage, busiest reason first."""
         if not self.hosts:
             return "the inventory has no hosts"
         kind, want = demand.gpu_kind(), demand.gpus

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from aiorch.deploy.eligibility import EPSILON
 from aiorch.jobs import states
-from aiorch.jobs.capacity import Capacity, HostState, lowest_free
+from aiorch.jobs.capacity import Capacity, Eligible, HostState, lowest_free
 
 if TYPE_CHECKING:
     from aiorch.jobs.queue import Running, Waiting
@@ -47,20 +47,26 @@ class Holders:
             elif attempt.preemptible and attempt.state == states.RUNNING:
                 self._victims[attempt.host].append(attempt)
         self._hosts = sorted(set(self._victims) | set(self._stopping))
+        self._releasable = {  # an upper bound on what stopping attempts would free
+            name: sum(len(a.gpus) for a in (*self._victims[name], *self._stopping[name]))
+            for name in self._hosts
+        }
 
-    def find(self, job: Waiting, capacity: Capacity) -> Option | None:
+    def find(self, job: Waiting, index: Eligible, capacity: Capacity) -> Option | None:
         """The best host on which stopping attempts (already stopping, then new victims) would
         make room for `job`, or None."""
         demand = job.demand
         if not demand.gpus:
             return None
-        index = capacity.eligible(demand, job.hosts)
         best: Option | None = None
         for name in self._hosts:
             matching = index.matching.get(name)
             if matching is None or len(matching) < demand.gpus:
                 continue
-            option = self._on_host(job, capacity.hosts[name], matching)
+            state = capacity.hosts[name]
+            if len(state.free) + self._releasable[name] < demand.gpus:
+                continue  # cannot make room whatever it stops
+            option = self._on_host(job, state, matching)
             if option is not None and (best is None or option.key < best.key):
                 best = option
         return best
@@ -96,7 +102,7 @@ class Holders:
         key = (len(victims), top, sum(a.priority for a in victims), len(waited), spare)
         return Option(state, victims, tuple(waited), key)
 
-    def claim(self, option: Option, job: Waiting, capacity: Capacity) -> None:
+    def claim(self, option: Option, job: Waiting, index: Eligible, capacity: Capacity) -> None:
         """The victims and waited-for attempts are spoken for, and the host's free share of
         what `job` needs is held for it, for the rest of this pass."""
         state, name = option.host, option.host.view.name
@@ -104,8 +110,8 @@ class Holders:
             self._victims[name].remove(attempt)
         for attempt in option.stopping:
             self._stopping[name].remove(attempt)
-        matching = capacity.eligible(job.demand, job.hosts).matching[name]
-        held = lowest_free(state, matching, job.demand.gpus)
+        self._releasable[name] -= sum(len(a.gpus) for a in (*option.victims, *option.stopping))
+        held = lowest_free(state, index.matching[name], job.demand.gpus)
         cpu = min(job.demand.cpu, max(0.0, state.cpu))
         memory = min(job.demand.memory_mib, max(0, state.memory_mib))
         capacity.take(state, held, cpu, memory)

@@ -140,24 +140,24 @@ def schedule(
         if job.nodes > 1:
             decisions.to_cluster.append(job.job_id)
             continue
-        demand = job.demand
-        shape = (kind_of(demand, job.hosts), demand.gpus, demand.cpu, demand.memory_mib)
-        spot = None if shape in no_fit else capacity.find(demand, job.hosts)
+        demand, kind = job.demand, kind_of(job.demand, job.hosts)
+        index = capacity.eligible(kind)
+        shape = (kind, demand.gpus, demand.cpu, demand.memory_mib)
+        spot = None if shape in no_fit else capacity.find(index, demand)
         if spot is not None:
-            matching = capacity.eligible(demand, job.hosts).matching[spot.view.name]
-            gpus = lowest_free(spot, matching, demand.gpus)
+            gpus = lowest_free(spot, index.matching[spot.view.name], demand.gpus)
             capacity.take(spot, gpus, demand.cpu, demand.memory_mib)
             decisions.placed.append(Placed(job.job_id, spot.view.name, gpus))
             continue
         if shape not in no_fit:
-            no_fit[shape] = capacity.why_not(demand, job.hosts, job.project)
-        option = None if shape in no_room_made else holders.find(job, capacity)
+            no_fit[shape] = capacity.why_not(index, demand, job.project)
+        option = None if shape in no_room_made else holders.find(job, index, capacity)
         if option is None:
             no_room_made.add(shape)
             decisions.waiting[job.job_id] = no_fit[shape]
             left[job.project] = allowance
             continue
-        holders.claim(option, job, capacity)
+        holders.claim(option, job, index, capacity)
         host = option.host.view.name
         for victim in option.victims:
             why = (
