@@ -4,6 +4,7 @@ waits, preemption, and (hypothesis) that no pass double-books a GPU or overspend
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -294,18 +295,18 @@ hosts_strategy = st.lists(
         st.integers(0, 8),
         st.sampled_from([H100, L40S]),
         st.sets(st.integers(0, 7)),
-        st.booleans(),
+        st.sampled_from([True, True, True, False]),
     ),
     min_size=1,
     max_size=6,
 )
 jobs_strategy = st.lists(
     st.tuples(
-        st.integers(0, 8),
+        st.sampled_from([0, 1, 1, 2, 2, 4, 8]),
         st.integers(0, 100),
         st.sampled_from(["nlp", "cv", "rl"]),
-        st.sampled_from([None, "H100", "L40S"]),
-        st.integers(1, 3),
+        st.sampled_from([None, None, "H100", "L40S"]),
+        st.sampled_from([1, 1, 1, 1, 2]),
         st.integers(1, 20),
     ),
     max_size=25,
@@ -314,8 +315,8 @@ allowance_strategy = st.dictionaries(
     st.sampled_from(["nlp", "cv", "rl"]),
     st.builds(
         Allowance,
-        st.one_of(st.none(), st.integers(-2, 16)),
-        st.one_of(st.none(), st.floats(-3600, 40 * 3600)),
+        st.one_of(st.none(), st.integers(-2, 24)),
+        st.one_of(st.none(), st.floats(-3600, 200 * 3600)),
     ),
 )
 
@@ -341,8 +342,8 @@ def test_a_pass_never_double_books_a_gpu_nor_overspends_a_project(
                     h.name,
                     taken,
                     priority=data.draw(st.integers(0, 100)),
-                    preemptible=data.draw(st.booleans()),
-                    stopping=data.draw(st.booleans()),
+                    preemptible=data.draw(st.sampled_from([True, True, False])),
+                    stopping=data.draw(st.sampled_from([False, False, False, True])),
                 )
             )
     jobs = [
@@ -382,3 +383,20 @@ def test_a_pass_never_double_books_a_gpu_nor_overspends_a_project(
         assert p.for_job in decisions.waiting and p.for_job not in placed(decisions)
     assert set(placed(decisions)).isdisjoint(decisions.waiting)
     assert len(decisions.placed) + len(decisions.waiting) + len(decisions.to_cluster) == len(jobs)
+
+
+def test_preemption_over_three_passes_stop_then_wait_then_place():
+    """What the hub sees: the victim is told to stop, then is stopping (no second victim is
+    chosen meanwhile), then has let its GPUs go and the job takes them."""
+    queued = [job(1, 4, priority=90)]
+    busy = [host("a", 4, busy=range(4)), host("b", 4, busy=range(4))]
+    victims = [attempt(11, "a", range(4), priority=10), attempt(21, "b", range(4), priority=20)]
+    first = schedule(queued, busy, {}, victims)
+    assert [p.victim for p in first.preempt] == [11]
+    told = [replace(victims[0], stopping=True), victims[1]]
+    second = schedule(queued, busy, {}, told)
+    assert second.preempt == [] and second.placed == []
+    assert second.waiting == {1: "waiting for 1 preempted job(s) to stop on a"}
+    freed = [host("a", 4), busy[1]]
+    third = schedule(queued, freed, {}, victims[1:])
+    assert placed(third) == {1: ("a", (0, 1, 2, 3))} and third.preempt == []
