@@ -400,3 +400,11 @@ def test_preemption_over_three_passes_stop_then_wait_then_place():
     freed = [host("a", 4), busy[1]]
     third = schedule(queued, freed, {}, victims[1:])
     assert placed(third) == {1: ("a", (0, 1, 2, 3))} and third.preempt == []
+
+
+def test_a_reason_names_a_few_hosts_and_counts_the_rest():
+    hosts = [host(f"h{i}", online=False) for i in range(6)]
+    assert schedule([job(1)], hosts, {}).waiting[1] == (
+        "no host has 1 x GPU free: 6 hosts excluded: h0 offline, h1 offline, h2 offline, "
+        "h3 offline and 2 more hosts"
+    )

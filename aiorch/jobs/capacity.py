@@ -14,9 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from aiorch.deploy.eligibility import EPSILON, Demand, Exclusion, Stage, mib, screen
+from aiorch.deploy.explain import _listed  # one way of naming a few hosts and counting the rest
 from aiorch.deploy.hosts import Gpu, HostView
-
-LISTED = 4  # hosts named in one reason; the rest are counted
 
 Kind = tuple[Demand, frozenset[str] | None]  # the demand without its amounts, allowed hosts
 
@@ -196,9 +195,3 @@ def lowest_free(state: HostState, matching: frozenset[int], n: int) -> tuple[int
 
 def _hosts(n: int) -> str:
     return f"{n} host" if n == 1 else f"{n} hosts"
-
-
-def _listed(texts: Sequence[str]) -> str:
-    shown = ", ".join(texts[:LISTED])
-    more = len(texts) - LISTED
-    return f"{shown} and {more} more" if more > 0 else shown
