@@ -11,13 +11,20 @@ host down a bucket in every index that holds it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from aiorch.deploy.eligibility import EPSILON, Demand, Exclusion, Stage, mib, screen
 from aiorch.deploy.explain import _listed  # one way of naming a few hosts and counting the rest
 from aiorch.deploy.hosts import Gpu, HostView
 
-Kind = tuple[Demand, frozenset[str] | None]  # the demand without its amounts, allowed hosts
+# A demand without its amounts: GPU product, GPU memory, selector, regions, allowed hosts.
+Kind = tuple[
+    str | None,
+    int | None,
+    tuple[tuple[str, str], ...],
+    frozenset[str] | None,
+    frozenset[str] | None,
+]
 
 
 @dataclass(slots=True)
@@ -41,7 +48,8 @@ class Eligible:
 
 
 def kind_of(demand: Demand, allowed: frozenset[str] | None) -> Kind:
-    return replace(demand, gpus=0, cpu=0.0, memory_mib=0, host_ports=frozenset()), allowed
+    d = demand
+    return d.gpu_product, d.min_gpu_memory_mib, d.selector, d.regions, allowed
 
 
 class Capacity:
@@ -75,7 +83,10 @@ class Capacity:
         return found
 
     def _screen(self, kind: Kind) -> Eligible:
-        probe, allowed = kind
+        product, memory, selector, regions, allowed = kind
+        probe = Demand(
+            gpu_product=product, min_gpu_memory_mib=memory, selector=selector, regions=regions
+        )
         wants_kind = probe.gpu_product is not None or probe.min_gpu_memory_mib is not None
         where = self._verdicts(Demand(selector=probe.selector, regions=probe.regions))
         out = Eligible(buckets=[{} for _ in range(self._widest + 1)])

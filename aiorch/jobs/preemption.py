@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from aiorch.deploy.eligibility import EPSILON
 from aiorch.jobs import states
-from aiorch.jobs.capacity import Capacity, Eligible, HostState, lowest_free
+from aiorch.jobs.capacity import Capacity, HostState, Kind, lowest_free
 
 if TYPE_CHECKING:
     from aiorch.jobs.queue import Running, Waiting
@@ -51,17 +51,22 @@ class Holders:
             name: sum(len(a.gpus) for a in (*self._victims[name], *self._stopping[name]))
             for name in self._hosts
         }
+        self._by_kind: dict[Kind, list[str]] = {}
 
-    def find(self, job: Waiting, index: Eligible, capacity: Capacity) -> Option | None:
+    def find(self, job: Waiting, kind: Kind, capacity: Capacity) -> Option | None:
         """The best host on which stopping attempts (already stopping, then new victims) would
         make room for `job`, or None."""
         demand = job.demand
         if not demand.gpus:
             return None
+        index = capacity.eligible(kind)
+        hosts = self._by_kind.get(kind)
+        if hosts is None:  # the hosts with attempts on them that this kind may use
+            hosts = self._by_kind[kind] = [n for n in self._hosts if index.matching.get(n)]
         best: Option | None = None
-        for name in self._hosts:
-            matching = index.matching.get(name)
-            if matching is None or len(matching) < demand.gpus:
+        for name in hosts:
+            matching = index.matching[name]
+            if len(matching) < demand.gpus:
                 continue
             state = capacity.hosts[name]
             if len(state.free) + self._releasable[name] < demand.gpus:
@@ -102,7 +107,7 @@ class Holders:
         key = (len(victims), top, sum(a.priority for a in victims), len(waited), spare)
         return Option(state, victims, tuple(waited), key)
 
-    def claim(self, option: Option, job: Waiting, index: Eligible, capacity: Capacity) -> None:
+    def claim(self, option: Option, job: Waiting, kind: Kind, capacity: Capacity) -> None:
         """The victims and waited-for attempts are spoken for, and the host's free share of
         what `job` needs is held for it, for the rest of this pass."""
         state, name = option.host, option.host.view.name
@@ -111,7 +116,7 @@ class Holders:
         for attempt in option.stopping:
             self._stopping[name].remove(attempt)
         self._releasable[name] -= sum(len(a.gpus) for a in (*option.victims, *option.stopping))
-        held = lowest_free(state, index.matching[name], job.demand.gpus)
+        held = lowest_free(state, capacity.eligible(kind).matching[name], job.demand.gpus)
         cpu = min(job.demand.cpu, max(0.0, state.cpu))
         memory = min(job.demand.memory_mib, max(0, state.memory_mib))
         capacity.take(state, held, cpu, memory)

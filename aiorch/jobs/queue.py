@@ -151,13 +151,13 @@ def schedule(
             continue
         if shape not in no_fit:
             no_fit[shape] = capacity.why_not(index, demand, job.project)
-        option = None if shape in no_room_made else holders.find(job, index, capacity)
+        option = None if shape in no_room_made else holders.find(job, kind, capacity)
         if option is None:
             no_room_made.add(shape)
             decisions.waiting[job.job_id] = no_fit[shape]
             left[job.project] = allowance
             continue
-        holders.claim(option, job, index, capacity)
+        holders.claim(option, job, kind, capacity)
         host = option.host.view.name
         for victim in option.victims:
             why = (
