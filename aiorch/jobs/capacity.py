@@ -73,7 +73,7 @@ class Capacity:
         self._model = {
             n: models.setdefault(s.view.gpus, len(models)) for n, s in self.hosts.items()
         }
-        self._where: dict[Demand, dict[str, Exclusion | None]] = {}
+        self._where: dict[Demand, tuple[list[str], list[Exclusion]]] = {}
         self._what: dict[tuple[int, str | None, int | None], frozenset[int]] = {}
 
     def eligible(self, kind: Kind) -> Eligible:
@@ -87,29 +87,34 @@ class Capacity:
         probe = Demand(
             gpu_product=product, min_gpu_memory_mib=memory, selector=selector, regions=regions
         )
-        wants_kind = probe.gpu_product is not None or probe.min_gpu_memory_mib is not None
-        where = self._verdicts(Demand(selector=probe.selector, regions=probe.regions))
-        out = Eligible(buckets=[{} for _ in range(self._widest + 1)])
-        for name, state in self.hosts.items():
-            if allowed is not None and name not in allowed:
-                out.outside_policy += 1
-            elif (verdict := where[name]) is not None:
-                out.excluded.append(verdict)
-            else:
-                matching = out.matching[name] = self._matching(state, probe)
-                if matching or not wants_kind:
-                    out.buckets[len(state.free)][name] = None
-                    self._member_of[name].append(out)
+        wants_kind = product is not None or memory is not None
+        passing, excluded = self._verdicts(Demand(selector=selector, regions=regions))
+        out = Eligible(buckets=[{} for _ in range(self._widest + 1)], excluded=excluded)
+        if allowed is not None:
+            passing = [name for name in passing if name in allowed]
+            out.excluded = [e for e in excluded if e.host in allowed]
+            out.outside_policy = sum(1 for name in self.hosts if name not in allowed)
+        for name in passing:
+            state = self.hosts[name]
+            matching = out.matching[name] = self._matching(state, probe)
+            if matching or not wants_kind:
+                out.buckets[len(state.free)][name] = None
+                self._member_of[name].append(out)
         return out
 
-    def _verdicts(self, where: Demand) -> dict[str, Exclusion | None]:
-        """Each host's region, selector and health verdict for one placement."""
+    def _verdicts(self, where: Demand) -> tuple[list[str], list[Exclusion]]:
+        """The hosts that pass one placement's region, selector and health stages, and the
+        others with why."""
         found = self._where.get(where)
         if found is None:
-            found = self._where[where] = {}
+            passing, excluded = [], []
             for name, state in self.hosts.items():
                 verdict = screen(state.view, where)
-                found[name] = verdict if isinstance(verdict, Exclusion) else None
+                if isinstance(verdict, Exclusion):
+                    excluded.append(verdict)
+                else:
+                    passing.append(name)
+            found = self._where[where] = passing, excluded
         return found
 
     def _matching(self, state: HostState, probe: Demand) -> frozenset[int]:
