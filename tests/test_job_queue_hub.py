@@ -25,7 +25,6 @@ from aiorch.hub.services import (
     jobs,
     metrics,
 )
-from aiorch.jobs.queue import Decisions, Preempt
 from tests.fixtures_hub import checkin_body, fresh_csr
 
 IMAGE = "localhost/aiorch-model:v1"
@@ -246,29 +245,25 @@ def test_silent_host_is_unconfirmed_then_node_lost_and_requeued(ctx: HubContext)
 
 
 def test_preemption_stops_the_victim_and_requeues_it(ctx: HubContext):
+    """The whole path through the scheduling pass: a higher-priority job that fits nowhere
+    preempts the running preemptible one, waits for it to stop, then takes its GPUs."""
     jobs.submit(ctx, job("low", gpus=2, preemptible="true"), "user:t")
     run_pass(ctx)
+    low = jobs.show(ctx, "low")
+    checkin(ctx, "gpu1", {low["attempt"]["id"]: report(1, "running", started_at=1.8e9)})
     jobs.submit(ctx, job("high", gpus=2, priority=90), "user:t")
-    low, high = jobs.show(ctx, "low"), jobs.show(ctx, "high")
-    db = ctx.store.read()
-    ids = dict(db.execute("SELECT name, id FROM jobs").fetchall())
-    decisions = Decisions(preempt=[Preempt(ids["low"], ids["high"], "priority 90 > 50")])
-
-    def act(db: Any) -> int:
-        touched: set[str] = set()
-        count = job_scheduling._preempt(db, decisions, ctx.clock(), touched)
-        job_scheduling.replicas.publish(ctx, db, touched, "hub")
-        return count
-
-    assert ctx.store.write(act) == 1
-    assert high["state"] == "queued"
+    run_pass(ctx)
     assert desired_jobs(ctx)[0]["stop"] == "preempt"
     assert "preempted by job high" in jobs.show(ctx, "low")["reason"]
-    checkin(ctx, "gpu1", {low["attempt"]["id"]: report(1, "stopped", finished_at=1.8e9 + 5)})
+    run_pass(ctx)  # the victim is stopping: the winner waits, nobody else is picked
+    high = jobs.show(ctx, "high")
+    assert high["state"] == "queued" and "preempted job(s) to stop" in high["reason"], high
+    checkin(ctx, "gpu1", {low["attempt"]["id"]: report(2, "stopped", finished_at=1.8e9 + 5)})
     view = jobs.show(ctx, "low")
     assert [e["to"] for e in view["events"]][-2:] == ["preempted", "queued"]
     run_pass(ctx)
     assert jobs.show(ctx, "high")["state"] == "scheduled", "the GPUs went to the winner"
+    assert jobs.show(ctx, "low")["state"] == "queued", "the victim waits for room again"
 
 
 def test_simulated_gpus_run_without_devices_and_say_so(ctx: HubContext):

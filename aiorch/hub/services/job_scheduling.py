@@ -128,6 +128,7 @@ def _place(
     running = []
     for attempt in _holding(db):
         owner = job_records.job_row(db, attempt["job_id"])
+        resources = job_records.spec_of(owner).spec.resources
         running.append(
             Running(
                 job_id=owner["id"],
@@ -136,6 +137,10 @@ def _place(
                 preemptible=bool(owner["preemptible"]),
                 host=attempt["host"],
                 gpus=tuple(json.loads(attempt["gpus"])),
+                state=attempt["state"],
+                stopping=attempt["stop"] is not None,  # asked to stop: wait, never pick again
+                cpu=resources.cpu,
+                memory_mib=resources.memory_mib,
             )
         )
     allowances = budgets.allowances(db, {j.project for j in waiting}, now)
