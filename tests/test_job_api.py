@@ -73,6 +73,9 @@ def test_quota_takes_a_gpu_hour_budget(admin: httpx.Client, shared_hub: HubProce
         text = root.get("/metrics").text
     assert 'aiorch_project_gpu_hours_budget{period="week",project="default"} 12.5' in text
     assert "aiorch_jobs{" in text
+    budget = admin.get("/projects/default").json()["budget"]
+    assert (budget["gpu_hours"], budget["budget_period"]) == (12.5, "week")
+    assert budget["gpu_hours_left"] == 12.5 - budget["gpu_hours_counted"]
 
 
 def test_cli_jobs_commands(shared_hub: HubProcess, tmp_path: Path):

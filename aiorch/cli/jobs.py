@@ -114,13 +114,13 @@ def jobs_logs(
     params = {} if attempt is None else {"attempt": attempt}
     shown = ""
     while True:
-        data = client.get(f"/jobs/{name}/logs", **params)
-        tail = data["log_tail"]
-        new = tail[len(shown) :] if tail.startswith(shown) else tail
-        sys.stdout.write(new)
+        # The state first: once it is final, the log read after it is the last one.
+        ended = not follow or client.get(f"/jobs/{name}")["state"] in FINAL
+        tail = client.get(f"/jobs/{name}/logs", **params)["log_tail"]
+        sys.stdout.write(tail[len(shown) :] if tail.startswith(shown) else tail)
         sys.stdout.flush()
         shown = tail
-        if not follow or client.get(f"/jobs/{name}")["state"] in FINAL:
+        if ended:
             return
         time.sleep(FOLLOW_S)
 

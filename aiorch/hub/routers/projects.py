@@ -26,6 +26,17 @@ class Quota(BaseModel):
     max_replicas: int | None
 
 
+class Budget(BaseModel):
+    """The GPU quota and GPU-hour budget, with what is left of each (None: no limit)."""
+
+    max_gpus: int | None
+    gpus_left: int | None
+    gpu_hours: float | None
+    budget_period: str
+    gpu_hours_counted: float  # jobs' used and reserved GPU-hours in this period
+    gpu_hours_left: float | None
+
+
 class Member(BaseModel):
     token_id: str
     name: str
@@ -36,6 +47,7 @@ class Member(BaseModel):
 
 class ProjectDetail(ProjectInfo):
     quota: Quota | None
+    budget: Budget
     members: list[Member]
 
 

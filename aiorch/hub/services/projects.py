@@ -17,7 +17,7 @@ import sqlite_utils
 from aiorch.deploy import HostView
 from aiorch.errors import Conflict, NotFound
 from aiorch.hub.context import HubContext, decode_json_fields
-from aiorch.hub.services import audit, authz
+from aiorch.hub.services import audit, authz, budgets
 
 POLICY_FIELDS = ("allowed_sites", "allowed_regions", "host_path_prefixes")
 # Where tokens and images go when no project is named; its images serve every project.
@@ -61,7 +61,12 @@ def show(ctx: HubContext, name: str) -> dict[str, Any]:
         "WHERE r.project = ? AND t.revoked_at IS NULL ORDER BY r.token_id",
         [name],
     )
-    return {**project, "quota": quota[0] if quota else None, "members": list(members)}
+    return {
+        **project,
+        "quota": quota[0] if quota else None,
+        "budget": budgets.budget(db, name, ctx.clock()),  # GPU-hours counted this period
+        "members": list(members),
+    }
 
 
 def set_policy(ctx: HubContext, name: str, changes: dict[str, list[str]], actor: str) -> dict:
