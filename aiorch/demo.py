@@ -7,7 +7,9 @@ checks in. Everything between hosts and hub is HTTPS against the hub's CA (apt a
 included), apt verifies the repository's InRelease with the bundle key's keyring, and the
 agents enroll with the CA's pin and then talk mTLS. Then a deployment of the bundle's image
 naming the bundle's model (examples/deployments/lab-model.yaml) serves on every edge box, each
-agent fetching the weights from the hub into its model cache and mounting them read-only.
+agent fetching the weights from the hub into its model cache and mounting them read-only; and
+a training job (examples/jobs/lab-train.yaml) runs to its end on the datacenter host's
+simulated GPUs.
 
 Each step runs the same command a person would type, printed before it runs, so
 the demo doubles as a walkthrough. Running it again reuses what is already up;
@@ -27,6 +29,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import yaml
 
 from aiorch.bundle import keys
 from aiorch.deploy.spec import load_spec
@@ -43,6 +46,7 @@ BUNDLE_KEY_DIR = Path(".data/bundle-key").resolve()  # signs bundles and their a
 MODEL = "lab-weights"
 WEIGHTS = {"weights": [0.5, -0.25, 0.125, 1.0], "bias": 0.5}
 EDGE_ROLE = "edge-box"
+JOB_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "jobs" / "lab-train.yaml"
 # Downloading and loading the image on every edge box, on a busy 2-core machine.
 SERVE_TIMEOUT = 600.0
 FEATURES = '{"features": [1, 2, 3, 4]}'
@@ -150,12 +154,14 @@ def demo_up(data_dir: Path, lab_name: str, hosts: int, port: int) -> None:
     _show([aiorch, "agents", "list"], env)
     _show([aiorch, "status"], env)
     calls = deploy_model(aiorch, env, data_dir, lab)
+    run_job(aiorch, env, data_dir)
     print(
         f"\nThe hub runs at https://127.0.0.1:{port}; lab hosts reach it at {hub_on_lab}\n"
         f"(HTTPS only, its CA in {data_dir / CA_FILE}; agents talk mTLS).\n"
         f"Dashboard: https://127.0.0.1:{port}/ui/ (trust {data_dir / CA_FILE} in the browser);\n"
         f"  sign in with the admin token in {data_dir / 'admin.token'}, or a viewer's from\n"
         f"  AIORCH_DATA_DIR={data_dir} aiorch tokens create --role viewer --name me\n"
+        f"Jobs: AIORCH_DATA_DIR={data_dir} aiorch jobs list (the dashboard: /ui/jobs)\n"
         f"Try: AIORCH_DATA_DIR={data_dir} aiorch runs list   |   "
         f"ansible all -i {lab.inventory_path} -m ping\n"
         "Call the model on an edge box:\n"
@@ -164,19 +170,46 @@ def demo_up(data_dir: Path, lab_name: str, hosts: int, port: int) -> None:
     )
 
 
+def bundle_image(aiorch: str, env: dict[str, str]) -> str:
+    """The bundle's model server image in the hub's store, pinned: `ref@digest`."""
+    listed = json.loads(_run([aiorch, "image", "list", "--output", "json"], env, True))
+    image = next(i for i in listed if i["ref"].split("/")[-1].startswith("aiorch-model:"))
+    return f"{image['ref']}@{image['digest']}"
+
+
+def run_job(aiorch: str, env: dict[str, str], data_dir: Path) -> None:
+    """The example training job beside the serving deployment, pinned to the bundle's image:
+    queued, placed on the datacenter host's GPUs (simulated in the lab, and said so), followed
+    to its end; then its record and the GPU-hours by project."""
+    doc = yaml.safe_load(JOB_EXAMPLE.read_text())
+    doc["spec"]["image"] = bundle_image(aiorch, env)
+    name = doc["metadata"]["name"]
+    listed = json.loads(_run([aiorch, "jobs", "list", "--output", "json"], env, True))
+    if any(job["name"] == name and job["state"] == "succeeded" for job in listed):
+        print(f"job {name} already succeeded")
+        return
+    if not any(job["name"] == name for job in listed):
+        spec = data_dir / JOB_EXAMPLE.name
+        spec.write_text(yaml.safe_dump(doc, sort_keys=False))
+        _show([aiorch, "jobs", "submit", "-f", str(spec)], env)
+    _show([aiorch, "jobs", "logs", name, "--follow"], env)
+    shown = json.loads(_run([aiorch, "jobs", "show", name, "--output", "json"], env, True))
+    if shown["state"] != "succeeded":
+        raise UserError(f"job {name} ended {shown['state']}: {shown['reason']}")
+    _show([aiorch, "jobs", "show", name], env)
+    _show([aiorch, "telemetry", "gpu-hours", "--by", "project"], env)
+
+
 def deploy_model(aiorch: str, env: dict[str, str], data_dir: Path, lab: Lab) -> list[str]:
     """Apply the example deployment pinned to the bundle's image and naming its model, with a
     replica per edge box; wait until every replica is healthy and one answers with the
     bundle's weights. Returns a curl command line per replica."""
-    listed = json.loads(_run([aiorch, "image", "list", "--output", "json"], env, True))
-    image = next(i for i in listed if i["ref"].split("/")[-1].startswith("aiorch-model:"))
+    image = bundle_image(aiorch, env)
     models = json.loads(_run([aiorch, "model", "list", "--output", "json"], env, True))
     model = next(m for m in models if m["name"] == MODEL)
-    print(f"from the bundle: {image['ref']}@{image['digest']}, model {MODEL}@{model['digest']}")
+    print(f"from the bundle: {image}, model {MODEL}@{model['digest']}")
     edges = [host for host in lab.hosts if host.role == EDGE_ROLE]
-    text = deployment_spec(
-        f"{image['ref']}@{image['digest']}", replicas=len(edges), model=(MODEL, model["digest"])
-    )
+    text = deployment_spec(image, replicas=len(edges), model=(MODEL, model["digest"]))
     spec = data_dir / "lab-model.yaml"
     spec.write_text(text)
     _show([aiorch, "apply", "-f", str(spec)], env)

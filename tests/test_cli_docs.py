@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -64,3 +65,29 @@ def test_cli_refuses_a_plain_http_hub_in_one_line():
     )
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "HTTPS only" in result.stderr
+
+
+def _readme_command_lines() -> list[str]:
+    """Every `aiorch ...` line in README's shell blocks, comments and continuations off."""
+    lines, in_shell = [], False
+    for raw in README.splitlines():
+        if raw.startswith("```"):
+            in_shell = raw.strip() in ("```sh", "```bash", "```shell")
+            continue
+        line = raw.split(" #", 1)[0].strip().rstrip("\\").strip()
+        if in_shell and line.startswith("aiorch "):
+            lines.append(line)
+    return lines
+
+
+@pytest.mark.parametrize("line", _readme_command_lines())
+def test_readme_commands_name_real_commands_and_options(line: str):
+    """What README tells people to type exists: the command, and every --option it uses."""
+    words = shlex.split(line.split("|", 1)[0])
+    commands = dict(COMMANDS)
+    name = max((n for n in commands if words[: len(n.split())] == n.split()), key=len, default="")
+    assert name, f"README's `{line}` is no aiorch command"
+    known = {opt for param in commands[name].params for opt in param.opts}
+    known |= {"--help", "--hub", "--token", "--data-dir", "--output"}
+    used = {word.split("=", 1)[0] for word in words if word.startswith("--")}
+    assert used <= known, f"`{line}`: {sorted(used - known)} not options of `{name}`"

@@ -72,11 +72,23 @@ def test_demo_twice_then_down(tmp_path: Path):
             ).stdout
         )  # fmt: skip
         assert [(r["host"], r["state"]) for r in deployed["replicas"]] == [("edge1-1", "healthy")]
+        # Beside it, a training job ran to its end on the datacenter host's simulated GPUs.
+        job = json.loads(
+            subprocess.run(
+                [str(BIN / "aiorch"), "jobs", "show", "lab-train", "--output", "json"],
+                env=env, capture_output=True, text=True, check=True,
+            ).stdout
+        )  # fmt: skip
+        assert (job["state"], job["exit_code"]) == ("succeeded", 0), job
+        assert (job["attempt"]["host"], job["attempt"]["simulated_gpus"]) == ("dc1-1", 2), job
+        assert "epoch 3 loss 0.333" in first.stdout, "the walkthrough follows the job's log"
+        assert "aiorch jobs list" in first.stdout
         second = _demo(*args, "--hosts", "2")
         assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-2000:]
         assert "hub already running" in second.stdout
         assert "lab-model unchanged" in second.stdout
         assert "already imported" in second.stdout
+        assert "job lab-train already succeeded" in second.stdout
         assert len(Lab(name).hosts) == 2
     finally:
         down = _demo(*args, "--down")

@@ -3,8 +3,11 @@ reports read back exactly as written, and broken entries refused with the field 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from aiorch.jobs.spec import load_job
 from edge_agent.contract.fields import ContractError
 from edge_agent.contract.job import (
     Artifact,
@@ -102,3 +105,9 @@ def test_a_broken_report_names_its_field(change, field):
     entry = {**job_report_entry(JobReport("17.1", 1, "running")), **change}
     with pytest.raises(ContractError, match=field.replace(".", r"\.")):
         parse_job_reports({"17.1": entry})
+
+
+@pytest.mark.parametrize("path", sorted(Path("examples/jobs").glob("*.yaml")), ids=str)
+def test_every_example_job_is_a_valid_spec(path: Path):
+    job = load_job(path.read_text())
+    assert job.spec.max_duration > 0 and job.kind == "Job"
