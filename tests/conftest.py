@@ -9,4 +9,5 @@ pytest_plugins = [
     "tests.fixtures_agents",
     "tests.fixtures_provision",
     "tests.fixtures_browser",
+    "tests.fixtures_ui",
 ]

@@ -5,17 +5,14 @@ user's projects, and cancel only for roles that may (CSRF checked), changing the
 from __future__ import annotations
 
 import asyncio
-import re
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
-from fastapi.testclient import TestClient
 
-from aiorch.hub.app import create_app
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import images, jobs, tokens
+from aiorch.hub.services import images, jobs
+from tests.fixtures_ui import CSRF
 
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 IMAGE = "localhost/aiorch-model:v1"
 JOB = """
 apiVersion: aiorch.dev/v1
@@ -37,24 +34,6 @@ def ctx(make_context: Callable[..., HubContext]) -> HubContext:
         text = JOB.format(name=name, project=project, image=IMAGE)
         jobs.submit(context, text, "user:t")
     return context
-
-
-@pytest.fixture
-def sign_in(ctx: HubContext) -> Iterator[Callable[..., TestClient]]:
-    clients: list[TestClient] = []
-
-    def make(role: str | None = None) -> TestClient:
-        made = tokens.create(ctx, "t", "user:test", role=role, global_admin=role is None)
-        client = TestClient(create_app(ctx, run_jobs=False), follow_redirects=False)
-        csrf = CSRF.search(client.get("/ui/login").text).group(1)  # type: ignore[union-attr]
-        answer = client.post("/ui/login", data={"csrf_token": csrf, "token": made["token"]})
-        assert answer.status_code == 303, answer.text
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.close()
 
 
 def test_the_queue_lists_jobs_with_state_and_reason(sign_in):

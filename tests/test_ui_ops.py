@@ -7,22 +7,21 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import pytest
 from fastapi.testclient import TestClient
 
-from aiorch.hub.app import create_app
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import audit, deployments, enrollment, images, redaction, tokens
+from aiorch.hub.services import audit, deployments, enrollment, images, redaction
 from aiorch.hub.services.run_events import event_row
 from aiorch.hub.ui.paging import PER_PAGE
 from aiorch.hub.ui.runs import log_stream
 from tests.fixtures_hub import fresh_csr
+from tests.fixtures_ui import CSRF
 
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 SECRET = "hunter2-very-secret"
 T = TypeVar("T")
 SPEC = """
@@ -40,26 +39,6 @@ spec:
 @pytest.fixture
 def ctx(make_context: Callable[..., HubContext]) -> HubContext:
     return make_context()
-
-
-@pytest.fixture
-def sign_in(ctx: HubContext) -> Iterator[Callable[..., TestClient]]:
-    """`sign_in(role=None)`: a browser-like client signed in through the form, as a global
-    admin or with `role` on project default."""
-    clients: list[TestClient] = []
-
-    def make(role: str | None = None) -> TestClient:
-        made = tokens.create(ctx, "t", "user:test", role=role, global_admin=role is None)
-        client = TestClient(create_app(ctx, run_jobs=False), follow_redirects=False)
-        csrf = CSRF.search(client.get("/ui/login").text).group(1)  # type: ignore[union-attr]
-        answer = client.post("/ui/login", data={"csrf_token": csrf, "token": made["token"]})
-        assert answer.status_code == 303, answer.text
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.close()
 
 
 def csrf_of(client: TestClient, path: str) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from aiorch.deploy.hosts import Gpu, HostView, Replica
-from aiorch.deploy.spec import DeploymentSpec
+from aiorch.deploy.spec import DeploymentSpec, PlacementSpec, Resources
 from edge_agent.contract.workload import published_port
 
 EPSILON = 1e-9  # CPU counts are floats; 0.1 + 0.2 must still fit in 0.3
@@ -54,10 +54,20 @@ class Demand:
     @classmethod
     def of(cls, spec: DeploymentSpec, regions: frozenset[str] | None = None) -> Demand:
         work = spec.spec
-        res = work.resources
-        allowed = work.placement.residency
-        if allowed is not None:
-            asked = frozenset(allowed.region)
+        ports = frozenset(published_port(p.container_port, p.host_port) for p in work.ports)
+        return cls.of_parts(work.resources, work.placement, ports, regions)
+
+    @classmethod
+    def of_parts(
+        cls,
+        res: Resources,
+        placement: PlacementSpec,
+        host_ports: frozenset[int] = frozenset(),
+        regions: frozenset[str] | None = None,
+    ) -> Demand:
+        """From a spec's resources and placement (a deployment's or a job's)."""
+        if placement.residency is not None:
+            asked = frozenset(placement.residency.region)
             regions = asked if regions is None else asked & regions
         return cls(
             gpus=res.gpus,
@@ -65,8 +75,8 @@ class Demand:
             min_gpu_memory_mib=res.min_gpu_memory_mib,
             cpu=res.cpu,
             memory_mib=res.memory_mib,
-            host_ports=frozenset(published_port(p.container_port, p.host_port) for p in work.ports),
-            selector=tuple(sorted(work.placement.selector.items())),
+            host_ports=host_ports,
+            selector=tuple(sorted(placement.selector.items())),
             regions=regions,
         )
 

@@ -25,19 +25,7 @@ from aiorch.jobs.spec import JobSpec
 
 def job_demand(job: JobSpec, regions: frozenset[str] | None = None) -> Demand:
     """What one node of `job` needs, in placement's terms (a job publishes no ports)."""
-    work, res = job.spec, job.spec.resources
-    if work.placement.residency is not None:
-        asked = frozenset(work.placement.residency.region)
-        regions = asked if regions is None else asked & regions
-    return Demand(
-        gpus=res.gpus,
-        gpu_product=res.gpu_product,
-        min_gpu_memory_mib=res.min_gpu_memory_mib,
-        cpu=res.cpu,
-        memory_mib=res.memory_mib,
-        selector=tuple(sorted(work.placement.selector.items())),
-        regions=regions,
-    )
+    return Demand.of_parts(job.spec.resources, job.spec.placement, regions=regions)
 
 
 @dataclass(frozen=True, slots=True)
