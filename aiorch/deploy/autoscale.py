@@ -14,16 +14,10 @@ the hub therefore holds its count.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aiorch.deploy.spec import Autoscale
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One replica's load as its agent last reported it; None: no value (offline, starting)."""
-
-    load: float | None
 
 
 @dataclass(frozen=True)
@@ -53,18 +47,19 @@ def wanted_count(policy: Autoscale, load: float, fit: int) -> int:
 def decide(
     policy: Autoscale,
     current: int,
-    samples: list[Sample],
+    loads: Sequence[float | None],
     fit: int,
     pending: Pending | None,
     now: float,
 ) -> Decision:
     """The next step for a deployment running `current` replicas, whose placement could hold
-    `fit` replicas in all (counting those it runs)."""
+    `fit` replicas in all (counting those it runs), from each replica's load as its online
+    agent last reported it (None: no value: offline, or still starting)."""
     bounded = max(policy.min, min(current, policy.max))
     if bounded != current:  # the spec's own count is out of bounds: no waiting for that
         return Decision(None, False, bounded, None, bounded)
-    known = [s.load for s in samples if s.load is not None]
-    complete = len(known) == len(samples) and bool(samples)
+    known = [max(0.0, load) for load in loads if load is not None]
+    complete = len(known) == len(loads) and bool(loads)
     load = sum(known) if known else None
     desired = current if load is None else wanted_count(policy, load, fit)
     if not complete and desired < current:

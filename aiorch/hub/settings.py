@@ -84,6 +84,9 @@ class HubSettings(BaseSettings):
     rollout_interval_s: float = Field(
         1.0, gt=0, description="How often rollouts check their wave's health."
     )
+    autoscale_interval_s: float = Field(
+        5.0, gt=0, description="How often autoscaled deployments are sized to their load."
+    )
     playbooks_dir: Path = Field(
         REPO_PLAYBOOKS,
         description="Where run playbooks are looked up (AIORCH_PLAYBOOKS_DIR).",

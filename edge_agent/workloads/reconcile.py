@@ -21,8 +21,8 @@ from edge_agent.collectors.workloads import ContainerStatus
 from edge_agent.contract.workload import Rejected, Workload, parse_workloads
 from edge_agent.workloads import container
 from edge_agent.workloads.health import HealthMonitor
-from edge_agent.workloads.load import LoadMonitor
 from edge_agent.workloads.images import Fetch, ImageCache, Readiness
+from edge_agent.workloads.load import LoadMonitor
 from edge_agent.workloads.models import FetchFile, ModelCache
 from edge_agent.workloads.podman import Container, Podman, PodmanError
 from edge_agent.workloads.restarts import WINDOW_S, RestartLog

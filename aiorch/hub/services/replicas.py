@@ -12,8 +12,8 @@ import sqlite_utils
 
 from aiorch.deploy import DeploymentSpec, Replica, SpecError, template_hash
 from aiorch.deploy.host_paths import refuse_outside
-from aiorch.deploy.spec import with_template
 from aiorch.deploy.rollout import Observed
+from aiorch.deploy.spec import with_template
 from aiorch.hub.context import HubContext
 from aiorch.hub.services import agents, images, models, specs
 from aiorch.hub.services.projects import DEFAULT, allowed_host_paths
@@ -203,6 +203,7 @@ def observe(
             about.get("template_hash"),
             about.get("reason"),
             last_seen,
+            about.get("load"),
         )
         seen.append((revision, observed))
     return seen
