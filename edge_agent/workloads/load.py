@@ -24,9 +24,11 @@ PERIOD_S = 2.0
 TIMEOUT_S = 2.0
 MAX_PAGE = 4 << 20  # bytes; a metrics page larger than this is refused
 
-# name, optional {labels} (quoted values may hold anything escaped), value, optional timestamp
+# name, optional {label="value",...} (values may hold anything escaped), value, timestamp
+_LABEL = r'[ \t]*[a-zA-Z_][a-zA-Z0-9_]*[ \t]*=[ \t]*"(?:[^"\\\n]|\\.)*"[ \t]*'
 _SAMPLE = re.compile(
-    r'([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[^"}]|"(?:[^"\\]|\\.)*")*\})?[ \t]+(\S+)(?:[ \t]+-?\d+)?'
+    rf"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{{(?:{_LABEL}(?:,{_LABEL})*,?)?[ \t]*\}})?"
+    r"[ \t]+(\S+)(?:[ \t]+-?\d+)?"
 )
 
 
@@ -48,11 +50,11 @@ def summed(page: str, name: str) -> float | None:
         if match[1] != name:
             continue
         try:
-            value = float(match[3])
+            value = float(match[2])
         except ValueError:
-            raise MetricsError(f"line {number}: {match[3][:40]!r} is not a number") from None
+            raise MetricsError(f"line {number}: {match[2][:40]!r} is not a number") from None
         if not math.isfinite(value):
-            raise MetricsError(f"line {number}: {name} is {match[3]}")
+            raise MetricsError(f"line {number}: {name} is {match[2]}")
         total, found = total + value, True
     return total if found else None
 
