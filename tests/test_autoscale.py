@@ -41,7 +41,10 @@ POLICY = Autoscale.model_validate(
             "spec.autoscale: port 9000 is not a TCP containerPort (declared: 8000)",
         ),
         ({**OK, "target": 0}, "spec.autoscale.target: must be > 0.0 (got 0)"),
-        ({**OK, "path": "metrics"}, "spec.autoscale.path: must be a path starting with '/' (got 'metrics')"),  # fmt: skip
+        (
+            {**OK, "path": "metrics"},
+            "spec.autoscale.path: must be a path starting with '/' (got 'metrics')",
+        ),
         ({"metric": METRIC, "target": 1, "port": 8000}, "spec.autoscale.max: required"),
         ({**OK, "downDelaySeconds": -1}, "spec.autoscale.downDelaySeconds: must be >= 0 (got -1)"),
     ],
