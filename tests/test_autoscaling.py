@@ -176,10 +176,19 @@ def test_an_apply_meanwhile_wins_over_a_stale_decision(ctx: HubContext):
     assert len(hosts_of(ctx)) == 2
 
 
-def test_a_deleted_deployment_leaves_no_autoscale_state(ctx: HubContext):
+def test_autoscale_state_goes_with_autoscale_and_with_the_deployment(ctx: HubContext):
     deployments.apply(ctx, spec(), "user:t")
     check_in(ctx, 5.0)
     autoscaling.autoscale(ctx)
+    plain = spec().split("  autoscale:")[0]
+    deployments.apply(ctx, plain, "user:t")
+    assert autoscaling.autoscale(ctx) is None
+    assert autoscaling.stored_state(ctx.store.read(), "web") is None
+    assert "autoscale" not in deployment_views.show(ctx, "web")
+    deployments.apply(ctx, spec(), "user:t")
+    check_in(ctx, 5.0)
+    autoscaling.autoscale(ctx)
+    assert autoscaling.stored_state(ctx.store.read(), "web")["since"] == ctx.clock()
     deployments.delete(ctx, "web", "user:t")
     assert autoscaling.stored_state(ctx.store.read(), "web") is None
     assert autoscaling.autoscale(ctx) is None

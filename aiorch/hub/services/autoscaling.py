@@ -87,20 +87,34 @@ def _store(ctx: HubContext, name: str, decision: Decision) -> None:
     ctx.store.write(op)
 
 
+def _forget(ctx: HubContext, names: list[str]) -> None:
+    marks = ",".join("?" * len(names))
+    ctx.store.write(
+        lambda db: db.execute(
+            f"DELETE FROM deployment_autoscale WHERE deployment IN ({marks})", names
+        )
+    )
+
+
 def autoscale(ctx: HubContext) -> str | None:
     """One pass over every autoscaled deployment; says what it scaled."""
     decided: list[tuple[DeploymentSpec, Decision]] = []
     with ctx.store.snapshot() as db:
         names = [r[0] for r in db.execute("SELECT name FROM deployments ORDER BY name")]
+        remembered = {r[0] for r in db.execute("SELECT deployment FROM deployment_autoscale")}
         for name in names:
             try:
                 spec = specs.current(ctx, db, name)
                 decision = _decision(ctx, db, spec)
             except Exception:  # one broken deployment never stops the others
                 log.exception("cannot autoscale %s", name)
+                remembered.discard(name)
                 continue
             if decision is not None:
                 decided.append((spec, decision))
+                remembered.discard(name)
+    if remembered:  # no longer autoscaled: a later autoscale starts with no old since-when
+        _forget(ctx, sorted(remembered))
     scaled = []
     for spec, decision in decided:
         if decision.scale_to is not None:

@@ -9,7 +9,8 @@ seen failing its health checks. With `MODEL_DIR` set, the weights come from
 from the hub and mounted read-only: that is how the lab proves the model path end to end.
 `GET /metrics` gives, in Prometheus text, `aiorch_model_requests_in_flight`: the predictions
 being answered right now, what the lab autoscales on. A prediction with `"hold_s": N` (0 to
-`MAX_HOLD_S`) is answered only after N seconds, so a test can hold load open.
+`MAX_HOLD_S`) is answered only after N seconds, or dropped as soon as its client hangs up:
+that is how a test holds load open, and ends it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import select
 import signal
+import socket
 import sys
 import threading
 import time
@@ -113,11 +116,23 @@ class Handler(BaseHTTPRequestHandler):
             return
         IN_FLIGHT_NOW.add(1)
         try:
-            time.sleep(hold)
+            if not self._held(hold):
+                return  # nobody left to answer
             answer = {"score": score(numbers), "model": VERSION, "weights": list(WEIGHTS)}
             self._answer(200, {**answer, "bias": BIAS})
         finally:
             IN_FLIGHT_NOW.add(-1)
+
+    def _held(self, seconds: float) -> bool:
+        """Wait `seconds`; False as soon as the client hangs up (its socket reads EOF)."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            readable, _, _ = select.select([self.connection], [], [], min(left, 0.5))
+            if readable:
+                if not self.connection.recv(1, socket.MSG_PEEK):
+                    return False
+                time.sleep(min(left, 0.5))  # it sent more; nothing to read here
+        return True
 
     def _answer(self, status: int, body: dict[str, Any]) -> None:
         self._send(status, json.dumps(body).encode(), "application/json")
