@@ -421,11 +421,9 @@ def test_load_scales_the_deployment_out_and_back(converged: ProvisionLab, image:
     # No load: back to one replica once both have said so for the down delay.
     (stays,) = wait_until(lambda: replica_count(converged, 1), timeout=DEADLINE, what="1 replica")
     serving(converged, text, (stays,))
-    steps = [
-        (e["detail"]["from"], e["detail"]["to"])
-        for e in reversed(converged.hub.admin.get("/audit", params={"limit": 50}).json())
-        if e["action"] == "deployment.autoscale"
-    ]
+    params = {"action": "deployment.autoscale", "limit": 10}
+    entries = converged.hub.admin.get("/audit", params=params).json()
+    steps = [(e["detail"]["from"], e["detail"]["to"]) for e in reversed(entries)]
     assert steps[-2:] == [(1, 2), (2, 1)], steps
     shown = converged.hub.admin.get(f"/deployments/{NAME}").json()["autoscale"]
     assert (shown["load"], shown["desired"], shown["complete"]) == (0, 1, True), shown
