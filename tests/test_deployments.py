@@ -13,7 +13,16 @@ import pytest
 
 from aiorch.errors import Conflict, Forbidden, InvalidInput
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import agents, budgets, deployments, drift, enrollment, images, replicas
+from aiorch.hub.services import (
+    agents,
+    budgets,
+    deployment_views,
+    deployments,
+    drift,
+    enrollment,
+    images,
+    replicas,
+)
 from tests.fixtures_hub import fresh_csr
 
 H100 = {"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_total_bytes": 81559 * 2**20}
@@ -82,14 +91,14 @@ def test_plan_explains_unplaced_replicas_and_changes_nothing(ctx: HubContext):
     assert len(result["plan"]["placed"]) == 2
     (unplaced,) = result["plan"]["unplaced"]
     assert "H100" in unplaced["reason"]
-    assert deployments.list_deployments(ctx) == []
+    assert deployment_views.list_deployments(ctx) == []
 
 
 def test_over_quota_is_refused_with_numbers_and_stores_nothing(ctx: HubContext):
     budgets.set_quota(ctx, "nlp", "user:admin", max_gpus=1)
     with pytest.raises(Forbidden, match="quota 1"):
         deployments.apply(ctx, SPEC.format(replicas=2), "user:t")
-    assert deployments.list_deployments(ctx) == []
+    assert deployment_views.list_deployments(ctx) == []
     assert _desired(ctx, "gpu-a")["revision"] == 0
     entries = list(
         ctx.store.read().query("SELECT detail FROM audit_log WHERE action = 'policy.quota'")
@@ -111,7 +120,7 @@ def test_delete_empties_the_agents_desired_state(ctx: HubContext):
     deployments.apply(ctx, SPEC.format(replicas=2), "user:t")
     deployments.delete(ctx, "chat", "user:t")
     assert _desired(ctx, "gpu-a")["document"] == {"workloads": []}
-    assert json.loads(json.dumps(deployments.list_deployments(ctx))) == []
+    assert json.loads(json.dumps(deployment_views.list_deployments(ctx))) == []
 
 
 def test_secret_env_is_sealed_at_rest_and_opened_only_for_the_agent(ctx: HubContext):
@@ -123,7 +132,7 @@ def test_secret_env_is_sealed_at_rest_and_opened_only_for_the_agent(ctx: HubCont
     for path in ctx.settings.data_dir.iterdir():  # the database and its WAL
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path.name
-    host = deployments.show(ctx, "chat")["replicas"][0]["host"]
+    host = deployment_views.show(ctx, "chat")["replicas"][0]["host"]
     (stored,) = _desired(ctx, host)["document"]["workloads"]
     assert stored["secret_env"]["API_KEY"] == "<sealed>", "the sealed value is not shown"
     agent_id = _desired(ctx, host)["agent_id"]
@@ -131,7 +140,8 @@ def test_secret_env_is_sealed_at_rest_and_opened_only_for_the_agent(ctx: HubCont
     answer = asyncio.run(agents.checkin(ctx, agent_id, body, None))
     assert answer.document is not None
     assert answer.document["workloads"][0]["secret_env"] == {"API_KEY": secret}
-    assert deployments.show(ctx, "chat")["spec"]["spec"]["secretEnv"] == {"API_KEY": "**********"}
+    shown = deployment_views.show(ctx, "chat")
+    assert shown["spec"]["spec"]["secretEnv"] == {"API_KEY": "**********"}
 
 
 def _drift_check_finished(ctx: HubContext, gpu_b: dict[str, int]) -> None:
@@ -245,12 +255,12 @@ def test_apply_gives_up_with_409_when_the_fleet_keeps_changing(
     monkeypatch.setattr(deployments, "plan_placement", place)
     with pytest.raises(Conflict, match=f"each of {deployments.APPLY_ATTEMPTS} plans of chat"):
         deployments.apply(ctx, SPEC.format(replicas=2), "user:t")
-    assert deployments.list_deployments(ctx) == [] and _used_gpus(ctx) == []
+    assert deployment_views.list_deployments(ctx) == [] and _used_gpus(ctx) == []
 
 
 def test_publish_reads_inside_the_writers_transaction(ctx: HubContext):
     deployments.apply(ctx, SPEC.format(replicas=1), "user:t")
-    host = deployments.show(ctx, "chat")["replicas"][0]["host"]
+    host = deployment_views.show(ctx, "chat")["replicas"][0]["host"]
     new_digest = "sha256:" + "f" * 64
 
     def repush_and_publish(db):

@@ -18,7 +18,15 @@ from aiorch.ansible.connection_vars import is_connection_var, is_template
 from aiorch.deploy.host_paths import within
 from aiorch.errors import Forbidden, Unavailable
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import agents, deployments, enrollment, inventory, run_history, runs
+from aiorch.hub.services import (
+    agents,
+    deployment_views,
+    deployments,
+    enrollment,
+    inventory,
+    run_history,
+    runs,
+)
 from aiorch.hub.services.auth import Principal
 from edge_agent.identity import csr_pem, new_key
 from tests.fixtures_desired import a_workload
@@ -229,7 +237,7 @@ def test_host_paths_outside_the_projects_policy_are_refused_at_plan_and_apply(
                 attempt(ctx, text)
             assert f"spec.volumes[0] (mountPath /models) hostPath '{path}'" in str(refused.value)
             assert "/data" in str(refused.value)
-    assert deployments.list_deployments(ctx) == []
+    assert deployment_views.list_deployments(ctx) == []
     plan = deployments.plan(ctx, SPEC.format(path="/data/models"))
     assert plan["name"] == "cache"
 

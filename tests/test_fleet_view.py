@@ -13,7 +13,7 @@ import pytest
 
 from aiorch.deploy import SpecError
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import deployments, enrollment, images, inventory
+from aiorch.hub.services import deployment_views, deployments, enrollment, images, inventory
 from edge_agent.facts import collect_facts
 from edge_agent.gpu import NullBackend
 from tests.fixtures_hub import fresh_csr
@@ -153,4 +153,4 @@ def test_a_spec_the_agents_would_refuse_is_refused_at_plan_and_apply(
     for attempt in (lambda: deployments.plan(ctx, text), lambda: deployments.apply(ctx, text, "t")):
         with pytest.raises(SpecError, match=f"an agent would refuse it: {named}"):
             attempt()
-    assert deployments.list_deployments(ctx) == []
+    assert deployment_views.list_deployments(ctx) == []

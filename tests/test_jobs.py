@@ -54,6 +54,7 @@ def test_all_jobs_are_registered_in_one_place(ctx: HubContext):
         "images-gc",
         "models-gc",
         "rollouts-progress",
+        "deployments-autoscale",
         "audit-checkpoint",
         "tls-renew",
     }

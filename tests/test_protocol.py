@@ -12,7 +12,15 @@ import pytest
 from cryptography import x509
 
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import agents, deployments, enrollment, images, metrics, status
+from aiorch.hub.services import (
+    agents,
+    deployment_views,
+    deployments,
+    enrollment,
+    images,
+    metrics,
+    status,
+)
 from aiorch.hub.services.heartbeats import Heartbeat
 from edge_agent.contract.identity import TOKEN_PIN_SEPARATOR, agent_uri
 from tests.fixtures_desired import a_workload
@@ -403,7 +411,7 @@ def test_one_hosts_unreadable_stored_report_leaves_the_others_views_whole(make_c
                                        "nlp/chat/1": {"state": "healthy"}}})],
         )
     )  # fmt: skip
-    states = {r["host"]: r["state"] for r in deployments.show(ctx, "chat")["replicas"]}
+    states = {r["host"]: r["state"] for r in deployment_views.show(ctx, "chat")["replicas"]}
     assert states == {"report-a": "pending", "report-b": "healthy"}
     assert status.overview(ctx)["deployments"][0]["healthy"] == 1
     assert b'state="healthy"} 1.0' in metrics.render(ctx)

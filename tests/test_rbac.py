@@ -18,6 +18,7 @@ from aiorch.hub.services import (
     accounting,
     auth,
     authz,
+    deployment_views,
     deployments,
     enrollment,
     images,
@@ -184,7 +185,7 @@ def test_a_name_or_image_of_another_project_is_not_taken_over(ctx: HubContext):
     deployments.apply(ctx, SPEC.format(name="chat", project="a", replicas=1), "u")
     with pytest.raises(Conflict, match="chat exists in another project"):
         deployments.apply(ctx, SPEC.format(name="chat", project="b", replicas=1), "u")
-    assert deployments.project_of(ctx, "chat") == "a"
+    assert deployment_views.project_of(ctx, "chat") == "a"
     _push(ctx, "localhost/own:v1", "a")
     with pytest.raises(Conflict, match="belongs to another project"):
         _push(ctx, "localhost/own:v1", "b")

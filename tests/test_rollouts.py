@@ -14,6 +14,7 @@ from aiorch.hub.context import HubContext
 from aiorch.hub.services import (
     agents,
     audit,
+    deployment_views,
     deployments,
     enrollment,
     images,
@@ -133,7 +134,7 @@ def test_unhealthy_wave_rolls_back_to_the_previous_revision(ctx: HubContext):
     assert revisions(ctx) == [1, 1, 1]
     refs = {w["image"]["ref"] for host in HOSTS for w in _workloads(ctx, host)}
     assert refs == {"localhost/aiorch-model:v1"}
-    shown = deployments.show(ctx, "web")
+    shown = deployment_views.show(ctx, "web")
     assert shown["spec"]["spec"]["image"] == "localhost/aiorch-model:v1"
     actions = [e["action"] for e in audit.list_entries(ctx, limit=50)]
     assert "rollout.rolled_back" in actions and "rollout.start" in actions

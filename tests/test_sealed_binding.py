@@ -19,7 +19,7 @@ from aiorch.errors import Unavailable
 from aiorch.hub.context import HubContext
 from aiorch.hub.schemas import CheckinRequest
 from aiorch.hub.sealing import KEY_FILE, Sealer, secret_env_binding
-from aiorch.hub.services import agents, deployments, enrollment, images
+from aiorch.hub.services import agents, deployment_views, deployments, enrollment, images
 from aiorch.hub.services.auth import Principal
 from edge_agent.identity import csr_pem, new_key
 from tests.fixtures_desired import a_workload
@@ -150,7 +150,8 @@ def test_values_sealed_before_bindings_open_and_are_resealed_bound_on_the_next_w
     document["workloads"][0]["secret_env"] = {"API_KEY": legacy}
     _store_document(ctx, agent_id, document)
     assert _checkin(ctx, agent_id)["workloads"][0]["secret_env"] == {"API_KEY": "old-secret-9"}
-    assert deployments.show(ctx, "chat")["spec"]["spec"]["secretEnv"] == {"API_KEY": "**********"}
+    shown = deployment_views.show(ctx, "chat")
+    assert shown["spec"]["spec"]["secretEnv"] == {"API_KEY": "**********"}
 
     again = _apply(ctx, "chat", "old-secret-9", mode="b")  # the next apply that writes
     (workload,) = _stored_document(ctx, again)["workloads"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import socket
 import subprocess
 import time
 from typing import Any
@@ -372,6 +373,63 @@ def test_a_broken_version_is_rolled_back_on_its_own(converged: ProvisionLab, ima
     assert all(predict(converged, host)["model"] == "v1" for host in EDGES)
     shown = converged.hub.admin.get(f"/deployments/{NAME}").json()
     assert shown["spec"]["spec"]["image"] == image
+
+
+def autoscaled(image: str) -> str:
+    """The spec that runs now (note "rolling", one replica), autoscaled on the payload's
+    requests in flight: one replica per request, 1 to 2, after short delays."""
+    doc = yaml.safe_load(spec_text(image, replicas=1, note="rolling"))
+    doc["spec"]["autoscale"] = {
+        "min": 1, "max": 2, "metric": "aiorch_model_requests_in_flight", "target": 1,
+        "port": 8080, "upDelaySeconds": 2, "downDelaySeconds": 5,
+    }  # fmt: skip
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def held_predictions(lab: ProvisionLab, host: str, count: int) -> list[socket.socket]:
+    """`count` predictions on `host` that the payload holds open (up to its 300 s bound);
+    closing a socket ends its request."""
+    body = json.dumps({"features": FEATURES, "hold_s": 300}).encode()
+    head = f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(body)}\r\n\r\n"
+    held = []
+    for _ in range(count):
+        held.append(socket.create_connection((lab.lab.host(host).address, PORT), timeout=5))
+        held[-1].sendall(head.encode() + body)
+    return held
+
+
+def replica_count(lab: ProvisionLab, count: int) -> list[str] | None:
+    """The replicas' hosts once the hub has `count` of them."""
+    shown = lab.hub.admin.get(f"/deployments/{NAME}").json()
+    hosts = [r["host"] for r in shown["replicas"]]
+    return hosts if len(hosts) == count and shown["autoscale"]["replicas"] == count else None
+
+
+def test_load_scales_the_deployment_out_and_back(converged: ProvisionLab, image: str) -> None:
+    text = autoscaled(image)
+    (gone,) = [r["replica"]["host"] for r in apply(converged, text)["plan"]["removed"]]
+    (busy,) = set(EDGES) - {gone}
+    serving(converged, text, (busy,))
+    held = held_predictions(converged, busy, 2)  # 2 in flight, target 1: 2 replicas
+    try:
+        wait_until(lambda: replica_count(converged, 2), timeout=DEADLINE, what="2 replicas")
+        serving(converged, text, EDGES)  # held: the load stays, and so do both replicas
+        assert answers(converged, gone) is not None
+    finally:
+        for connection in held:
+            connection.close()
+    # No load: back to one replica once both have said so for the down delay.
+    (stays,) = wait_until(lambda: replica_count(converged, 1), timeout=DEADLINE, what="1 replica")
+    serving(converged, text, (stays,))
+    params = {"action": "deployment.autoscale", "limit": 10}
+    entries = converged.hub.admin.get("/audit", params=params).json()
+    steps = [(e["detail"]["from"], e["detail"]["to"]) for e in reversed(entries)]
+    assert steps[-2:] == [(1, 2), (2, 1)], steps
+    shown = converged.hub.admin.get(f"/deployments/{NAME}").json()["autoscale"]
+    assert (shown["load"], shown["desired"], shown["complete"]) == (0, 1, True), shown
+    # As it was before: two replicas, not autoscaled.
+    apply(converged, spec_text(image, note="rolling"))
+    serving(converged, spec_text(image, note="rolling"), EDGES)
 
 
 def test_deleting_the_deployment_removes_its_containers(converged: ProvisionLab) -> None:

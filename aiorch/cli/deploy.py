@@ -105,7 +105,21 @@ def deployments_show(ctx: typer.Context, name: str, output: Output = OutputOpt) 
         f"[bold]{data['name']}[/] project {data['project']} gen {data['generation']} "
         f"revision {data['revision']}"
     )
+    if (scaling := data.get("autoscale")) is not None:
+        console.print(_autoscale_line(scaling))
     emit(data["replicas"], output, ["replica", "host", "revision", "state", "reason"])
+
+
+def _autoscale_line(scaling: dict[str, Any]) -> str:
+    """`autoscale: 2 replicas, load 3 (all reported), desired 3 since <time>`."""
+    load = "no load reported" if scaling.get("load") is None else f"load {scaling['load']:g}"
+    if scaling.get("load") is not None and not scaling.get("complete"):
+        load += " (some replicas not reporting: never scales down)"
+    line = f"autoscale: {scaling['replicas']} replicas, {load}, desired {scaling['desired']}"
+    if scaling.get("since") is not None:
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(scaling["since"]))
+        line += f" (wanted {scaling['wanted']} since {since} UTC)"
+    return line
 
 
 @image_app.command("push")

@@ -62,6 +62,7 @@ class Observed:
     template_hash: str | None = None  # of the container the state is about
     reason: str | None = None
     last_seen: float | None = None  # the host's last check-in
+    load: float | None = None  # an autoscaled replica's metric, as last reported
 
     def holds(self, progress: Progress) -> bool:
         """Whether the wave waits for this replica: its host is online, or was when the wave

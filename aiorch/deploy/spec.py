@@ -38,7 +38,7 @@ from edge_agent.contract.image import ImageRef, parse_image
 API_VERSION = "aiorch.dev/v1"
 SECRET_PATHS = ("spec.secretEnv",)
 # Spec fields that say how many replicas run where and how they change, not what they are.
-OUTSIDE_TEMPLATE = ("replicas", "placement", "rollout")
+OUTSIDE_TEMPLATE = ("replicas", "placement", "rollout", "autoscale")
 
 _DNS_LABEL = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
 _LABEL_KEY = re.compile(
@@ -47,6 +47,7 @@ _LABEL_KEY = re.compile(
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _URL_PATH = re.compile(r"/[!-~]*")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_METRIC = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 
 # Upper bounds on every count: far above any real deployment, low enough that a plan stays
 # small and fast (a spec asking for ten million replicas is refused, not planned).
@@ -208,6 +209,31 @@ class Rollout(_Model):
         return self
 
 
+class Autoscale(_Model):
+    """The replica count follows `ceil(load / target)`, the metric summed over the replicas
+    as their agents scrape it from `GET :port/path`. Never below 1: nothing here holds
+    requests while a model loads, so scale-to-zero would drop them."""
+
+    min: int = Field(default=1, ge=1, le=MAX_REPLICAS)
+    max: int = Field(ge=1, le=MAX_REPLICAS)
+    metric: Annotated[
+        str, Field(max_length=200), _matching(_METRIC, "a Prometheus metric name")
+    ] = Field(description="e.g. aiorch_model_requests_in_flight, vllm:num_requests_waiting")
+    target: float = Field(gt=0, le=1e9, allow_inf_nan=False, description="load per replica")
+    up_delay_seconds: Seconds = 300  # dstack's defaults
+    down_delay_seconds: Seconds = 600
+    port: Port = Field(description="the containerPort serving the metrics")
+    path: Annotated[
+        str, Field(max_length=1024), _matching(_URL_PATH, "a path starting with '/'")
+    ] = "/metrics"
+
+    @model_validator(mode="after")
+    def _max_at_least_min(self) -> Autoscale:
+        if self.max < self.min:
+            raise ValueError(f"max {self.max} is below min {self.min}")
+        return self
+
+
 class WorkloadSpec(_Model):
     image: Image
     command: list[Text] = Field(default_factory=list, max_length=MAX_ITEMS)
@@ -224,6 +250,7 @@ class WorkloadSpec(_Model):
     placement: PlacementSpec = Field(default_factory=PlacementSpec)
     health_check: HealthCheck | None = None
     rollout: Rollout = Field(default_factory=Rollout)
+    autoscale: Autoscale | None = None
 
     @property
     def image_ref(self) -> ImageRef:
@@ -279,6 +306,15 @@ class WorkloadSpec(_Model):
             )
         return value
 
+    @field_validator("autoscale")
+    @classmethod
+    def _scrape_a_declared_port(cls, value: Autoscale | None, info: ValidationInfo) -> Any:
+        tcp = {p.container_port for p in info.data.get("ports", []) if p.protocol == "TCP"}
+        if value is not None and "ports" in info.data and value.port not in tcp:
+            declared = ", ".join(str(p) for p in sorted(tcp)) or "none"
+            raise ValueError(f"port {value.port} is not a TCP containerPort (declared: {declared})")
+        return value
+
 
 class DeploymentSpec(_Model):
     api_version: Literal["aiorch.dev/v1"]
@@ -329,7 +365,7 @@ def template_hash(spec: DeploymentSpec) -> str:
     hub knows which changes restart replicas."""
     workload = spec_document(spec)["spec"]
     for outside in OUTSIDE_TEMPLATE:
-        del workload[outside]
+        workload.pop(outside, None)
     return _digest(workload)
 
 
@@ -338,8 +374,8 @@ def with_template(spec: DeploymentSpec, template: DeploymentSpec) -> DeploymentS
     the replica count, placement and rollout stay `spec`'s (what a rollback restores)."""
     document, source = spec_document(spec), spec_document(template)
     document["spec"] = {
-        **source["spec"],
-        **{key: document["spec"][key] for key in OUTSIDE_TEMPLATE},
+        **{key: value for key, value in source["spec"].items() if key not in OUTSIDE_TEMPLATE},
+        **{key: document["spec"][key] for key in OUTSIDE_TEMPLATE if key in document["spec"]},
     }
     return parse_spec(document)
 
@@ -351,8 +387,9 @@ def spec_document(spec: DeploymentSpec) -> dict[str, Any]:
     data["spec"]["secretEnv"] = {
         name: value.get_secret_value() for name, value in spec.spec.secret_env.items()
     }
-    if not data["spec"]["models"]:  # as before models existed: their hashes stay the same
-        del data["spec"]["models"]
+    for added in ("models", "autoscale"):  # unset as before they existed: hashes stay the same
+        if not data["spec"][added]:
+            del data["spec"][added]
     return data
 
 

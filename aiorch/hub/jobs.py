@@ -12,6 +12,7 @@ from aiorch.hub.context import HubContext
 from aiorch.hub.services import (
     agents,
     audit_checkpoints,
+    autoscaling,
     drift,
     enrollment,
     images,
@@ -64,6 +65,7 @@ def register_jobs(scheduler: BaseScheduler, ctx: HubContext) -> None:
         "images-gc": (retain, images.collect_garbage),
         "models-gc": (retain, models.collect_garbage),
         "rollouts-progress": (ctx.settings.rollout_interval_s, rollouts.progress),
+        "deployments-autoscale": (ctx.settings.autoscale_interval_s, autoscaling.autoscale),
         "audit-checkpoint": (every, audit_checkpoints.checkpoint),
         "tls-renew": (retain, renew_server_certificate),
         "jobs-schedule": (ctx.settings.job_schedule_interval_s, job_scheduling.schedule_pass),

@@ -162,6 +162,8 @@ class WorkloadReport(BaseModel):
     template_hash: str | None = Field(None, max_length=128)
     restarts: Count = 0
     container: str | None = Field(None, max_length=253)
+    # An autoscaled replica's metric, as its agent last scraped it; None: no value.
+    load: float | None = Field(None, ge=-1e12, le=1e12, allow_inf_nan=False)
 
 
 class AgentReport(BaseModel):

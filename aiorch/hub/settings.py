@@ -96,6 +96,9 @@ class HubSettings(BaseSettings):
         description="How long a job on a silent host stays running (unconfirmed) before "
         "it is node_lost.",
     )
+    autoscale_interval_s: float = Field(
+        5.0, gt=0, description="How often autoscaled deployments are sized to their load."
+    )
     playbooks_dir: Path = Field(
         REPO_PLAYBOOKS,
         description="Where run playbooks are looked up (AIORCH_PLAYBOOKS_DIR).",

@@ -24,6 +24,7 @@ log = logging.getLogger("aiorch.agent.workloads")
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+METRIC_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 PROTOCOLS = ("tcp", "udp")
 MAX_PORT = 65535
 
@@ -78,6 +79,16 @@ class HealthCheck:
 
 
 @dataclass(frozen=True)
+class Metric:
+    """The load an autoscaled replica reports: the samples of Prometheus metric `name`,
+    summed, from `GET path` on the host port `port` (a container port) is published on."""
+
+    name: str
+    port: int
+    path: str
+
+
+@dataclass(frozen=True)
 class Workload:
     id: str
     project: str
@@ -96,6 +107,7 @@ class Workload:
     memory_mib: int | None  # None: no limit
     health_check: HealthCheck | None
     models: tuple[ModelRef, ...] = ()  # mounted read-only; the replica waits for their files
+    metric: Metric | None = None  # autoscaled replicas only
 
     @property
     def container_name(self) -> str:
@@ -103,10 +115,15 @@ class Workload:
 
     def health_port(self) -> int | None:
         """The host port the health check reaches (parsing makes sure there is one)."""
-        if self.health_check is None:
-            return None
+        return None if self.health_check is None else self._tcp_host_port(self.health_check.port)
+
+    def metric_port(self) -> int | None:
+        """The host port the load metric is scraped on (parsing makes sure there is one)."""
+        return None if self.metric is None else self._tcp_host_port(self.metric.port)
+
+    def _tcp_host_port(self, container_port: int) -> int | None:
         for port in self.ports:
-            if port.container_port == self.health_check.port and port.protocol == "tcp":
+            if port.container_port == container_port and port.protocol == "tcp":
                 return port.host_port
         return None
 
@@ -119,7 +136,7 @@ def desired_document(workloads: list[Workload]) -> dict[str, Any]:
 def workload_entry(w: Workload) -> dict[str, Any]:
     """One workload as JSON data; `parse_workload` reads it back unchanged."""
     health = w.health_check
-    return {
+    entry: dict[str, Any] = {
         "id": w.id,
         "deployment": w.deployment,
         "project": w.project,
@@ -153,6 +170,9 @@ def workload_entry(w: Workload) -> dict[str, Any]:
         },
         "models": [model_entry(m) for m in w.models],
     }
+    if w.metric is not None:  # only then: entries of other replicas stay as they were
+        entry["metric"] = {"name": w.metric.name, "port": w.metric.port, "path": w.metric.path}
+    return entry
 
 
 def parse_workloads(document: dict[str, Any]) -> tuple[list[Workload], dict[str, Rejected]]:
@@ -208,6 +228,7 @@ def parse_workload(raw: dict[str, Any]) -> Workload:
         models=tuple(
             parse_model(m, f"models[{i}]") for i, m in enumerate(items(raw.get("models"), "models"))
         ),
+        metric=_metric(raw.get("metric")),
     )
     mounts = [v.mount_path for v in workload.volumes] + [m.mount_path for m in workload.models]
     for mount in mounts:
@@ -217,6 +238,8 @@ def parse_workload(raw: dict[str, Any]) -> Workload:
         raise ContractError(
             "health_check.port", f"{workload.health_check.port} is not a published TCP port"
         )
+    if workload.metric is not None and workload.metric_port() is None:
+        raise ContractError("metric.port", f"{workload.metric.port} is not a published TCP port")
     return workload
 
 
@@ -269,11 +292,8 @@ def _health(raw: Any) -> HealthCheck | None:
     if raw is None:
         return None
     raw = mapping(raw, "health_check")
-    path = text(raw.get("path"), "health_check.path")
-    if not path.startswith("/") or any(c.isspace() for c in path):
-        raise ContractError("health_check.path", "must start with '/' and hold no spaces")
     return HealthCheck(
-        path=path,
+        path=_url_path(raw, "health_check"),
         port=whole(raw.get("port"), "health_check.port", 1, MAX_PORT),
         initial_delay_s=_unset_if_zero(raw.get("initial_delay_s"), "initial_delay_s") or 0.0,
         period_s=_unset_if_zero(raw.get("period_s"), "period_s", minimum=0.1) or 10.0,
@@ -281,6 +301,27 @@ def _health(raw: Any) -> HealthCheck | None:
         failure_threshold=_count(raw.get("failure_threshold"), "health_check.failure_threshold")
         or 3,
     )
+
+
+def _metric(raw: Any) -> Metric | None:
+    if raw is None:
+        return None
+    raw = mapping(raw, "metric")
+    name = text(raw.get("name"), "metric.name")
+    if not METRIC_RE.match(name):
+        raise ContractError("metric.name", f"{name!r} is not a Prometheus metric name")
+    return Metric(
+        name=name,
+        port=whole(raw.get("port"), "metric.port", 1, MAX_PORT),
+        path=_url_path(raw, "metric"),
+    )
+
+
+def _url_path(raw: dict[str, Any], where: str) -> str:
+    path = text(raw.get("path"), f"{where}.path")
+    if not path.startswith("/") or any(c.isspace() for c in path):
+        raise ContractError(f"{where}.path", "must start with '/' and hold no spaces")
+    return path
 
 
 def _env(raw: dict[str, Any], key: str) -> dict[str, str]:

@@ -22,6 +22,7 @@ from edge_agent.contract.workload import Rejected, Workload, parse_workloads
 from edge_agent.workloads import container
 from edge_agent.workloads.health import HealthMonitor
 from edge_agent.workloads.images import Fetch, ImageCache, Readiness
+from edge_agent.workloads.load import LoadMonitor
 from edge_agent.workloads.models import FetchFile, ModelCache
 from edge_agent.workloads.podman import Container, Podman, PodmanError
 from edge_agent.workloads.restarts import WINDOW_S, RestartLog
@@ -43,15 +44,19 @@ class WorkloadStatus:
     container: str | None = None  # the container's name, once there is one
     container_state: str = ""  # podman's state of it
     health: str = ""  # the health check's verdict; "" without one
+    load: float | None = None  # an autoscaled replica's latest metric value; None: none yet
 
     def report(self) -> dict[str, Any]:
-        return {
+        report: dict[str, Any] = {
             "state": self.state,
             "reason": self.reason,
             "template_hash": self.template_hash,
             "restarts": self.restarts,
             "container": self.container,
         }
+        if self.load is not None:  # autoscaled replicas only: other reports stay as they were
+            report["load"] = self.load
+        return report
 
 
 class Reconciler:
@@ -74,6 +79,7 @@ class Reconciler:
         self.models = ModelCache(model_cache or state_dir / "models", fetch_model_file)
         self.restarts = RestartLog(state_dir / "restarts.json")
         self.health = HealthMonitor()
+        self.load = LoadMonitor()
         self.image_wait_s = image_wait_s
         self.statuses: dict[str, WorkloadStatus] = {}
         # The document last parsed, and what came of it: parsing (and logging what is wrong
@@ -85,6 +91,7 @@ class Reconciler:
 
     def close(self) -> None:
         self.health.close()
+        self.load.close()
         self.images.close()
         self.models.close()
 
@@ -138,6 +145,7 @@ class Reconciler:
             removed_all &= self._remove(leftover, "its workload is no longer desired", round_)
         self._idle = not workloads and not round_.alive and removed_all
         self.health.keep_only(round_.watched)
+        self.load.keep_only(round_.watched)
         self.restarts.keep_only(round_.alive)
         self.images.prune({w.image.digest for w in workloads})
         self.models.prune({m.digest for w in workloads for m in w.models})
@@ -226,16 +234,19 @@ class Reconciler:
 
     def _running(self, w: Workload, container_id: str, round_: _Round) -> WorkloadStatus:
         restarts = self.restarts.count(container_id)
-        port = w.health_port()
+        key = f"{container_id}#{restarts}"  # every (re)start is judged and measured afresh
+        port, load = w.health_port(), None
         if w.health_check is None or port is None:  # running is all there is to check
             state, reason, health = "healthy", None, ""
         else:
-            key = f"{container_id}#{restarts}"  # every (re)start is judged afresh
             round_.watched.add(key)
             verdict = self.health.watch(key, w.health_check, port)
             state, reason, health = verdict.state, verdict.reason, verdict.state
+        if w.metric is not None and (metric_port := w.metric_port()) is not None:
+            round_.watched.add(key)
+            load = self.load.watch(key, w.metric, metric_port)
         return WorkloadStatus(
-            state, reason, w.template_hash, restarts, w.container_name, "running", health
+            state, reason, w.template_hash, restarts, w.container_name, "running", health, load
         )
 
     def _status(

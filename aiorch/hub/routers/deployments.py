@@ -8,7 +8,14 @@ from aiorch.deploy.spec import DnsLabel
 from aiorch.hub.context import HubContext
 from aiorch.hub.routers.deps import OCTET_STREAM_BODY, allow, authorize_object, context
 from aiorch.hub.schemas import QuotaUpdate, SpecText
-from aiorch.hub.services import authz, budgets, deployments, images, rollouts
+from aiorch.hub.services import (
+    authz,
+    budgets,
+    deployment_views,
+    deployments,
+    images,
+    rollouts,
+)
 from aiorch.hub.services.auth import Principal
 
 router = APIRouter(tags=["deployments"])
@@ -17,7 +24,7 @@ _ANY = authz.ANY_PROJECT
 
 
 def _on_deployment(ctx: HubContext, p: Principal, action: str, name: str) -> None:
-    authorize_object(p, action, "deployment", name, deployments.project_of(ctx, name))
+    authorize_object(p, action, "deployment", name, deployment_views.project_of(ctx, name))
 
 
 @router.post("/deployments/plan")
@@ -46,7 +53,7 @@ def list_deployments(
     p: Principal = Depends(allow("deployment.read", _ANY)),
 ) -> list[dict]:
     """The deployments of the projects the caller holds a role on."""
-    return deployments.list_deployments(ctx, authz.visible_projects(p, "deployment.read"))
+    return deployment_views.list_deployments(ctx, authz.visible_projects(p, "deployment.read"))
 
 
 @router.get("/deployments/{name}")
@@ -56,7 +63,7 @@ def show(
     p: Principal = Depends(allow("deployment.read", _ANY)),
 ) -> dict[str, Any]:
     _on_deployment(ctx, p, "deployment.read", name)
-    return deployments.show(ctx, name)
+    return deployment_views.show(ctx, name)
 
 
 @router.delete("/deployments/{name}", status_code=204)

@@ -154,11 +154,19 @@ def _prepare(ctx: HubContext, db: sqlite_utils.Database, spec: DeploymentSpec) -
     owned = images.list_images(ctx, frozenset({project, projects.DEFAULT}))
     store = frozenset(value for row in owned for value in (row["ref"], row["digest"]))
     decisions = _decisions(db, spec, store)
+    placement, hosts = placed(ctx, db, spec)
+    return _Prepared(spec, placement, decisions, hosts, _basis(db, spec, placement))
+
+
+def placed(
+    ctx: HubContext, db: sqlite_utils.Database, spec: DeploymentSpec
+) -> tuple[Plan, list[HostView]]:
+    """Where `spec`'s replicas would go, from where they are, on the hosts its project may
+    use (the autoscaler asks it how many replicas would fit)."""
     residency = spec.spec.placement.residency
     regions = frozenset(residency.region) if residency else None
-    hosts = projects.placeable(db, project, fleet_view.host_views(ctx, db, name))
-    placement = plan_placement(spec, hosts, _current(db, spec.metadata.name), regions=regions)
-    return _Prepared(spec, placement, decisions, hosts, _basis(db, spec, placement))
+    hosts = projects.placeable(db, spec.metadata.project, fleet_view.host_views(ctx, db, spec.name))
+    return plan_placement(spec, hosts, _current(db, spec.name), regions=regions), hosts
 
 
 def _prepare_from_snapshot(ctx: HubContext, spec: DeploymentSpec) -> _Prepared:
@@ -221,8 +229,10 @@ def _write(
     placement: Plan,
     hosts: list[HostView],
     actor: str,
+    audited: tuple[str, dict[str, Any]] = ("deployment.apply", {}),
 ) -> dict[str, Any]:
-    """Store the spec and its placement; a new template starts a rollout to its revision."""
+    """Store the spec and its placement; a new template starts a rollout to its revision.
+    `audited`: the audit action and what it adds to the summary."""
     now, name = ctx.clock(), spec.metadata.name
     revision = _revision(ctx, db, spec, actor, now)
     stored = specs.to_store(ctx, spec)
@@ -257,12 +267,17 @@ def _write(
     replicas.publish(ctx, db, before | {r.host for r in placement.replicas}, actor)
     summary = {"replicas": len(placement.replicas), "unplaced": len(placement.unplaced),
                "revision": revision}  # fmt: skip
-    audit.record(db, actor, "deployment.apply", f"deployment:{name}", summary, ts=now)
+    action, detail = audited
+    audit.record(db, actor, action, f"deployment:{name}", {**detail, **summary}, ts=now)
     return {"name": name, "changed": True, "revision": revision, "plan": _view(placement)}
 
 
 def _commit(
-    ctx: HubContext, db: sqlite_utils.Database, prepared: _Prepared, actor: str
+    ctx: HubContext,
+    db: sqlite_utils.Database,
+    prepared: _Prepared,
+    actor: str,
+    audited: tuple[str, dict[str, Any]] = ("deployment.apply", {}),
 ) -> dict[str, Any] | None:
     """On the writer: store a prepared plan, or None when what it was based on changed."""
     spec, placement = prepared.spec, prepared.placement
@@ -277,12 +292,29 @@ def _commit(
     row = db.execute("SELECT spec_hash FROM deployments WHERE name = ?", [name]).fetchone()
     if row is not None and row[0] == spec_hash(spec) and not placement.changed:
         return {"name": name, "changed": False, "plan": _view(placement)}
-    return _write(ctx, db, spec, placement, prepared.hosts, actor)
+    return _write(ctx, db, spec, placement, prepared.hosts, actor, audited)
 
 
 def _attempt(ctx: HubContext, spec: DeploymentSpec, actor: str) -> dict[str, Any] | None:
     prepared = _prepare_from_snapshot(ctx, spec)
     return ctx.store.write(lambda db: _commit(ctx, db, prepared, actor))
+
+
+def rescale(
+    ctx: HubContext, spec: DeploymentSpec, count: int, actor: str, detail: dict[str, Any]
+) -> dict[str, Any] | None:
+    """`spec` (as stored) at `count` replicas, through apply's own planning and policies,
+    audited as `deployment.autoscale` with `detail`. None when the deployment changed since
+    `spec` was read (the caller decides again) or a policy refused it (audited as such)."""
+    scaled = spec.model_copy(update={"spec": spec.spec.model_copy(update={"replicas": count})})
+    with ctx.store.snapshot() as db:
+        row = db.execute("SELECT spec_hash FROM deployments WHERE name = ?", [spec.name])
+        if row.fetchone() != (spec_hash(spec),):
+            return None  # the commit's basis check holds the stored spec to this one
+        prepared = _prepare(ctx, db, scaled)
+    audited = ("deployment.autoscale", detail)
+    result = ctx.store.write(lambda db: _commit(ctx, db, prepared, actor, audited))
+    return None if result is None or "denied" in result else result
 
 
 def apply(
@@ -332,57 +364,11 @@ def delete(ctx: HubContext, name: str, actor: str) -> None:
         hosts = {r.host for r in _current(db, name)}
         if db.execute("DELETE FROM deployments WHERE name = ?", [name]).rowcount == 0:
             raise NotFound(f"no deployment named {name}")
-        for table in ("deployment_replicas", "deployment_revisions", "rollouts"):
+        for table in (
+            "deployment_replicas", "deployment_revisions", "rollouts", "deployment_autoscale"
+        ):  # fmt: skip
             db.execute(f"DELETE FROM {table} WHERE deployment = ?", [name])
         replicas.publish(ctx, db, hosts, actor)
         audit.record(db, actor, "deployment.delete", f"deployment:{name}", ts=ctx.clock())
 
     ctx.store.write(op)
-
-
-def list_deployments(
-    ctx: HubContext,
-    projects: frozenset[str] | None = None,
-    *,
-    limit: int = -1,
-    offset: int = 0,
-) -> list[dict[str, Any]]:
-    """The deployments of `projects` (None: of every project), by name; `limit` and `offset`
-    give one page of them (the default limit, -1, is all)."""
-    where, params = authz.sql_in("d.project", projects)
-    return list(
-        ctx.store.read().query(
-            "SELECT d.name, d.project, d.generation, d.revision, d.updated_by, d.updated_at, "
-            "COUNT(r.ordinal) AS replicas FROM deployments d "
-            "LEFT JOIN deployment_replicas r ON r.deployment = d.name "
-            f"WHERE {where} GROUP BY d.name ORDER BY d.name LIMIT ? OFFSET ?",
-            [*params, limit, offset],
-        )
-    )
-
-
-def project_of(ctx: HubContext, name: str) -> str:
-    """The project deployment `name` belongs to (404 if there is none)."""
-    row = ctx.store.read().execute("SELECT project FROM deployments WHERE name = ?", [name])
-    found = row.fetchone()
-    if found is None:
-        raise NotFound(f"no deployment named {name}")
-    return str(found[0])
-
-
-def show(ctx: HubContext, name: str) -> dict[str, Any]:
-    """A deployment with its spec (secrets masked), revisions, latest rollout and replicas as
-    their agents last reported them."""
-    row = (
-        ctx.store.read()
-        .execute("SELECT project, generation, spec FROM deployments WHERE name = ?", [name])
-        .fetchone()
-    )
-    if row is None:
-        raise NotFound(f"no deployment named {name}")
-    return {
-        "project": row[0],
-        "generation": row[1],
-        "spec": specs.from_store(ctx, row[2]).model_dump(mode="json", by_alias=True),
-        **rollouts.status(ctx, name),
-    }

@@ -13,6 +13,7 @@ import sqlite_utils
 from aiorch.deploy import DeploymentSpec, Replica, SpecError, template_hash
 from aiorch.deploy.host_paths import refuse_outside
 from aiorch.deploy.rollout import Observed
+from aiorch.deploy.spec import with_template
 from aiorch.hub.context import HubContext
 from aiorch.hub.services import agents, images, models, specs
 from aiorch.hub.services.job_runs import job_entries
@@ -24,6 +25,7 @@ from edge_agent.contract.model import ModelRef
 from edge_agent.contract.workload import (
     HealthCheck,
     Image,
+    Metric,
     Port,
     Volume,
     Workload,
@@ -52,7 +54,7 @@ def workload(
     """One replica as its agent runs it; secret values stay sealed in the stored desired state
     and are opened only on their way to the agent."""
     body = spec.spec
-    health = body.health_check
+    health, scaling = body.health_check, body.autoscale
     return Workload(
         id=workload_id(spec.metadata.project, spec.metadata.name, replica.ordinal),
         project=spec.metadata.project,
@@ -90,6 +92,7 @@ def workload(
             failure_threshold=health.failure_threshold,
         ),
         models=weights,
+        metric=None if scaling is None else Metric(scaling.metric, scaling.port, scaling.path),
     )
 
 
@@ -150,7 +153,7 @@ def publish(ctx: HubContext, db: sqlite_utils.Database, hosts: set[str], actor: 
         ).fetchall():
             key = (name, revision)
             if key not in made_of:  # each revision's spec and image looked up once
-                made_of[key] = specs.revision(ctx, db, name, revision)
+                made_of[key] = _scaled(ctx, db, name, specs.revision(ctx, db, name, revision))
                 stored[key] = images.resolve(db, made_of[key].spec.image) or {}
                 weights[key] = stored_models(db, made_of[key])
             replica = Replica(ordinal, host, tuple(json.loads(gpus)))
@@ -160,6 +163,18 @@ def publish(ctx: HubContext, db: sqlite_utils.Database, hosts: set[str], actor: 
         if runs:
             document["jobs"] = runs
         agents.write_desired(db, agent[0], document, actor, ctx.clock())
+
+
+def _scaled(
+    ctx: HubContext, db: sqlite_utils.Database, name: str, made: DeploymentSpec
+) -> DeploymentSpec:
+    """A revision's template scaled as its deployment is now (autoscale, and so the metric its
+    agents scrape, is outside the template); a current spec that no longer parses leaves the
+    revision's own, so one broken row never stops another deployment's publishing."""
+    try:
+        return with_template(specs.current(ctx, db, name), made)
+    except SpecError:
+        return made
 
 
 def stored_models(
@@ -197,6 +212,7 @@ def observe(
             about.get("template_hash"),
             about.get("reason"),
             last_seen,
+            about.get("load"),
         )
         seen.append((revision, observed))
     return seen

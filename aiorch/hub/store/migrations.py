@@ -23,6 +23,7 @@ from aiorch.hub.store.m011_playbook_sets import m011_playbook_sets
 from aiorch.hub.store.m012_models import m012_models
 from aiorch.hub.store.m013_ui_sessions import m013_ui_sessions
 from aiorch.hub.store.m014_jobs import m014_jobs
+from aiorch.hub.store.m015_autoscale import m015_autoscale
 
 Migration = Callable[[sqlite_utils.Database], None]
 
@@ -372,6 +373,7 @@ MIGRATIONS: list[Migration] = [
     m012_models,
     m013_ui_sessions,
     m014_jobs,
+    m015_autoscale,
 ]
 
 

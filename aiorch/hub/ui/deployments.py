@@ -13,7 +13,7 @@ from aiorch.errors import Conflict
 from aiorch.hub.context import HubContext
 from aiorch.hub.routers.deployments import ROLLOUT_ACTIONS
 from aiorch.hub.routers.deps import authorize_object, context
-from aiorch.hub.services import authz, deployments, rollouts
+from aiorch.hub.services import authz, deployment_views, rollouts
 from aiorch.hub.ui.deps import UiUser, posted, signed_in
 from aiorch.hub.ui.paging import PageNumber, pager, window
 from aiorch.hub.ui.render import page
@@ -30,14 +30,14 @@ def deployment_list(
 ) -> HTMLResponse:
     projects = authz.visible_projects(user.principal, "deployment.read")
     limit, offset = window(page_number)
-    rows = deployments.list_deployments(ctx, projects, limit=limit, offset=offset)
+    rows = deployment_views.list_deployments(ctx, projects, limit=limit, offset=offset)
     return page(request, "deployments.html", user, pager=pager(page_number, rows))
 
 
 def _authorized(ctx: HubContext, user: UiUser, action: str, name: str) -> authz.Resource:
     """`action` on deployment `name` as the API checks it (404 outside the user's projects);
     returns the resource, for the page's `can(...)`."""
-    project = deployments.project_of(ctx, name)
+    project = deployment_views.project_of(ctx, name)
     authorize_object(user.principal, action, "deployment", name, project)
     return authz.in_project(project, "deployment")
 
