@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from aiorch.hub.context import HubContext
+from aiorch.hub.routers.deps import OCTET_STREAM_BODY
 from aiorch.hub.schemas import CheckinRequest, RenewRequest, TelemetryBatch
 from aiorch.hub.services import (
     agent_identity,
@@ -129,7 +130,11 @@ async def download_model_file(
 ARTIFACT_UPLOAD = r"/agents/[^/]+/jobs/[^/]+/artifacts/[^/]+"
 
 
-@router.put("/{agent_id}/jobs/{attempt}/artifacts/{sha256}", status_code=201)
+@router.put(
+    "/{agent_id}/jobs/{attempt}/artifacts/{sha256}",
+    status_code=201,
+    openapi_extra=OCTET_STREAM_BODY,
+)
 async def upload_artifact(
     agent_id: str, attempt: str, sha256: str, request: Request
 ) -> dict[str, Any]:
