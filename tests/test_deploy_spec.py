@@ -302,3 +302,14 @@ def test_every_count_has_an_upper_bound_named_in_the_error(
 ) -> None:
     (problem,) = problems_of(with_field(path, value))
     assert expected in problem
+
+
+def test_one_duration_reading_for_specs_and_the_cli():
+    from aiorch.deploy.fields import duration_seconds
+
+    assert [duration_seconds(t) for t in ("90", "90s", "30m", "1.5h", "2D", "0s")] == [
+        90.0, 90.0, 1800.0, 5400.0, 172800.0, 0.0,
+    ]  # fmt: skip
+    for bad in ("", "h", "2w", "-5m", "inf", "nan"):
+        with pytest.raises(ValueError):
+            duration_seconds(bad)

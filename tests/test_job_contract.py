@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from aiorch.deploy.spec import SpecError
 from aiorch.jobs.spec import load_job
 from edge_agent.contract.fields import ContractError
 from edge_agent.contract.job import (
@@ -111,3 +112,19 @@ def test_a_broken_report_names_its_field(change, field):
 def test_every_example_job_is_a_valid_spec(path: Path):
     job = load_job(path.read_text())
     assert job.spec.max_duration > 0 and job.kind == "Job"
+
+
+def test_a_job_mounts_each_path_once_as_a_deployment_must():
+    """Jobs share the deployments' container checks (one ContainerSpec), mounts included."""
+    text = """
+apiVersion: aiorch.dev/v1
+kind: Job
+metadata: {name: twice, project: nlp}
+spec:
+  image: localhost/x:v1
+  maxDuration: 90m
+  volumes: [{hostPath: /a, mountPath: /data}, {hostPath: /b, mountPath: /data/}]
+"""
+    with pytest.raises(SpecError, match=r"spec\.volumes: mountPath /data is used more than once"):
+        load_job(text)
+    assert load_job(text.replace("/data/}", "/other}")).spec.max_duration == 5400

@@ -6,6 +6,7 @@ import typer
 
 from aiorch.cli.output import Output, emit
 from aiorch.cli.state import OutputOpt, state
+from aiorch.deploy.fields import duration_seconds
 from aiorch.errors import UserError
 
 token_app = typer.Typer(help="API tokens for people and automation.", no_args_is_help=True)
@@ -13,16 +14,11 @@ enroll_app = typer.Typer(
     help="Enrollment tokens that new agents trade for a credential.", no_args_is_help=True
 )
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
 
 def parse_duration(text: str) -> float:
-    """'90s', '15m', '1h', '7d' or plain seconds."""
-    text = text.strip().lower()
-    unit = _UNITS.get(text[-1:]) if text else None
-    number = text[:-1] if unit else text
+    """'90s', '15m', '1h', '7d' or plain seconds; a one-line error otherwise."""
     try:
-        value = float(number) * (unit or 1)
+        value = duration_seconds(text)
     except ValueError:
         raise UserError(f"bad duration {text!r}: use e.g. 90s, 15m, 1h or 7d") from None
     if value <= 0:

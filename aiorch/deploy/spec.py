@@ -13,14 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -30,6 +26,32 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from aiorch.deploy.fields import (
+    DIGEST_RE,
+    MAX_CPU,
+    MAX_GPUS,
+    MAX_ITEMS,
+    MAX_MEMORY_MIB,
+    MAX_REPLICAS,
+    MAX_SECONDS,
+    METRIC_RE,
+    URL_PATH,
+    AbsPath,
+    DnsLabel,
+    EnvName,
+    Image,
+    LabelKey,
+    LabelValue,
+    MemoryMiB,
+    NonEmpty,
+    Port,
+    Seconds,
+    Selector,
+    StrictModel,
+    Text,
+    matching,
+    scalar_to_str,
+)
 from aiorch.deploy.problems import problems
 from aiorch.deploy.yaml_source import load_mapping
 from aiorch.errors import InvalidInput
@@ -40,91 +62,20 @@ SECRET_PATHS = ("spec.secretEnv",)
 # Spec fields that say how many replicas run where and how they change, not what they are.
 OUTSIDE_TEMPLATE = ("replicas", "placement", "rollout", "autoscale")
 
-_DNS_LABEL = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
-_LABEL_KEY = re.compile(
-    r"(?:[a-z0-9](?:[-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
-)
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_URL_PATH = re.compile(r"/[!-~]*")
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
-_METRIC = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 
-# Upper bounds on every count: far above any real deployment, low enough that a plan stays
-# small and fast (a spec asking for ten million replicas is refused, not planned).
-MAX_REPLICAS = 10_000
-MAX_GPUS = 64  # per replica
-MAX_CPU = 4096.0
-MAX_MEMORY_MIB = 1 << 24  # 16 TiB
-MAX_ITEMS = 256  # ports, volumes, env and label entries, command and args
-MAX_SECONDS = 7 * 86400
-
-
-def _scalar_to_str(value: Any) -> Any:
-    """YAML reads `1`, `true` and `0.5` as numbers; as env values and labels they are text."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    return value
-
-
-def _matching(pattern: re.Pattern[str], what: str) -> AfterValidator:
-    def check(value: str) -> str:
-        if not pattern.fullmatch(value):
-            raise ValueError(f"must be {what}")
-        return value
-
-    return AfterValidator(check)
-
-
-def _absolute_path(value: str) -> str:
-    if not value.startswith("/") or "\0" in value or ".." in value.split("/"):
-        raise ValueError("must be an absolute path without '..'")
-    return value
-
-
-def _image(value: str) -> str:
-    parse_image(value)
-    return value
-
-
-Text = Annotated[str, BeforeValidator(_scalar_to_str)]
-NonEmpty = Annotated[str, Field(min_length=1, max_length=253)]
-DnsLabel = Annotated[
-    str,
-    _matching(_DNS_LABEL, "a DNS label (a-z, 0-9 and '-', alphanumeric at both ends, <= 63)"),
-]
-LabelKey = Annotated[
-    str,
-    _matching(_LABEL_KEY, "a label key ([prefix/]name; letters, digits, '-', '_', '.')"),
-]
-LabelValue = Annotated[str, BeforeValidator(_scalar_to_str), Field(max_length=253)]
-EnvName = Annotated[str, _matching(_ENV_NAME, "a variable name ([A-Za-z_][A-Za-z0-9_]*)")]
-Port = Annotated[int, Field(ge=1, le=65535)]
-Seconds = Annotated[int, Field(ge=0, le=MAX_SECONDS)]
-MemoryMiB = Annotated[int, Field(ge=0, le=MAX_MEMORY_MIB)]
-AbsPath = Annotated[str, AfterValidator(_absolute_path)]
-Image = Annotated[str, AfterValidator(_image)]
-Selector = Annotated[dict[LabelKey, LabelValue], Field(max_length=MAX_ITEMS)]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, alias_generator=to_camel)
-
-
-class Metadata(_Model):
+class Metadata(StrictModel):
     name: DnsLabel
     project: DnsLabel = Field(description="the team that owns it; quotas are per project")
     labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=MAX_ITEMS)
 
 
-class PortSpec(_Model):
+class PortSpec(StrictModel):
     container_port: Port
     host_port: Port | None = None
     protocol: Literal["TCP", "UDP"] = "TCP"
 
 
-class Volume(_Model):
+class Volume(StrictModel):
     """A host directory mounted into the container, typically the site's model cache."""
 
     host_path: AbsPath
@@ -132,16 +83,16 @@ class Volume(_Model):
     read_only: bool = False
 
 
-class ModelSpec(_Model):
+class ModelSpec(StrictModel):
     """Weights from the hub's model store, by name and digest (`aiorch model push` prints
     it), mounted read-only at `mountPath`; the replica starts once all its files are there."""
 
     name: NonEmpty
-    digest: Annotated[str, _matching(_DIGEST, "sha256:<64 lowercase hex digits>")]
+    digest: Annotated[str, matching(DIGEST_RE, "sha256:<64 lowercase hex digits>")]
     mount_path: AbsPath
 
 
-class Resources(_Model):
+class Resources(StrictModel):
     gpus: int = Field(default=0, ge=0, le=MAX_GPUS)
     gpu_product: NonEmpty | None = Field(
         default=None, description="case-insensitive substring of the GPU's name, e.g. H100"
@@ -159,11 +110,11 @@ class Resources(_Model):
         return self
 
 
-class Residency(_Model):
+class Residency(StrictModel):
     region: list[NonEmpty] = Field(min_length=1, max_length=MAX_ITEMS)
 
 
-class PlacementSpec(_Model):
+class PlacementSpec(StrictModel):
     selector: Selector = Field(
         default_factory=dict, description="site, region, role, host, or any host label"
     )
@@ -171,12 +122,12 @@ class PlacementSpec(_Model):
     residency: Residency | None = None
 
 
-class HttpGet(_Model):
-    path: Annotated[str, Field(max_length=1024), _matching(_URL_PATH, "a path starting with '/'")]
+class HttpGet(StrictModel):
+    path: Annotated[str, Field(max_length=1024), matching(URL_PATH, "a path starting with '/'")]
     port: Port
 
 
-class HealthCheck(_Model):
+class HealthCheck(StrictModel):
     http_get: HttpGet
     initial_delay_seconds: Seconds = 0
     period_seconds: int = Field(default=10, ge=1, le=MAX_SECONDS)
@@ -184,7 +135,7 @@ class HealthCheck(_Model):
     failure_threshold: int = Field(default=3, ge=1, le=1000)
 
 
-class Rollout(_Model):
+class Rollout(StrictModel):
     strategy: Literal["rolling", "canary"] = "rolling"
     wave_size: int | None = Field(default=None, ge=1, le=MAX_REPLICAS)
     max_unavailable: int | None = Field(default=None, ge=0, le=MAX_REPLICAS)
@@ -209,7 +160,7 @@ class Rollout(_Model):
         return self
 
 
-class Autoscale(_Model):
+class Autoscale(StrictModel):
     """The replica count follows `ceil(load / target)`, the metric summed over the replicas
     as their agents scrape it from `GET :port/path`. Never below 1: nothing here holds
     requests while a model loads, so scale-to-zero would drop them."""
@@ -217,15 +168,15 @@ class Autoscale(_Model):
     min: int = Field(default=1, ge=1, le=MAX_REPLICAS)
     max: int = Field(ge=1, le=MAX_REPLICAS)
     metric: Annotated[
-        str, Field(max_length=200), _matching(_METRIC, "a Prometheus metric name")
+        str, Field(max_length=200), matching(METRIC_RE, "a Prometheus metric name")
     ] = Field(description="e.g. aiorch_model_requests_in_flight, vllm:num_requests_waiting")
     target: float = Field(gt=0, le=1e9, allow_inf_nan=False, description="load per replica")
     up_delay_seconds: Seconds = 300  # dstack's defaults
     down_delay_seconds: Seconds = 600
     port: Port = Field(description="the containerPort serving the metrics")
-    path: Annotated[
-        str, Field(max_length=1024), _matching(_URL_PATH, "a path starting with '/'")
-    ] = "/metrics"
+    path: Annotated[str, Field(max_length=1024), matching(URL_PATH, "a path starting with '/'")] = (
+        "/metrics"
+    )
 
     @model_validator(mode="after")
     def _max_at_least_min(self) -> Autoscale:
@@ -234,23 +185,19 @@ class Autoscale(_Model):
         return self
 
 
-class WorkloadSpec(_Model):
+class ContainerSpec(StrictModel):
+    """What runs in the container, a deployment's replica or a job alike, checked alike."""
+
     image: Image
     command: list[Text] = Field(default_factory=list, max_length=MAX_ITEMS)
     args: list[Text] = Field(default_factory=list, max_length=MAX_ITEMS)
     env: dict[EnvName, Text] = Field(default_factory=dict, max_length=MAX_ITEMS)
-    secret_env: dict[EnvName, Annotated[SecretStr, BeforeValidator(_scalar_to_str)]] = Field(
+    secret_env: dict[EnvName, Annotated[SecretStr, BeforeValidator(scalar_to_str)]] = Field(
         default_factory=dict, max_length=MAX_ITEMS
     )
-    ports: list[PortSpec] = Field(default_factory=list, max_length=MAX_ITEMS)
     volumes: list[Volume] = Field(default_factory=list, max_length=MAX_ITEMS)
     models: list[ModelSpec] = Field(default_factory=list, max_length=MAX_ITEMS)
     resources: Resources = Field(default_factory=Resources)
-    replicas: int = Field(default=1, ge=0, le=MAX_REPLICAS)
-    placement: PlacementSpec = Field(default_factory=PlacementSpec)
-    health_check: HealthCheck | None = None
-    rollout: Rollout = Field(default_factory=Rollout)
-    autoscale: Autoscale | None = None
 
     @property
     def image_ref(self) -> ImageRef:
@@ -262,17 +209,6 @@ class WorkloadSpec(_Model):
         both = sorted(set(value) & set(info.data.get("env", {})))
         if both:
             raise ValueError(f"{', '.join(both)} also in env; give each variable once")
-        return value
-
-    @field_validator("ports")
-    @classmethod
-    def _ports_unique(cls, value: list[PortSpec]) -> list[PortSpec]:
-        for attr in ("container_port", "host_port"):
-            seen = [(getattr(p, attr), p.protocol) for p in value if getattr(p, attr)]
-            for port, protocol in seen:
-                if seen.count((port, protocol)) > 1:
-                    name = to_camel(attr)
-                    raise ValueError(f"{name} {port}/{protocol} is listed more than once")
         return value
 
     @field_validator("volumes")
@@ -293,6 +229,26 @@ class WorkloadSpec(_Model):
             if mount in taken:
                 raise ValueError(f"mountPath {mount} is used more than once")
             taken.append(mount)
+        return value
+
+
+class WorkloadSpec(ContainerSpec):
+    ports: list[PortSpec] = Field(default_factory=list, max_length=MAX_ITEMS)
+    replicas: int = Field(default=1, ge=0, le=MAX_REPLICAS)
+    placement: PlacementSpec = Field(default_factory=PlacementSpec)
+    health_check: HealthCheck | None = None
+    rollout: Rollout = Field(default_factory=Rollout)
+    autoscale: Autoscale | None = None
+
+    @field_validator("ports")
+    @classmethod
+    def _ports_unique(cls, value: list[PortSpec]) -> list[PortSpec]:
+        for attr in ("container_port", "host_port"):
+            seen = [(getattr(p, attr), p.protocol) for p in value if getattr(p, attr)]
+            for port, protocol in seen:
+                if seen.count((port, protocol)) > 1:
+                    name = to_camel(attr)
+                    raise ValueError(f"{name} {port}/{protocol} is listed more than once")
         return value
 
     @field_validator("health_check")
@@ -316,7 +272,7 @@ class WorkloadSpec(_Model):
         return value
 
 
-class DeploymentSpec(_Model):
+class DeploymentSpec(StrictModel):
     api_version: Literal["aiorch.dev/v1"]
     kind: Literal["Deployment"]
     metadata: Metadata

@@ -13,52 +13,37 @@ reported at once, one line each.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic import BeforeValidator, Field, ValidationError
 
+from aiorch.deploy.fields import MAX_ITEMS, MAX_SECONDS, AbsPath, StrictModel, duration_seconds
 from aiorch.deploy.problems import problems
-from aiorch.deploy.spec import (
-    MAX_ITEMS,
-    MAX_SECONDS,
-    AbsPath,
-    EnvName,
-    Image,
-    Metadata,
-    ModelSpec,
-    PlacementSpec,
-    Resources,
-    SpecError,
-    Text,
-    Volume,
-    _Model,
-    _scalar_to_str,
-)
+from aiorch.deploy.spec import SECRET_PATHS, ContainerSpec, Metadata, PlacementSpec, SpecError
 from aiorch.deploy.yaml_source import load_mapping
 
-SECRET_PATHS = ("spec.secretEnv",)
 MAX_NODES = 64
 RetryReason = Literal["node_lost", "preempted", "error"]
 RETRY_REASONS: tuple[RetryReason, ...] = ("node_lost", "preempted", "error")
-_DURATION = re.compile(r"^(\d+)(s|m|h|d)$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def _duration(value: Any) -> Any:
     """`90`, `"90s"`, `"30m"`, `"12h"` or `"2d"` as whole seconds."""
-    if isinstance(value, str):
-        match = _DURATION.match(value.strip())
-        if match is None:
-            raise ValueError("a duration such as 90s, 30m, 12h or 2d (or whole seconds)")
-        return int(match[1]) * _UNIT_S[match[2]]
-    return value
+    if not isinstance(value, str):
+        return value
+    try:
+        seconds = duration_seconds(value)
+    except ValueError:
+        seconds = None
+    if seconds is None or not seconds.is_integer():
+        raise ValueError("a duration such as 90s, 30m, 12h or 2d (or whole seconds)")
+    return int(seconds)
 
 
 Duration = Annotated[int, BeforeValidator(_duration), Field(ge=1, le=MAX_SECONDS)]
 
 
-class Retry(_Model):
+class Retry(StrictModel):
     on: list[RetryReason] = Field(
         default_factory=lambda: list(RETRY_REASONS[:2]),
         max_length=len(RETRY_REASONS),
@@ -68,17 +53,7 @@ class Retry(_Model):
     backoff: Annotated[int, BeforeValidator(_duration), Field(ge=0, le=MAX_SECONDS)] = 30
 
 
-class JobWork(_Model):
-    image: Image
-    command: list[Text] = Field(default_factory=list, max_length=MAX_ITEMS)
-    args: list[Text] = Field(default_factory=list, max_length=MAX_ITEMS)
-    env: dict[EnvName, Text] = Field(default_factory=dict, max_length=MAX_ITEMS)
-    secret_env: dict[EnvName, Annotated[SecretStr, BeforeValidator(_scalar_to_str)]] = Field(
-        default_factory=dict, max_length=MAX_ITEMS
-    )
-    volumes: list[Volume] = Field(default_factory=list, max_length=MAX_ITEMS)
-    models: list[ModelSpec] = Field(default_factory=list, max_length=MAX_ITEMS)
-    resources: Resources = Field(default_factory=Resources)
+class JobWork(ContainerSpec):
     nodes: int = Field(default=1, ge=1, le=MAX_NODES, description=">1 runs through Slurm")
     placement: PlacementSpec = Field(default_factory=PlacementSpec)
     priority: int = Field(default=50, ge=0, le=100, description="higher goes first")
@@ -89,16 +64,8 @@ class JobWork(_Model):
     artifacts: list[AbsPath] = Field(default_factory=list, max_length=MAX_ITEMS)
     cluster: str | None = Field(default=None, min_length=1, max_length=63)
 
-    @field_validator("secret_env")
-    @classmethod
-    def _not_also_in_env(cls, value: dict[str, SecretStr], info: Any) -> Any:
-        both = sorted(set(value) & set(info.data.get("env", {})))
-        if both:
-            raise ValueError(f"{', '.join(both)} also in env; give each variable once")
-        return value
 
-
-class JobSpec(_Model):
+class JobSpec(StrictModel):
     api_version: Literal["aiorch.dev/v1"]
     kind: Literal["Job"]
     metadata: Metadata
