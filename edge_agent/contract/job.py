@@ -32,6 +32,8 @@ from edge_agent.contract.workload import (
     _strings,
     _unset_if_zero,
     _volume,
+    image_entry,
+    volume_entries,
 )
 
 log = logging.getLogger("aiorch.agent.jobs")
@@ -105,21 +107,25 @@ class JobReport:
         return self.state in FINAL_AGENT_STATES
 
 
+def runnable_entries(document: dict[str, Any]) -> list[dict[str, Any]]:
+    """The desired document's entries that run a container: its workloads and its job
+    attempts, which name images, models and secrets alike."""
+    entries = [*(document.get("workloads") or []), *(document.get("jobs") or [])]
+    return [entry for entry in entries if isinstance(entry, dict)]
+
+
 def job_entry(run: JobRun) -> dict[str, Any]:
     """One attempt as JSON data for the desired state; `parse_job_run` reads it back."""
     return {
         "attempt": run.attempt,
         "job": run.job,
         "project": run.project,
-        "image": {"ref": run.image.ref, "digest": run.image.digest, "size": run.image.size},
+        "image": image_entry(run.image),
         "command": list(run.command),
         "args": list(run.args),
         "env": dict(run.env),
         "secret_env": dict(run.secret_env),
-        "volumes": [
-            {"host_path": v.host_path, "mount_path": v.mount_path, "read_only": v.read_only}
-            for v in run.volumes
-        ],
+        "volumes": volume_entries(run.volumes),
         "gpus": list(run.gpus),
         "simulated_gpus": run.simulated_gpus,
         "cpu": run.cpu,

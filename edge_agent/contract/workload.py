@@ -142,7 +142,7 @@ def workload_entry(w: Workload) -> dict[str, Any]:
         "project": w.project,
         "replica": w.replica,
         "template_hash": w.template_hash,
-        "image": {"ref": w.image.ref, "digest": w.image.digest, "size": w.image.size},
+        "image": image_entry(w.image),
         "command": list(w.command),
         "args": list(w.args),
         "env": dict(w.env),
@@ -151,10 +151,7 @@ def workload_entry(w: Workload) -> dict[str, Any]:
             {"container_port": p.container_port, "host_port": p.host_port, "protocol": p.protocol}
             for p in w.ports
         ],
-        "volumes": [
-            {"host_path": v.host_path, "mount_path": v.mount_path, "read_only": v.read_only}
-            for v in w.volumes
-        ],
+        "volumes": volume_entries(w.volumes),
         "gpus": list(w.gpus),
         "cpu": w.cpu,
         "memory_mib": w.memory_mib,
@@ -173,6 +170,17 @@ def workload_entry(w: Workload) -> dict[str, Any]:
     if w.metric is not None:  # only then: entries of other replicas stay as they were
         entry["metric"] = {"name": w.metric.name, "port": w.metric.port, "path": w.metric.path}
     return entry
+
+
+def image_entry(image: Image) -> dict[str, Any]:
+    return {"ref": image.ref, "digest": image.digest, "size": image.size}
+
+
+def volume_entries(volumes: tuple[Volume, ...]) -> list[dict[str, Any]]:
+    return [
+        {"host_path": v.host_path, "mount_path": v.mount_path, "read_only": v.read_only}
+        for v in volumes
+    ]
 
 
 def parse_workloads(document: dict[str, Any]) -> tuple[list[Workload], dict[str, Rejected]]:

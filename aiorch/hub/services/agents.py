@@ -17,6 +17,7 @@ from aiorch.hub.services import audit, job_reports
 from aiorch.hub.services.auth import Principal
 from aiorch.hub.services.heartbeats import Heartbeat
 from aiorch.hub.services.projects import allowed_host_paths
+from edge_agent.contract.job import runnable_entries
 from edge_agent.contract.workload import parse_workloads
 
 EMPTY_DESIRED: dict[str, Any] = {"workloads": []}
@@ -70,16 +71,17 @@ async def checkin(
 def _opened(ctx: HubContext, document: dict[str, Any]) -> dict[str, Any]:
     """The desired state as its agent needs it: workloads' sealed secret values opened, each
     only where it was sealed for (they stay sealed in the store)."""
-    for workload in document.get("workloads") or []:
-        if isinstance(workload, dict) and workload.get("secret_env"):
-            project, deployment = str(workload.get("project")), str(workload.get("deployment"))
-            workload["secret_env"] = ctx.sealer.unseal_env(
-                workload["secret_env"], project, deployment
+    for entry in runnable_entries(document):
+        if entry.get("secret_env"):
+            # Sealed for the deployment, or for the job (a scope no deployment can have).
+            scope = (
+                str(entry["deployment"])
+                if "deployment" in entry
+                else seal_scope(str(entry.get("job")))
             )
-    for run in document.get("jobs") or []:
-        if isinstance(run, dict) and run.get("secret_env"):
-            project, scope = str(run.get("project")), seal_scope(str(run.get("job")))
-            run["secret_env"] = ctx.sealer.unseal_env(run["secret_env"], project, scope)
+            entry["secret_env"] = ctx.sealer.unseal_env(
+                entry["secret_env"], str(entry.get("project")), scope
+            )
     return document
 
 
@@ -93,9 +95,9 @@ def get_desired(
     revision, text = _desired_row(db, agent_id)
     document = json.loads(text) if text else dict(EMPTY_DESIRED)
     if principal is None or not principal.is_global_admin:
-        for workload in [*(document.get("workloads") or []), *(document.get("jobs") or [])]:
-            if isinstance(workload, dict) and isinstance(workload.get("secret_env"), dict):
-                workload["secret_env"] = {name: HIDDEN for name in workload["secret_env"]}
+        for entry in runnable_entries(document):
+            if isinstance(entry.get("secret_env"), dict):
+                entry["secret_env"] = {name: HIDDEN for name in entry["secret_env"]}
     return {"agent_id": agent_id, "revision": revision, "document": document}
 
 

@@ -24,6 +24,7 @@ from aiorch.errors import Conflict, Forbidden, InvalidInput, NotFound
 from aiorch.hub.context import HubContext
 from aiorch.hub.services import audit, authz
 from edge_agent.contract.image import parse_image
+from edge_agent.contract.job import runnable_entries
 
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -57,14 +58,6 @@ def normalise(reference: str) -> str:
     except ValueError as exc:
         raise InvalidInput(f"image reference {reference!r}: {exc}") from None
     return f"{ref.name}:{ref.tag or 'latest'}"
-
-
-def runnables(document_text: str) -> list[dict[str, Any]]:
-    """The entries of a stored desired state that run a container: its workloads and its job
-    attempts, which name images and models alike (what an agent may fetch, what GC keeps)."""
-    document = json.loads(document_text)
-    entries = [*(document.get("workloads") or []), *(document.get("jobs") or [])]
-    return [entry for entry in entries if isinstance(entry, dict)]
 
 
 def blob_path(ctx: HubContext, digest: str) -> Path:
@@ -180,7 +173,7 @@ def agent_blob(ctx: HubContext, agent_id: str, digest: str) -> Path:
         .execute("SELECT document FROM desired_states WHERE agent_id = ?", [agent_id])
         .fetchone()
     )
-    entries = runnables(row[0]) if row else []
+    entries = runnable_entries(json.loads(row[0])) if row else []
     if not any((w.get("image") or {}).get("digest") == digest for w in entries):
         raise Forbidden(f"image {digest} is not in agent {agent_id}'s desired state")
     path = blob_path(ctx, digest)
@@ -212,7 +205,7 @@ def _names_in_use(db: sqlite_utils.Database) -> tuple[set[str], set[str]]:
         elif name:
             refs.add(normalise(name))
     for (text,) in db.execute("SELECT document FROM desired_states"):
-        for workload in runnables(text):
+        for workload in runnable_entries(json.loads(text)):
             if named := (workload.get("image") or {}).get("digest"):
                 digests.add(named)
     return refs, digests

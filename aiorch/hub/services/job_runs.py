@@ -15,7 +15,6 @@ import sqlite_utils
 from aiorch.hub.services import images, job_records, replicas
 from aiorch.jobs.states import HOLDING
 from edge_agent.contract.job import JobRun, job_entry
-from edge_agent.contract.workload import Image, Volume
 
 SITE_ARTIFACT_LIMIT_BYTES = 1 << 30  # larger artifacts stay at the site, by reference
 
@@ -37,16 +36,10 @@ def job_entries(db: sqlite_utils.Database, host: str) -> list[dict[str, Any]]:
             attempt=attempt["id"],
             job=spec.name,
             project=spec.project,
-            image=Image(work.image, stored.get("digest") or "", stored.get("size") or 0),
-            command=tuple(work.command),
-            args=tuple(work.args),
-            env=dict(work.env),
+            **replicas.container_parts(work, stored),
             secret_env={k: v.get_secret_value() for k, v in work.secret_env.items()},  # sealed
-            volumes=tuple(Volume(v.host_path, v.mount_path, v.read_only) for v in work.volumes),
             gpus=() if simulated else tuple(json.loads(attempt["gpus"])),
             simulated_gpus=simulated,
-            cpu=work.resources.cpu or None,
-            memory_mib=work.resources.memory_mib or None,
             max_duration_s=work.max_duration,
             artifacts=tuple(work.artifacts),
             site_artifact_limit_bytes=SITE_ARTIFACT_LIMIT_BYTES,

@@ -28,8 +28,11 @@ CLUSTER_REASON = "multi-node and cluster jobs run through a cluster backend; non
 
 
 def schedule_pass(ctx: HubContext) -> str | None:
+    """Every AIORCH_JOB_SCHEDULE_INTERVAL_S; a cheap read, and no write, when no job is queued
+    or on a host. Hosts' last check-ins come from the heartbeat overlay, flushed or not."""
     now = ctx.clock()
-    ctx.heartbeats.flush(ctx.store)
+    if not _busy(ctx.store.read()):
+        return None
 
     def op(db: sqlite_utils.Database) -> str | None:
         touched: set[str] = set()
@@ -41,6 +44,13 @@ def schedule_pass(ctx: HubContext) -> str | None:
         return ", ".join(done) or None
 
     return ctx.store.write(op)
+
+
+def _busy(db: sqlite_utils.Database) -> bool:
+    """Whether any job waits for a place or holds GPUs: the only ones the pass moves."""
+    marks = ",".join("?" * (len(_HOLDING) + 1))
+    query = f"SELECT 1 FROM jobs WHERE state IN ({marks}) LIMIT 1"
+    return db.execute(query, [states.QUEUED, *_HOLDING]).fetchone() is not None
 
 
 def _holding(db: sqlite_utils.Database) -> list[dict[str, Any]]:

@@ -27,9 +27,9 @@ from aiorch.hub.services.images import (
     receive,
     refuse_foreign,
     remove_if_older,
-    runnables,
 )
 from edge_agent.contract.fields import ContractError
+from edge_agent.contract.job import runnable_entries
 from edge_agent.contract.model import SHA256_RE, ModelFile, check_path, model_digest
 
 
@@ -209,7 +209,7 @@ def agent_file(ctx: HubContext, agent_id: str, digest: str, path: str) -> Path:
         .execute("SELECT document FROM desired_states WHERE agent_id = ?", [agent_id])
         .fetchone()
     )
-    for workload in runnables(row[0]) if row else []:
+    for workload in runnable_entries(json.loads(row[0])) if row else []:
         for model in workload.get("models") or []:
             if model.get("digest") != digest:
                 continue
@@ -235,7 +235,7 @@ def _named(db: sqlite_utils.Database) -> set[str]:
             continue
         digests.update(str(m.get("digest")) for m in spec.get("models") or [])
     for (text,) in db.execute("SELECT document FROM desired_states"):
-        for workload in runnables(text):
+        for workload in runnable_entries(json.loads(text)):
             digests.update(str(m.get("digest")) for m in workload.get("models") or [])
     return digests
 

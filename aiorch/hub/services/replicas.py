@@ -13,7 +13,7 @@ import sqlite_utils
 from aiorch.deploy import DeploymentSpec, Replica, SpecError, template_hash
 from aiorch.deploy.host_paths import refuse_outside
 from aiorch.deploy.rollout import Observed
-from aiorch.deploy.spec import with_template
+from aiorch.deploy.spec import ContainerSpec, with_template
 from aiorch.hub.context import HubContext
 from aiorch.hub.services import agents, images, models, specs
 from aiorch.hub.services.job_runs import job_entries
@@ -44,6 +44,21 @@ def workload_id(project: str, deployment: str, ordinal: int) -> str:
     return f"{project}/{deployment}/{ordinal}"
 
 
+def container_parts(body: ContainerSpec, stored: dict[str, Any]) -> dict[str, Any]:
+    """What a replica's Workload and a job's JobRun take alike from their spec: the image (as
+    the store has it), command, args, env, volumes and limits (0 is no limit)."""
+    return {
+        # An image missing from the store gets no digest: the agent reports it as invalid.
+        "image": Image(body.image, stored.get("digest") or "", stored.get("size") or 0),
+        "command": tuple(body.command),
+        "args": tuple(body.args),
+        "env": dict(body.env),
+        "volumes": tuple(Volume(v.host_path, v.mount_path, v.read_only) for v in body.volumes),
+        "cpu": body.resources.cpu or None,
+        "memory_mib": body.resources.memory_mib or None,
+    }
+
+
 def workload(
     ctx: HubContext,
     spec: DeploymentSpec,
@@ -61,11 +76,7 @@ def workload(
         deployment=spec.metadata.name,
         replica=replica.ordinal,
         template_hash=template_hash(spec),
-        # An image missing from the store gets no digest: the agent reports it as invalid.
-        image=Image(body.image, stored.get("digest") or "", stored.get("size") or 0),
-        command=tuple(body.command),
-        args=tuple(body.args),
-        env=dict(body.env),
+        **container_parts(body, stored),
         secret_env=ctx.sealer.seal_env(
             {k: v.get_secret_value() for k, v in body.secret_env.items()},
             spec.metadata.project,
@@ -77,10 +88,7 @@ def workload(
             )
             for p in body.ports
         ),
-        volumes=tuple(Volume(v.host_path, v.mount_path, v.read_only) for v in body.volumes),
         gpus=replica.gpus,
-        cpu=body.resources.cpu or None,
-        memory_mib=body.resources.memory_mib or None,
         health_check=None
         if health is None
         else HealthCheck(
