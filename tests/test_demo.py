@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -29,6 +30,15 @@ def _demo(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _cli_json(data: Path, *args: str) -> Any:
+    """`aiorch ARGS --output json` against the demo's hub (its data dir's admin token)."""
+    env = {**os.environ, "AIORCH_DATA_DIR": str(data)}
+    argv = [str(BIN / "aiorch"), *args, "--output", "json"]
+    return json.loads(
+        subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
+    )
+
+
 def test_demo_twice_then_down(tmp_path: Path):
     name = unique_lab_name()
     data = tmp_path / "demo"
@@ -36,12 +46,7 @@ def test_demo_twice_then_down(tmp_path: Path):
     first = _demo(*args, "--hosts", "2")
     try:
         assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-2000:]
-        env = {**os.environ, "AIORCH_DATA_DIR": str(data)}
-        listed = subprocess.run(
-            [str(BIN / "aiorch"), "agents", "list", "--output", "json"],
-            env=env, capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        agents = json.loads(listed.stdout)
+        agents = _cli_json(data, "agents", "list")
         assert sorted(a["host_name"] for a in agents) == sorted(h.name for h in Lab(name).hosts)
         assert {a["status"] for a in agents} == {"online"}
         assert "aie_" not in first.stdout, "the enrollment token is masked in the walkthrough"
@@ -65,20 +70,10 @@ def test_demo_twice_then_down(tmp_path: Path):
         # Provisioned from a signed bundle the hub imported; the replica uses its weights.
         assert "$ aiorch bundle create" in first.stdout and "$ aiorch bundle import" in first.stdout
         assert '"weights": [0.5, -0.25, 0.125, 1.0]' in answer.split("\n$ ", 1)[0]
-        deployed = json.loads(
-            subprocess.run(
-                [str(BIN / "aiorch"), "deployments", "show", "lab-model", "--output", "json"],
-                env=env, capture_output=True, text=True, check=True,
-            ).stdout
-        )  # fmt: skip
+        deployed = _cli_json(data, "deployments", "show", "lab-model")
         assert [(r["host"], r["state"]) for r in deployed["replicas"]] == [("edge1-1", "healthy")]
         # Beside it, a training job ran to its end on the datacenter host's simulated GPUs.
-        job = json.loads(
-            subprocess.run(
-                [str(BIN / "aiorch"), "jobs", "show", "lab-train", "--output", "json"],
-                env=env, capture_output=True, text=True, check=True,
-            ).stdout
-        )  # fmt: skip
+        job = _cli_json(data, "jobs", "show", "lab-train")
         assert (job["state"], job["exit_code"]) == ("succeeded", 0), job
         assert (job["attempt"]["host"], job["attempt"]["simulated_gpus"]) == ("dc1-1", 2), job
         assert "epoch 3 loss 0.333" in first.stdout, "the walkthrough follows the job's log"
