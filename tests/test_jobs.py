@@ -43,6 +43,7 @@ def test_all_jobs_are_registered_in_one_place(ctx: HubContext):
     assert {j.id for j in scheduler.get_jobs()} == {
         "drift-check",
         "flush-heartbeats",
+        "jobs-clusters",
         "mark-agents-offline",
         "expire-enrollment-tokens",
         "telemetry-downsample",

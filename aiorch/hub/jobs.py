@@ -13,6 +13,7 @@ from aiorch.hub.services import (
     agents,
     audit_checkpoints,
     autoscaling,
+    cluster_jobs,
     drift,
     enrollment,
     images,
@@ -22,6 +23,7 @@ from aiorch.hub.services import (
     rollouts,
     telemetry,
 )
+from aiorch.hub.slurm_rest import slurm_backends
 
 log = logging.getLogger("aiorch.hub.jobs")
 
@@ -51,6 +53,10 @@ def renew_server_certificate(ctx: HubContext) -> str | None:
     return "renewed the hub's server certificate"
 
 
+def follow_clusters(ctx: HubContext) -> str | None:
+    return cluster_jobs.follow_pass(ctx, slurm_backends(ctx))
+
+
 def register_jobs(scheduler: BaseScheduler, ctx: HubContext) -> None:
     every, retain = ctx.settings.job_interval_s, ctx.settings.retention_interval_s
     jobs: dict[str, tuple[float, Callable[[HubContext], Any]]] = {
@@ -69,6 +75,7 @@ def register_jobs(scheduler: BaseScheduler, ctx: HubContext) -> None:
         "audit-checkpoint": (every, audit_checkpoints.checkpoint),
         "tls-renew": (retain, renew_server_certificate),
         "jobs-schedule": (ctx.settings.job_schedule_interval_s, job_scheduling.schedule_pass),
+        "jobs-clusters": (ctx.settings.job_schedule_interval_s, follow_clusters),
     }
     if ctx.settings.drift_interval_s > 0:  # 0 turns the drift check off
         jobs["drift-check"] = (ctx.settings.drift_interval_s, drift.check_drift)

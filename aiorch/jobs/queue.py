@@ -41,6 +41,7 @@ class Waiting:
     gpu_seconds: float
     hosts: frozenset[str] | None = None  # the hosts its project may use (policy); None: all
     nodes: int = 1  # > 1: admitted here, placed by the cluster backend (Decisions.to_cluster)
+    cluster: bool = False  # aimed at a cluster (spec.cluster): the same, whatever `nodes`
 
     @property
     def total_gpus(self) -> int:
@@ -125,7 +126,7 @@ def schedule(
             decisions.waiting[job.job_id] = over
             continue
         left[job.project] = _less(allowance, job)
-        if job.nodes > 1:
+        if job.nodes > 1 or job.cluster:
             decisions.to_cluster.append(job.job_id)
             continue
         demand, kind = job.demand, kind_of(job.demand, job.hosts)

@@ -133,7 +133,7 @@ def _opened(ctx: HubContext, values: dict[str, Any], kind: str, owner: str) -> d
     return opened
 
 
-def _stored_inventory(db: sqlite_utils.Database) -> Inventory:
+def stored_inventory(db: sqlite_utils.Database) -> Inventory:
     groups: dict[str, InventoryGroup] = {}
     for row in db.query("SELECT name, vars, children FROM inventory_groups ORDER BY name"):
         groups[row["name"]] = InventoryGroup(
@@ -172,7 +172,7 @@ def _shown(
 
 
 def _revealed(ctx: HubContext, reveal: bool) -> Inventory:
-    inv = _stored_inventory(ctx.store.read())
+    inv = stored_inventory(ctx.store.read())
     for host in inv.hosts.values():
         host.vars = _shown(ctx, host.vars, "host", host.name, reveal)
     for group in inv.groups.values():

@@ -77,10 +77,12 @@ def attempt_gpus(attempt: dict[str, Any]) -> int:
 
 def settle(db: sqlite_utils.Database, job: dict[str, Any], attempt: dict[str, Any]) -> None:
     """The reservation is given back and the attempt's real GPU time is charged."""
-    ran = 0.0
+    ran, gpus = 0.0, attempt_gpus(attempt)
+    if attempt.get("backend", "agent") != "agent":  # a cluster's nodes: what the job asked
+        gpus = job["gpus"] * job["nodes"]
     if attempt.get("started_at") is not None and attempt.get("finished_at") is not None:
         ran = max(0.0, attempt["finished_at"] - attempt["started_at"])
-    used = job["used_gpu_s"] + attempt_gpus(attempt) * ran
+    used = job["used_gpu_s"] + gpus * ran
     db.table("jobs").update(job["id"], {"used_gpu_s": used, "reserved_gpu_s": 0.0})
     job.update(used_gpu_s=used, reserved_gpu_s=0.0)
 

@@ -66,16 +66,19 @@ async def ingest(ctx: HubContext, agent_id: str, raw: dict[str, Any]) -> int:
 
     def op(db: sqlite_utils.Database) -> int:
         fresh = _fresh(db, agent_id, reports)  # again, inside the writer: it is the one truth
-        hosts = {_apply(db, report, now) for report in fresh}
+        hosts = {apply_report(db, report, now) for report in fresh}
         replicas.publish(ctx, db, {h for h in hosts if h}, "hub")
         return len(fresh)
 
     return await ctx.store.awrite(op)
 
 
-def _apply(db: sqlite_utils.Database, report: JobReport, now: float) -> str | None:
+def apply_report(
+    db: sqlite_utils.Database, report: JobReport, now: float, where: str | None = None
+) -> str | None:
     """Store the report on its attempt and move the job; returns the host to publish again
-    when the attempt ended (it leaves the host's desired state)."""
+    when the attempt ended (it leaves the host's desired state). `where` names a place other
+    than the attempt's host in the reasons (a cluster)."""
     attempt = dict(next(db.query("SELECT * FROM job_attempts WHERE id = ?", [report.attempt])))
     state = {"pending": states.STARTING, "starting": states.STARTING}.get(
         report.state, report.state
@@ -91,12 +94,13 @@ def _apply(db: sqlite_utils.Database, report: JobReport, now: float) -> str | No
     attempt.update(changes)
     job = job_records.job_row(db, attempt["job_id"])
     aid, host = report.attempt, attempt["host"]
+    place = where or host
     if not report.final:
         if state == states.STARTING and job["state"] == states.SCHEDULED:
-            job_records.transition(db, job, states.STARTING, f"starting on {host}", now,
+            job_records.transition(db, job, states.STARTING, f"starting on {place}", now,
                                    attempt=aid)  # fmt: skip
         elif state == states.RUNNING and job["state"] in (states.SCHEDULED, states.STARTING):
-            job_records.transition(db, job, states.RUNNING, f"running on {host}", now, attempt=aid)
+            job_records.transition(db, job, states.RUNNING, f"running on {place}", now, attempt=aid)
         return None
     code = report.exit_code
     if report.state == "exited" and code == 0:

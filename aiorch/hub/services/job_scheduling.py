@@ -17,14 +17,13 @@ from typing import Any
 import sqlite_utils
 
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import budgets, fleet_view, job_records, projects, replicas
+from aiorch.hub.services import budgets, clusters, fleet_view, job_records, projects, replicas
 from aiorch.jobs import states
 from aiorch.jobs.queue import Decisions, Running, Waiting, job_demand, schedule
 from edge_agent.contract.facts import stored_facts
 
 log = logging.getLogger("aiorch.hub.jobs")
 _HOLDING = sorted(states.HOLDING)
-CLUSTER_REASON = "multi-node and cluster jobs run through a cluster backend; none is configured"
 
 
 def schedule_pass(ctx: HubContext) -> str | None:
@@ -54,12 +53,13 @@ def _busy(db: sqlite_utils.Database) -> bool:
 
 
 def _holding(db: sqlite_utils.Database) -> list[dict[str, Any]]:
-    """Every job's current attempt that holds GPUs, with its agent's last check-in."""
+    """Every job's current attempt that holds GPUs on an agent's host, with the agent's last
+    check-in (a cluster's attempts are followed by `cluster_jobs`)."""
     return list(
         db.query(
             "SELECT a.*, ag.last_seen, ag.revoked_at FROM job_attempts a "
             "JOIN jobs j ON j.current_attempt = a.id LEFT JOIN agents ag ON ag.id = a.agent_id "
-            f"WHERE a.state IN ({','.join('?' * len(_HOLDING))})",
+            f"WHERE a.backend = 'agent' AND a.state IN ({','.join('?' * len(_HOLDING))})",
             _HOLDING,
         )
     )
@@ -114,13 +114,16 @@ def _place(
     ]
     if not queued:
         return 0, 0
-    views = fleet_view.host_views(ctx, db)
-    by_id, waiting, may_use = {j["id"]: j for j in queued}, [], {}
+    views, known = fleet_view.host_views(ctx, db), clusters.known(db)
+    by_id, waiting, may_use, aimed = {j["id"]: j for j in queued}, [], {}, {}
     for job in queued:
         spec = job_records.spec_of(job)
         if spec.spec.nodes > 1 or spec.spec.cluster is not None:
-            _wait(db, job, CLUSTER_REASON, now)
-            continue
+            picked = clusters.pick(known, spec.spec.cluster)
+            if isinstance(picked, str):
+                _wait(db, job, picked, now)
+                continue
+            aimed[job["id"]] = picked.name
         if job["project"] not in may_use:
             allowed = projects.placeable(db, job["project"], views)
             may_use[job["project"]] = frozenset(h.name for h in allowed)
@@ -133,6 +136,8 @@ def _place(
                 demand=job_demand(spec),
                 gpu_seconds=spec.gpu_seconds(),
                 hosts=may_use[job["project"]],
+                nodes=spec.spec.nodes,
+                cluster=job["id"] in aimed,
             )
         )
     running = []
@@ -155,7 +160,9 @@ def _place(
         )
     allowances = budgets.allowances(db, {j.project for j in waiting}, now)
     decisions = schedule(waiting, views, allowances, running)
-    return _apply(db, decisions, by_id, now, touched), _preempt(db, decisions, now, touched)
+    placed = _apply(db, decisions, by_id, now, touched)
+    placed += _hand_over(db, decisions, by_id, aimed, now)
+    return placed, _preempt(db, decisions, now, touched)
 
 
 def _wait(db: sqlite_utils.Database, job: dict[str, Any], reason: str, now: float) -> None:
@@ -173,12 +180,7 @@ def _apply(
     for job_id, reason in decisions.waiting.items():
         _wait(db, by_id[job_id], reason, now)
     for placed in decisions.placed:
-        job = by_id[placed.job_id]
-        reserve = job_records.spec_of(job).gpu_seconds()
-        job = job_records.transition(
-            db, job, states.ADMITTED, f"admitted: {reserve / 3600:.2f} GPU-hours reserved", now,
-            reserved_gpu_s=float(reserve),
-        )  # fmt: skip
+        job = _admit(db, by_id[placed.job_id], now)
         number = job["attempts"] + 1
         attempt_id = f"{job['id']}.{number}"
         host = db.execute(
@@ -197,6 +199,39 @@ def _apply(
                                attempts=number, current_attempt=attempt_id)  # fmt: skip
         touched.add(placed.host)
     return len(decisions.placed)
+
+
+def _admit(db: sqlite_utils.Database, job: dict[str, Any], now: float) -> dict[str, Any]:
+    reserve = job_records.spec_of(job).gpu_seconds()
+    return job_records.transition(
+        db, job, states.ADMITTED, f"admitted: {reserve / 3600:.2f} GPU-hours reserved", now,
+        reserved_gpu_s=float(reserve),
+    )  # fmt: skip
+
+
+def _hand_over(
+    db: sqlite_utils.Database,
+    decisions: Decisions,
+    by_id: dict[int, dict[str, Any]],
+    aimed: dict[int, str],
+    now: float,
+) -> int:
+    """Admitted cluster jobs get an attempt with no cluster job id yet: `cluster_jobs`
+    submits it outside the writer (the id names the submission, so a crash in between
+    finds it again instead of submitting twice)."""
+    for job_id in decisions.to_cluster:
+        job, cluster = _admit(db, by_id[job_id], now), aimed[job_id]
+        number = job["attempts"] + 1
+        attempt_id = f"{job['id']}.{number}"
+        db.table("job_attempts").insert(
+            {"id": attempt_id, "job_id": job["id"], "number": number, "backend": "slurm",
+             "external_id": f"{cluster}/", "state": states.SCHEDULED, "created_at": now,
+             "updated_at": now}
+        )  # fmt: skip
+        job_records.transition(db, job, states.SCHEDULED, f"handed to Slurm cluster {cluster}",
+                               now, attempt=attempt_id, attempts=number,
+                               current_attempt=attempt_id)  # fmt: skip
+    return len(decisions.to_cluster)
 
 
 def _preempt(db: sqlite_utils.Database, decisions: Decisions, now: float, touched: set[str]) -> int:

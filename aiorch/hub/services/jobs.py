@@ -19,7 +19,7 @@ from aiorch.hub.context import HubContext
 from aiorch.hub.services import agents, audit, authz, images, job_records, replicas
 from aiorch.hub.services.auth import Principal
 from aiorch.hub.services.projects import allowed_host_paths
-from aiorch.jobs import states
+from aiorch.jobs import slurm, states
 from aiorch.jobs.spec import JobSpec, load_job
 
 MAX_LIST = 1000
@@ -30,6 +30,10 @@ def _deliverable(ctx: HubContext, text: str, principal: Principal | None) -> Job
     if principal is not None:
         authz.authorize(principal, "job.submit", authz.in_project(spec.project, "job"))
     db = ctx.store.read()
+    if slurm.on_cluster(spec):
+        if problems := slurm.unsupported(spec):
+            raise SpecError(problems)
+        return spec  # the image is not used: the nodes run the command (aiorch.jobs.slurm)
     if images.resolve(db, spec.spec.image) is None:
         raise SpecError([f"spec.image: {spec.spec.image} is not in the hub's image store"])
     volumes = [
@@ -93,7 +97,9 @@ def project_of(ctx: HubContext, name: str) -> str:
 def _attempt_view(attempt: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": attempt["id"],
+        "backend": attempt["backend"],
         "host": attempt["host"],
+        "cluster_job": attempt["external_id"] if attempt["backend"] != "agent" else None,
         "gpus": json.loads(attempt["gpus"]),
         "simulated_gpus": attempt["simulated_gpus"],
         "state": attempt["state"],
@@ -106,14 +112,17 @@ def _attempt_view(attempt: dict[str, Any]) -> dict[str, Any]:
 
 
 def _confirmed(ctx: HubContext, db: sqlite_utils.Database, job: dict[str, Any]) -> bool:
-    """False while the host of a job holding GPUs has gone quiet (not yet node_lost)."""
+    """False while the host of a job holding GPUs has gone quiet (not yet node_lost). A
+    cluster's jobs are confirmed by the cluster each pass."""
     if job["state"] not in states.HOLDING or job["current_attempt"] is None:
         return True
     row = db.execute(
-        "SELECT ag.id, ag.last_seen, ag.revoked_at FROM job_attempts a "
+        "SELECT ag.id, ag.last_seen, ag.revoked_at, a.backend FROM job_attempts a "
         "LEFT JOIN agents ag ON ag.id = a.agent_id WHERE a.id = ?",
         [job["current_attempt"]],
     ).fetchone()
+    if row is not None and row[3] != "agent":
+        return True
     if row is None or row[0] is None:
         return False
     last_seen = ctx.heartbeats.last_seen(row[0], row[1])
@@ -225,7 +234,8 @@ def cancel(ctx: HubContext, name: str, actor: str) -> dict[str, Any]:
         db.execute("UPDATE jobs SET reason = ?, updated_at = ? WHERE id = ?",
                    [f"cancel requested by {actor}", now, job["id"]])  # fmt: skip
         host = db.execute("SELECT host FROM job_attempts WHERE id = ?", [attempt]).fetchone()
-        replicas.publish(ctx, db, {host[0]}, actor)
+        if host[0] is not None:  # a cluster's job: the cluster pass cancels it there
+            replicas.publish(ctx, db, {host[0]}, actor)
 
     ctx.store.write(op)
     return show(ctx, name)

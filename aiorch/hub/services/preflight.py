@@ -76,6 +76,22 @@ def _check_one(name: str, hostvars: Mapping[str, Any], timeout: float) -> str | 
     return f"{name}: {problem}" if problem else None
 
 
+class LoginFailed(Exception):
+    """No SSH session with a host (unresolvable, unreachable, refused); the message says why."""
+
+
+def open_session(
+    name: str, hostvars: Mapping[str, Any], timeout: float, stack: ExitStack
+) -> paramiko.SSHClient:
+    """An SSH session with inventory host `name` the way Ansible reaches it (its jump hosts,
+    keys and pinned known_hosts); closed with `stack`. For the hub's own calls to hosts, such
+    as slurmrestd, which listens on the controller's loopback only."""
+    try:
+        return _login(for_host(name, hostvars, timeout), timeout, stack)
+    except (ResolveError, _Failure) as exc:
+        raise LoginFailed(f"{name}: {exc}") from None
+
+
 class _Failure(Exception):
     """Logging in to `at` (the host, or a jump host on the way) failed; the message says why."""
 

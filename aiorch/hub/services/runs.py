@@ -31,7 +31,7 @@ from aiorch.ansible.runner import run_playbook
 from aiorch.endpoint import CA_FILE
 from aiorch.errors import Conflict, InvalidInput
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import audit, bundles, preflight, redaction, targets
+from aiorch.hub.services import audit, bundles, clusters, preflight, redaction, targets
 from aiorch.hub.services.inventory import write_run_inventory
 from aiorch.hub.services.playbook_sets import PlaybookSet
 from aiorch.hub.services.run_events import EventBatcher, error_text, event_row
@@ -266,7 +266,11 @@ def _run_waves(
 
     # The roles install the hub's CA on hosts (apt and pip verify the hub with it), and the
     # site content's keyring and release when there is one.
-    hub_vars = {"aiorch_hub_ca_file": str(ctx.settings.data_dir / CA_FILE), **bundles.run_vars(ctx)}
+    hub_vars = {
+        "aiorch_hub_ca_file": str(ctx.settings.data_dir / CA_FILE),
+        **bundles.run_vars(ctx),
+        **clusters.run_vars(ctx),
+    }
     size = req.serial or len(hosts)
     waves = [hosts[i : i + size] for i in range(0, len(hosts), size)]
     statuses = []
