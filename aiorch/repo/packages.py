@@ -24,6 +24,7 @@ BASE_PACKAGES: tuple[str, ...] = (
     "python3-venv",  # edge_agent, nvidia_driver: venvs for the agent and the NVML gate
     "slurm-client",  # slurm: srun, sbatch, scontrol (slurm-wlm pulls it in too)
     "slurm-wlm",  # slurm: slurmctld and slurmd, Debian's 22.05
+    "slurm-wlm-jwt-plugin",  # slurm: auth/jwt, for slurmrestd's tokens (no package pulls it in)
     "slurmctld",  # slurm: the controller daemon
     "slurmd",  # slurm: the node daemon
     "slurmrestd",  # slurm: the REST API the hub reaches through SSH
