@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from aiorch.lab import wait_until
 from aiorch.lab.payload import build_payload, payload_digest, payload_ref
+from aiorch.lab.site import add_slurm_group
 from tests.fixtures_provision import ProvisionLab, assert_ok
 
 pytestmark = pytest.mark.lab
@@ -217,3 +220,53 @@ def test_an_exhausted_budget_keeps_a_job_queued_with_the_reason(
         converged.hub.cli("jobs", "cancel", "big")
     finally:
         converged.hub.cli("quota", "set", "lab")  # no limits again
+
+
+# ---- Slurm (playbooks/slurm.yml) on dc1-1 and edge1-1 ----------------------------------------
+
+
+def _secret_file(path: Path, size: int) -> Path:
+    """`size` random bytes in a file only its owner reads, made so from the start."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(os.urandom(size))
+    return path
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster(
+    converged: ProvisionLab, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    """slurm.yml on the lab's `aiorch_slurm` group (added to this module's inventory, as
+    write_site_inventory adds it), with fresh keys; returns the key vars the role needs."""
+    keys_dir = tmp_path_factory.mktemp("slurm-keys")
+    extra = {
+        "aiorch_slurm_munge_key_file": str(_secret_file(keys_dir / "munge.key", 1024)),
+        "aiorch_slurm_jwt_key_file": str(_secret_file(keys_dir / "jwt_hs256.key", 48)),
+    }
+    tree = yaml.safe_load(converged.inventory.read_text())
+    add_slurm_group(tree, [host.name for host in converged.lab.hosts])
+    converged.inventory.write_text(yaml.safe_dump(tree, sort_keys=False))
+    assert_ok(converged.run("slurm.yml", extra=extra))
+    return extra
+
+
+def test_slurm_converges_to_a_cluster_that_runs_on_both_nodes(
+    converged: ProvisionLab, slurm_cluster: dict[str, str]
+) -> None:
+    again = converged.run("slurm.yml", extra=slurm_cluster)
+    assert_ok(again)
+    changed = {host: r["changed"] for host, r in again.recap.items() if r["changed"]}
+    assert changed == {}, again.output[-6000:]
+    checked = converged.run("slurm.yml", extra=slurm_cluster, check=True)
+    assert_ok(checked)
+    changed = {host: r["changed"] for host, r in checked.recap.items() if r["changed"]}
+    assert changed == {}, checked.output[-6000:]
+    assert set(again.recap) == {DC, EDGE}  # site.yml's third host is no Slurm node
+
+    srun = ["runuser", "-u", "aiorch-job", "--", "srun", "-N2", "hostname"]
+    assert sorted(converged.lab.exec(DC, srun).stdout.split()) == [DC, EDGE]
+    # slurmrestd on the controller's loopback only, and on no other node.
+    listening = converged.lab.exec(DC, ["ss", "-Hltn", "sport = :6820"]).stdout.split()
+    assert "127.0.0.1:6820" in listening and "0.0.0.0:6820" not in listening, listening
+    assert converged.lab.exec(EDGE, ["ss", "-Hltn", "sport = :6820"]).stdout.strip() == ""

@@ -8,6 +8,7 @@ provisioning tests and the provisioning benchmark all use these same variables.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,9 @@ from aiorch.lab.fleet import Lab
 from aiorch.lab.layout import DC, placement
 
 DATA_DISK = "/var/lib/aiorch-disk0.img"
+# The lab's Slurm cluster (playbooks/slurm.yml): the datacenter host and one edge box.
+SLURM_GROUP = "aiorch_slurm"
+SLURM_HOSTS = ("dc1-1", "edge1-1")
 SIMULATED_GPUS = "simulated:4xH100-80GB"
 
 
@@ -85,6 +89,7 @@ def write_site_inventory(
                         lab, index, repo_url=repo_url, hub_url=hub_url, keyring_file=keyring_file
                     )
                 )
+    add_slurm_group(inventory, hosts)
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(yaml.safe_dump(inventory, sort_keys=False))
     return dest
@@ -97,3 +102,14 @@ def _groups(node: dict[str, Any]) -> list[dict[str, Any]]:
             out.append(group)
             out.extend(_groups(group.get("children") or {}))
     return out
+
+
+def add_slurm_group(inventory: dict[str, Any], hosts: Collection[str]) -> None:
+    """The `aiorch_slurm` group (the lab's Slurm hosts among `hosts`) in an `all: children:`
+    inventory. Only slurm.yml targets it; site.yml's plays run on `all` and read none of it."""
+    members = [name for name in SLURM_HOSTS if name in hosts]
+    if members:
+        inventory["all"].setdefault("children", {})[SLURM_GROUP] = {
+            "hosts": dict.fromkeys(members),
+            "vars": {"aiorch_slurm_cluster": "lab"},
+        }

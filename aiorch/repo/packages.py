@@ -4,7 +4,8 @@ Keep it in step with the roles under ``playbooks/roles``: a package a role
 installs but the site repository lacks fails on an air-gapped host.
 """
 
-# aiorch_base, aiorch_storage, aiorch_network, aiorch_container_runtime, aiorch_edge_agent.
+# aiorch_base, aiorch_storage, aiorch_network, aiorch_container_runtime, aiorch_edge_agent,
+# aiorch_slurm.
 BASE_PACKAGES: tuple[str, ...] = (
     "aardvark-dns",  # container_runtime: DNS on podman networks
     "catatonit",  # container_runtime: `podman run --init`
@@ -14,12 +15,19 @@ BASE_PACKAGES: tuple[str, ...] = (
     "iproute2",  # network: ip -j for checks
     "iptables",  # container_runtime: netavark programs the firewall with it
     "netavark",  # container_runtime: podman's network backend
+    "munge",  # slurm: the credentials slurmctld and slurmd trust each other by
     "nfs-common",  # storage: NFS mounts
     "podman",  # container_runtime
     "python3-pip",  # site_repo: pip for the wheel directory
     "python3-pkg-resources",  # edge_agent, nvidia_driver: Ansible's pip module parses with it
     "python3-pyroute2",  # network: verify the live links through netlink
     "python3-venv",  # edge_agent, nvidia_driver: venvs for the agent and the NVML gate
+    "slurm-client",  # slurm: srun, sbatch, scontrol (slurm-wlm pulls it in too)
+    "slurm-wlm",  # slurm: slurmctld and slurmd, Debian's 22.05
+    "slurm-wlm-jwt-plugin",  # slurm: auth/jwt, for slurmrestd's tokens (no package pulls it in)
+    "slurmctld",  # slurm: the controller daemon
+    "slurmd",  # slurm: the node daemon
+    "slurmrestd",  # slurm: the REST API the hub reaches through SSH
     "sudo",  # base
     "util-linux",  # storage: mount, findmnt, blkid, wipefs
     "xfsprogs",  # storage: mkfs.xfs
