@@ -144,9 +144,11 @@ def test_the_inventory_group_is_the_cluster_and_its_first_host_the_controller(ct
     assert (cluster.name, cluster.controller, cluster.hosts) == ("c1", "n1", ("n1", "n2"))
     assert (cluster.rest_port, cluster.job_user) == (6820, "aiorch-job")
     paths = clusters.run_vars(ctx)
-    key = clusters.key_paths(ctx)[clusters.JWT_KEY]
+    key = clusters.key_paths(ctx.settings.data_dir)[clusters.JWT_KEY]
     assert paths["aiorch_slurm_jwt_key_file"] == str(key) and key.stat().st_mode & 0o077 == 0
-    assert key.read_bytes() == clusters.key_paths(ctx)[clusters.JWT_KEY].read_bytes()
+    assert (
+        key.read_bytes() == clusters.key_paths(ctx.settings.data_dir)[clusters.JWT_KEY].read_bytes()
+    )
 
 
 def test_a_multi_node_job_waits_with_the_reason_when_no_cluster_exists(make_context: Any):

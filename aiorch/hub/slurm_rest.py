@@ -181,7 +181,7 @@ def _exit_code(value: Any) -> int | None:
 def slurm_backends(ctx: HubContext) -> Callable[[Cluster], SlurmBackend]:
     """How the cluster pass gets each cluster's client: the hub's JWT key, and logins the
     way the inventory says."""
-    key = clusters.key_paths(ctx)[clusters.JWT_KEY].read_bytes()
+    key = clusters.key_paths(ctx.settings.data_dir)[clusters.JWT_KEY].read_bytes()
 
     def hostvars(hosts: set[str]) -> Mapping[str, Mapping[str, Any]]:
         return clusters.hostvars(ctx, hosts)

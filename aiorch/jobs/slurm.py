@@ -123,6 +123,7 @@ def submission(name: str, spec: JobSpec, output_dir: str, partition: str | None)
     job: dict = {
         "name": name,
         "nodes": [work.nodes, work.nodes],
+        "tasks": work.nodes,  # with one per node: v0.0.38 may read `nodes` as a minimum of 1
         "tasks_per_node": 1,
         "time_limit": max(1, -(-work.max_duration // 60)),  # minutes, rounded up
         "current_working_directory": output_dir,

@@ -50,9 +50,9 @@ class Cluster:
     partition: str | None
 
 
-def key_paths(ctx: HubContext) -> dict[str, Path]:
-    """The two key files, created (random, 0600) the first time they are asked for."""
-    folder = ctx.settings.data_dir / KEY_DIR
+def key_paths(data_dir: Path) -> dict[str, Path]:
+    """The hub's two key files, created (random, 0600) the first time they are asked for."""
+    folder = data_dir / KEY_DIR
     folder.mkdir(mode=0o700, exist_ok=True)
     paths = {}
     for name, size in _KEY_BYTES.items():
@@ -78,7 +78,7 @@ def _write_new(path: Path, data: bytes) -> None:
 
 def run_vars(ctx: HubContext) -> dict[str, str]:
     """Extra vars for every run: where the role finds the keys on the hub."""
-    paths = key_paths(ctx)
+    paths = key_paths(ctx.settings.data_dir)
     return {
         "aiorch_slurm_jwt_key_file": str(paths[JWT_KEY]),
         "aiorch_slurm_munge_key_file": str(paths[MUNGE_KEY]),
