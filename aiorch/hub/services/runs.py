@@ -266,11 +266,8 @@ def _run_waves(
 
     # The roles install the hub's CA on hosts (apt and pip verify the hub with it), and the
     # site content's keyring and release when there is one.
-    hub_vars = {
-        "aiorch_hub_ca_file": str(ctx.settings.data_dir / CA_FILE),
-        **bundles.run_vars(ctx),
-        **clusters.run_vars(ctx),
-    }
+    hub_vars = {"aiorch_hub_ca_file": str(ctx.settings.data_dir / CA_FILE)}
+    hub_vars |= bundles.run_vars(ctx) | clusters.run_vars(ctx)  # and where the Slurm keys lie
     size = req.serial or len(hosts)
     waves = [hosts[i : i + size] for i in range(0, len(hosts), size)]
     statuses = []
