@@ -63,7 +63,7 @@ def test_slurm_states_read_as_aiorch_states(state: str, exit_code: int | None, e
 
 
 def test_a_submission_asks_for_every_node_and_the_time_rounded_up():
-    body = submission("1.1", load_job(JOB), "/out", None)
+    body = submission("1.1", load_job(JOB), "/out")
     assert body["script"] == "#!/bin/sh\nexec srun --nodes=2 --ntasks-per-node=1 hostname\n"
     job = body["job"]
     assert (job["name"], job["nodes"], job["time_limit"]) == ("1.1", [2, 2], 2)

@@ -54,14 +54,12 @@ class SlurmBackend:
     @contextmanager
     def session(self) -> Iterator[_Api]:
         with ExitStack() as stack:
+            api = _Api(self, self.hostvars(set(self.cluster.hosts)), stack)
             try:
-                vars_ = self.hostvars({self.cluster.controller})
-                client = open_session(
-                    self.cluster.controller, vars_[self.cluster.controller], self.timeout, stack
-                )
+                api.login(self.cluster.controller)
             except (LoginFailed, OSError, paramiko.SSHException) as exc:
                 raise ClusterError(f"cannot reach the controller: {exc}") from None
-            yield _Api(self, client, stack)
+            yield api
 
     def token(self) -> str:
         now = int(time.time())
@@ -70,12 +68,24 @@ class SlurmBackend:
 
 
 class _Api:
-    def __init__(self, backend: SlurmBackend, client: paramiko.SSHClient, stack: ExitStack):
-        self._backend, self._client, self._stack = backend, client, stack
+    """One pass's conversation: the hosts' vars merged once, one SSH session per host."""
+
+    def __init__(
+        self, backend: SlurmBackend, hostvars: Mapping[str, Mapping[str, Any]], stack: ExitStack
+    ) -> None:
+        self._backend, self._hostvars, self._stack = backend, hostvars, stack
         self._cluster = backend.cluster
+        self._sessions: dict[str, paramiko.SSHClient] = {}
+
+    def login(self, host: str) -> paramiko.SSHClient:
+        if host not in self._sessions:
+            self._sessions[host] = open_session(
+                host, self._hostvars[host], self._backend.timeout, self._stack
+            )
+        return self._sessions[host]
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        transport = self._client.get_transport()
+        transport = self.login(self._cluster.controller).get_transport()
         if transport is None or not transport.is_active():
             raise ClusterError("the SSH session with the controller closed")
         port, timeout = self._cluster.rest_port, self._backend.timeout
@@ -112,7 +122,7 @@ class _Api:
         return data
 
     def submit(self, name: str, spec: JobSpec) -> str:
-        body = submission(name, spec, self._cluster.output_dir, self._cluster.partition)
+        body = submission(name, spec, self._cluster.output_dir)
         job_id = self._call("POST", "/job/submit", body).get("job_id")
         if job_id is None:
             raise ClusterError("slurmrestd accepted the job but gave no job id")
@@ -154,11 +164,7 @@ class _Api:
             return "", 0
         path = f"{self._cluster.output_dir}/{job.job_id}.out"
         try:
-            client = self._client
-            if host != self._cluster.controller:
-                vars_ = self._backend.hostvars({host})
-                client = open_session(host, vars_[host], self._backend.timeout, self._stack)
-            with client.open_sftp() as sftp, sftp.open(path, "rb") as fh:
+            with self.login(host).open_sftp() as sftp, sftp.open(path, "rb") as fh:
                 size = fh.stat().st_size or 0
                 fh.seek(max(0, size - LOG_TAIL_BYTES))
                 tail = fh.read().decode(errors="replace")

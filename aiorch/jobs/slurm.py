@@ -115,7 +115,7 @@ def script(spec: JobSpec) -> str:
     return f"{SCRIPT_SHELL}\nexec {step}\n"
 
 
-def submission(name: str, spec: JobSpec, output_dir: str, partition: str | None) -> dict:
+def submission(name: str, spec: JobSpec, output_dir: str) -> dict:
     """The body of `POST /slurm/v0.0.38/job/submit` for `spec`, named `name` (the attempt:
     a submission lost in a crash is found again by it)."""
     work = spec.spec
@@ -136,8 +136,6 @@ def submission(name: str, spec: JobSpec, output_dir: str, partition: str | None)
         job["gpus_per_node"] = str(work.resources.gpus)
     if work.resources.memory_mib:
         job["memory_per_node"] = work.resources.memory_mib
-    if partition:
-        job["partition"] = partition
     return {"script": script(spec), "job": job}
 
 

@@ -35,7 +35,6 @@ DEFAULTS: dict[str, Any] = {  # the role's defaults for what the hub reads too
     "aiorch_slurm_rest_port": 6820,
     "aiorch_slurm_job_user": "aiorch-job",
     "aiorch_slurm_output_dir": "/var/lib/aiorch-slurm/output",
-    "aiorch_slurm_partition": None,
 }
 
 
@@ -47,7 +46,6 @@ class Cluster:
     rest_port: int
     job_user: str
     output_dir: str
-    partition: str | None
 
 
 def key_paths(data_dir: Path) -> dict[str, Path]:
@@ -107,7 +105,6 @@ def known(db: sqlite_utils.Database) -> dict[str, Cluster]:
             rest_port=int(merged["aiorch_slurm_rest_port"]),
             job_user=str(merged["aiorch_slurm_job_user"]),
             output_dir=str(merged["aiorch_slurm_output_dir"]),
-            partition=merged["aiorch_slurm_partition"] or None,
         )
         for name, merged in settings.items()
     }
