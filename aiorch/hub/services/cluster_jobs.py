@@ -160,17 +160,8 @@ def _store(
     report: JobReport,
     where: str,
 ) -> bool:
-    row, job = _current(db, attempt)
+    row, _ = _current(db, attempt)
     if row is None or report.seq <= row["seq"]:
         return False
-    now = ctx.clock()
-    if report.state in (states.NODE_LOST, states.PREEMPTED):  # Slurm's own doing
-        changes = {"seq": report.seq, "state": report.state, "finished_at": report.finished_at,
-                   "log_tail": report.log_tail, "log_bytes": report.log_bytes,
-                   "updated_at": now, "last_report_at": now}  # fmt: skip
-        db.table("job_attempts").update(report.attempt, changes)
-        job_records.end_attempt(db, job, {**row, **changes}, report.state,
-                                report.reason or report.state, now)  # fmt: skip
-        return True
-    job_reports.apply_report(db, report, now, where)
+    job_reports.apply_report(db, report, ctx.clock(), where)
     return True

@@ -95,7 +95,8 @@ def apply_report(
     job = job_records.job_row(db, attempt["job_id"])
     aid, host = report.attempt, attempt["host"]
     place = where or host
-    if not report.final:
+    lost = report.state in (states.NODE_LOST, states.PREEMPTED)  # a cluster's own doing
+    if not report.final and not lost:
         if state == states.STARTING and job["state"] == states.SCHEDULED:
             job_records.transition(db, job, states.STARTING, f"starting on {place}", now,
                                    attempt=aid)  # fmt: skip
@@ -103,7 +104,9 @@ def apply_report(
             job_records.transition(db, job, states.RUNNING, f"running on {place}", now, attempt=aid)
         return None
     code = report.exit_code
-    if report.state == "exited" and code == 0:
+    if lost:
+        job_records.end_attempt(db, job, attempt, report.state, report.reason or state, now)
+    elif report.state == "exited" and code == 0:
         job_records.settle(db, job, attempt)
         job_records.transition(db, job, states.SUCCEEDED, "exited with code 0", now,
                                attempt=aid, exit_code=0)  # fmt: skip
