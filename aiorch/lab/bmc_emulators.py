@@ -125,7 +125,9 @@ class SushyEmulator:
 
     def system(self, uuid: str) -> dict[str, Any]:
         resp = httpx.get(
-            f"{self.base_url}/redfish/v1/Systems/{uuid}", auth=(self.username, self.password), timeout=5
+            f"{self.base_url}/redfish/v1/Systems/{uuid}",
+            auth=(self.username, self.password),
+            timeout=5,
         )
         resp.raise_for_status()
         return dict(resp.json())
@@ -182,7 +184,7 @@ class IpmiBmc:
 
         chassis = self.chassis
 
-        class _Server(pyghmi_bmc.Bmc):  # type: ignore[misc]
+        class _Server(pyghmi_bmc.Bmc):
             def get_power_state(self) -> str:
                 return "on" if chassis.is_on() else "off"
 

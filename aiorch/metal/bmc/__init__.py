@@ -31,7 +31,7 @@ __all__ = [
 
 
 def connect(address: BmcAddress, username: str, password: str, *, timeout: float = 10.0) -> Bmc:
-    """A driver for the address's scheme; Redfish logs in (and may raise) here, IPMI on first use."""
+    """A driver for the address's scheme; Redfish logs in (and may raise) here, IPMI later."""
     if address.scheme == "ipmi":
         from .ipmi import IpmiBmc
 

@@ -39,7 +39,9 @@ def parse_bmc(text: str) -> BmcAddress:
         raise InvalidInput(f"BMC address {text!r} is not a URL: {exc}") from None
     scheme = parts.scheme.lower()
     if parts.username is not None or parts.password is not None:
-        raise InvalidInput("BMC address must not carry credentials (user:pass@): give them separately")
+        raise InvalidInput(
+            "BMC address must not carry credentials (user:pass@): give them separately"
+        )
     if not parts.hostname:
         raise InvalidInput(f"BMC address {text!r} has no host; expected {_FORMS}")
     host = parts.hostname
@@ -49,12 +51,16 @@ def parse_bmc(text: str) -> BmcAddress:
         return BmcAddress("ipmi", "", "", host, port or 623)
     protos = {"redfish": "https", "redfish+https": "https", "redfish+http": "http"}
     if scheme not in protos:
-        raise InvalidInput(f"BMC address {text!r} has an unknown scheme {scheme!r}; expected {_FORMS}")
+        raise InvalidInput(
+            f"BMC address {text!r} has an unknown scheme {scheme!r}; expected {_FORMS}"
+        )
     proto = protos[scheme]
     path = parts.path.rstrip("/")
     system_id = path[len(_SYSTEMS) :] if path.startswith(_SYSTEMS) else ""
     if not system_id or "/" in system_id or parts.query or parts.fragment:
-        raise InvalidInput(f"Redfish address {text!r} must name a system: .../redfish/v1/Systems/ID")
+        raise InvalidInput(
+            f"Redfish address {text!r} must name a system: .../redfish/v1/Systems/ID"
+        )
     port = port or (443 if proto == "https" else 80)
     netloc = f"[{host}]" if ":" in host else host
     return BmcAddress("redfish", f"{proto}://{netloc}:{port}", path, host, port)

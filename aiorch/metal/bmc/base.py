@@ -32,7 +32,10 @@ class BmcUnsupported(InvalidInput):
 
 class Bmc(Protocol):
     address: BmcAddress
-    simulated: str | None  # e.g. "sushy-tools fake" or "pyghmi-bmc"; None for real hardware
+
+    @property
+    def simulated(self) -> str | None:
+        """e.g. "sushy-tools fake" or "pyghmi-bmc" when the BMC is an emulator; None otherwise."""
 
     def power_state(self) -> PowerState: ...
     def power(self, action: PowerAction) -> None: ...

@@ -10,7 +10,15 @@ from typing import Any
 from aiorch.errors import AiorchError
 
 from .address import BmcAddress
-from .base import BmcAuthFailed, BmcError, BmcUnreachable, BmcUnsupported, BootDevice, PowerAction, PowerState
+from .base import (
+    BmcAuthFailed,
+    BmcError,
+    BmcUnreachable,
+    BmcUnsupported,
+    BootDevice,
+    PowerAction,
+    PowerState,
+)
 
 # What the lab's pyghmi BMC answers in Get Device ID (as ipmitool reads it), so a driver can say it
 # is talking to one: 0x0FFFFF is the IPMI spec's reserved manufacturer ID, no real vendor sends it.
@@ -24,7 +32,9 @@ _CHASSIS = {"on": "on", "off": "off", "cycle": "cycle"}
 class IpmiBmc:
     """One BMC reached with ipmitool; every call is one short ipmitool run."""
 
-    def __init__(self, address: BmcAddress, username: str, password: str, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self, address: BmcAddress, username: str, password: str, *, timeout: float = 10.0
+    ) -> None:
         self.address = address
         self._username, self._password, self._timeout = username, password, timeout
         self._simulated: str | None = None
@@ -42,7 +52,18 @@ class IpmiBmc:
     def command(self, *args: str) -> list[str]:
         """The ipmitool argv for ``args``: host, port and user, never the password."""
         a = self.address
-        base = ["ipmitool", "-I", "lanplus", "-H", a.host, "-p", str(a.port), "-U", self._username, "-E"]
+        base = [
+            "ipmitool",
+            "-I",
+            "lanplus",
+            "-H",
+            a.host,
+            "-p",
+            str(a.port),
+            "-U",
+            self._username,
+            "-E",
+        ]
         return [*base, "-v", "-N", "1", "-R", "2", *args]  # -v: ipmitool names a bad HMAC only then
 
     def _run(self, *args: str) -> str:
@@ -53,7 +74,9 @@ class IpmiBmc:
                 self.command(*args), env=env, capture_output=True, text=True, timeout=self._timeout
             )
         except subprocess.TimeoutExpired:
-            raise BmcUnreachable(f"BMC {shown} is unreachable: no answer in {self._timeout:g}s") from None
+            raise BmcUnreachable(
+                f"BMC {shown} is unreachable: no answer in {self._timeout:g}s"
+            ) from None
         except FileNotFoundError:
             raise AiorchError("ipmitool is not installed (apt-get install ipmitool)") from None
         if proc.returncode == 0:
@@ -72,7 +95,9 @@ class IpmiBmc:
             key, _, value = line.partition(":")
             fields[key.strip()] = value.strip()
         try:
-            return int(fields.get("Manufacturer ID", "-1")), int(fields.get("Product ID", "-1").split()[0])
+            return int(fields.get("Manufacturer ID", "-1")), int(
+                fields.get("Product ID", "-1").split()[0]
+            )
         except (ValueError, IndexError):
             return (-1, -1)
 
@@ -91,15 +116,26 @@ class IpmiBmc:
 
     def boot_override(self) -> dict[str, str]:
         out = self._run("chassis", "bootparam", "get", "5")
-        target = next((line.split(":", 1)[1].strip() for line in out.splitlines() if "Boot Device Selector" in line), "")
-        persistent = "persistent" in out.lower() and "options apply to all future boots" in out.lower()
+        target = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in out.splitlines()
+                if "Boot Device Selector" in line
+            ),
+            "",
+        )
+        persistent = (
+            "persistent" in out.lower() and "options apply to all future boots" in out.lower()
+        )
         return {"target": target, "enabled": "Continuous" if persistent else "Once"}
 
     def insert_media(self, url: str) -> None:
-        raise BmcUnsupported(f"BMC {self.address.display()} speaks IPMI, which has no virtual media; use Redfish")
+        raise BmcUnsupported(
+            f"BMC {self.address.display()} speaks IPMI, which has no virtual media; use Redfish"
+        )
 
     def inventory(self) -> dict[str, Any]:
-        """What FRU 0 says (board/product manufacturer, name, serial); {} when the BMC has no FRU."""
+        """What FRU 0 says (manufacturer, product name, serial); {} when the BMC has no FRU."""
         try:
             out = self._run("fru", "print", "0")
         except BmcError:
@@ -113,4 +149,8 @@ class IpmiBmc:
             "model": ("Product Name", "Board Product"),
             "serial": ("Product Serial", "Board Serial"),
         }
-        return {k: next(fru[n] for n in names if fru.get(n)) for k, names in pick.items() if any(fru.get(n) for n in names)}
+        return {
+            k: next(fru[n] for n in names if fru.get(n))
+            for k, names in pick.items()
+            if any(fru.get(n) for n in names)
+        }
