@@ -32,6 +32,8 @@ SKIPPED = {  # routes with their own authentication (agent credential, enrollmen
     ("POST", "/api/v1/renew-nonce"),
     ("POST", "/api/v1/renew-by-proof"),
     ("GET", "/healthz"),
+    ("POST", "/api/v1/ramdisk/inventory"),  # a machine's boot token (test_machines)
+    ("POST", "/api/v1/ramdisk/result"),
 }
 
 JOB = """
@@ -156,6 +158,19 @@ def _requests(world: World) -> dict[tuple[str, str], tuple[str, dict[str, Any]]]
         ("DELETE", f"/api/v1/projects/bravo/roles/{bravo_admin}"): ("denied", {}),
         ("GET", "/api/v1/status"): ("list", {}),
         ("GET", "/api/v1/audit"): ("denied", {}),
+        ("GET", "/api/v1/machines"): ("list", {}),
+        ("GET", "/api/v1/machines/x"): ("read", {}),
+        ("GET", "/api/v1/machine-classes"): ("list", {}),
+        ("PUT", "/api/v1/machine-classes/x"): ("denied", {"json": {}}),
+        ("POST", "/api/v1/machines"): (
+            "denied",
+            {"json": {"name": "x", "bmc": "ipmi://127.0.0.1", "mac": "52:54:00:00:00:09"}},
+        ),
+        ("POST", "/api/v1/machines/x/inspect"): ("denied", {}),
+        ("POST", "/api/v1/machines/x/accept"): ("denied", {"json": {}}),
+        ("POST", "/api/v1/machines/x/release"): ("denied", {"json": {}}),
+        ("POST", "/api/v1/machines/x/power"): ("denied", {"json": {"action": "on"}}),
+        ("POST", "/api/v1/machines/x/retire"): ("denied", {}),
         ("GET", "/api/v1/telemetry/series"): ("read", {"params": {"host": "x", "metric": "m"}}),
         ("GET", "/api/v1/accounting/gpu-hours"): ("list", {"params": {"by": "project"}}),
         ("POST", "/api/v1/runs"): ("denied", {"json": {"playbook": "site.yml"}}),

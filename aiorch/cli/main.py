@@ -15,6 +15,7 @@ from aiorch.cli import (
     fleet,
     hub,
     jobs,
+    machines,
     models,
     playbooks,
     projects,
@@ -69,6 +70,7 @@ app.add_typer(deploy.image_app, name="image")
 app.add_typer(models.model_app, name="model")
 app.add_typer(deploy.quota_app, name="quota")
 app.add_typer(jobs.jobs_app, name="jobs")
+app.add_typer(machines.machines_app, name="machines")
 app.add_typer(deploy.rollout_app, name="rollout")
 app.add_typer(repo_app, name="repo")
 app.add_typer(bundle_app, name="bundle")

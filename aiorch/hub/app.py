@@ -30,10 +30,12 @@ from aiorch.hub.routers import (
     inventory,
     job_artifacts,
     jobs,
+    machines,
     models,
     overview,
     playbook_sets,
     projects,
+    ramdisk,
     runs,
     system,
     telemetry,
@@ -145,6 +147,7 @@ def create_app(ctx: HubContext, *, run_jobs: bool = True) -> FastAPI:
     # is per request, and nested routers multiply its cost.
     app.include_router(agent_protocol.router, prefix=API_PREFIX)
     app.include_router(enrollment.public, prefix=API_PREFIX)
+    app.include_router(ramdisk.router, prefix=API_PREFIX)  # a machine's boot token, checked there
     dashboard = ui.ui_router()
     # The two above authenticate themselves or need no bearer; the dashboard's pages go by
     # their session cookie (and their posts by its CSRF token).
@@ -166,7 +169,7 @@ def create_app(ctx: HubContext, *, run_jobs: bool = True) -> FastAPI:
 
     modules = (
         agents, inventory, enrollment, tokens, projects, overview, telemetry, runs, deployments, ca,
-        bundles, models, playbook_sets, jobs, job_artifacts,
+        bundles, models, playbook_sets, jobs, job_artifacts, machines,
     )  # fmt: skip
     for module in modules:
         app.include_router(module.router, prefix=API_PREFIX, dependencies=[Depends(principal)])

@@ -18,6 +18,7 @@ from aiorch.hub.services import (
     enrollment,
     images,
     job_scheduling,
+    machines,
     models,
     retention,
     rollouts,
@@ -76,6 +77,7 @@ def register_jobs(scheduler: BaseScheduler, ctx: HubContext) -> None:
         "tls-renew": (retain, renew_server_certificate),
         "jobs-schedule": (ctx.settings.job_schedule_interval_s, job_scheduling.schedule_pass),
         "jobs-clusters": (ctx.settings.job_schedule_interval_s, follow_clusters),
+        "machines-deadlines": (every, machines.expire_deadlines),
     }
     if ctx.settings.drift_interval_s > 0:  # 0 turns the drift check off
         jobs["drift-check"] = (ctx.settings.drift_interval_s, drift.check_drift)

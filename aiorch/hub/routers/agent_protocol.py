@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from aiorch.hub.context import HubContext
-from aiorch.hub.routers.deps import OCTET_STREAM_BODY
+from aiorch.hub.routers.deps import OCTET_STREAM_BODY, json_body
 from aiorch.hub.schemas import CheckinRequest, RenewRequest, TelemetryBatch
 from aiorch.hub.services import (
     agent_identity,
@@ -40,11 +40,6 @@ M = TypeVar("M", bound=BaseModel)
 
 router = APIRouter(prefix="/agents", tags=["agent protocol"])
 POLL_HEADER = "X-Aiorch-Poll-Interval"
-
-
-def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
-    schema = {"schema": model.model_json_schema()}
-    return {"requestBody": {"required": True, "content": {"application/json": schema}}}
 
 
 def _agent_ctx(request: Request, agent_id: str) -> tuple[HubContext, AgentIdentity]:
@@ -78,7 +73,7 @@ def trust_headers(ctx: HubContext, identity: AgentIdentity | None = None) -> dic
 @router.post(
     "/{agent_id}/checkin",
     responses={304: {"description": "Desired state unchanged"}},
-    openapi_extra=_body_schema(CheckinRequest),
+    openapi_extra=json_body(CheckinRequest),
 )
 async def checkin(agent_id: str, request: Request) -> Response:
     """Heartbeat and desired-state poll in one: 304 while the agent's revision is current."""
@@ -100,7 +95,7 @@ async def checkin(agent_id: str, request: Request) -> Response:
     return JSONResponse(content, headers=headers)
 
 
-@router.post("/{agent_id}/telemetry", openapi_extra=_body_schema(TelemetryBatch))
+@router.post("/{agent_id}/telemetry", openapi_extra=json_body(TelemetryBatch))
 async def upload_telemetry(agent_id: str, request: Request) -> dict[str, Any]:
     """Store a telemetry batch once; a batch sent again is acknowledged again."""
     ctx, _, body = await _authorised_body(request, agent_id, TelemetryBatch)
@@ -144,7 +139,7 @@ async def upload_artifact(
     return await job_artifacts.store_upload(ctx, agent_id, attempt, sha256, request.stream())
 
 
-@router.post("/{agent_id}/renew", openapi_extra=_body_schema(RenewRequest))
+@router.post("/{agent_id}/renew", openapi_extra=json_body(RenewRequest))
 async def renew(agent_id: str, request: Request) -> JSONResponse:
     """A new certificate for a fresh key (the agent renews at 2/3 of its certificate's life)."""
     ctx, identity, body = await _authorised_body(request, agent_id, RenewRequest)

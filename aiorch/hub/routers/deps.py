@@ -8,9 +8,11 @@ them on the event loop spares every request several thread-pool hops.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 
 from aiorch.errors import NotFound
 from aiorch.hub.context import HubContext
@@ -24,6 +26,13 @@ OCTET_STREAM_BODY = {
         "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
     }
 }
+
+
+def json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI body of a route that parses its JSON itself (after authenticating)."""
+    schema = {"schema": model.model_json_schema()}
+    return {"requestBody": {"required": True, "content": {"application/json": schema}}}
+
 
 _bearer = HTTPBearer(auto_error=False, description="API token or agent credential")
 

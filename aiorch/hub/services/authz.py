@@ -52,6 +52,7 @@ ACTIONS: dict[str, Rule] = {
     "telemetry.read": _FLEET_READ,
     "metrics.read": _FLEET_READ,
     "api.schema": _FLEET_READ,
+    "machine.read": _FLEET_READ,
     # The fleet's trust and configuration: hand-written desired states hold every project's
     # workloads, inventory holds connection vars, runs are root on hosts.
     "agent.desired.read": _GLOBAL,
@@ -67,6 +68,7 @@ ACTIONS: dict[str, Rule] = {
     "enroll_token.create": _GLOBAL,
     "enroll_token.revoke": _GLOBAL,
     "audit.read": _GLOBAL,
+    "machine.manage": _GLOBAL,  # a BMC powers servers and a release wipes their disks
     "ca.read": _FLEET_READ,  # pins and phases are public facts, to anyone with a role
     "ca.rotate": _GLOBAL,
     "bundle.read": _FLEET_READ,  # which content is current, and the keys trusted to sign it

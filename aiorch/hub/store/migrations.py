@@ -24,6 +24,7 @@ from aiorch.hub.store.m012_models import m012_models
 from aiorch.hub.store.m013_ui_sessions import m013_ui_sessions
 from aiorch.hub.store.m014_jobs import m014_jobs
 from aiorch.hub.store.m015_autoscale import m015_autoscale
+from aiorch.hub.store.m016_machines import m016_machines
 
 Migration = Callable[[sqlite_utils.Database], None]
 
@@ -374,6 +375,7 @@ MIGRATIONS: list[Migration] = [
     m013_ui_sessions,
     m014_jobs,
     m015_autoscale,
+    m016_machines,
 ]
 
 
