@@ -114,7 +114,10 @@ def gpu_checks(probe: Probe, gpu: GpuInfo, sample: GpuSample | None, t: Threshol
         checks.append(Check("model", uuid, ok, gpu.name, t.model, "" if ok else "another model"))
 
     def ecc_mode() -> Check:
-        now, pending = probe.ecc_mode(gpu)
+        try:
+            now, pending = probe.ecc_mode(gpu)
+        except NotApplicable as exc:  # a GPU without ECC cannot be accepted for ECC
+            return Check("ecc_mode", uuid, False, NOT_APPLICABLE, "enabled", f"no ECC: {exc}")
         detail = "" if now == pending else f"after the next reset: {_on(pending)}"
         return Check("ecc_mode", uuid, now, _on(now), "enabled", detail)
 
