@@ -6,12 +6,16 @@ aiorch_gpu_acceptance role's conventions. The real check runs on a lent GPU mach
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pynvml
 import pytest
+import yaml
 
 from edge_agent import cli
 from edge_agent.gpu.acceptance import ProfileError, Thresholds, run_acceptance
@@ -328,3 +332,110 @@ def test_the_cli_exits_2_on_bad_input_with_one_line(
     rc, record, err = agent(tmp_path, capsys, *args)
     assert rc == 2 and record is None
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+# --- the aiorch_gpu_acceptance role -------------------------------------------------------
+
+PLAYBOOKS = Path(__file__).resolve().parents[1] / "playbooks"
+ROLE = PLAYBOOKS / "roles" / "aiorch_gpu_acceptance"
+ANSIBLE_PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
+
+
+def role_tasks() -> dict[str, dict[str, Any]]:
+    return {t["name"]: t for t in yaml.safe_load((ROLE / "tasks" / "main.yml").read_text())}
+
+
+def test_every_role_variable_is_defaulted_and_documented() -> None:
+    used = set(
+        re.findall(r"\baiorch_gpu_acceptance_[a-z0-9_]+", (ROLE / "tasks/main.yml").read_text())
+    )
+    used -= {"aiorch_gpu_acceptance_record"}  # the fact the role sets
+    defaults_text = (ROLE / "defaults" / "main.yml").read_text()
+    defaults = yaml.safe_load(defaults_text)
+    readme = (ROLE / "README.md").read_text()
+    assert used == set(defaults)
+    assert all(f"`{name}`" in readme for name in defaults)
+    for name in defaults:  # each default has its comment above it
+        before = defaults_text.split(f"\n{name}:")[0].rstrip().splitlines()[-1]
+        assert before.startswith("#") or before.startswith("aiorch_gpu_acceptance_"), name
+
+
+def test_the_role_finds_the_agent_where_the_edge_agent_role_installs_it() -> None:
+    ours = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+    agent = yaml.safe_load((PLAYBOOKS / "roles/aiorch_edge_agent/defaults/main.yml").read_text())
+    assert ours["aiorch_gpu_acceptance_agent_venv"] == agent["aiorch_edge_agent_venv"]
+    assert ours["aiorch_gpu_acceptance_agent_config"] == agent["aiorch_edge_agent_config_path"]
+
+
+def test_the_check_runs_in_check_mode_and_only_the_record_file_waits_for_a_real_run() -> None:
+    tasks = role_tasks()
+    check = tasks["Run the GPU acceptance checks"]
+    assert check["check_mode"] is False and check["changed_when"] is False
+    writes = [
+        t for t in tasks.values() if {"ansible.builtin.copy", "ansible.builtin.file"} & set(t)
+    ]
+    assert len(writes) == 2 and all(t["when"] == "not ansible_check_mode" for t in writes)
+    assert all("when" not in t for t in tasks.values() if t not in writes)
+    assert "gpu_acceptance" not in (PLAYBOOKS / "site.yml").read_text()
+
+
+def fake_agent_venv(tmp_path: Path) -> Path:
+    """A venv path whose bin/aiorch-agent is this checkout's agent."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    script = venv / "bin" / "aiorch-agent"
+    root = Path(__file__).resolve().parents[1]
+    script.write_text(f'#!/bin/sh\nPYTHONPATH={root} exec {sys.executable} -m edge_agent "$@"\n')
+    script.chmod(0o755)
+    return venv
+
+
+def play(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """gpu_acceptance.yml on two local hosts: `good` (4 simulated A100s expected) and `bad`
+    (8 expected), each with its own record file."""
+    venv = fake_agent_venv(tmp_path)
+    (tmp_path / "agent.yaml").write_text("gpu_backend: simulated:4xA100-40GB\n")
+    host = (
+        f"ansible_connection=local ansible_python_interpreter={sys.executable} "
+        f"ansible_become=false aiorch_gpu_acceptance_agent_venv={venv} "
+        f"aiorch_gpu_acceptance_agent_config={tmp_path / 'agent.yaml'} "
+        "aiorch_gpu_acceptance_record_path=" + str(tmp_path) + "/{0}/acceptance.json"
+    )
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text(
+        f"good {host.format('good')} aiorch_gpu_acceptance_expect_count=4\n"
+        f"bad {host.format('bad')} aiorch_gpu_acceptance_expect_count=8 "
+        "aiorch_gpu_acceptance_model=H200\n"
+    )
+    env = {**os.environ, "ANSIBLE_CONFIG": str(PLAYBOOKS / "ansible.cfg"), "PATH": os.defpath}
+    argv = [ANSIBLE_PLAYBOOK, "-i", str(inventory), str(PLAYBOOKS / "gpu_acceptance.yml"), *extra]
+    return subprocess.run(argv, capture_output=True, text=True, env=env, check=False, timeout=120)
+
+
+@pytest.mark.e2e
+def test_the_playbook_records_a_pass_and_fails_a_host_with_its_failed_checks(
+    tmp_path: Path,
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the record file is written owned by root")
+    result = play(tmp_path)
+    assert result.returncode == 2, result.stdout[-3000:]
+    assert re.search(r"good\s+: ok=8\s+changed=2\s+unreachable=0\s+failed=0", result.stdout)
+    assert re.search(r"bad\s+: ok=7\s+changed=2\s+unreachable=0\s+failed=1", result.stdout)
+    assert (
+        "GPU acceptance failed on bad (simulated:4xA100-40GB): gpu_count: measured 4, "
+        "expected 8 (GPUs missing); model GPU-" in result.stdout
+    )
+    good = json.loads((tmp_path / "good" / "acceptance.json").read_text())
+    assert good["accepted"] and good["simulated"] and len(good["gpus"]) == 4
+    assert not json.loads((tmp_path / "bad" / "acceptance.json").read_text())["accepted"]
+
+
+@pytest.mark.e2e
+def test_in_check_mode_the_playbook_gates_the_same_and_writes_nothing(tmp_path: Path) -> None:
+    result = play(tmp_path, "--check")
+    assert result.returncode == 2, result.stdout[-3000:]
+    assert re.search(r"good\s+: ok=6\s+changed=0\s+unreachable=0\s+failed=0", result.stdout)
+    assert re.search(r"bad\s+: ok=5\s+changed=0\s+unreachable=0\s+failed=1", result.stdout)
+    assert "GPU acceptance failed on bad" in result.stdout
+    assert not (tmp_path / "good").exists() and not (tmp_path / "bad").exists()
