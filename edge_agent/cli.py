@@ -15,6 +15,12 @@ from edge_agent.agent import Agent, enroll
 from edge_agent.client import HubRefused, HubUnavailable
 from edge_agent.config import DEFAULT_CONFIG, AgentConfig, ConfigError
 from edge_agent.contract.fields import ContractError
+from edge_agent.gpu.acceptance import (
+    ProfileError,
+    accept,
+    add_threshold_flags,
+    thresholds_from_args,
+)
 from edge_agent.identity import PinMismatch
 from edge_agent.trust import NotEnrolled
 
@@ -69,6 +75,15 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="one round, then exit (non-zero if the hub was unreachable)",
     )
+    p_gpu = sub.add_parser(
+        "gpu-acceptance",
+        parents=[common],
+        allow_abbrev=False,
+        help="check this machine's GPUs; print the acceptance record (JSON)",
+        description="Exit 0: accepted; 1: not accepted (the record says why); 2: bad input.",
+    )
+    p_gpu.add_argument("--backend", help="nvml or simulated:<profile> (default: the config's)")
+    add_threshold_flags(p_gpu)
     return parser
 
 
@@ -84,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
             result = enroll(config, args.hub, enrollment_token(args.token_file))
             print(json.dumps(result, sort_keys=True))
             return 0
+        if args.command == "gpu-acceptance":
+            record = accept(args.backend or config.gpu_backend, thresholds_from_args(args))
+            print(json.dumps(record, indent=2))
+            return 0 if record["accepted"] else 1
         agent = Agent(config)
         try:
             if args.once:
@@ -100,9 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         HubRefused,
         HubUnavailable,
         OSError,
+        ProfileError,
     ) as exc:
         print(f"aiorch-agent: error: {exc}", file=sys.stderr)
-        return 1
+        return 2 if args.command == "gpu-acceptance" else 1  # 1 there means "not accepted"
     except KeyboardInterrupt:
         return 130
     return 0
