@@ -10,7 +10,7 @@ import pytest
 
 from aiorch.hub.app import API_PREFIX, PUBLIC_PATHS, create_app
 from aiorch.hub.context import HubContext
-from aiorch.hub.routers import agent_protocol
+from aiorch.hub.routers import agent_protocol, ramdisk
 from aiorch.hub.settings import HubSettings
 from aiorch.hub.store import Store
 from tests.fixtures_hub import AgentCert, HubProcess, enroll_agent, make_enroll_token, make_token
@@ -43,7 +43,10 @@ AGENT_PATHS = {
     for route in agent_protocol.router.routes
 }
 AGENT_ROUTES = [(m, p) for m, p in PROTECTED if p in AGENT_PATHS]
-USER_ROUTES = [(m, p) for m, p in PROTECTED if p not in AGENT_PATHS]
+# The ramdisk's routes: a machine's boot token authenticates there, never a user's token.
+RAMDISK_PATHS = {API_PREFIX + getattr(route, "path", "") for route in ramdisk.router.routes}
+RAMDISK_ROUTES = [(m, p) for m, p in PROTECTED if p in RAMDISK_PATHS]
+USER_ROUTES = [(m, p) for m, p in PROTECTED if p not in AGENT_PATHS | RAMDISK_PATHS]
 
 
 def _call(
@@ -91,6 +94,19 @@ def test_viewer_gets_403_on_mutating_route(
 ):
     viewer = make_token(admin, "viewer")
     assert _call(shared_hub, method, path, viewer).status_code == 403
+
+
+@pytest.mark.parametrize(("method", "path"), RAMDISK_ROUTES)
+def test_user_token_is_no_boot_token_on_ramdisk_routes(
+    shared_hub: HubProcess, admin: httpx.Client, method: str, path: str
+):
+    """Even an admin's valid token is refused (401) where only a machine's boot token counts."""
+    for role in ("viewer", "admin"):
+        assert _call(shared_hub, method, path, make_token(admin, role)).status_code == 401
+
+
+def test_the_ramdisk_routes_are_found():
+    assert {p.rsplit("/", 1)[1] for p in RAMDISK_PATHS} == {"inventory", "result"}
 
 
 @pytest.mark.parametrize(("method", "path"), AGENT_ROUTES)

@@ -58,6 +58,7 @@ def test_all_jobs_are_registered_in_one_place(ctx: HubContext):
         "deployments-autoscale",
         "audit-checkpoint",
         "tls-renew",
+        "machines-deadlines",
     }
 
 
