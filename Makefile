@@ -35,8 +35,11 @@ demo-down: install
 
 # Tiers by marker (tests/tiers.py): unit (no hub, no lab), e2e (a real hub under uvicorn), lab
 # (podman hosts). `test` and `test-lab` need the lab: a missing prerequisite fails, never skips.
+# Two workers (xdist): the lab tier runs in order on one, the unit and e2e tiers beside it.
+TEST_WORKERS ?= 2
+
 test: install system-deps
-	AIORCH_REQUIRE_LAB=1 $(BIN)/pytest -q
+	AIORCH_REQUIRE_LAB=1 $(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=25
 
 test-unit: install
 	$(BIN)/pytest -q -m "not lab and not e2e"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tiers import TIMEOUTS, lab_required, missing_lab
+from tests.tiers import LAB_GROUP, TIMEOUTS, lab_required, missing_lab
 
 PLUGINS = 'pytest_plugins = ["tests.tiers", "tests.fixtures_hub", "tests.fixtures_lab"]\n'
 
@@ -110,6 +110,25 @@ def test_hub_and_lab_fixtures_mark_their_tests(inner: pytest.Pytester) -> None:
     }
     unit = inner.runpytest("-p", "no:timeout", "--collect-only", "-q", "-m", "not e2e and not lab")
     assert [line.split("::")[-1] for line in unit.outlines if "::" in line] == ["test_plain"]
+
+
+def test_the_lab_tier_is_one_xdist_group_and_other_tests_group_by_module(
+    inner: pytest.Pytester,
+) -> None:
+    """`make test` runs ``-n 2 --dist loadgroup``: every lab test on one worker, in order,
+    with the one shared lab; a module's other tests together, so its fixtures are built once."""
+    inner.makepyfile(
+        test_a="import pytest\ndef test_fleet(lab): pass\n@pytest.mark.lab\ndef test_mark(): pass",
+        test_b="def test_plain(): pass\ndef test_own_hub(hub): pass\n",
+    )
+    items, _ = inner.inline_genitems("-p", "no:timeout")
+    groups = {item.name: [m.args[0] for m in item.iter_markers("xdist_group")] for item in items}
+    assert groups == {
+        "test_fleet": [LAB_GROUP],
+        "test_mark": [LAB_GROUP],
+        "test_plain": ["test_b.py"],
+        "test_own_hub": ["test_b.py"],
+    }
 
 
 def test_a_test_that_starts_a_hub_without_the_e2e_marker_fails(inner: pytest.Pytester) -> None:

@@ -27,6 +27,7 @@ LAB_FIXTURES = frozenset({"lab", "lab_factory", "provision_lab"})
 # Seconds per test (setup, call and teardown): a lab test may build the lab image, boot
 # hosts and provision them; an e2e test starts hubs and CLIs; a unit test does neither.
 TIMEOUTS = {"lab": 1200, "e2e": 300}
+LAB_GROUP = "lab"
 
 _running: list[pytest.Item] = []
 
@@ -88,8 +89,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark by fixture before `-m` selects, and give each test its tier's time limit."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark by fixture before `-m` selects, give each test its tier's time limit, and group
+    the tests for xdist (`make test` runs ``--dist loadgroup``)."""
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
         if names & HUB_FIXTURES:
@@ -101,6 +103,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 if item.get_closest_marker(tier) is not None:
                     item.add_marker(pytest.mark.timeout(seconds))
                     break
+        item.add_marker(pytest.mark.xdist_group(xdist_group(item)))
+    if hasattr(config, "workerinput"):
+        # The lab group is the long pole: scheduled first, the other groups fill in beside it.
+        items.sort(key=lambda item: item.get_closest_marker("lab") is None)
+
+
+def xdist_group(item: pytest.Item) -> str:
+    """The lab tier is one group, so one worker runs it in order with one shared lab (the
+    hosts and the machine's nft tables are no place for two at once); any other test goes
+    with its module, so a module's fixtures are built once."""
+    if item.get_closest_marker("lab") is not None:
+        return LAB_GROUP
+    return item.nodeid.split("::", 1)[0]
 
 
 @pytest.hookimpl(tryfirst=True)
