@@ -10,4 +10,5 @@ pytest_plugins = [
     "tests.fixtures_provision",
     "tests.fixtures_browser",
     "tests.fixtures_ui",
+    "tests.fixtures_machines",
 ]

@@ -62,6 +62,11 @@ def serve_cmd(
     tls_name: list[str] = typer.Option(
         [], help="Another DNS name the hub's certificate covers (the listen addresses always are)."
     ),
+    boot_listen: str = typer.Option(
+        None,
+        help="ADDRESS:PORT for machines' network boot: plain HTTP with only the boot scripts and"
+        " the ramdisk (AIORCH_METAL_HUB_URL and AIORCH_METAL_RAMDISK_DIR say which).",
+    ),
 ) -> None:
     """Serve the hub API over HTTPS; on first start create DATA_DIR, the database, the hub CA
     (DATA_DIR/ca.pem, its key in DATA_DIR/ca.key) and DATA_DIR/admin.token."""
@@ -95,4 +100,5 @@ def serve_cmd(
         log_format=log_format,
         repo_dir=repo_dir,
         limits=limits,
+        boot_address=parse_listen(boot_listen, "--boot-listen") if boot_listen else None,
     )

@@ -79,6 +79,13 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": _one_line(exc)}, status_code=422)
 
 
+def map_errors(app: FastAPI) -> None:
+    """Errors to HTTP, once for every app the hub serves (the API and the boot listener)."""
+    app.add_exception_handler(AiorchError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ValidationError, _validation_error)
+
+
 class _ContainErrors:
     """A 500 for an unexpected error, and the error ends here. Starlette's own handler
     answers and then re-raises, and uvicorn closes a connection whose app raised: the
@@ -137,9 +144,7 @@ def create_app(ctx: HubContext, *, run_jobs: bool = True) -> FastAPI:
         redoc_url=None,
     )
     app.state.ctx = ctx
-    app.add_exception_handler(AiorchError, _domain_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(ValidationError, _validation_error)
+    map_errors(app)
     uploads = {
         f"{API_PREFIX}{path}": ctx.settings.max_image_bytes for path in ("/images", models.BLOBS)
     }

@@ -4,9 +4,11 @@ on its sockets, HTTPS only."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
@@ -15,6 +17,7 @@ from aiorch.endpoint import write_endpoint
 from aiorch.errors import UserError
 from aiorch.hub import logs
 from aiorch.hub.app import create_app
+from aiorch.hub.boot_app import create_boot_app
 from aiorch.hub.connections import (
     ConnectionLimits,
     default_max_connections,
@@ -32,10 +35,10 @@ from aiorch.repo.serve import mount_live_repo, mount_repo
 log = logging.getLogger("aiorch.hub")
 
 
-def parse_listen(value: str) -> tuple[str, int]:
+def parse_listen(value: str, option: str = "--listen") -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UserError(f"--listen wants ADDRESS:PORT, got {value!r}")
+        raise UserError(f"{option} wants ADDRESS:PORT, got {value!r}")
     return host.strip("[]"), int(port)
 
 
@@ -85,9 +88,11 @@ def serve(
     log_format: str = "text",
     repo_dir: Path | None = None,
     limits: ConnectionLimits | None = None,
+    boot_address: tuple[str, int] | None = None,
 ) -> None:
     limits = limits or ConnectionLimits(max_connections=default_max_connections())
     sockets = [_bind(host, port) for host, port in addresses]
+    boot_socket = _bind(*boot_address) if boot_address is not None else None
     logs.configure(log_level, log_format)
     ctx = open_context(settings)
     operator = None
@@ -116,7 +121,44 @@ def serve(
     )
     rate_limit_logs()  # after uvicorn.Config, which configures the loggers
     server = uvicorn.Server(config)
+    boot = None
+    if boot_socket is not None:
+        boot_config = uvicorn.Config(
+            create_boot_app(ctx),
+            http=protocol_class(limits),  # plain HTTP: the firmware's iPXE trusts no CA
+            log_level=log_level,
+            log_config=None,
+            access_log=False,
+            proxy_headers=False,
+        )
+        boot = (_Beside(boot_config), boot_socket)
     try:
-        asyncio.run(server.serve(sockets=sockets))
+        asyncio.run(_serve_all(server, boot, sockets))
     finally:
         ctx.store.close()
+
+
+class _Beside(uvicorn.Server):
+    """A second server in the same loop: the first one owns the signals and, when it stops,
+    stops this one."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def _serve_all(
+    server: uvicorn.Server,
+    boot: tuple[uvicorn.Server, socket.socket] | None,
+    sockets: list[socket.socket],
+) -> None:
+    if boot is None:
+        await server.serve(sockets=sockets)
+        return
+    beside, boot_socket = boot
+    task = asyncio.create_task(beside.serve(sockets=[boot_socket]))
+    try:
+        await server.serve(sockets=sockets)
+    finally:
+        beside.should_exit = True
+        await task

@@ -136,6 +136,15 @@ class HubSettings(BaseSettings):
     tls_names: list[str] = Field(
         default_factory=list, description="More names the hub's server certificate covers."
     )
+    metal_hub_url: str | None = Field(
+        None,
+        pattern=r"^https://[^\s/]+$",
+        description="The hub as a booting machine's ramdisk reaches it (https://ADDRESS:PORT, an"
+        " address the hub's certificate covers). Unset: the boot listener serves no ramdisk.",
+    )
+    metal_ramdisk_dir: Path | None = Field(
+        None, description="The ramdisk the boot listener serves: vmlinuz and its *.gz initrds."
+    )
 
     @field_validator("store_synchronous", mode="before")
     @classmethod

@@ -1,0 +1,113 @@
+"""The boot listener (`hub serve --boot-listen`): what a PXE-booting machine is told from its
+state, the ramdisk's files, and nothing else on that plain-HTTP socket."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from aiorch.hub.process import free_port
+from aiorch.lab.bmc_emulators import SushyEmulator
+from tests.fixtures_hub import HubProcess
+from tests.fixtures_machines import enroll, inventory, mac
+
+pytestmark = pytest.mark.e2e
+KERNEL = b"simulated kernel\n"
+
+
+class BootHub(HubProcess):
+    """A hub with a boot listener on loopback, serving a (simulated) ramdisk directory."""
+
+    def __init__(self, data_dir: Path, ramdisk: Path | None) -> None:
+        self.boot_port = free_port()
+        super().__init__(data_dir, serve_args=["--boot-listen", f"127.0.0.1:{self.boot_port}"])
+        self.ramdisk = ramdisk
+
+    @property
+    def boot_url(self) -> str:
+        return f"http://127.0.0.1:{self.boot_port}"
+
+    def boot(self, path: str, **kwargs: object) -> httpx.Response:
+        return httpx.get(f"{self.boot_url}{path}", timeout=10, **kwargs)  # type: ignore[arg-type]
+
+
+def _start(data_dir: Path, ramdisk: Path | None) -> BootHub:
+    with pytest.MonkeyPatch.context() as env:
+        if ramdisk is not None:
+            env.setenv("AIORCH_METAL_RAMDISK_DIR", str(ramdisk))
+            env.setenv("AIORCH_METAL_HUB_URL", "https://127.0.0.1:8700")
+        return BootHub(data_dir, ramdisk).start()  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="module")
+def boot_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BootHub]:
+    ramdisk = tmp_path_factory.mktemp("ramdisk")
+    (ramdisk / "vmlinuz").write_bytes(KERNEL)
+    (ramdisk / "initrd.gz").write_bytes(b"userland")
+    (ramdisk / "zz-ca.gz").write_bytes(b"ca")
+    hub = _start(tmp_path_factory.mktemp("boothub"), ramdisk)
+    yield hub
+    hub.stop()
+
+
+def test_an_inspecting_machine_gets_the_ramdisk_with_its_live_boot_token(
+    boot_hub: BootHub, emulator: SushyEmulator, creds: Path
+) -> None:
+    enroll(boot_hub, emulator, creds, 1, "pxe1")
+    before = boot_hub.boot(f"/boot/{mac(1)}.ipxe")
+    assert "nothing to boot" in before.text and before.text.endswith("exit 1\n")
+    boot_hub.cli("machines", "inspect", "pxe1")
+    script = boot_hub.boot(f"/boot/{mac(1).upper().replace(':', '-')}.ipxe")
+    assert script.status_code == 200 and script.text.startswith("#!ipxe\n")
+    assert script.headers["cache-control"] == "no-store"
+    kernel_line = next(line for line in script.text.splitlines() if line.startswith("kernel "))
+    assert kernel_line.startswith(f"kernel {boot_hub.boot_url}/boot/files/vmlinuz console=ttyS0 ")
+    words = dict(w.split("=", 1) for w in kernel_line.split()[2:])
+    assert words["aiorch.hub"] == "https://127.0.0.1:8700" and words["aiorch.mac"] == mac(1)
+    assert "initrd=initrd.gz initrd=zz-ca.gz" in kernel_line  # the userland, then the CA
+    assert f"initrd --name zz-ca.gz {boot_hub.boot_url}/boot/files/zz-ca.gz" in script.text
+    # The token in the script is the one the ramdisk API takes for this machine right now.
+    with boot_hub.client(words["aiorch.token"]) as ramdisk:
+        answer = ramdisk.post("/ramdisk/inventory", json=inventory(1))
+    assert answer.status_code == 200 and answer.json()["kind"] == "burn_in"
+    assert boot_hub.cli_json("machines", "show", "pxe1")["state"] == "burning_in"
+    again = boot_hub.boot(f"/boot/{mac(1)}.ipxe").text  # a reboot mid-step: same step, same token
+    assert f"aiorch.token={words['aiorch.token']} " in again
+
+
+def test_the_ramdisk_files_and_nothing_else_are_served(boot_hub: BootHub) -> None:
+    kernel = boot_hub.boot("/boot/files/vmlinuz")
+    assert kernel.status_code == 200 and kernel.content == KERNEL
+    for path in ("/boot/files/hub.log", "/boot/files/..%2fvmlinuz", "/boot/files/.."):
+        assert boot_hub.boot(path).status_code == 404, path
+    for path in ("/healthz", "/api/v1/machines", "/repo/", "/docs", "/openapi.json"):
+        assert boot_hub.boot(path).status_code == 404, path  # the API is on its own socket
+    chain = boot_hub.boot("/boot/chain.ipxe").text
+    assert chain == f"#!ipxe\nchain {boot_hub.boot_url}/boot/${{mac}}.ipxe\n"
+
+
+def test_unknown_and_bad_macs_and_hosts(boot_hub: BootHub) -> None:
+    unknown = boot_hub.boot("/boot/02:00:00:00:00:99.ipxe")
+    assert unknown.status_code == 200 and "is not an enrolled machine" in unknown.text
+    assert "exit 1" in unknown.text and "kernel" not in unknown.text
+    bad = boot_hub.boot("/boot/not-a-mac.ipxe")
+    assert bad.status_code == 422 and "not a MAC address" in bad.json()["detail"]
+    forged = boot_hub.boot("/boot/chain.ipxe", headers={"Host": "evil;shell"})
+    assert forged.status_code == 422 and "not a host and port" in forged.json()["detail"]
+
+
+def test_a_hub_without_a_ramdisk_boots_nothing_and_says_why(
+    tmp_path: Path, emulator: SushyEmulator, creds: Path
+) -> None:
+    hub = _start(tmp_path / "hub", None)
+    try:
+        enroll(hub, emulator, creds, 2, "pxe2")
+        hub.cli("machines", "inspect", "pxe2")
+        script = hub.boot(f"/boot/{mac(2)}.ipxe").text
+        assert "the hub serves no ramdisk" in script and "kernel" not in script
+        assert hub.boot("/boot/files/vmlinuz").status_code == 404
+    finally:
+        hub.stop()
