@@ -1,0 +1,116 @@
+"""The boot network's DHCP side: dnsmasq in proxy-DHCP mode with its TFTP server, beside the
+site's own DHCP (which keeps handing out the addresses) and any DNS server (port=0).
+
+A firmware's PXE ROM gets Debian's iPXE over TFTP (`undionly.kpxe` for BIOS, `ipxe.efi` for
+x86-64 UEFI); iPXE asks again, now with DHCP option 175, and is pointed at the hub's boot
+listener (``/boot/chain.ipxe``, aiorch/metal/ipxe.py), which chains to the machine's own
+script. dnsmasq, not a Python DHCP server: it is what the anchors' measured recipe runs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiorch.errors import UserError
+
+IPXE_DIR = Path("/usr/lib/ipxe")  # Debian's `ipxe` package
+# dnsmasq appends ".0" to an x86PC boot file's basename (PXE convention); EFI names stay whole.
+BIOS_FILE, EFI_FILE = "undionly.0", "ipxe.efi"
+_IFACE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_BOOT_URL = re.compile(r"^http://[A-Za-z0-9.\[\]:-]+$")
+
+
+@dataclass(frozen=True)
+class BootNet:
+    """Proxy-DHCP and TFTP on one interface for one subnet, pointing iPXE at `boot_url`."""
+
+    interface: str
+    subnet: str  # the site's subnet on that interface, e.g. 10.88.0.0/24
+    boot_url: str  # the hub's boot listener, http://ADDRESS:PORT
+    workdir: Path
+
+    def __post_init__(self) -> None:
+        if not _IFACE.match(self.interface):
+            raise UserError(f"not a network interface name: {self.interface!r}")
+        try:
+            ipaddress.ip_network(self.subnet, strict=True)
+        except ValueError as exc:
+            raise UserError(f"not a subnet: {self.subnet!r} ({exc})") from None
+        if not _BOOT_URL.match(self.boot_url):
+            raise UserError(f"the boot listener is http://ADDRESS:PORT, got {self.boot_url!r}")
+
+    @property
+    def tftp_root(self) -> Path:
+        return self.workdir / "tftp"
+
+    @property
+    def conf_path(self) -> Path:
+        return self.workdir / "dnsmasq.conf"
+
+    def config(self) -> str:
+        network = ipaddress.ip_network(self.subnet)
+        chain = f"{self.boot_url}/boot/chain.ipxe"
+        lines = [
+            "port=0",  # no DNS: the site (or podman's aardvark-dns) has that
+            f"interface={self.interface}",
+            "bind-interfaces",  # beside the site's DHCP server on the same bridge
+            "no-resolv",
+            "no-hosts",
+            "log-dhcp",
+            f"dhcp-range={network.network_address},proxy,{network.netmask}",
+            "dhcp-match=set:ipxe,175",  # iPXE itself asking: give it the script, not iPXE again
+            f'pxe-service=tag:!ipxe,x86PC,"aiorch",{BIOS_FILE.removesuffix(".0")}',
+            f'pxe-service=tag:!ipxe,X86-64_EFI,"aiorch",{EFI_FILE}',
+            f'pxe-service=tag:ipxe,x86PC,"aiorch",{chain}',
+            f'pxe-service=tag:ipxe,X86-64_EFI,"aiorch",{chain}',
+            "enable-tftp",
+            f"tftp-root={self.tftp_root}",
+            f"pid-file={self.workdir / 'dnsmasq.pid'}",
+        ]
+        return "\n".join(lines) + "\n"
+
+    def prepare(self, ipxe_dir: Path = IPXE_DIR) -> Path:
+        """Write the TFTP root (copies of Debian's iPXE binaries) and the config; check it
+        with dnsmasq's own parser, so that a bad option fails here with its message."""
+        self.tftp_root.mkdir(parents=True, exist_ok=True)
+        for target, source in ((BIOS_FILE, "undionly.kpxe"), (EFI_FILE, "ipxe.efi")):
+            binary = ipxe_dir / source
+            if not binary.is_file():
+                raise UserError(f"no iPXE binary at {binary} (install Debian's `ipxe` package)")
+            shutil.copyfile(binary, self.tftp_root / target)
+        self.conf_path.write_text(self.config())
+        checked = subprocess.run(
+            [_dnsmasq(), "--test", f"--conf-file={self.conf_path}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if checked.returncode != 0:
+            raise UserError(f"dnsmasq refused {self.conf_path}: {checked.stderr.strip()}")
+        return self.conf_path
+
+    def start(self) -> subprocess.Popen[bytes]:
+        """dnsmasq in the foreground (the caller owns the process), logging to workdir."""
+        self.prepare()
+        log = (self.workdir / "dnsmasq.log").open("ab")
+        with log:
+            return subprocess.Popen(
+                [_dnsmasq(), "--keep-in-foreground", f"--conf-file={self.conf_path}",
+                 f"--log-facility={self.workdir / 'dnsmasq.log'}"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+
+
+def _dnsmasq() -> str:
+    found = shutil.which("dnsmasq") or next(
+        (p for p in ("/usr/sbin/dnsmasq", "/sbin/dnsmasq") if Path(p).is_file()), None
+    )
+    if found is None:
+        raise UserError("no dnsmasq on this machine (install Debian's `dnsmasq-base` package)")
+    return found
