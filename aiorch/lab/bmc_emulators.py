@@ -132,6 +132,17 @@ class SushyEmulator:
         resp.raise_for_status()
         return dict(resp.json())
 
+    def reset(self, uuid: str, reset_type: str) -> None:
+        """What a BMC's operator would do (On, ForceOff, ...); the lab's way to tell the fake
+        driver that its machine went off by itself."""
+        resp = httpx.post(
+            f"{self.base_url}/redfish/v1/Systems/{uuid}/Actions/ComputerSystem.Reset",
+            json={"ResetType": reset_type},
+            auth=(self.username, self.password),
+            timeout=5,
+        )
+        resp.raise_for_status()
+
     def __enter__(self) -> SushyEmulator:
         return self.start()
 
