@@ -4,7 +4,8 @@ One table per lab (``inet aiorch_lab_<lab>``), removed whole by ``down``:
 
 * forward: nothing is routed into or out of the lab bridge, so hosts reach this
   machine's gateway address and nothing beyond it, even a host that adds routes;
-* input: from the bridge only the gateway address is reachable (and no IPv6);
+* input: from the bridge only the gateway address is reachable (and no IPv6), besides the
+  broadcast DHCP requests of the lab's network-booted machines (aiorch/lab/metal.py);
 * cut: packets a cut host *originates* towards this machine are dropped (new and
   already-open connections: TCP to the hub, DNS, ping). Replies on connections
   this machine opened still pass, so SSH from here keeps working during a cut.
@@ -47,6 +48,7 @@ table inet {table} {{
     chain input {{
         type filter hook input priority filter; policy accept;
         iifname "{bridge}" meta nfproto ipv6 drop
+        iifname "{bridge}" ip daddr 255.255.255.255 udp sport 68 udp dport 67 accept
         iifname "{bridge}" ip daddr != {gateway} drop
         iifname "{bridge}" ip saddr @cut ct direction original drop
     }}

@@ -106,6 +106,11 @@ class Lab:
         return str(self._network()["subnets"][0]["gateway"])
 
     @property
+    def bridge(self) -> str:
+        """The lab network's bridge on this machine (what a lab VM's tap joins)."""
+        return str(self._network()["network_interface"])
+
+    @property
     def subnet(self) -> str:
         return str(self._network()["subnets"][0]["subnet"])
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiorch.errors import UserError
+from aiorch.wait import wait_until
 
 IPXE_DIR = Path("/usr/lib/ipxe")  # Debian's `ipxe` package
 # dnsmasq appends ".0" to an x86PC boot file's basename (PXE convention); EFI names stay whole.
@@ -85,7 +86,7 @@ class BootNet:
             shutil.copyfile(binary, self.tftp_root / target)
         self.conf_path.write_text(self.config())
         checked = subprocess.run(
-            [_dnsmasq(), "--test", f"--conf-file={self.conf_path}"],
+            [dnsmasq_binary(), "--test", f"--conf-file={self.conf_path}"],
             capture_output=True,
             text=True,
             check=False,
@@ -96,18 +97,40 @@ class BootNet:
 
     def start(self) -> subprocess.Popen[bytes]:
         """dnsmasq in the foreground (the caller owns the process), logging to workdir."""
-        self.prepare()
-        log = (self.workdir / "dnsmasq.log").open("ab")
-        with log:
-            return subprocess.Popen(
-                [_dnsmasq(), "--keep-in-foreground", f"--conf-file={self.conf_path}",
-                 f"--log-facility={self.workdir / 'dnsmasq.log'}"],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )  # fmt: skip
+        return run_dnsmasq(self.prepare(), self.workdir / "dnsmasq.log")
 
 
-def _dnsmasq() -> str:
+def run_dnsmasq(conf: Path, log: Path, timeout: float = 10) -> subprocess.Popen[bytes]:
+    """dnsmasq with `conf`, in the foreground; returns once it has bound its sockets (its
+    pid file is written after that), or fails with the reason it logged."""
+    pid_file = next(
+        (Path(line[9:]) for line in conf.read_text().splitlines() if line.startswith("pid-file=")),
+        None,
+    )
+    if pid_file is None:
+        raise UserError(f"{conf} names no pid-file")
+    pid_file.unlink(missing_ok=True)
+    errors = log.with_suffix(".err")
+    with errors.open("wb") as err:
+        proc = subprocess.Popen(
+            [dnsmasq_binary(), "--keep-in-foreground", f"--conf-file={conf}",
+             f"--log-facility={log}"],
+            stdout=subprocess.DEVNULL, stderr=err,
+        )  # fmt: skip
+    try:
+        wait_until(
+            lambda: pid_file.exists() or proc.poll() is not None, timeout=timeout, what="dnsmasq up"
+        )
+    except TimeoutError:
+        proc.kill()
+        raise
+    if proc.poll() is not None:
+        said = errors.read_text(errors="replace").strip()
+        raise UserError(f"dnsmasq ({conf}) exited: {said or 'see ' + str(log)}")
+    return proc
+
+
+def dnsmasq_binary() -> str:
     found = shutil.which("dnsmasq") or next(
         (p for p in ("/usr/sbin/dnsmasq", "/sbin/dnsmasq") if Path(p).is_file()), None
     )

@@ -62,12 +62,15 @@ def script_for(ctx: HubContext, mac_text: str, boot_url: str, files: BootFiles |
         raise InvalidInput(str(exc)) from None
     rows = list(ctx.store.read().query("SELECT * FROM machines WHERE mac = ?", [mac]))
     if not rows:
+        log.info("PXE boot from %s: not an enrolled machine, nothing to boot", mac)
         return ipxe.nothing_script(f"{mac} is not an enrolled machine")
     machine = rows[0]
     name, state = machine["name"], State(machine["state"])
     if state in DISK_STATES:
+        log.info("machine %s PXE-booted in %s: boot from its disk", name, state)
         return ipxe.local_disk_script(f"machine {name} is {state}: booting from its disk")
     if state not in RAMDISK_STATES or not machine["boot_token"]:
+        log.info("machine %s PXE-booted in %s: nothing to boot", name, state)
         return ipxe.nothing_script(f"machine {name} is {state}: nothing to boot from the network")
     if files is None or ctx.settings.metal_hub_url is None:
         log.warning("machine %s PXE-booted in %s, but this hub serves no ramdisk", name, state)
