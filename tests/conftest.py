@@ -11,4 +11,5 @@ pytest_plugins = [
     "tests.fixtures_browser",
     "tests.fixtures_ui",
     "tests.fixtures_machines",
+    "tests.fixtures_metal",
 ]

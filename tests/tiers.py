@@ -21,8 +21,8 @@ from aiorch.lab.podman import preflight
 
 # Shared fixtures that start a hub under uvicorn, or need the podman lab. A test module's own
 # fixture that does either marks its module instead (``pytestmark``); the guards catch a miss.
-HUB_FIXTURES = frozenset({"hub", "shared_hub", "provision_lab"})
-LAB_FIXTURES = frozenset({"lab", "lab_factory", "provision_lab"})
+HUB_FIXTURES = frozenset({"hub", "shared_hub", "provision_lab", "metal_hub"})
+LAB_FIXTURES = frozenset({"lab", "lab_factory", "provision_lab", "metal_hub", "metal"})
 
 # Seconds per test (setup, call and teardown): a lab test may build the lab image, boot
 # hosts and provision them; an e2e test starts hubs and CLIs; a unit test does neither.

@@ -44,6 +44,7 @@ class LabMachine:
     workdir: Path
     disk_mib: int = 64
     memory_mib: int = 1024
+    pxe: bool = True  # False: a NIC without a boot ROM, a machine that never network-boots
     on_exit: Callable[[LabMachine, int], None] | None = None
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -78,12 +79,13 @@ class LabMachine:
 
     def argv(self) -> list[str]:
         d0, d1 = self.disks
+        rom = "" if self.pxe else ",romfile="  # QEMU's default NIC ROM is Debian's iPXE
         return ["qemu-system-x86_64", "-accel", "tcg", "-m", str(self.memory_mib), "-smp", "1",
                 "-display", "none", "-monitor", "none", "-no-reboot", "-boot", "order=nc",
                 "-serial", f"file:{self.console}",
                 "-smbios", f"type=1,manufacturer=aiorch-lab,product=qemu-tcg,serial={self.serial}",
                 "-netdev", f"tap,id=n0,ifname={self.tap},script=no,downscript=no",
-                "-device", f"virtio-net-pci,netdev=n0,mac={self.mac}",  # ROM: iPXE
+                "-device", f"virtio-net-pci,netdev=n0,mac={self.mac}{rom}",
                 "-drive", f"file={d0},format=raw,if=none,id=d0",
                 "-device", f"virtio-blk-pci,drive=d0,serial={self.serial}-D0",
                 "-drive", f"file={d1},format=raw,if=none,id=d1",
@@ -142,6 +144,10 @@ class LabMachine:
         return self.console.read_text(errors="replace") if self.console.exists() else ""
 
 
+# The lab's daemons keep their files in root's 0700 test and state directories.
+DAEMON_USER = "root"
+
+
 def site_dhcp_config(bridge: str, subnet: str, workdir: Path) -> str:
     """The site's own DHCP server on the lab bridge: leases only, no DNS, no boot options."""
     network = ipaddress.ip_network(subnet)
@@ -150,6 +156,7 @@ def site_dhcp_config(bridge: str, subnet: str, workdir: Path) -> str:
         "port=0", f"interface={bridge}", "bind-interfaces", "no-resolv", "no-hosts", "log-dhcp",
         f"dhcp-range={first},{last},{network.netmask},10m",
         f"dhcp-leasefile={workdir / 'site.leases'}", f"pid-file={workdir / 'site.pid'}",
+        f"user={DAEMON_USER}",
     ]) + "\n"  # fmt: skip
 
 
@@ -158,18 +165,18 @@ class MetalLab:
 
     def __init__(self, bridge: str, subnet: str, boot_url: str, workdir: Path) -> None:
         self.bridge, self.subnet, self.workdir = bridge, subnet, workdir
-        self.bootnet = BootNet(bridge, subnet, boot_url, workdir / "bootnet")
+        self.bootnet = BootNet(bridge, subnet, boot_url, workdir / "bootnet", user=DAEMON_USER)
         self.machines: dict[str, LabMachine] = {}  # by BMC system uuid
         self.power = PowerBridge(self._power)
         self.bmc: SushyEmulator | None = None
         self._daemons: list[subprocess.Popen[bytes]] = []
 
-    def add(self, name: str, mac: str) -> FakeSystem:
+    def add(self, name: str, mac: str, pxe: bool = True) -> FakeSystem:
         """A machine before start(): its BMC's system record, its VM."""
         system = FakeSystem(uuid=f"00000000-0000-4000-8000-{mac.replace(':', '')}", name=name,
                             macs=[mac])  # fmt: skip
         self.machines[system.uuid] = LabMachine(
-            name, mac, self.bridge, self.workdir / name, on_exit=self._exited
+            name, mac, self.bridge, self.workdir / name, pxe=pxe, on_exit=self._exited
         )
         return system
 
@@ -178,16 +185,21 @@ class MetalLab:
         self.bootnet.workdir.mkdir(parents=True, exist_ok=True)
         conf = self.workdir / "site-dhcp.conf"
         conf.write_text(site_dhcp_config(self.bridge, self.subnet, self.workdir))
-        self._daemons.append(run_dnsmasq(conf, self.workdir / "site-dhcp.log"))
-        self._daemons.append(self.bootnet.start())
         self.power.start()
-        self.bmc = SushyEmulator(self.workdir / "bmc", systems, notifier_url=self.power.url)
-        self.bmc.start()
+        try:
+            self._daemons.append(run_dnsmasq(conf, self.workdir / "site-dhcp.log"))
+            self._daemons.append(self.bootnet.start())
+            self.bmc = SushyEmulator(self.workdir / "bmc", systems, notifier_url=self.power.url)
+            self.bmc.start()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
         if self.bmc is not None:
             self.bmc.stop()
+            self.bmc = None
         self.power.stop()
         for machine in self.machines.values():
             machine.remove()

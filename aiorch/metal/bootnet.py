@@ -34,6 +34,7 @@ class BootNet:
     subnet: str  # the site's subnet on that interface, e.g. 10.88.0.0/24
     boot_url: str  # the hub's boot listener, http://ADDRESS:PORT
     workdir: Path
+    user: str = "nobody"  # dnsmasq drops to this user, who must be able to read tftp_root
 
     def __post_init__(self) -> None:
         if not _IFACE.match(self.interface):
@@ -42,6 +43,8 @@ class BootNet:
             ipaddress.ip_network(self.subnet, strict=True)
         except ValueError as exc:
             raise UserError(f"not a subnet: {self.subnet!r} ({exc})") from None
+        if not _IFACE.match(self.user):
+            raise UserError(f"not a user name: {self.user!r}")
         if not _BOOT_URL.match(self.boot_url):
             raise UserError(f"the boot listener is http://ADDRESS:PORT, got {self.boot_url!r}")
 
@@ -72,6 +75,7 @@ class BootNet:
             "enable-tftp",
             f"tftp-root={self.tftp_root}",
             f"pid-file={self.workdir / 'dnsmasq.pid'}",
+            f"user={self.user}",
         ]
         return "\n".join(lines) + "\n"
 

@@ -1,0 +1,81 @@
+"""Bare metal in the lab for tests: the boot network on the shared lab's bridge (site DHCP,
+aiorch's proxy-DHCP and TFTP), QEMU TCG machines whose BMC is sushy-emulator's fake
+(simulated), and a hub on the lab gateway with its boot listener.
+
+Registered from tests/conftest.py (``pytest_plugins``). Its fixtures use the shared `lab`, so
+the tests that take them are lab tests (tests/tiers.py marks them by that fixture).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aiorch.hub.process import free_port
+from aiorch.lab import Lab
+from aiorch.lab.metal import MetalLab
+from tests.fixtures_hub import HubProcess
+
+# The lab's machines, by name: their NICs' MACs (the BMC knows them; enrollment names them).
+MACHINES = {"pxe1": "52:54:00:bb:00:01", "pxe2": "52:54:00:bb:00:02", "dark": "52:54:00:bb:00:03"}
+
+
+class MetalHub(HubProcess):
+    """The hub on 127.0.0.1 and the lab gateway (same port), with its boot listener there."""
+
+    def __init__(self, data_dir: Path, gateway: str) -> None:
+        self.boot_url = f"http://{gateway}:{free_port()}"
+        super().__init__(data_dir, serve_args=["--boot-listen", self.boot_url[7:]])
+        self.listen = [f"{gateway}:{self.port}"]
+        self.lab_url = f"https://{gateway}:{self.port}"
+
+    def start(self, **kwargs: Any) -> MetalHub:
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("AIORCH_METAL_HUB_URL", self.lab_url)
+            env.setenv("AIORCH_METAL_RAMDISK_DIR", str(self.ramdisk_dir))
+            super().start(**kwargs)
+        return self
+
+    @property
+    def ramdisk_dir(self) -> Path:
+        """What the boot listener serves: vmlinuz and the initrds (userland, then the CA)."""
+        return self.data_dir.parent / "ramdisk"
+
+    def class_set(self, name: str, profile: str) -> None:
+        path = self.data_dir.parent / f"{name}.yaml"
+        path.write_text(profile)
+        self.cli("machines", "class-set", name, "-f", str(path))
+
+    def enroll(self, metal: MetalLab, name: str, cls: str) -> None:
+        assert metal.bmc is not None
+        system = next(u for u, m in metal.machines.items() if m.name == name)
+        creds = self.data_dir.parent / "bmc-credentials"
+        creds.write_text(f"{metal.bmc.username}:{metal.bmc.password}\n")
+        self.cli("machines", "enroll", name, "--bmc", metal.bmc.system_url(system),
+                 "--mac", MACHINES[name], "--credentials", str(creds), "--class", cls)  # fmt: skip
+
+    def show(self, name: str) -> dict[str, Any]:
+        return dict(self.cli_json("machines", "show", name))
+
+
+@pytest.fixture(scope="module")
+def metal_hub(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MetalHub]:
+    work = tmp_path_factory.mktemp("metal-hub")
+    (work / "ramdisk").mkdir()
+    hub = MetalHub(work / "hub", lab.gateway).start()
+    yield hub
+    hub.stop()
+
+
+@pytest.fixture(scope="module")
+def metal(
+    lab: Lab, metal_hub: MetalHub, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MetalLab]:
+    machines = MetalLab(lab.bridge, lab.subnet, metal_hub.boot_url, tmp_path_factory.mktemp("m"))
+    systems = [machines.add(name, mac, pxe=name != "dark") for name, mac in MACHINES.items()]
+    machines.start(systems)
+    yield machines
+    machines.stop()
