@@ -5,8 +5,11 @@ listener, driven with the `aiorch machines` CLI."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
+from typing import Any
 
-from aiorch.lab.metal import MetalLab
+from aiorch.lab.metal import MIB, MetalLab
+from aiorch.metal.contract import Inventory
 from aiorch.wait import wait_until
 from tests.fixtures_metal import MetalHub
 
@@ -32,3 +35,80 @@ def test_a_machine_that_never_network_boots_times_out_into_failed_inspecting(
     assert vm.boots == 1
     assert "PXE-booted" not in metal_hub.log.read_text()  # it never asked the boot listener
     print(f"\nnever-PXE machine failed after {took:.1f} s (class timeout 45 s)")
+
+
+SHORT = "burn_in: {cpu_seconds: 3, disk_seconds: 2, disk_size_mib: 16}\n"
+STRICT = SHORT.replace("}", ", min_cpus: 64}")
+PATTERN = b"\xa5" * MIB
+
+
+def _wait_state(hub: MetalHub, name: str, want: str, timeout: float) -> dict[str, Any]:
+    def there() -> bool:
+        shown = hub.show(name)
+        if str(shown["state"]).startswith("failed_"):
+            raise AssertionError(f"{name} failed: {shown.get('reason')}")
+        return shown["state"] == want
+
+    wait_until(there, timeout=timeout, what=f"{name} {want}")
+    return hub.show(name)
+
+
+def test_pxe_inspect_burn_in_accept_release_wipe_ready(
+    metal_hub: MetalHub, metal: MetalLab, metal_ramdisk: Path
+) -> None:
+    """The issue's cycle through the CLI: the BMC powers the VM on, iPXE gets the hub's script
+    over proxy-DHCP, the ramdisk posts inventory and burns in; release wipes, checked on disk."""
+    timings: dict[str, float] = {}
+    metal_hub.class_set("lab-short", SHORT)
+    metal_hub.enroll(metal, "pxe1", "lab-short")
+    vm = metal.machine("pxe1")
+    started = time.monotonic()
+    metal_hub.cli("machines", "inspect", "pxe1")
+    machine = _wait_state(metal_hub, "pxe1", "accepted", timeout=400)
+    timings["inspect + burn-in"] = time.monotonic() - started
+    console = vm.console_text()
+    inventory = Inventory.model_validate(machine["inventory"])
+    assert inventory.system.serial == vm.serial and inventory.boot_mac == vm.mac, console[-3000:]
+    sizes = {d.name: (d.size_bytes, d.serial) for d in inventory.disks}
+    assert sizes == {"vda": (64 * MIB, f"{vm.serial}-D0"), "nvme0n1": (64 * MIB, f"{vm.serial}-D1")}
+    assert machine["burn_in"]["measured"]["cpu_bogo_ops_per_s"] > 0
+    assert machine["simulated"] == "sushy-tools fake"  # the BMC; the machine is a QEMU VM
+    wait_until(lambda: not vm.is_on, timeout=60, what="the ramdisk powering the VM off")
+
+    metal_hub.cli("machines", "accept", "pxe1")
+    for disk in vm.disks:  # something for the wipe to remove, at both ends
+        with disk.open("r+b") as f:
+            f.write(PATTERN)
+            f.seek(-MIB, 2)
+            f.write(PATTERN)
+    started = time.monotonic()
+    metal_hub.cli("machines", "release", "pxe1")
+    machine = _wait_state(metal_hub, "pxe1", "ready", timeout=300)
+    timings["release (metadata wipe)"] = time.monotonic() - started
+    outcome = {d["name"]: d for d in machine["wipe"]["disks"]}
+    assert {n: (d["ok"], d["method"], d["serial"]) for n, d in outcome.items()} == {
+        "vda": (True, "metadata", f"{vm.serial}-D0"),
+        "nvme0n1": (True, "metadata", f"{vm.serial}-D1"),
+    }
+    wait_until(lambda: not vm.is_on, timeout=60, what="the VM off after the wipe")
+    for disk in vm.disks:
+        with disk.open("rb") as f:
+            first = f.read(MIB)
+            f.seek(-MIB, 2)
+            last = f.read(MIB)
+        assert first == bytes(MIB) and last == bytes(MIB), disk
+    assert vm.boots == 2
+    print("\nlab machine cycle (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+
+
+def test_a_machine_below_its_class_ends_quarantined_with_its_numbers(
+    metal_hub: MetalHub, metal: MetalLab, metal_ramdisk: Path
+) -> None:
+    metal_hub.class_set("lab-strict", STRICT)
+    metal_hub.enroll(metal, "pxe2", "lab-strict")
+    metal_hub.cli("machines", "inspect", "pxe2")
+    machine = _wait_state(metal_hub, "pxe2", "quarantined", timeout=400)
+    assert "cpus: 1, want at least 64" in machine["reason"]
+    assert machine["burn_in"]["measured"]["cpu_bogo_ops_per_s"] > 0
+    forced = metal_hub.cli("machines", "accept", "pxe2", check=False)
+    assert forced.returncode != 0 and "--force" in forced.stderr
