@@ -3,14 +3,16 @@ state, the ramdisk's files, and nothing else on that plain-HTTP socket."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from aiorch.hub.process import free_port
+from aiorch.hub.process import BIN, free_port
 from aiorch.lab.bmc_emulators import SushyEmulator
+from aiorch.wait import wait_until
 from tests.fixtures_hub import HubProcess
 from tests.fixtures_machines import enroll, inventory, mac
 
@@ -111,3 +113,53 @@ def test_a_hub_without_a_ramdisk_boots_nothing_and_says_why(
         assert hub.boot("/boot/files/vmlinuz").status_code == 404
     finally:
         hub.stop()
+
+
+def test_the_hub_runs_its_proxy_dhcp_beside_the_boot_listener_and_stops_it(
+    tmp_path: Path,
+) -> None:
+    """`--boot-dhcp lo=127.0.0.0/8`: dnsmasq in proxy mode on loopback (it sends nothing)."""
+    hub = BootHub(tmp_path / "hub", None)
+    hub.serve_args += ["--boot-dhcp", "lo=127.0.0.0/8"]
+    hub.start()
+    try:
+        found = _dnsmasq_for(hub.boot_url)
+        assert len(found) == 1, found
+        conf = Path(found[0].split("--conf-file=")[1].split()[0]).read_text()
+        assert "dhcp-range=127.0.0.0,proxy,255.0.0.0" in conf and "interface=lo" in conf
+        assert f"{hub.boot_url}/boot/chain.ipxe" in conf
+    finally:
+        hub.stop()
+    wait_until(lambda: _dnsmasq_for(hub.boot_url) == [], timeout=15, what="dnsmasq stopped")
+
+
+def _dnsmasq_for(boot_url: str) -> list[str]:
+    """The command lines of running dnsmasq processes whose config names this listener."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = proc.read_bytes().decode().split("\0")
+        except OSError:
+            continue
+        conf = next((a[12:] for a in argv if a.startswith("--conf-file=")), None)
+        if argv[0].endswith("dnsmasq") and conf and boot_url in Path(conf).read_text():
+            found.append(" ".join(argv))
+    return found
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--boot-dhcp", "lo=127.0.0.0/8"], "--boot-dhcp needs --boot-listen"),
+        (["--boot-listen", "127.0.0.1:1", "--boot-dhcp", "lo"], "wants INTERFACE=SUBNET"),
+        (["--boot-listen", "127.0.0.1:1", "--boot-dhcp", "lo=127.0.0.1/8"], "not a subnet"),
+        (["--boot-listen", "nowhere"], "--boot-listen wants ADDRESS:PORT"),
+    ],
+)
+def test_bad_boot_options_are_one_line_errors(tmp_path: Path, args: list[str], words: str) -> None:
+    result = subprocess.run(
+        [str(BIN / "aiorch"), "hub", "serve", "--data-dir", str(tmp_path / "hub"), *args],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode != 0 and words in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1

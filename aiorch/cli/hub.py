@@ -67,6 +67,11 @@ def serve_cmd(
         help="ADDRESS:PORT for machines' network boot: plain HTTP with only the boot scripts and"
         " the ramdisk (AIORCH_METAL_HUB_URL and AIORCH_METAL_RAMDISK_DIR say which).",
     ),
+    boot_dhcp: str = typer.Option(
+        None,
+        help="INTERFACE=SUBNET: run dnsmasq there in proxy-DHCP mode (beside the site's DHCP),"
+        " pointing network-booting machines at --boot-listen.",
+    ),
 ) -> None:
     """Serve the hub API over HTTPS; on first start create DATA_DIR, the database, the hub CA
     (DATA_DIR/ca.pem, its key in DATA_DIR/ca.key) and DATA_DIR/admin.token."""
@@ -101,4 +106,14 @@ def serve_cmd(
         repo_dir=repo_dir,
         limits=limits,
         boot_address=parse_listen(boot_listen, "--boot-listen") if boot_listen else None,
+        boot_dhcp=_interface_subnet(boot_dhcp) if boot_dhcp else None,
     )
+
+
+def _interface_subnet(value: str) -> tuple[str, str]:
+    interface, sep, subnet = value.partition("=")
+    if not sep or not interface or not subnet:
+        raise UserError(
+            f"--boot-dhcp wants INTERFACE=SUBNET (e.g. br-prov=10.0.0.0/24), got {value!r}"
+        )
+    return interface, subnet

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import socket
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import uvicorn
@@ -30,6 +32,7 @@ from aiorch.hub.pki.listener import Listener, OperatorCert, listen_names
 from aiorch.hub.services import audit_checkpoints, bundles, tokens
 from aiorch.hub.settings import HubSettings
 from aiorch.hub.store import Store
+from aiorch.metal.bootnet import BootNet
 from aiorch.repo.serve import mount_live_repo, mount_repo
 
 log = logging.getLogger("aiorch.hub")
@@ -89,8 +92,10 @@ def serve(
     repo_dir: Path | None = None,
     limits: ConnectionLimits | None = None,
     boot_address: tuple[str, int] | None = None,
+    boot_dhcp: tuple[str, str] | None = None,
 ) -> None:
     limits = limits or ConnectionLimits(max_connections=default_max_connections())
+    bootnet = _bootnet(settings, boot_address, boot_dhcp)  # checked before anything starts
     sockets = [_bind(host, port) for host, port in addresses]
     boot_socket = _bind(*boot_address) if boot_address is not None else None
     logs.configure(log_level, log_format)
@@ -120,7 +125,7 @@ def serve(
         proxy_headers=False,
     )
     rate_limit_logs()  # after uvicorn.Config, which configures the loggers
-    server = uvicorn.Server(config)
+    server = _Main(config)
     boot = None
     if boot_socket is not None:
         boot_config = uvicorn.Config(
@@ -132,10 +137,56 @@ def serve(
             proxy_headers=False,
         )
         boot = (_Beside(boot_config), boot_socket)
+    if bootnet is not None:
+        server.on_exit.append(_running(bootnet.start()))
     try:
         asyncio.run(_serve_all(server, boot, sockets))
     finally:
         ctx.store.close()
+
+
+def _running(child: subprocess.Popen[bytes]) -> Callable[[], None]:
+    """How to stop a child the hub started."""
+
+    def stop() -> None:
+        child.terminate()
+        child.wait(timeout=10)
+
+    return stop
+
+
+class _Main(uvicorn.Server):
+    """The hub's server, which stops its children (the proxy-DHCP) once it has shut down:
+    uvicorn re-raises a stopping signal on its way out, so a `finally` after it never runs."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.on_exit: list[Callable[[], None]] = []
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                for stop in self.on_exit:
+                    stop()
+
+
+def _bootnet(
+    settings: HubSettings, boot: tuple[str, int] | None, dhcp: tuple[str, str] | None
+) -> BootNet | None:
+    """The proxy-DHCP beside the boot listener, pointing iPXE at the listener's address. Its
+    files (Debian's iPXE binaries, public) sit under /run, where dnsmasq's unprivileged user
+    reads them: the data directory is the hub's alone."""
+    if dhcp is None:
+        return None
+    if boot is None or boot[0] in ("0.0.0.0", "::", ""):
+        raise UserError("--boot-dhcp needs --boot-listen on an address the machines can reach")
+    key = hashlib.sha256(str(settings.data_dir).encode()).hexdigest()[:12]
+    interface, subnet = dhcp
+    return BootNet(interface, subnet, f"http://{_url_host(boot[0])}:{boot[1]}",
+                   Path("/run/aiorch") / f"bootnet-{key}")  # fmt: skip
 
 
 class _Beside(uvicorn.Server):
@@ -148,7 +199,7 @@ class _Beside(uvicorn.Server):
 
 
 async def _serve_all(
-    server: uvicorn.Server,
+    server: _Main,
     boot: tuple[uvicorn.Server, socket.socket] | None,
     sockets: list[socket.socket],
 ) -> None:
