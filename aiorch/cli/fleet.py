@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -59,8 +61,28 @@ def hosts_list(
 
 @hosts_app.command("show")
 def hosts_show(ctx: typer.Context, name: str, output: Output = OutputOpt) -> None:
-    """Show one host with its vars and facts."""
-    emit(state(ctx).client().get(f"/hosts/{name}"), output)
+    """Show one host with its vars, facts and GPU acceptance record."""
+    host = state(ctx).client().get(f"/hosts/{name}")
+    if output is Output.table and isinstance(host, dict) and "gpu_acceptance" in host:
+        host["gpu_acceptance"] = acceptance_line(host["gpu_acceptance"])
+    emit(host, output)
+
+
+def acceptance_line(record: dict[str, Any] | None) -> str:
+    """`accepted (nvml, 8 GPUs) at 2026-01-01 10:00:00`, or what failed; "no record" says
+    the host takes GPU work without the gate."""
+    if not record:
+        return "no record (not gated: takes GPU work)"
+    backend = str(record.get("backend"))
+    if record.get("simulated") and not backend.startswith("simulated"):
+        backend += ", simulated"
+    gpus = record.get("gpus")
+    what = f"{backend}, {gpus} GPUs" if gpus is not None else backend
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.get("recorded_at") or 0))
+    if record.get("accepted"):
+        return f"accepted ({what}) at {when}"
+    failures = "; ".join(record.get("failures") or []) or "no failure named"
+    return f"NOT accepted ({what}) at {when}: {failures}"
 
 
 @hosts_app.command("retire")

@@ -1,8 +1,8 @@
 """Which hosts can take a replica, and why the others cannot.
 
-A host passes four stages in order (region, selector, health, hardware) or is excluded at the
-first it fails, with the reason; a host that passes becomes a `Candidate`, the mutable free
-capacity placement draws from.
+A host passes five stages in order (region, selector, health, GPU acceptance, hardware) or is
+excluded at the first it fails, with the reason; a host that passes becomes a `Candidate`, the
+mutable free capacity placement draws from.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ class Stage(IntEnum):
     REGION = 0
     SELECTOR = 1
     HEALTH = 2
-    HARDWARE = 3
+    ACCEPTANCE = 3
+    HARDWARE = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +199,8 @@ def screen(host: HostView, demand: Demand) -> Candidate | Exclusion:
     ]
     if health:
         return Exclusion(host.name, Stage.HEALTH, ", ".join(health))
+    if (refused := gpu_acceptance_refusal(host, demand)) is not None:
+        return Exclusion(host.name, Stage.ACCEPTANCE, refused)
     matching = [gpu for gpu in host.gpus if demand.gpu_fits(gpu)]
     if len(matching) < demand.gpus:
         reason = f"has {len(matching)} x {demand.gpu_kind()}, needs {demand.gpus}"
@@ -215,6 +218,17 @@ def screen(host: HostView, demand: Demand) -> Candidate | Exclusion:
         memory_mib=host.free_memory_mib,
         ports=set(host.used_host_ports),
     )
+
+
+def gpu_acceptance_refusal(host: HostView, demand: Demand) -> str | None:
+    """Only accepted hosts take GPU work (issue 15 part 4): a host whose latest GPU acceptance
+    record failed is no candidate for anything that asks for GPUs (CPU-only work still runs
+    there). A host with no record keeps taking work: the gate applies to the hosts that went
+    through gpu_acceptance.yml, and the hosts that never did (the lab's, a fleet from before
+    the gate) must not all stop at once."""
+    if demand.gpus and host.gpu_acceptance_failed is not None:
+        return host.gpu_acceptance_failed
+    return None
 
 
 def mib(value: int) -> str:

@@ -1,8 +1,8 @@
 """Why a replica found no host, in one sentence a person can act on.
 
 The sentence names the narrowest stage that left nothing: no host in the region, none matching
-the selector, all of those excluded (and which and why), none with enough GPUs of the kind, or
-no room left (how much is free, per site).
+the selector, all of those excluded (and which and why: unhealthy, or a failed GPU acceptance),
+none with enough GPUs of the kind, or no room left (how much is free, per site).
 """
 
 from __future__ import annotations
@@ -48,9 +48,9 @@ def unplaced_reason(demand: Demand, funnel: Funnel, candidates: Sequence[Candida
         return f"no host{where}"
     if funnel.passed(Stage.SELECTOR) == 0:
         return f"no host{where} matches selector {demand.selector_text()}"
-    if funnel.passed(Stage.HEALTH) == 0:
-        hosts = [e for e in funnel.notable if e.stage == Stage.HEALTH]
-        listed = _listed([f"{e.host} {e.reason}" for e in hosts])
+    if funnel.passed(Stage.ACCEPTANCE) == 0:
+        hosts = [e for e in funnel.notable if e.stage <= Stage.ACCEPTANCE]
+        listed = _listed([_excluded(e) for e in hosts])
         return f"every host{where}{matching} is excluded: {listed}"
     if funnel.passed(Stage.HARDWARE) == 0:
         hosts = [e for e in funnel.notable if e.stage == Stage.HARDWARE]
@@ -61,6 +61,11 @@ def unplaced_reason(demand: Demand, funnel: Funnel, candidates: Sequence[Candida
             f"no healthy host{where}{matching} has more than {most} ({listed})"
         )
     return f"needs {demand.describe()}; {_shortage(demand, candidates)}"
+
+
+def _excluded(e: Exclusion) -> str:
+    """`h1 offline`, or the acceptance refusal, which names its host."""
+    return e.reason if e.stage is Stage.ACCEPTANCE else f"{e.host} {e.reason}"
 
 
 def _shortage(demand: Demand, candidates: Sequence[Candidate]) -> str:

@@ -37,6 +37,9 @@ class HostView:
     free_cpu: float = 0.0
     free_memory_mib: int = 0
     used_host_ports: frozenset[int] = frozenset()
+    # Why the host's latest GPU acceptance record keeps GPU work off it ("gpu acceptance
+    # failed on HOST: ..."); None when it was accepted or has no record.
+    gpu_acceptance_failed: str | None = None
 
     def label(self, key: str) -> str | None:
         """The value a selector key sees: site/region/role/host from the host, else a label."""

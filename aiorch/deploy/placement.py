@@ -47,7 +47,7 @@ class Plan:
     moved: tuple[Move, ...] = ()
     removed: tuple[Removal, ...] = ()
     unplaced: tuple[Unplaced, ...] = ()
-    excluded: tuple[Exclusion, ...] = ()  # hosts in scope but unhealthy or lacking the GPUs
+    excluded: tuple[Exclusion, ...] = ()  # in scope but unhealthy, not GPU-accepted, too few GPUs
 
     @property
     def replicas(self) -> tuple[Replica, ...]:

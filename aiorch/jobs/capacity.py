@@ -5,7 +5,8 @@ Hosts are screened once per *kind* of demand (GPU product and memory, selector, 
 the project's allowed hosts): the static part of eligibility. The eligible hosts sit in buckets
 by free GPU count, so a job asking for N GPUs looks at the buckets from N up and takes the
 first host that fits: the tightest, which keeps big hosts whole for big jobs. A claim moves the
-host down a bucket in every index that holds it.
+host down a bucket in every index that holds it. A host whose GPU acceptance failed has no GPU
+of any kind for a job (placement's gpu_acceptance_refusal rule): CPU-only jobs still run there.
 """
 
 from __future__ import annotations
@@ -96,7 +97,8 @@ class Capacity:
             out.outside_policy = sum(1 for name in self.hosts if name not in allowed)
         for name in passing:
             state = self.hosts[name]
-            matching = out.matching[name] = self._matching(state, probe)
+            refused = state.view.gpu_acceptance_failed is not None
+            matching = out.matching[name] = frozenset() if refused else self._matching(state, probe)
             if matching or not wants_kind:
                 out.buckets[len(state.free)][name] = None
                 self._member_of[name].append(out)
@@ -152,11 +154,13 @@ class Capacity:
         if not self.hosts:
             return "the inventory has no hosts"
         kind, want = demand.gpu_kind(), demand.gpus
-        busy, short, fewer, without = [], [], [], 0
+        busy, short, fewer, refused, without = [], [], [], [], 0
         most_free, most = 0, 0
         for name, matching in index.matching.items():
             state = self.hosts[name]
-            if want and len(matching) == 0:
+            if want and state.view.gpu_acceptance_failed is not None:
+                refused.append(state.view.gpu_acceptance_failed)
+            elif want and len(matching) == 0:
                 without += 1
             elif len(matching) < want:
                 fewer.append((name, len(matching)))
@@ -181,6 +185,8 @@ class Capacity:
             parts.append(f"{_hosts(len(fewer))} with fewer than {want} x {kind} ({most}: {names})")
         if without:
             parts.append(f"{_hosts(without)} without {kind}")
+        if refused:
+            parts.append(f"{_hosts(len(refused))} excluded: {_listed(refused)}")
         unwell = [e for e in index.excluded if e.stage is Stage.HEALTH]
         if unwell:
             listed = _listed([f"{e.host} {e.reason}" for e in unwell])

@@ -1,7 +1,8 @@
 """The fleet as placement sees it for one deployment (or for the job queue): every active host
 with its capacity from the facts its agent sent, minus what the other deployments' replicas
 and every job attempt holding GPUs hold there. One ledger: a deployment never takes a GPU a
-job holds, nor a job one a replica holds."""
+job holds, nor a job one a replica holds. A host whose latest GPU acceptance record failed
+carries the refusal (placement's gpu_acceptance_refusal rule)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import sqlite_utils
 from aiorch.deploy import Gpu, HostView
 from aiorch.deploy.eligibility import Demand
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import agents, specs
+from aiorch.hub.services import agents, gpu_acceptance, specs
 from aiorch.jobs.states import HOLDING
 from edge_agent.contract.facts import stored_facts
 
@@ -64,6 +65,7 @@ def host_views(ctx: HubContext, db: sqlite_utils.Database, deployment: str = "")
     A host whose stored facts do not parse shows no capacity and is not ready."""
     held = _held(ctx, db, deployment)
     drifted = {r[0] for r in db.execute("SELECT host FROM drift WHERE state = 'drifted'")}
+    refused = gpu_acceptance.refusals(db)
     views = []
     for row in db.query(
         "SELECT h.name, h.site, h.region, h.role, h.labels, h.facts, h.agent_id, a.last_seen, "
@@ -92,6 +94,7 @@ def host_views(ctx: HubContext, db: sqlite_utils.Database, deployment: str = "")
                     0, (facts.memory_total_bytes if facts else 0) // 2**20 - use.memory_mib
                 ),
                 used_host_ports=frozenset(use.ports),
+                gpu_acceptance_failed=refused.get(row["name"]),
             )
         )
     return views

@@ -19,7 +19,7 @@ from aiorch.ansible.connection_vars import reaching_vars
 from aiorch.errors import Forbidden, NotFound
 from aiorch.hub.context import HubContext
 from aiorch.hub.sealing import inventory_binding, is_sealed
-from aiorch.hub.services import agents, audit
+from aiorch.hub.services import agents, audit, gpu_acceptance
 from aiorch.hub.services.auth import Principal
 from aiorch.hub.services.redaction import (
     longest_first,
@@ -232,12 +232,15 @@ def list_hosts(ctx: HubContext, site: str | None = None) -> list[dict[str, Any]]
 
 
 def get_host(ctx: HubContext, name: str, principal: Principal | None = None) -> dict[str, Any]:
-    """One host; its secret-looking vars in clear for global admins only."""
-    rows = list(ctx.store.read().query("SELECT * FROM hosts WHERE name = ?", [name]))
+    """One host, with its latest GPU acceptance record (null: none); its secret-looking vars
+    in clear for global admins only."""
+    db = ctx.store.read()
+    rows = list(db.query("SELECT * FROM hosts WHERE name = ?", [name]))
     if not rows:
         raise NotFound(f"no host named {name}")
     host = agents.host_row(rows[0])
     host["vars"] = _shown(ctx, host["vars"], "host", name, _reveals(principal))
+    host["gpu_acceptance"] = gpu_acceptance.summary(db, name)
     return host
 
 

@@ -32,6 +32,7 @@ from aiorch.endpoint import CA_FILE
 from aiorch.errors import Conflict, InvalidInput
 from aiorch.hub.context import HubContext
 from aiorch.hub.services import audit, bundles, clusters, preflight, redaction, targets
+from aiorch.hub.services.gpu_acceptance import records_from_stats, save_records
 from aiorch.hub.services.inventory import write_run_inventory
 from aiorch.hub.services.playbook_sets import PlaybookSet
 from aiorch.hub.services.run_events import EventBatcher, error_text, event_row
@@ -75,6 +76,7 @@ class _Outcome:
     recap: dict[str, dict[str, int]] = field(default_factory=dict)
     preflight: dict[str, str] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
+    gpu_acceptance: dict[str, dict[str, Any]] = field(default_factory=dict)  # by host
 
 
 _ACTIVE: dict[str, _Active] = {}
@@ -197,12 +199,8 @@ def _execute(
     outcome = _Outcome()
     batcher: EventBatcher | None = None
     try:
-        ctx.store.write(
-            lambda db: db.execute(
-                "UPDATE runs SET status = 'running', started_at = ? WHERE id = ?",
-                [ctx.clock(), run_id],
-            )
-        )
+        running = {"status": "running", "started_at": ctx.clock()}
+        ctx.store.write(lambda db: db.table("runs").update(run_id, running))
         run_dir.mkdir(mode=0o700, parents=True)
         inventory_path = run_dir / "inventory.yml"
         held = write_run_inventory(ctx, inventory_path)  # the inventory's secrets, opened
@@ -232,6 +230,7 @@ def _execute(
             log.info("run %s: killed ansible processes left after it ended: %s", run_id, leftovers)
         if batcher is not None:
             batcher.close()
+        save_records(ctx, run_id, outcome.gpu_acceptance)
         _finish(ctx, run_id, outcome, on_finish)
         shutil.rmtree(run_dir, ignore_errors=True)
         with _ACTIVE_LOCK:
@@ -261,6 +260,7 @@ def _run_waves(
                     batcher.add(row)
             elif (line := error_text(event, active.secrets)) and line not in errors:
                 errors.append(line)
+            outcome.gpu_acceptance |= records_from_stats(event, hosts, active.secrets)
         except Exception:  # an odd event must not break the run that sent it
             log.exception("run %s: could not record a %s event", run_id, event.get("event"))
 
@@ -327,9 +327,7 @@ def _host_summary(recap: dict[str, dict[str, int]]) -> list[str]:
 
 def _save_preflight(ctx: HubContext, run_id: str, problems: dict[str, str]) -> None:
     text = json.dumps(problems, sort_keys=True)
-    ctx.store.write(
-        lambda db: db.execute("UPDATE runs SET preflight = ? WHERE id = ?", [text, run_id])
-    )
+    ctx.store.write(lambda db: db.table("runs").update(run_id, {"preflight": text}))
 
 
 def _finish(ctx: HubContext, run_id: str, outcome: _Outcome, on_finish: FinishHook | None) -> None:

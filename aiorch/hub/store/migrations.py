@@ -25,6 +25,7 @@ from aiorch.hub.store.m013_ui_sessions import m013_ui_sessions
 from aiorch.hub.store.m014_jobs import m014_jobs
 from aiorch.hub.store.m015_autoscale import m015_autoscale
 from aiorch.hub.store.m016_machines import m016_machines
+from aiorch.hub.store.m017_gpu_acceptance import m017_gpu_acceptance
 
 Migration = Callable[[sqlite_utils.Database], None]
 
@@ -376,6 +377,7 @@ MIGRATIONS: list[Migration] = [
     m014_jobs,
     m015_autoscale,
     m016_machines,
+    m017_gpu_acceptance,
 ]
 
 
