@@ -28,8 +28,9 @@ from aiorch.lab.podman import podman
 from aiorch.lab.site import prepare_disks, site_vars
 from aiorch.wait import wait_until
 from tests.fixtures_lab import LabFactory
+from tests.tiers import OWN_LABS_GROUP
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.xdist_group(OWN_LABS_GROUP)]  # own labs, own cache
 
 PROJECT = Path(__file__).resolve().parents[1]
 AIORCH = str(Path(sys.executable).parent / "aiorch")

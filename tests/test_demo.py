@@ -19,9 +19,15 @@ from aiorch.hub.process import BIN, free_port
 from aiorch.lab import Lab
 from edge_agent.identity import pinned
 from tests.fixtures_lab import unique_lab_name
+from tests.tiers import OWN_LABS_GROUP
 
 # The demo starts its own hub; two demo runs of up to 1500 s each (see _demo) plus --down.
-pytestmark = [pytest.mark.lab, pytest.mark.e2e, pytest.mark.timeout(3600)]
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.e2e,
+    pytest.mark.timeout(3600),
+    pytest.mark.xdist_group(OWN_LABS_GROUP),  # beside the lab tier: its own lab, its own cache
+]
 
 
 def _demo(*args: str) -> subprocess.CompletedProcess[str]:

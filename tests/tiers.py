@@ -28,6 +28,8 @@ LAB_FIXTURES = frozenset({"lab", "lab_factory", "provision_lab", "metal_hub", "m
 # hosts and provision them; an e2e test starts hubs and CLIs; a unit test does neither.
 TIMEOUTS = {"lab": 1200, "e2e": 300}
 LAB_GROUP = "lab"
+# The demo and the air-gapped hub: each brings up its own lab from the bundle cache.
+OWN_LABS_GROUP = "lab-own"
 
 _running: list[pytest.Item] = []
 
@@ -103,16 +105,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 if item.get_closest_marker(tier) is not None:
                     item.add_marker(pytest.mark.timeout(seconds))
                     break
-        item.add_marker(pytest.mark.xdist_group(xdist_group(item)))
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(xdist_group(item)))
     if hasattr(config, "workerinput"):
         # The lab group is the long pole: scheduled first, the other groups fill in beside it.
         items.sort(key=lambda item: item.get_closest_marker("lab") is None)
 
 
 def xdist_group(item: pytest.Item) -> str:
-    """The lab tier is one group, so one worker runs it in order with one shared lab (the
-    hosts and the machine's nft tables are no place for two at once); any other test goes
-    with its module, so a module's fixtures are built once."""
+    """The lab tier is one group, so one worker runs it in order with one shared lab and the
+    caches its fixtures build; any other test goes with its module, so a module's fixtures
+    are built once. A lab module that brings up its own labs from caches no other group
+    touches names its own group (``OWN_LABS_GROUP``) and runs beside the lab tier."""
     if item.get_closest_marker("lab") is not None:
         return LAB_GROUP
     return item.nodeid.split("::", 1)[0]
