@@ -65,55 +65,74 @@ def vm_disks(work: Path, size_mib: int = 64) -> list[Path]:
     return disks
 
 
-def boot_vm(
-    files: RamdiskFiles,
-    ca_initrd: Path,
-    work: Path,
-    *,
-    hub_port: int,
-    token: str,
-    mac: str,
-    serial: str,
-    disks: list[Path],
-    timeout: float = 300,
-) -> VmRun:
-    """Boot the ramdisk until it powers the VM off (or fail after `timeout` with the console)."""
-    if shutil.which("qemu-system-x86_64") is None or shutil.which("socat") is None:
-        raise AssertionError("the ramdisk lab test needs apt-get install qemu-system-x86 socat")
-    work.mkdir(parents=True, exist_ok=True)
-    initrd = work / "initrd-and-ca.img"  # QEMU 7.2 takes one -initrd; Linux reads both parts
-    initrd.write_bytes(files.initrd.read_bytes() + ca_initrd.read_bytes())
-    hub = f"https://{HUB_IP}:{hub_port}"
-    append = f"console=ttyS0 quiet aiorch.hub={hub} aiorch.token={token} aiorch.mac={mac}"
-    config = work / "qemu.cfg"
-    config.touch(mode=0o600)
-    config.write_text(
-        f'[machine]\n  kernel = "{files.kernel}"\n  initrd = "{initrd}"\n  append = "{append}"\n'
-    )
-    console = work / "console.log"
-    relay = f"socat STDIO TCP:127.0.0.1:{hub_port}"
-    argv = ["qemu-system-x86_64", "-accel", "tcg", "-m", "1024", "-smp", "1",
-            "-display", "none", "-monitor", "none", "-no-reboot",
-            "-serial", f"file:{console}", "-readconfig", str(config),
-            "-smbios", f"type=1,manufacturer=aiorch-lab,product=qemu-tcg,serial={serial}",
-            "-netdev", f"user,id=n0,restrict=on,guestfwd=tcp:{HUB_IP}:{hub_port}-cmd:{relay}",
-            "-device", f"virtio-net-pci,netdev=n0,mac={mac}",
-            "-drive", f"file={disks[0]},format=raw,if=none,id=d0",
-            "-device", f"virtio-blk-pci,drive=d0,serial={serial}-D0",
-            "-drive", f"file={disks[1]},format=raw,if=none,id=d1",
-            "-device", f"nvme,drive=d1,serial={serial}-D1"]  # fmt: skip
-    start = time.monotonic()
-    with (work / "qemu.log").open("wb") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-    cmdline = Path(f"/proc/{proc.pid}/cmdline")
-    try:
+class Vm:
+    """One QEMU TCG machine booting the ramdisk; `wait()` for it to power itself off."""
+
+    def __init__(
+        self,
+        files: RamdiskFiles,
+        ca_initrd: Path,
+        work: Path,
+        *,
+        hub_port: int,
+        token: str,
+        mac: str,
+        serial: str,
+        disks: list[Path],
+        relay_port: int | None = None,
+    ) -> None:
+        """`relay_port`: where the relay connects on 127.0.0.1 (default the hub's port)."""
+        if shutil.which("qemu-system-x86_64") is None or shutil.which("socat") is None:
+            raise AssertionError("the ramdisk lab test needs apt-get install qemu-system-x86 socat")
+        work.mkdir(parents=True, exist_ok=True)
+        initrd = work / "initrd-and-ca.img"  # QEMU 7.2 takes one -initrd; Linux reads both parts
+        initrd.write_bytes(files.initrd.read_bytes() + ca_initrd.read_bytes())
+        hub = f"https://{HUB_IP}:{hub_port}"
+        append = f"console=ttyS0 quiet aiorch.hub={hub} aiorch.token={token} aiorch.mac={mac}"
+        config = work / "qemu.cfg"
+        config.touch(mode=0o600)
+        config.write_text(
+            f'[machine]\n  kernel = "{files.kernel}"\n  initrd = "{initrd}"\n'
+            f'  append = "{append}"\n'
+        )
+        self.console_path = work / "console.log"
+        relay = f"socat STDIO TCP:127.0.0.1:{relay_port or hub_port}"
+        argv = ["qemu-system-x86_64", "-accel", "tcg", "-m", "1024", "-smp", "1",
+                "-display", "none", "-monitor", "none", "-no-reboot",
+                "-serial", f"file:{self.console_path}", "-readconfig", str(config),
+                "-smbios", f"type=1,manufacturer=aiorch-lab,product=qemu-tcg,serial={serial}",
+                "-netdev", f"user,id=n0,restrict=on,guestfwd=tcp:{HUB_IP}:{hub_port}-cmd:{relay}",
+                "-device", f"virtio-net-pci,netdev=n0,mac={mac}",
+                "-drive", f"file={disks[0]},format=raw,if=none,id=d0",
+                "-device", f"virtio-blk-pci,drive=d0,serial={serial}-D0",
+                "-drive", f"file={disks[1]},format=raw,if=none,id=d1",
+                "-device", f"nvme,drive=d1,serial={serial}-D1"]  # fmt: skip
+        self.started = time.monotonic()
+        with (work / "qemu.log").open("wb") as log:
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        cmdline = Path(f"/proc/{self.proc.pid}/cmdline")
         wait_until(lambda: b"qemu-system" in cmdline.read_bytes(), timeout=10, what="QEMU exec")
-        shown = cmdline.read_bytes().replace(b"\0", b" ").decode()
-        rc = proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        tail = console.read_text(errors="replace")[-4000:] if console.exists() else ""
-        raise AssertionError(f"the VM did not power off in {timeout:.0f} s:\n{tail}") from None
-    text = console.read_text(errors="replace") if console.exists() else ""
-    return VmRun(rc, text, time.monotonic() - start, shown)
+        self.argv = cmdline.read_bytes().replace(b"\0", b" ").decode()  # what ps shows
+
+    def console(self) -> str:
+        return self.console_path.read_text(errors="replace") if self.console_path.exists() else ""
+
+    def wait_console(self, text: str, timeout: float = 180) -> None:
+        wait_until(lambda: text in self.console(), timeout=timeout, what=f"{text!r} on the console")
+
+    def wait(self, timeout: float = 300) -> VmRun:
+        """Until the VM powers off (or fail after `timeout`, showing the console)."""
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(
+                f"the VM did not power off in {timeout:.0f} s:\n{self.console()[-4000:]}"
+            ) from None
+        return VmRun(rc, self.console(), time.monotonic() - self.started, self.argv)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()

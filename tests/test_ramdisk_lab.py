@@ -9,9 +9,11 @@ PXE and the BMC-to-VM bridge come with the boot service.
 
 from __future__ import annotations
 
+import socket
+import subprocess
 import time
 import uuid as uuidlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from aiorch.lab.bmc_emulators import FakeSystem, SushyEmulator
 from aiorch.metal.contract import ActionResult, Inventory
 from aiorch.metal.ramdisk import RamdiskFiles, with_ca
 from tests.fixtures_hub import HubProcess
-from tests.fixtures_ramdisk import HUB_IP, MIB, VmRun, boot_vm, cached_ramdisk, vm_disks
+from tests.fixtures_ramdisk import HUB_IP, MIB, Vm, VmRun, cached_ramdisk, vm_disks
 from tests.test_machines import boot_token
 
 pytestmark = pytest.mark.lab
@@ -74,12 +76,29 @@ def enroll(hub: HubProcess, emulator: SushyEmulator, creds: Path, i: int, cls: s
     return name
 
 
-def boot(hub: HubProcess, ramdisk: RamdiskFiles, name: str, i: int, work: Path,
-         disks: list[Path]) -> VmRun:  # fmt: skip
-    token = boot_token(hub, name)
+def boot(
+    hub: HubProcess,
+    ramdisk: RamdiskFiles,
+    name: str,
+    i: int,
+    work: Path,
+    disks: list[Path],
+    *,
+    token: str | None = None,
+    relay_port: int | None = None,
+    while_up: Callable[[Vm], None] | None = None,
+) -> VmRun:
+    """Boot machine `name`'s VM on its boot token (or `token`) until it powers off."""
+    token = token or boot_token(hub, name)
     ca = with_ca(ramdisk, hub.ca_path.read_bytes(), work)
-    run = boot_vm(ramdisk, ca, work / name, hub_port=hub.port, token=token, mac=mac(i),
-                  serial=f"SER-{name}", disks=disks)  # fmt: skip
+    vm = Vm(ramdisk, ca, work / name, hub_port=hub.port, token=token, mac=mac(i),
+            serial=f"SER-{name}", disks=disks, relay_port=relay_port)  # fmt: skip
+    try:
+        if while_up is not None:
+            while_up(vm)
+        run = vm.wait()
+    finally:
+        vm.kill()
     assert run.rc == 0, run.console[-4000:]
     # The token never shows: not on QEMU's command line, not on the console.
     assert token not in run.argv and token not in run.console
@@ -143,20 +162,63 @@ def test_inventory_burn_in_accept_then_release_wipes_every_disk(
             f.seek(-MIB, 2)
             last = f.read(MIB)
         assert first == bytes(MIB) and last == bytes(MIB), disk
+
+    # A secure wipe: NVMe formats with secure erase; virtio has none, so the release fails
+    # with that disk's reason, and both outcomes are recorded.
+    hub.cli("machines", "release", name, "--wipe", "secure")
+    run = boot(hub, ramdisk, name, 1, tmp_path / "secure", disks)
+    phase(timings, "release (secure wipe)", run, run.console)
+    machine = show(hub, name)
+    assert machine["state"] == "failed_releasing" and "wipe failed" in machine["reason"]
+    outcome = {d["name"]: d for d in machine["wipe"]["disks"]}
+    assert outcome["vda"]["ok"] is False and outcome["vda"]["method"] == "none"
+    assert "no secure erase for this kind of disk" in outcome["vda"]["detail"]
+    assert outcome["nvme0n1"]["method"] == "nvme-format-ses1"
+    print(f"secure wipe outcome: {outcome}")
     print(f"\nphase timings (s): {timings}")
 
 
-def test_a_machine_below_its_class_is_quarantined_with_the_numbers(
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_a_machine_below_its_class_is_quarantined_and_its_dead_token_powers_it_off(
     hub, emulator, creds, ramdisk, tmp_path
 ):
     name = enroll(hub, emulator, creds, 2, "lab-strict")
     hub.cli("machines", "inspect", name)
-    started = time.monotonic()
-    run = boot(hub, ramdisk, name, 2, tmp_path, vm_disks(tmp_path, 32))
-    phase({}, "inspect + burn-in (strict class)", run, run.console)
+    token = boot_token(hub, name)
+    late = free_port()  # the hub is unreachable until a relay listens here
+    relays: list[subprocess.Popen[bytes]] = []
+
+    def hub_comes_back(vm: Vm) -> None:
+        vm.wait_console("hub unreachable for /ramdisk/inventory")
+        listen = f"TCP-LISTEN:{late},bind=127.0.0.1,reuseaddr,fork"
+        relays.append(subprocess.Popen(["socat", listen, f"TCP:127.0.0.1:{hub.port}"]))
+
+    disks = vm_disks(tmp_path, 32)
+    try:
+        run = boot(hub, ramdisk, name, 2, tmp_path, disks, token=token, relay_port=late,
+                   while_up=hub_comes_back)  # fmt: skip
+    finally:
+        for relay in relays:
+            relay.kill()
+            relay.wait()
+    phase({}, "inspect + burn-in (strict class, hub late)", run, run.console)
+    assert "retrying in" in run.console
     machine = show(hub, name)
     assert machine["state"] == "quarantined"
     assert "cpus: 1, want at least 64" in machine["reason"]
     assert machine["burn_in"]["measured"]["cpu_bogo_ops_per_s"] > 0
     assert machine["burn_in"]["problems"] == ["cpus: 1, want at least 64"]
-    print(f"quarantine cycle: {time.monotonic() - started:.1f} s")
+
+    # The step is over: the same token now gets a 401, which the ramdisk prints and obeys.
+    started = time.monotonic()
+    run = boot(hub, ramdisk, name, 2, tmp_path / "again", disks, token=token)
+    phase({}, "boot on a dead token", run, run.console)
+    assert "refused /ramdisk/inventory (HTTP 401)" in run.console
+    assert "no longer" in run.console and "powering off" in run.console
+    assert show(hub, name)["state"] == "quarantined"
+    print(f"dead-token cycle: {time.monotonic() - started:.1f} s")

@@ -16,7 +16,10 @@ exec </dev/console >/dev/console 2>&1
 W=/run/aiorch
 mkdir -p $W
 
-log() { echo "aiorch-ramdisk: $*"; }
+log() { # with the seconds since boot, so the console shows each phase's timing
+	read -r up _ </proc/uptime
+	echo "aiorch-ramdisk [$up]: $*"
+}
 
 power_off() {
 	log "powering off: $*"
@@ -248,20 +251,20 @@ wipe() {
 	for d in $(disks); do
 		if [ "$method" = secure ]; then
 			set -- $(wipe_secure $d)
-			how=$2
-			shift
+			ok=$1 how=$2
+			shift 2
 		else
 			set -- $(wipe_metadata $d)
-			how=metadata
+			ok=$1 how=metadata
+			shift
 		fi
-		ok=$1
-		shift
 		jq -n --arg name "$d" --arg serial "$(disk_serial $d)" --arg method "$how" \
 			--argjson ok "$ok" --arg detail "$*" \
 			'{name: $name, serial: (if $serial == "" then null else $serial end),
 			  method: $method, ok: $ok, detail: $detail}'
 	done | jq -s . >$W/disks.json
-	all=$(jq 'all(.ok)' $W/disks.json)
+	# Every disk has an outcome, and each says ok (a disk whose outcome went missing fails it).
+	all=$(jq --argjson n "$(disks | wc -l)" 'length == $n and all(.ok)' $W/disks.json)
 	result wipe "$all" "$method wipe of $(jq length $W/disks.json) disk(s)" \
 		--slurpfile disks $W/disks.json \
 		'{kind: $kind, ok: $ok, detail: $detail, disks: $disks[0]}'
