@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from aiorch.lab.state import locked
 from aiorch.metal.ramdisk import RamdiskFiles, build_ramdisk
 from aiorch.repo.debs import default_sources, download_debs
 from aiorch.repo.packages import RAMDISK_PACKAGES
@@ -33,19 +34,23 @@ MIB = 1 << 20
 
 
 def ramdisk_debs() -> Path:
-    """The closure's debs, fetched where the package list or the sources changed."""
+    """The closure's debs, fetched where the package list or the sources changed (under a
+    lock: `make test` runs the build tests and the lab test on two workers)."""
     sources = default_sources(arches=ARCHES)
     key = hashlib.sha256(json.dumps([sorted(RAMDISK_PACKAGES), list(sources)]).encode())
     dest = CACHE / "debs" / key.hexdigest()[:16]
-    if not (dest / ".complete").exists():
-        download_debs(RAMDISK_PACKAGES, sources, dest, ARCHES)
-        (dest / ".complete").touch()
+    with locked(CACHE / "lock"):
+        if not (dest / ".complete").exists():
+            download_debs(RAMDISK_PACKAGES, sources, dest, ARCHES)
+            (dest / ".complete").touch()
     return dest
 
 
 def cached_ramdisk() -> RamdiskFiles:
     """The ramdisk built from those debs (rebuilt only when its inputs changed)."""
-    return build_ramdisk(ramdisk_debs(), CACHE / "build")
+    debs = ramdisk_debs()
+    with locked(CACHE / "lock"):
+        return build_ramdisk(debs, CACHE / "build")
 
 
 @dataclass

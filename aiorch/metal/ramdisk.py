@@ -240,12 +240,15 @@ def build_ramdisk(debs_dir: Path, out_dir: Path) -> RamdiskFiles:
         modules, found = _modules(root, version, work)
         entries = {**_base(found), **_userland(root, debs_dir), **modules}
         kernel, initrd = out_dir / "vmlinuz", out_dir / "initrd.img"
-        shutil.copyfile(root / f"boot/vmlinuz-{version}", kernel)
-        write_initramfs(entries, initrd)
-    digest = _sha256(kernel, initrd)
-    record = {"inputs": inputs, "digest": digest, "kernel": kernel.name, "initrd": initrd.name,
-              "kernel_version": version, "modules": found}  # fmt: skip
-    (out_dir / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+        shutil.copyfile(root / f"boot/vmlinuz-{version}", work / kernel.name)
+        write_initramfs(entries, work / initrd.name)
+        digest = _sha256(work / kernel.name, work / initrd.name)
+        record = {"inputs": inputs, "digest": digest, "kernel": kernel.name,
+                  "initrd": initrd.name, "kernel_version": version, "modules": found}  # fmt: skip
+        (work / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+        # Renamed into place, the record last; reuse checks the files against the record.
+        for name in (kernel.name, initrd.name, RECORD):
+            os.replace(work / name, out_dir / name)
     return RamdiskFiles(kernel, initrd, digest)
 
 
