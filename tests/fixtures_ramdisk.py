@@ -61,9 +61,12 @@ class VmRun:
     argv: str  # what ps showed for QEMU while it ran
 
 
+DISK_NAMES = ("vda", "nvme0n1", "sda")  # what the ramdisk sees of vm_disks, in order
+
+
 def vm_disks(work: Path, size_mib: int = 64) -> list[Path]:
-    """Two raw disk files (the first becomes virtio vda, the second NVMe nvme0n1)."""
-    disks = [work / "disk0.raw", work / "disk1.raw"]
+    """Three raw disk files: virtio (vda), NVMe (nvme0n1) and SATA on AHCI (sda)."""
+    disks = [work / f"disk{i}.raw" for i in range(len(DISK_NAMES))]
     for disk in disks:
         with disk.open("wb") as f:
             f.truncate(size_mib * MIB)
@@ -111,7 +114,10 @@ class Vm:
                 "-drive", f"file={disks[0]},format=raw,if=none,id=d0",
                 "-device", f"virtio-blk-pci,drive=d0,serial={serial}-D0",
                 "-drive", f"file={disks[1]},format=raw,if=none,id=d1",
-                "-device", f"nvme,drive=d1,serial={serial}-D1"]  # fmt: skip
+                "-device", f"nvme,drive=d1,serial={serial}-D1",
+                "-drive", f"file={disks[2]},format=raw,if=none,id=d2",
+                "-device", "ahci,id=ahci",
+                "-device", f"ide-hd,drive=d2,bus=ahci.0,serial={serial}-D2"]  # fmt: skip
         self.started = time.monotonic()
         with (work / "qemu.log").open("wb") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)

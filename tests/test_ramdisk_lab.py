@@ -23,7 +23,15 @@ from aiorch.lab.bmc_emulators import FakeSystem, SushyEmulator
 from aiorch.metal.contract import ActionResult, Inventory
 from aiorch.metal.ramdisk import RamdiskFiles, with_ca
 from tests.fixtures_hub import HubProcess
-from tests.fixtures_ramdisk import HUB_IP, MIB, Vm, VmRun, cached_ramdisk, vm_disks
+from tests.fixtures_ramdisk import (
+    DISK_NAMES,
+    HUB_IP,
+    MIB,
+    Vm,
+    VmRun,
+    cached_ramdisk,
+    vm_disks,
+)
 from tests.test_machines import boot_token
 
 pytestmark = pytest.mark.lab
@@ -128,17 +136,18 @@ def test_inventory_burn_in_accept_then_release_wipes_every_disk(
     inventory = Inventory.model_validate(machine["inventory"])
     assert inventory.system.serial == f"SER-{name}"
     assert inventory.boot_mac == mac(1) and mac(1) in [n.mac for n in inventory.nics]
+    serials = {disk: f"SER-{name}-D{i}" for i, disk in enumerate(DISK_NAMES)}
     sizes = {d.name: (d.size_bytes, d.serial) for d in inventory.disks}
-    assert sizes == {"vda": (64 * MIB, f"SER-{name}-D0"), "nvme0n1": (64 * MIB, f"SER-{name}-D1")}
+    assert sizes == {disk: (64 * MIB, serial) for disk, serial in serials.items()}
     assert inventory.cpus == 1 and inventory.memory_bytes > 512 * MIB
     assert any(p.vendor == "0x1af4" for p in inventory.pci)  # virtio, by vendor id
     measured = machine["burn_in"]["measured"]
     ActionResult.model_validate({"kind": "burn_in", "ok": True, "measured": measured})
     assert measured["cpu_bogo_ops_per_s"] > 0
     for key in ("disk_write_mib_s", "disk_read_mib_s"):
-        assert set(measured[key]) == {"vda", "nvme0n1"} and min(measured[key].values()) > 0
-    assert measured["smart"]["vda"] == "unsupported"  # virtio has no SMART
-    assert measured["smart"]["nvme0n1"] in ("PASSED", "unsupported")
+        assert set(measured[key]) == set(DISK_NAMES) and min(measured[key].values()) > 0
+    # virtio has no SMART; QEMU's NVMe and ATA disks answer a health check.
+    assert measured["smart"] == {"vda": "unsupported", "nvme0n1": "PASSED", "sda": "PASSED"}
 
     hub.cli("machines", "accept", name)
     for disk in disks:  # something on the disks for the wipe to remove
@@ -152,8 +161,8 @@ def test_inventory_burn_in_accept_then_release_wipes_every_disk(
     machine = show(hub, name)
     assert machine["state"] == "ready", (machine.get("reason"), run.console[-3000:])
     outcome = {d["name"]: d for d in machine["wipe"]["disks"]}
-    assert set(outcome) == {"vda", "nvme0n1"}
-    for disk_name, serial in (("vda", f"SER-{name}-D0"), ("nvme0n1", f"SER-{name}-D1")):
+    assert set(outcome) == set(DISK_NAMES)
+    for disk_name, serial in serials.items():
         assert outcome[disk_name]["ok"] and outcome[disk_name]["method"] == "metadata"
         assert outcome[disk_name]["serial"] == serial
     for disk in disks:
@@ -174,6 +183,7 @@ def test_inventory_burn_in_accept_then_release_wipes_every_disk(
     assert outcome["vda"]["ok"] is False and outcome["vda"]["method"] == "none"
     assert "no secure erase for this kind of disk" in outcome["vda"]["detail"]
     assert outcome["nvme0n1"]["method"] == "nvme-format-ses1"
+    assert outcome["sda"]["method"] == "ata-security-erase" and outcome["sda"]["ok"] is False
     print(f"secure wipe outcome: {outcome}")
     print(f"\nphase timings (s): {timings}")
 

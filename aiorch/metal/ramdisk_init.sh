@@ -134,6 +134,8 @@ disk_serial() {
 	s=$(read1 "$SYS/block/$1/serial")
 	[ -n "$s" ] || s=$(read1 "$SYS/block/$1/device/serial")
 	[ -n "$s" ] || s=$(tail -c +5 "$SYS/block/$1/device/vpd_pg80" 2>/dev/null | tr -cd '[:print:]')
+	# libata disks may have no serial page in sysfs: ask the disk (IDENTIFY, through smartctl)
+	[ -n "$s" ] || s=$(smartctl -i /dev/$1 2>/dev/null | sed -n 's/^Serial [Nn]umber:[[:space:]]*//p')
 	echo "$s" | sed 's/^ *//; s/ *$//'
 }
 
@@ -196,6 +198,8 @@ smart() {
 	esac
 }
 
+# Burn-in writes to every disk (fio on the raw device, as MAAS's storage tests do): it runs
+# at intake, before anything of the site's is on them.
 burn_in() {
 	cpu_s=$(param cpu_seconds) disk_s=$(param disk_seconds) size=$(param disk_size_mib)
 	log "burn-in: stress-ng ${cpu_s}s, fio ${disk_s}s and ${size} MiB per disk, smartctl -H"
@@ -250,12 +254,19 @@ wipe_secure() { # DISK -> "ok method detail"
 		fi
 		;;
 	sd*)
-		if hdparm -I /dev/$1 2>/dev/null | grep -q 'not[[:space:]]*frozen' &&
-			hdparm --user-master u --security-set-pass aiorch /dev/$1 >/dev/null 2>&1 &&
-			out=$(hdparm --user-master u --security-erase aiorch /dev/$1 2>&1); then
+		# ATA security erase needs a user password set first; a failed erase takes it off
+		# again, so the disk is never left locked.
+		info=$(hdparm -I /dev/$1 2>/dev/null)
+		if ! echo "$info" | grep -q '^[[:space:]]*supported$' ||
+			! echo "$info" | grep -q 'not[[:space:]]*frozen'; then
+			echo "false ata-security-erase not supported or frozen"
+		elif ! hdparm --user-master u --security-set-pass aiorch /dev/$1 >/dev/null 2>&1; then
+			echo "false ata-security-erase could not set the erase password"
+		elif out=$(hdparm --user-master u --security-erase aiorch /dev/$1 2>&1); then
 			echo "true ata-security-erase done"
 		else
-			echo "false ata-security-erase not supported, frozen or refused"
+			hdparm --user-master u --security-disable aiorch /dev/$1 >/dev/null 2>&1
+			echo "false ata-security-erase refused: $out"
 		fi
 		;;
 	*) echo "false none no secure erase for this kind of disk (${1%%[0-9]*})" ;;
