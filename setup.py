@@ -18,6 +18,7 @@ setup(
     package_dir={"aiorch.playbooks": "playbooks"},
     package_data={
         "aiorch.repo": ["install-hub.sh"],
+        "aiorch.metal": ["ramdisk_init.sh"],
         "aiorch.hub.ui": [
             "templates/*.html",
             "static/*",

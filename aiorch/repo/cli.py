@@ -50,7 +50,7 @@ def build(
     """Fetch the roles' packages with every dependency, and the agent's wheels; sign and hash."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     signing_key = keys.load_signing_key(key)
-    wanted = [*packages.BASE_PACKAGES, *(package or [])]
+    wanted = [*packages.BASE_PACKAGES, *packages.RAMDISK_PACKAGES, *(package or [])]
     if gpu:
         wanted += packages.GPU_PACKAGES
     arches = tuple(arch or debs.ARCHES)

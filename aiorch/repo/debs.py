@@ -134,12 +134,15 @@ def resolve(apt: _PrivateApt, roots: Sequence[str]) -> dict[str, tuple[str, str]
     """Each root's closure, planned on its own per architecture, as one union.
 
     Planning roots one by one lets alternatives (chrony and ntpsec) share a repository: a
-    host installs one of them, never both. Returns deb file name -> (architecture, "name=version").
+    host installs one of them, never both. A root spelled ``name:arch`` (a kernel flavour) is
+    planned for that architecture only. Returns deb file name -> (architecture, "name=version").
     """
     wanted: dict[str, tuple[str, str]] = {}
     problems = []
     for arch in apt.arches:
         for root in roots:
+            if root.partition(":")[2] not in ("", arch):
+                continue
             proc = apt.call(arch, "install", "--simulate", root)
             if proc.returncode != 0:
                 problems.append(_why_unresolvable(root, arch, proc))

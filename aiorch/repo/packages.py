@@ -44,3 +44,21 @@ GPU_PACKAGES: tuple[str, ...] = (
     "nvidia-persistenced",
     "nvidia-smi",
 )
+
+# The aiorch ramdisk (aiorch.metal.ramdisk builds it from these debs): a Debian kernel, busybox
+# for the shell and DHCP, and the tools of inventory, burn-in and wipe. Kept small: every MiB
+# of the initrd costs boot time on a slow console or an emulated machine. The kernel is
+# amd64-only for now (`name:arch` is planned for that architecture alone).
+RAMDISK_PACKAGES: tuple[str, ...] = (
+    "busybox-static",  # sh, mount, ip, udhcpc, poweroff: the userland
+    "curl",  # the hub's HTTPS API, verified against the pinned CA
+    "fio",  # burn-in: disk write and read throughput
+    "hdparm",  # wipe --secure: ATA security erase
+    "jq",  # inventory and results as JSON
+    "kmod",  # modprobe for the compressed modules
+    "linux-image-amd64:amd64",  # the kernel and its modules
+    "nvme-cli",  # wipe --secure: NVMe format with secure erase
+    "smartmontools",  # burn-in: smartctl -H per disk
+    "stress-ng",  # burn-in: CPU bogo ops
+    "util-linux",  # wipefs, lsblk
+)

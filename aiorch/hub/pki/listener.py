@@ -47,11 +47,12 @@ def _wildcard(host: str) -> bool:
 
 
 def listen_names(hosts: list[str], extra: list[str]) -> list[x509.GeneralName]:
-    """SANs for the listen addresses (every local address for a wildcard), `extra` names,
-    and localhost, in a stable order."""
+    """SANs for the listen addresses (every local address for a wildcard), `extra` names
+    (an address among them is an IP SAN, which is what a client dialling it checks), and
+    localhost, in a stable order."""
     addresses: set[str] = {"127.0.0.1"}
-    names: set[str] = {"localhost", *extra}
-    for host in hosts:
+    names: set[str] = {"localhost"}
+    for host in [*extra, *hosts]:
         if _wildcard(host):
             for nics in psutil.net_if_addrs().values():
                 addresses.update(
