@@ -8,6 +8,7 @@ the tests that take them are lab tests (tests/tiers.py marks them by that fixtur
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,9 @@ import pytest
 from aiorch.hub.process import free_port
 from aiorch.lab import Lab
 from aiorch.lab.metal import MetalLab
+from aiorch.metal.ramdisk import with_ca
 from tests.fixtures_hub import HubProcess
+from tests.fixtures_ramdisk import cached_ramdisk
 
 # The lab's machines, by name: their NICs' MACs (the BMC knows them; enrollment names them).
 MACHINES = {"pxe1": "52:54:00:bb:00:01", "pxe2": "52:54:00:bb:00:02", "dark": "52:54:00:bb:00:03"}
@@ -68,6 +71,19 @@ def metal_hub(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Me
     hub = MetalHub(work / "hub", lab.gateway).start()
     yield hub
     hub.stop()
+
+
+@pytest.fixture(scope="module")
+def metal_ramdisk(metal_hub: MetalHub) -> Path:
+    """The real ramdisk, built from Debian's debs (cached), and its initrd of this hub's CA,
+    where the boot listener serves them."""
+    files = cached_ramdisk()
+    ca = with_ca(files, metal_hub.ca_path.read_bytes(), metal_hub.data_dir.parent / "ca")
+    served = metal_hub.ramdisk_dir
+    for source, name in ((files.kernel, "vmlinuz"), (files.initrd, "10-userland.img"),
+                         (ca, "20-ca.img")):  # fmt: skip
+        shutil.copyfile(source, served / name)
+    return served
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ from aiorch.lab.bmc_emulators import FakeSystem, SushyEmulator
 from aiorch.metal.contract import ActionResult, Inventory
 from aiorch.metal.ramdisk import RamdiskFiles, with_ca
 from tests.fixtures_hub import HubProcess
+from tests.fixtures_machines import boot_token
 from tests.fixtures_ramdisk import (
     DISK_NAMES,
     HUB_IP,
@@ -32,7 +33,6 @@ from tests.fixtures_ramdisk import (
     cached_ramdisk,
     vm_disks,
 )
-from tests.test_machines import boot_token
 
 pytestmark = pytest.mark.lab
 PASSWORD = "lab-password"

@@ -143,7 +143,7 @@ class HubSettings(BaseSettings):
         " address the hub's certificate covers). Unset: the boot listener serves no ramdisk.",
     )
     metal_ramdisk_dir: Path | None = Field(
-        None, description="The ramdisk the boot listener serves: vmlinuz and its *.gz initrds."
+        None, description="The ramdisk the boot listener serves: vmlinuz, then its initrds by name."
     )
 
     @field_validator("store_synchronous", mode="before")

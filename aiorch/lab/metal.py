@@ -208,6 +208,14 @@ class MetalLab:
             daemon.wait(timeout=10)
         self._daemons.clear()
 
+    def powered_off(self, name: str) -> bool:
+        """The VM is off and its BMC says so (the fake applies a reset 1-11 s late, on a read:
+        an operator's next step before that would meet a BMC still reading On)."""
+        uuid = next(u for u, m in self.machines.items() if m.name == name)
+        if self.machines[uuid].is_on or self.bmc is None:
+            return False
+        return self.bmc.system(uuid)["PowerState"] == "Off"
+
     def machine(self, name: str) -> LabMachine:
         return next(m for m in self.machines.values() if m.name == name)
 

@@ -32,18 +32,18 @@ KERNEL_NAME = "vmlinuz"
 
 @dataclass(frozen=True)
 class BootFiles:
-    """The ramdisk the boot listener serves, from one directory: the kernel ``vmlinuz`` and
-    its initrds ``*.gz`` in name order (the userland first, the hub's CA after it)."""
+    """The ramdisk the boot listener serves, from one directory: the kernel ``vmlinuz`` and,
+    as its initrds, every other file in name order (the userland first, the hub's CA after)."""
 
     directory: Path
 
     def image(self) -> ipxe.BootImage:
         kernel = self.directory / KERNEL_NAME
-        initrds = sorted(p.name for p in self.directory.glob("*.gz") if p.is_file())
+        initrds = sorted(
+            p.name for p in self.directory.iterdir() if p.is_file() and p.name != KERNEL_NAME
+        )
         if not kernel.is_file() or not initrds:
-            raise NotFound(
-                f"no ramdisk in {self.directory} (want {KERNEL_NAME} and at least one *.gz initrd)"
-            )
+            raise NotFound(f"no ramdisk in {self.directory} (want {KERNEL_NAME} and an initrd)")
         return ipxe.BootImage(kernel=KERNEL_NAME, initrds=tuple(initrds))
 
     def path(self, name: str) -> Path:
