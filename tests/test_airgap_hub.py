@@ -30,7 +30,11 @@ from aiorch.wait import wait_until
 from tests.fixtures_lab import LabFactory
 from tests.tiers import OWN_LABS_GROUP
 
-pytestmark = [pytest.mark.lab, pytest.mark.xdist_group(OWN_LABS_GROUP)]  # own labs, own cache
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.xdist_group(OWN_LABS_GROUP),  # beside the lab tier: its own labs, its own cache
+    pytest.mark.timeout(2400),  # 690 s alone; beside the lab tier it shares two cores
+]
 
 PROJECT = Path(__file__).resolve().parents[1]
 AIORCH = str(Path(sys.executable).parent / "aiorch")
