@@ -36,6 +36,6 @@ def test_scripts_quote_nothing_a_stored_name_could_turn_into_a_command() -> None
 def test_kernel_cmdline_names_the_hub_the_token_the_mac_and_each_initrd() -> None:
     line = ipxe.kernel_cmdline("https://10.88.0.1:8700/", "t" * 43, "52-54-00-00-00-0A", ["a.gz"])
     assert line == (
-        f"console=ttyS0 aiorch.hub=https://10.88.0.1:8700 aiorch.token={'t' * 43}"
+        f"console=ttyS0 quiet aiorch.hub=https://10.88.0.1:8700 aiorch.token={'t' * 43}"
         " aiorch.mac=52:54:00:00:00:0a initrd=a.gz"
     )

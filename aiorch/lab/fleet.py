@@ -66,8 +66,6 @@ class Lab:
         self._inventory_dir = Path(inventory_dir).absolute()
         self.faults = Faults(self)
 
-    # ---- where things are -------------------------------------------------------------
-
     @property
     def ssh_key_path(self) -> Path:
         return self.dir / "id_ed25519"
@@ -106,8 +104,7 @@ class Lab:
         return str(self._network()["subnets"][0]["gateway"])
 
     @property
-    def bridge(self) -> str:
-        """The lab network's bridge on this machine (what a lab VM's tap joins)."""
+    def bridge(self) -> str:  # what a lab VM's tap joins
         return str(self._network()["network_interface"])
 
     @property
@@ -142,8 +139,6 @@ class Lab:
             if host.name == name:
                 return host
         raise UserError(f"lab {self.name} has no host {name!r}")
-
-    # ---- up / down / status -----------------------------------------------------------
 
     def up(self, hosts: int = 3) -> Path:
         """Bring the lab to at least ``hosts`` running, reachable hosts; return the inventory.
@@ -233,8 +228,6 @@ class Lab:
             "hosts": [asdict(h) | {"cut": h.address in cut} for h in hosts],
         }
 
-    # ---- talking to hosts ---------------------------------------------------------------
-
     def exec(
         self,
         host: str,
@@ -269,8 +262,6 @@ class Lab:
     def wait_ready(self, hosts: Iterable[LabHost], timeout: float = BOOT_TIMEOUT) -> None:
         """Block until each host finished booting and its sshd answers on the lab network."""
         _parallel(lambda h: self._ready_key(h, timeout), list(hosts))
-
-    # ---- internals ----------------------------------------------------------------------
 
     def _ensure_keypair(self) -> None:
         if self.ssh_key_path.exists():

@@ -64,6 +64,7 @@ def kernel_cmdline(
         raise ValueError("a boot token is 16 to 256 URL-safe characters")
     words = [
         f"console={_safe(console, 'the console')}",
+        "quiet",  # else the kernel prints its command line, boot token and all, on the console
         f"aiorch.hub={_safe(hub_url.rstrip('/'), 'the hub URL')}",
         f"aiorch.token={token}",
         f"aiorch.mac={normal_mac(mac)}",
