@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from aiorch.lab.metal import DISK_NAMES, qemu_argv, raw_disks
 from aiorch.lab.state import locked
 from aiorch.metal.ramdisk import RamdiskFiles, build_ramdisk
 from aiorch.repo.debs import default_sources, download_debs
@@ -30,7 +31,6 @@ PROJECT = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("AIORCH_RAMDISK_CACHE", PROJECT / ".data" / "ramdisk-cache"))
 ARCHES = ("amd64",)
 HUB_IP = "10.0.2.100"  # the hub as the VM sees it: slirp's guestfwd address
-MIB = 1 << 20
 
 
 def ramdisk_debs() -> Path:
@@ -61,16 +61,9 @@ class VmRun:
     argv: str  # what ps showed for QEMU while it ran
 
 
-DISK_NAMES = ("vda", "nvme0n1", "sda")  # what the ramdisk sees of vm_disks, in order
-
-
 def vm_disks(work: Path, size_mib: int = 64) -> list[Path]:
     """Three raw disk files: virtio (vda), NVMe (nvme0n1) and SATA on AHCI (sda)."""
-    disks = [work / f"disk{i}.raw" for i in range(len(DISK_NAMES))]
-    for disk in disks:
-        with disk.open("wb") as f:
-            f.truncate(size_mib * MIB)
-    return disks
+    return raw_disks(work, len(DISK_NAMES), size_mib)
 
 
 class Vm:
@@ -105,19 +98,9 @@ class Vm:
         )
         self.console_path = work / "console.log"
         relay = f"socat STDIO TCP:127.0.0.1:{relay_port or hub_port}"
-        argv = ["qemu-system-x86_64", "-accel", "tcg", "-m", "1024", "-smp", "1",
-                "-display", "none", "-monitor", "none", "-no-reboot",
-                "-serial", f"file:{self.console_path}", "-readconfig", str(config),
-                "-smbios", f"type=1,manufacturer=aiorch-lab,product=qemu-tcg,serial={serial}",
+        argv = [*qemu_argv(serial, disks, self.console_path), "-readconfig", str(config),
                 "-netdev", f"user,id=n0,restrict=on,guestfwd=tcp:{HUB_IP}:{hub_port}-cmd:{relay}",
-                "-device", f"virtio-net-pci,netdev=n0,mac={mac}",
-                "-drive", f"file={disks[0]},format=raw,if=none,id=d0",
-                "-device", f"virtio-blk-pci,drive=d0,serial={serial}-D0",
-                "-drive", f"file={disks[1]},format=raw,if=none,id=d1",
-                "-device", f"nvme,drive=d1,serial={serial}-D1",
-                "-drive", f"file={disks[2]},format=raw,if=none,id=d2",
-                "-device", "ahci,id=ahci",
-                "-device", f"ide-hd,drive=d2,bus=ahci.0,serial={serial}-D2"]  # fmt: skip
+                "-device", f"virtio-net-pci,netdev=n0,mac={mac}"]  # fmt: skip
         self.started = time.monotonic()
         with (work / "qemu.log").open("wb") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)

@@ -20,19 +20,12 @@ from typing import Any
 import pytest
 
 from aiorch.lab.bmc_emulators import FakeSystem, SushyEmulator
+from aiorch.lab.metal import DISK_NAMES, MIB
 from aiorch.metal.contract import ActionResult, Inventory
 from aiorch.metal.ramdisk import RamdiskFiles, with_ca
 from tests.fixtures_hub import HubProcess
 from tests.fixtures_machines import boot_token
-from tests.fixtures_ramdisk import (
-    DISK_NAMES,
-    HUB_IP,
-    MIB,
-    Vm,
-    VmRun,
-    cached_ramdisk,
-    vm_disks,
-)
+from tests.fixtures_ramdisk import HUB_IP, Vm, VmRun, cached_ramdisk, vm_disks
 
 pytestmark = pytest.mark.lab
 PASSWORD = "lab-password"

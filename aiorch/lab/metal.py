@@ -34,6 +34,44 @@ MIB = 1 << 20
 LEASE_FIRST, LEASE_LAST = 200, 239
 
 
+# How a lab machine's disks attach, in order, and the names the ramdisk's kernel gives them.
+_DISK_DEVICES = (
+    ("virtio-blk-pci,drive=d{i}", "vda"),
+    ("nvme,drive=d{i}", "nvme0n1"),
+    ("ide-hd,drive=d{i},bus=ahci.0", "sda"),  # SATA, on the AHCI controller added for it
+)
+DISK_NAMES = tuple(name for _, name in _DISK_DEVICES)
+
+
+def raw_disks(workdir: Path, count: int, size_mib: int) -> list[Path]:
+    """`count` raw disk files (made sparse where missing), in attachment order."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    paths = [workdir / f"disk{i}.raw" for i in range(count)]
+    for path in paths:
+        if not path.exists():
+            with path.open("wb") as f:
+                f.truncate(size_mib * MIB)
+    return paths
+
+
+def qemu_argv(serial: str, disks: list[Path], console: Path, memory_mib: int = 1024) -> list[str]:
+    """A lab machine without its network: QEMU TCG, one vCPU, the console on a file, an SMBIOS
+    serial, and `disks` attached as virtio, NVMe and SATA (serials SERIAL-D0, -D1, ...)."""
+    argv = ["qemu-system-x86_64", "-accel", "tcg", "-m", str(memory_mib), "-smp", "1",
+            "-display", "none", "-monitor", "none", "-no-reboot", "-serial", f"file:{console}",
+            "-smbios", f"type=1,manufacturer=aiorch-lab,product=qemu-tcg,serial={serial}",
+    ]  # fmt: skip
+    if len(disks) > len(_DISK_DEVICES):
+        raise UserError(f"a lab machine takes at most {len(_DISK_DEVICES)} disks")
+    if len(disks) > 2:
+        argv += ["-device", "ahci,id=ahci"]
+    for i, disk in enumerate(disks):
+        device = _DISK_DEVICES[i][0].format(i=i)
+        argv += ["-drive", f"file={disk},format=raw,if=none,id=d{i}",
+                 "-device", f"{device},serial={serial}-D{i}"]  # fmt: skip
+    return argv
+
+
 @dataclass
 class LabMachine:
     """One QEMU TCG VM; `power_on` boots it from the network, like a server told PXE once."""
@@ -61,13 +99,7 @@ class LabMachine:
     @property
     def disks(self) -> list[Path]:
         """The raw files behind vda (virtio) and nvme0n1 (NVMe), made on first use."""
-        paths = [self.workdir / "disk0.raw", self.workdir / "disk1.raw"]
-        for path in paths:
-            if not path.exists():
-                self.workdir.mkdir(parents=True, exist_ok=True)
-                with path.open("wb") as f:
-                    f.truncate(self.disk_mib * MIB)
-        return paths
+        return raw_disks(self.workdir, 2, self.disk_mib)
 
     @property
     def console(self) -> Path:
@@ -78,18 +110,11 @@ class LabMachine:
         return self._proc is not None and self._proc.poll() is None
 
     def argv(self) -> list[str]:
-        d0, d1 = self.disks
         rom = "" if self.pxe else ",romfile="  # QEMU's default NIC ROM is Debian's iPXE
-        return ["qemu-system-x86_64", "-accel", "tcg", "-m", str(self.memory_mib), "-smp", "1",
-                "-display", "none", "-monitor", "none", "-no-reboot", "-boot", "order=nc",
-                "-serial", f"file:{self.console}",
-                "-smbios", f"type=1,manufacturer=aiorch-lab,product=qemu-tcg,serial={self.serial}",
+        return [*qemu_argv(self.serial, self.disks, self.console, self.memory_mib),
+                "-boot", "order=nc",
                 "-netdev", f"tap,id=n0,ifname={self.tap},script=no,downscript=no",
-                "-device", f"virtio-net-pci,netdev=n0,mac={self.mac}{rom}",
-                "-drive", f"file={d0},format=raw,if=none,id=d0",
-                "-device", f"virtio-blk-pci,drive=d0,serial={self.serial}-D0",
-                "-drive", f"file={d1},format=raw,if=none,id=d1",
-                "-device", f"nvme,drive=d1,serial={self.serial}-D1"]  # fmt: skip
+                "-device", f"virtio-net-pci,netdev=n0,mac={self.mac}{rom}"]  # fmt: skip
 
     def power_on(self) -> None:
         with self._lock:
