@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from aiorch.hub.process import free_port
@@ -27,25 +28,30 @@ MACHINES = {"pxe1": "52:54:00:bb:00:01", "pxe2": "52:54:00:bb:00:02", "dark": "5
 
 
 class MetalHub(HubProcess):
-    """The hub on 127.0.0.1 and the lab gateway (same port), with its boot listener there."""
+    """A hub with its boot listener on `address`: loopback, or a lab gateway (where the API
+    listens too, same port). It serves the ramdisk in `ramdisk_dir`; None: no ramdisk."""
 
-    def __init__(self, data_dir: Path, gateway: str) -> None:
-        self.boot_url = f"http://{gateway}:{free_port()}"
+    def __init__(
+        self, data_dir: Path, address: str = "127.0.0.1", ramdisk_dir: Path | None = None
+    ) -> None:
+        self.boot_url = f"http://{address}:{free_port()}"
         super().__init__(data_dir, serve_args=["--boot-listen", self.boot_url[7:]])
-        self.listen = [f"{gateway}:{self.port}"]
-        self.lab_url = f"https://{gateway}:{self.port}"
+        if address != "127.0.0.1":
+            self.listen = [f"{address}:{self.port}"]
+        self.lab_url = f"https://{address}:{self.port}"
+        self.ramdisk_dir = ramdisk_dir
 
     def start(self, **kwargs: Any) -> MetalHub:
         with pytest.MonkeyPatch.context() as env:
-            env.setenv("AIORCH_METAL_HUB_URL", self.lab_url)
-            env.setenv("AIORCH_METAL_RAMDISK_DIR", str(self.ramdisk_dir))
+            if self.ramdisk_dir is not None:
+                env.setenv("AIORCH_METAL_HUB_URL", self.lab_url)
+                env.setenv("AIORCH_METAL_RAMDISK_DIR", str(self.ramdisk_dir))
             super().start(**kwargs)
         return self
 
-    @property
-    def ramdisk_dir(self) -> Path:
-        """What the boot listener serves: vmlinuz and the initrds (userland, then the CA)."""
-        return self.data_dir.parent / "ramdisk"
+    def boot(self, path: str, **kwargs: Any) -> httpx.Response:
+        """GET on the boot listener, as a machine's iPXE would."""
+        return httpx.get(f"{self.boot_url}{path}", timeout=10, **kwargs)
 
     def class_set(self, name: str, profile: str) -> None:
         path = self.data_dir.parent / f"{name}.yaml"
@@ -68,7 +74,7 @@ class MetalHub(HubProcess):
 def metal_hub(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MetalHub]:
     work = tmp_path_factory.mktemp("metal-hub")
     (work / "ramdisk").mkdir()
-    hub = MetalHub(work / "hub", lab.gateway).start()
+    hub = MetalHub(work / "hub", lab.gateway, work / "ramdisk").start()
     yield hub
     hub.stop()
 
@@ -80,6 +86,7 @@ def metal_ramdisk(metal_hub: MetalHub) -> Path:
     files = cached_ramdisk()
     ca = with_ca(files, metal_hub.ca_path.read_bytes(), metal_hub.data_dir.parent / "ca")
     served = metal_hub.ramdisk_dir
+    assert served is not None
     for source, name in ((files.kernel, "vmlinuz"), (files.initrd, "10-userland.img"),
                          (ca, "20-ca.img")):  # fmt: skip
         shutil.copyfile(source, served / name)

@@ -7,56 +7,31 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from aiorch.hub.process import BIN, free_port
+from aiorch.hub.process import BIN
 from aiorch.lab.bmc_emulators import SushyEmulator
 from aiorch.wait import wait_until
-from tests.fixtures_hub import HubProcess
 from tests.fixtures_machines import enroll, inventory, mac
+from tests.fixtures_metal import MetalHub
 
 pytestmark = pytest.mark.e2e
 KERNEL = b"simulated kernel\n"
 
 
-class BootHub(HubProcess):
-    """A hub with a boot listener on loopback, serving a (simulated) ramdisk directory."""
-
-    def __init__(self, data_dir: Path, ramdisk: Path | None) -> None:
-        self.boot_port = free_port()
-        super().__init__(data_dir, serve_args=["--boot-listen", f"127.0.0.1:{self.boot_port}"])
-        self.ramdisk = ramdisk
-
-    @property
-    def boot_url(self) -> str:
-        return f"http://127.0.0.1:{self.boot_port}"
-
-    def boot(self, path: str, **kwargs: object) -> httpx.Response:
-        return httpx.get(f"{self.boot_url}{path}", timeout=10, **kwargs)  # type: ignore[arg-type]
-
-
-def _start(data_dir: Path, ramdisk: Path | None) -> BootHub:
-    with pytest.MonkeyPatch.context() as env:
-        if ramdisk is not None:
-            env.setenv("AIORCH_METAL_RAMDISK_DIR", str(ramdisk))
-            env.setenv("AIORCH_METAL_HUB_URL", "https://127.0.0.1:8700")
-        return BootHub(data_dir, ramdisk).start()  # type: ignore[return-value]
-
-
 @pytest.fixture(scope="module")
-def boot_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BootHub]:
+def boot_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MetalHub]:
     ramdisk = tmp_path_factory.mktemp("ramdisk")
     (ramdisk / "vmlinuz").write_bytes(KERNEL)
     (ramdisk / "initrd.gz").write_bytes(b"userland")
     (ramdisk / "zz-ca.gz").write_bytes(b"ca")
-    hub = _start(tmp_path_factory.mktemp("boothub"), ramdisk)
+    hub = MetalHub(tmp_path_factory.mktemp("boothub"), ramdisk_dir=ramdisk).start()
     yield hub
     hub.stop()
 
 
 def test_an_inspecting_machine_gets_the_ramdisk_with_its_live_boot_token(
-    boot_hub: BootHub, emulator: SushyEmulator, creds: Path
+    boot_hub: MetalHub, emulator: SushyEmulator, creds: Path
 ) -> None:
     enroll(boot_hub, emulator, creds, 1, "pxe1")
     before = boot_hub.boot(f"/boot/{mac(1)}.ipxe")
@@ -69,7 +44,7 @@ def test_an_inspecting_machine_gets_the_ramdisk_with_its_live_boot_token(
     assert kernel_line.startswith(f"kernel {boot_hub.boot_url}/boot/files/vmlinuz console=ttyS0 ")
     words = dict(w.split("=", 1) for w in kernel_line.split()[2:] if "=" in w)
     assert " quiet " in kernel_line  # no token on the console
-    assert words["aiorch.hub"] == "https://127.0.0.1:8700" and words["aiorch.mac"] == mac(1)
+    assert words["aiorch.hub"] == boot_hub.lab_url and words["aiorch.mac"] == mac(1)
     assert "initrd=initrd.gz initrd=zz-ca.gz" in kernel_line  # the userland, then the CA
     assert f"initrd --name zz-ca.gz {boot_hub.boot_url}/boot/files/zz-ca.gz" in script.text
     # The token in the script is the one the ramdisk API takes for this machine right now.
@@ -81,7 +56,7 @@ def test_an_inspecting_machine_gets_the_ramdisk_with_its_live_boot_token(
     assert f"aiorch.token={words['aiorch.token']} " in again
 
 
-def test_the_ramdisk_files_and_nothing_else_are_served(boot_hub: BootHub) -> None:
+def test_the_ramdisk_files_and_nothing_else_are_served(boot_hub: MetalHub) -> None:
     kernel = boot_hub.boot("/boot/files/vmlinuz")
     assert kernel.status_code == 200 and kernel.content == KERNEL
     for path in ("/boot/files/hub.log", "/boot/files/..%2fvmlinuz", "/boot/files/.."):
@@ -92,7 +67,7 @@ def test_the_ramdisk_files_and_nothing_else_are_served(boot_hub: BootHub) -> Non
     assert chain == f"#!ipxe\nchain {boot_hub.boot_url}/boot/${{mac}}.ipxe\n"
 
 
-def test_unknown_and_bad_macs_and_hosts(boot_hub: BootHub) -> None:
+def test_unknown_and_bad_macs_and_hosts(boot_hub: MetalHub) -> None:
     unknown = boot_hub.boot("/boot/02:00:00:00:00:99.ipxe")
     assert unknown.status_code == 200 and "is not an enrolled machine" in unknown.text
     assert "exit 1" in unknown.text and "kernel" not in unknown.text
@@ -105,7 +80,7 @@ def test_unknown_and_bad_macs_and_hosts(boot_hub: BootHub) -> None:
 def test_a_hub_without_a_ramdisk_boots_nothing_and_says_why(
     tmp_path: Path, emulator: SushyEmulator, creds: Path
 ) -> None:
-    hub = _start(tmp_path / "hub", None)
+    hub = MetalHub(tmp_path / "hub").start()
     try:
         enroll(hub, emulator, creds, 2, "pxe2")
         hub.cli("machines", "inspect", "pxe2")
@@ -120,7 +95,7 @@ def test_the_hub_runs_its_proxy_dhcp_beside_the_boot_listener_and_stops_it(
     tmp_path: Path,
 ) -> None:
     """`--boot-dhcp lo=127.0.0.0/8`: dnsmasq in proxy mode on loopback (it sends nothing)."""
-    hub = BootHub(tmp_path / "hub", None)
+    hub = MetalHub(tmp_path / "hub")
     hub.serve_args += ["--boot-dhcp", "lo=127.0.0.0/8"]
     hub.start()
     try:

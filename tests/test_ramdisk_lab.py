@@ -24,11 +24,10 @@ from aiorch.lab.metal import DISK_NAMES, MIB
 from aiorch.metal.contract import ActionResult, Inventory
 from aiorch.metal.ramdisk import RamdiskFiles, with_ca
 from tests.fixtures_hub import HubProcess
-from tests.fixtures_machines import boot_token
+from tests.fixtures_machines import PASSWORD, boot_token  # and its `creds` fixture
 from tests.fixtures_ramdisk import HUB_IP, Vm, VmRun, cached_ramdisk, vm_disks
 
 pytestmark = pytest.mark.lab
-PASSWORD = "lab-password"
 SHORT = "burn_in: {cpu_seconds: 3, disk_seconds: 2, disk_size_mib: 16}\n"
 STRICT = "burn_in: {cpu_seconds: 3, disk_seconds: 2, disk_size_mib: 16, min_cpus: 64}\n"
 PATTERN = b"\xa5" * MIB
@@ -48,13 +47,6 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SushyEmulator
     systems = [FakeSystem(uuid=str(uuidlib.uuid4()), name=f"vm{i}", macs=[mac(i)]) for i in (1, 2)]
     with SushyEmulator(tmp_path_factory.mktemp("sushy"), systems, password=PASSWORD) as bmc:
         yield bmc
-
-
-@pytest.fixture(scope="module")
-def creds(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("creds") / "bmc"
-    path.write_text(f"admin:{PASSWORD}\n")
-    return path
 
 
 @pytest.fixture(scope="module")
