@@ -60,7 +60,7 @@ class MetalHub(HubProcess):
 
     def enroll(self, metal: MetalLab, name: str, cls: str) -> None:
         assert metal.bmc is not None
-        system = next(u for u, m in metal.machines.items() if m.name == name)
+        system = metal.uuid(name)
         creds = self.data_dir.parent / "bmc-credentials"
         creds.write_text(f"{metal.bmc.username}:{metal.bmc.password}\n")
         self.cli("machines", "enroll", name, "--bmc", metal.bmc.system_url(system),

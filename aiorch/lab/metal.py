@@ -233,16 +233,20 @@ class MetalLab:
             daemon.wait(timeout=10)
         self._daemons.clear()
 
+    def uuid(self, name: str) -> str:
+        """The BMC system of the machine called `name`."""
+        return next(u for u, m in self.machines.items() if m.name == name)
+
     def powered_off(self, name: str) -> bool:
         """The VM is off and its BMC says so (the fake applies a reset 1-11 s late, on a read:
         an operator's next step before that would meet a BMC still reading On)."""
-        uuid = next(u for u, m in self.machines.items() if m.name == name)
+        uuid = self.uuid(name)
         if self.machines[uuid].is_on or self.bmc is None:
             return False
         return self.bmc.system(uuid)["PowerState"] == "Off"
 
     def machine(self, name: str) -> LabMachine:
-        return next(m for m in self.machines.values() if m.name == name)
+        return self.machines[self.uuid(name)]
 
     def _power(self, uuid: str, on: bool) -> None:
         machine = self.machines.get(uuid)
@@ -252,7 +256,7 @@ class MetalLab:
 
     def _exited(self, machine: LabMachine, rc: int) -> None:
         """Tell the BMC, as a real one would see its machine go dark."""
-        uuid = next(u for u, m in self.machines.items() if m is machine)
+        uuid = self.uuid(machine.name)
         self.power.seen(uuid, False)
         if self.bmc is not None:
             self.bmc.reset(uuid, "ForceOff")

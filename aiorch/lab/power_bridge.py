@@ -94,8 +94,6 @@ class PowerBridge:
                 self.send_response(204)
                 self.end_headers()
 
-            do_POST = do_PUT
-
             def log_message(self, *args: object) -> None:
                 """Quiet: the bridge logs the changes that matter."""
 

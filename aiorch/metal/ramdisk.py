@@ -26,6 +26,7 @@ from pathlib import Path
 from aiorch.errors import UserError
 from aiorch.metal import elf
 from aiorch.metal.cpio import Entry, write_initramfs
+from edge_agent.digest import sha256_file
 
 LAYOUT = 1  # bump when the initrd's layout changes without its inputs changing
 INIT = resources.files("aiorch.metal") / "ramdisk_init.sh"
@@ -59,13 +60,9 @@ class RamdiskFiles:
     digest: str
 
 
-def _sha256(*paths: Path) -> str:
-    h = hashlib.sha256()
-    for path in paths:
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
+def _digest(kernel: Path, initrd: Path) -> str:
+    """One sha256 over the pair: of the two files' own sha256s."""
+    return hashlib.sha256(f"{sha256_file(kernel)} {sha256_file(initrd)}".encode()).hexdigest()
 
 
 def _debs(debs_dir: Path) -> list[Path]:
@@ -87,7 +84,7 @@ def _inputs(debs: list[Path]) -> str:
         "init": hashlib.sha256(INIT.read_bytes()).hexdigest(),
         "modules": MODULES,
         "tools": TOOLS,
-        "debs": [(d.name, _sha256(d)) for d in debs],
+        "debs": [(d.name, sha256_file(d)) for d in debs],
     }
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
@@ -221,7 +218,7 @@ def _reuse(out_dir: Path, inputs: str) -> RamdiskFiles | None:
         return None
     if record.get("inputs") != inputs or not files.kernel.is_file() or not files.initrd.is_file():
         return None
-    digest = _sha256(files.kernel, files.initrd)
+    digest = _digest(files.kernel, files.initrd)
     return RamdiskFiles(files.kernel, files.initrd, digest) if digest == record["digest"] else None
 
 
@@ -242,7 +239,7 @@ def build_ramdisk(debs_dir: Path, out_dir: Path) -> RamdiskFiles:
         kernel, initrd = out_dir / "vmlinuz", out_dir / "initrd.img"
         shutil.copyfile(root / f"boot/vmlinuz-{version}", work / kernel.name)
         write_initramfs(entries, work / initrd.name)
-        digest = _sha256(work / kernel.name, work / initrd.name)
+        digest = _digest(work / kernel.name, work / initrd.name)
         record = {"inputs": inputs, "digest": digest, "kernel": kernel.name,
                   "initrd": initrd.name, "kernel_version": version, "modules": found}  # fmt: skip
         (work / RECORD).write_text(json.dumps(record, indent=2) + "\n")
