@@ -171,6 +171,7 @@ class LabMachine:
 
 # The lab's daemons keep their files in root's 0700 test and state directories.
 DAEMON_USER = "root"
+SITE_PID = "site.pid"  # the site DHCP's pid file, in the lab's workdir
 
 
 def site_dhcp_config(bridge: str, subnet: str, workdir: Path) -> str:
@@ -180,7 +181,7 @@ def site_dhcp_config(bridge: str, subnet: str, workdir: Path) -> str:
     return "\n".join([
         "port=0", f"interface={bridge}", "bind-interfaces", "no-resolv", "no-hosts", "log-dhcp",
         f"dhcp-range={first},{last},{network.netmask},10m",
-        f"dhcp-leasefile={workdir / 'site.leases'}", f"pid-file={workdir / 'site.pid'}",
+        f"dhcp-leasefile={workdir / 'site.leases'}", f"pid-file={workdir / SITE_PID}",
         f"user={DAEMON_USER}",
     ]) + "\n"  # fmt: skip
 
@@ -212,7 +213,8 @@ class MetalLab:
         conf.write_text(site_dhcp_config(self.bridge, self.subnet, self.workdir))
         self.power.start()
         try:
-            self._daemons.append(run_dnsmasq(conf, self.workdir / "site-dhcp.log"))
+            log = self.workdir / "site-dhcp.log"
+            self._daemons.append(run_dnsmasq(conf, log, self.workdir / SITE_PID))
             self._daemons.append(self.bootnet.start())
             self.bmc = SushyEmulator(self.workdir / "bmc", systems, notifier_url=self.power.url)
             self.bmc.start()

@@ -53,6 +53,10 @@ class BootNet:
         return self.workdir / "tftp"
 
     @property
+    def pid_file(self) -> Path:
+        return self.workdir / "dnsmasq.pid"
+
+    @property
     def conf_path(self) -> Path:
         return self.workdir / "dnsmasq.conf"
 
@@ -74,7 +78,7 @@ class BootNet:
             f'pxe-service=tag:ipxe,X86-64_EFI,"aiorch",{chain}',
             "enable-tftp",
             f"tftp-root={self.tftp_root}",
-            f"pid-file={self.workdir / 'dnsmasq.pid'}",
+            f"pid-file={self.pid_file}",
             f"user={self.user}",
         ]
         return "\n".join(lines) + "\n"
@@ -101,18 +105,14 @@ class BootNet:
 
     def start(self) -> subprocess.Popen[bytes]:
         """dnsmasq in the foreground (the caller owns the process), logging to workdir."""
-        return run_dnsmasq(self.prepare(), self.workdir / "dnsmasq.log")
+        return run_dnsmasq(self.prepare(), self.workdir / "dnsmasq.log", self.pid_file)
 
 
-def run_dnsmasq(conf: Path, log: Path, timeout: float = 10) -> subprocess.Popen[bytes]:
-    """dnsmasq with `conf`, in the foreground; returns once it has bound its sockets (its
-    pid file is written after that), or fails with the reason it logged."""
-    pid_file = next(
-        (Path(line[9:]) for line in conf.read_text().splitlines() if line.startswith("pid-file=")),
-        None,
-    )
-    if pid_file is None:
-        raise UserError(f"{conf} names no pid-file")
+def run_dnsmasq(
+    conf: Path, log: Path, pid_file: Path, timeout: float = 10
+) -> subprocess.Popen[bytes]:
+    """dnsmasq with `conf` (which names `pid_file`), in the foreground; returns once it has
+    bound its sockets (it writes the pid file after that), or fails with what it said."""
     pid_file.unlink(missing_ok=True)
     errors = log.with_suffix(".err")
     with errors.open("wb") as err:
