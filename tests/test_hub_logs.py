@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from aiorch.wait import wait_until
 from tests.fixtures_hub import AIORCH, HubProcess, make_enroll_token
 
 pytestmark = pytest.mark.e2e
@@ -33,9 +35,13 @@ def test_every_line_is_json_and_a_request_is_found_by_the_id_it_was_given(
         refused = client.get("/status", headers={"X-Request-ID": "support-case-42"})
     assert refused.status_code == 401
     assert refused.headers["x-request-id"] == "support-case-42"
+
+    def logged() -> list[dict[str, Any]]:  # the hub writes its access line after answering
+        return [r for r in _records(json_hub.log) if r.get("request_id") == "support-case-42"]
+
+    mine = wait_until(logged, timeout=10, what="the request's log line")
     records = _records(json_hub.log)  # json.loads fails the test on any non-JSON line
     assert {"time", "level", "logger", "message"} <= set(records[0])
-    mine = [r for r in records if r.get("request_id") == "support-case-42"]
     assert mine and mine[-1]["status"] == 401 and mine[-1]["path"] == "/api/v1/status"
     assert mine[-1]["level"] == "INFO"
 
