@@ -56,6 +56,11 @@ def _gpu_backend(config: AgentConfig) -> GpuBackend:
         raise ConfigError(str(exc)) from None
 
 
+# Enrollment happens once, by hand or from a playbook, and the hub signs a certificate for it:
+# it may wait longer than a check-in (request_timeout_s) for a busy hub before it gives up.
+ENROLL_TIMEOUT_S = 60.0
+
+
 def enroll(config: AgentConfig, hub_url: str, token: str) -> dict[str, Any]:
     """Trade an enrollment token (with the hub's CA pin), a CSR and this host's facts for the
     agent's own certificate."""
@@ -64,7 +69,8 @@ def enroll(config: AgentConfig, hub_url: str, token: str) -> dict[str, Any]:
         facts = collect_facts(gpus)
     finally:
         gpus.close()
-    answer = enroll_with_pin(config.state_dir, hub_url, token, facts, config.request_timeout_s)
+    timeout_s = max(config.request_timeout_s, ENROLL_TIMEOUT_S)
+    answer = enroll_with_pin(config.state_dir, hub_url, token, facts, timeout_s)
     state = AgentState(config.state_dir)
     state.save_credential(hub_url, answer["agent_id"], answer["site"])
     state.save_facts_hash(facts_hash(facts))

@@ -296,3 +296,22 @@ def test_bad_hub_url_is_one_clear_error(url: str):
     """Plain HTTP is one of them: the agent speaks HTTPS only."""
     with pytest.raises(ConfigError, match="hub URL"):
         HubClient(url, ssl.create_default_context())
+
+
+def test_enrollment_waits_longer_than_a_check_in_for_a_busy_hub(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edge_agent import agent
+
+    waited: list[float] = []
+
+    def refuse(state_dir: Path, hub_url: str, token: str, facts: dict, timeout_s: float) -> dict:
+        waited.append(timeout_s)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(agent, "enroll_with_pin", refuse)
+    for request_timeout_s, want in ((10.0, agent.ENROLL_TIMEOUT_S), (120.0, 120.0)):
+        config = AgentConfig(state_dir=tmp_path, request_timeout_s=request_timeout_s)
+        with pytest.raises(RuntimeError, match="stop here"):
+            agent.enroll(config, "https://127.0.0.1:1", "token")
+        assert waited.pop() == want
