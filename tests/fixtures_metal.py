@@ -32,7 +32,12 @@ class MetalHub(HubProcess):
     listens too, same port). It serves the ramdisk in `ramdisk_dir`; None: no ramdisk."""
 
     def __init__(
-        self, data_dir: Path, address: str = "127.0.0.1", ramdisk_dir: Path | None = None
+        self,
+        data_dir: Path,
+        address: str = "127.0.0.1",
+        ramdisk_dir: Path | None = None,
+        image_dir: Path | None = None,
+        authorized_keys: Path | None = None,
     ) -> None:
         self.boot_url = f"http://{address}:{free_port()}"
         super().__init__(data_dir, serve_args=["--boot-listen", self.boot_url[7:]])
@@ -40,12 +45,17 @@ class MetalHub(HubProcess):
             self.listen = [f"{address}:{self.port}"]
         self.lab_url = f"https://{address}:{self.port}"
         self.ramdisk_dir = ramdisk_dir
+        self.image_dir, self.authorized_keys = image_dir, authorized_keys
 
     def start(self, **kwargs: Any) -> MetalHub:
         with pytest.MonkeyPatch.context() as env:
             if self.ramdisk_dir is not None:
                 env.setenv("AIORCH_METAL_HUB_URL", self.lab_url)
                 env.setenv("AIORCH_METAL_RAMDISK_DIR", str(self.ramdisk_dir))
+            if self.image_dir is not None:
+                env.setenv("AIORCH_METAL_IMAGE_DIR", str(self.image_dir))
+            if self.authorized_keys is not None:
+                env.setenv("AIORCH_METAL_AUTHORIZED_KEYS", str(self.authorized_keys))
             super().start(**kwargs)
         return self
 

@@ -93,6 +93,9 @@ def test_the_lab_vm_passes_the_default_class_and_fails_a_gpu_class() -> None:
         (Action, {"kind": "format_everything"}),
         (WipeParams, {"method": "shred"}),
         (DeployParams, {**load(EXAMPLES / "action-deploy.json")["params"], "sha256": "abc"}),
+        (DeployParams, {**load(EXAMPLES / "action-deploy.json")["params"],
+                        "seed": [{"path": "/etc/../../x", "content": ""}]}),  # fmt: skip
+        (DeployParams, {**load(EXAMPLES / "action-deploy.json")["params"], "root_disk": "/dev/x"}),
         (ActionResult, {"kind": "wipe"}),
     ],
 )

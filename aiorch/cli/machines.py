@@ -98,6 +98,20 @@ def accept(
     _post(ctx, f"/machines/{name}/accept", {"force": force}, output)
 
 
+@machines_app.command("provision")
+def provision(
+    ctx: typer.Context,
+    name: str,
+    image: str = typer.Option(..., help="A root image in the hub's AIORCH_METAL_IMAGE_DIR."),
+    root_disk: str = typer.Option(None, help="The disk to write (default: smallest that fits)."),
+    site: str = typer.Option("default", help="The site the new host's agent enrolls into."),
+    output: Output = OutputOpt,
+) -> None:
+    """Write IMAGE onto a ready machine's disk and boot it; its agent then enrolls."""
+    body = {"image": image, "root_disk": root_disk, "site": site}
+    _post(ctx, f"/machines/{name}/provision", body, output)
+
+
 @machines_app.command("release")
 def release(
     ctx: typer.Context,

@@ -145,6 +145,16 @@ class HubSettings(BaseSettings):
     metal_ramdisk_dir: Path | None = Field(
         None, description="The ramdisk the boot listener serves: vmlinuz, then its initrds by name."
     )
+    metal_image_dir: Path | None = Field(
+        None,
+        description="The root images machines are provisioned with: NAME.img.gz and its"
+        " manifest NAME.json, as `aiorch repo image` writes them.",
+    )
+    metal_authorized_keys: Path | None = Field(
+        None,
+        description="An authorized_keys file: the SSH keys a provisioned machine lets in as root"
+        " (the key site.yml's runs log in with).",
+    )
 
     @field_validator("store_synchronous", mode="before")
     @classmethod

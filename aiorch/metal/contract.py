@@ -104,11 +104,35 @@ class WipeParams(_Model):
     method: Literal["metadata", "secure"] = "metadata"
 
 
+SEED_PATH_RE = re.compile(r"^(/[A-Za-z0-9_.-]+)+$")
+
+
+class SeedFile(_Model):
+    """A file the ramdisk writes onto the new root after the image: the first boot's
+    enrollment token, the agent's configuration, the operator's SSH keys, the host name."""
+
+    path: str = Field(pattern=SEED_PATH_RE.pattern, max_length=256)
+    content: str = Field(max_length=65536)
+    mode: Literal["0600", "0644"] = "0600"
+
+    @field_validator("path")
+    @classmethod
+    def _inside_the_root(cls, value: str) -> str:
+        if any(part in (".", "..") for part in value.split("/")):
+            raise ValueError(f"seed path {value!r} must not climb out of the new root")
+        return value
+
+
 class DeployParams(_Model):
-    image_url: str  # https, on the hub, by sha256
+    """Write the image onto `root_disk`: stream it from `image_url` (the hub, over TLS, with
+    the boot token), check the gzip stream's sha256 while it is written, then write the seed
+    onto partition `root_partition` of the written disk."""
+
+    image_url: str = Field(pattern=r"^https://\S+$")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    root_disk: str  # kernel name of the disk to write
-    seed: dict[str, str]  # first-boot seed files: path on the new root -> content
+    root_disk: str = Field(pattern=r"^[a-z][a-z0-9]{1,31}$")  # kernel name: vda, nvme0n1, sda
+    root_partition: int = Field(1, ge=1, le=128)
+    seed: list[SeedFile] = Field(default_factory=list, max_length=64)
 
 
 class Action(_Model):

@@ -36,6 +36,7 @@ CA_PATH = "etc/aiorch/ca.pem"  # where the init script finds the CA it verifies 
 MODULES = (
     "virtio_pci", "virtio_net", "virtio_blk", "virtio_scsi", "nvme", "ahci", "sd_mod",
     "e1000", "e1000e", "igb", "ixgbe", "i40e", "ice", "bnxt_en", "mlx5_core",
+    "crc32c_generic", "ext4",  # deploy: the seed goes onto the new root's ext4
 )  # fmt: skip
 TOOLS = ("curl", "fio", "hdparm", "jq", "kmod", "lsblk", "nvme", "smartctl", "stress-ng", "wipefs")
 BIN_DIRS = ("usr/sbin", "usr/bin", "sbin", "bin")

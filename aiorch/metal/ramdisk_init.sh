@@ -298,6 +298,78 @@ wipe() {
 		'{kind: $kind, ok: $ok, detail: $detail, disks: $disks[0]}'
 }
 
+part_name() { # DISK N -> the kernel's name of partition N: vda1, sda1, nvme0n1p1
+	case $1 in
+	*[0-9]) echo "${1}p$2" ;;
+	*) echo "$1$2" ;;
+	esac
+}
+
+# stream_image URL DISK: the image, gunzip'd onto DISK while sha256sum reads the gzip stream
+# through a fifo (one pass, no copy in RAM); the stream's sha256 lands in $W/image.sum.
+stream_image() {
+	rm -f $W/image.fifo $W/image.sum
+	mkfifo $W/image.fifo
+	sha256sum <$W/image.fifo >$W/image.sum &
+	summer=$!
+	(
+		set -o pipefail
+		curl -sS -f -K $W/curl.conf --cacert /etc/aiorch/ca.pem --connect-timeout 10 "$1" \
+			2>$W/curl.err | tee $W/image.fifo | gunzip -c 2>$W/gunzip.err |
+			dd of=/dev/$2 bs=1M conv=fsync 2>$W/dd.err
+	)
+	rc=$?
+	wait $summer
+	return $rc
+}
+
+write_seed() { # PATH MODE CONTENT, under /mnt: directories it makes are root's alone
+	(umask 077 && mkdir -p "/mnt${1%/*}" && printf '%s' "$3" >"/mnt$1") && chmod "$2" "/mnt$1"
+}
+
+# Write the image onto the root disk (three tries of the whole stream: a retry inside one
+# would splice two streams), check the stream's sha256, then write the first-boot seed onto
+# its root partition. A disk whose image did not check out has its first MiB zeroed, so
+# that it never boots half an image.
+deploy() {
+	url=$(param image_url) want=$(param sha256) disk=$(param root_disk)
+	part=$(part_name "$disk" "$(param root_partition)")
+	fail() { result deploy false "$*" '{kind: $kind, ok: $ok, detail: $detail}'; }
+	[ -b "/dev/$disk" ] || { fail "no disk $disk on this machine"; return; }
+	read -r t0 _ </proc/uptime
+	for try in 1 2 3; do
+		log "deploy: streaming the image onto $disk (try $try)"
+		stream_image "$url" "$disk" && [ "$(cut -d' ' -f1 $W/image.sum)" = "$want" ] && break
+		why="$(head -c 200 $W/curl.err) $(head -c 200 $W/gunzip.err) $(tail -n 1 $W/dd.err)"
+		[ "$(cut -d' ' -f1 $W/image.sum)" = "$want" ] ||
+			why="$why; the stream's sha256 is $(cut -d' ' -f1 $W/image.sum), not $want"
+		log "deploy: the image did not write: $why"
+		dd if=/dev/zero of=/dev/$disk bs=1M count=1 conv=fsync 2>/dev/null
+		[ $try = 3 ] && { fail "image not written after 3 tries: $why"; return; }
+		sleep $((try * 5))
+	done
+	bytes=$(sed -n 's/^\([0-9]*\) bytes.*/\1/p' $W/dd.err)
+	blockdev --rereadpt /dev/$disk
+	for _ in $(seq 1 100); do [ -b "/dev/$part" ] && break; sleep 0.1; done
+	mkdir -p /mnt
+	mount -t ext4 "/dev/$part" /mnt 2>$W/mount.err ||
+		{ fail "cannot mount $part of the new image: $(head -c 300 $W/mount.err)"; return; }
+	seeds=$(jq -r '.params.seed[] | @sh "write_seed \(.path) \(.mode) \(.content)"' $W/answer)
+	if ! eval "$seeds"; then
+		umount /mnt
+		fail "could not write the seed onto $part"
+		return
+	fi
+	n=$(jq '.params.seed | length' $W/answer)
+	sync
+	umount /mnt
+	read -r t1 _ </proc/uptime
+	result deploy true "wrote ${bytes:-?} bytes to $disk (sha256 of the stream checked) and $n seed files to $part" \
+		--argjson bytes "${bytes:-null}" --arg sha "$want" --arg s "$t0 $t1" \
+		'{kind: $kind, ok: $ok, detail: $detail, measured: {bytes_written: $bytes, sha256: $sha,
+		  seconds: ($s | split(" ") | map(tonumber) | .[1] - .[0] | round)}}'
+}
+
 # ---- the loop ------------------------------------------------------------------------------
 
 main() {
@@ -318,7 +390,7 @@ main() {
 			sleep "$(param seconds)"
 			result wait true "" '{kind: $kind, ok: $ok, detail: $detail}'
 			;;
-		deploy) result deploy false "deploy not built yet" '{kind: $kind, ok: $ok, detail: $detail}' ;;
+		deploy) deploy ;;
 		poweroff) power_off "the hub says so" ;;
 		reboot)
 			sync

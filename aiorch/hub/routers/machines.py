@@ -68,6 +68,12 @@ class Release(BaseModel):
     wipe: Literal["metadata", "secure"] = "metadata"
 
 
+class Provision(BaseModel):
+    image: str = Field(max_length=64)
+    root_disk: str | None = Field(None, max_length=32)
+    site: str = Field("default", max_length=63)
+
+
 class Power(BaseModel):
     action: Literal["on", "off", "cycle"]
 
@@ -126,6 +132,13 @@ def release(name: str, body: Release, ctx: HubContext = Depends(context),
             p: Principal = Depends(_MANAGE)) -> dict:  # fmt: skip
     """Wipe the disks in the ramdisk and make the machine ready again."""
     return machine_actions.release(ctx, name, p.actor, body.wipe)
+
+
+@router.post("/machines/{name}/provision", response_model=MachineDetail)
+def provision(name: str, body: Provision, ctx: HubContext = Depends(context),
+              p: Principal = Depends(_MANAGE)) -> dict:  # fmt: skip
+    """Write a root image in the ramdisk, boot it from the disk; its agent enrolls."""
+    return machine_actions.provision(ctx, name, body.image, p.actor, body.root_disk, body.site)
 
 
 @router.post("/machines/{name}/power", response_model=PowerInfo)

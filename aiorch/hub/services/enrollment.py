@@ -20,7 +20,7 @@ from aiorch.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthori
 from aiorch.hub import credentials
 from aiorch.hub.context import HubContext
 from aiorch.hub.pki.authority import parse_csr
-from aiorch.hub.services import agent_identity, audit, replicas
+from aiorch.hub.services import agent_identity, audit, machines, replicas
 from aiorch.inventory import host_name_problem
 from edge_agent.contract.identity import TOKEN_PIN_SEPARATOR, join_token
 
@@ -34,6 +34,25 @@ def create_token(
     host: str | None = None,
     replace: bool = False,
 ) -> dict[str, Any]:
+    pin = ctx.authority.token_pin  # opening the CA writes: not inside the write below
+    return ctx.store.write(
+        lambda db: create_token_in(db, ctx, pin, site, ttl_s, uses, actor, host, replace)
+    )
+
+
+def create_token_in(
+    db: sqlite_utils.Database,
+    ctx: HubContext,
+    pin: str,
+    site: str,
+    ttl_s: float,
+    uses: int,
+    actor: str,
+    host: str | None = None,
+    replace: bool = False,
+) -> dict[str, Any]:
+    """Mint and store a token inside the caller's write (a provisioned machine's first-boot
+    token is made in the same write that hands it to the ramdisk); `pin` is the CA's."""
     if replace and not host:
         raise InvalidInput("replace needs host: the one host whose agent the token replaces")
     if host is not None and (problem := host_name_problem(host)):
@@ -54,18 +73,13 @@ def create_token(
         "host": host,
         "replace_host": int(replace),
     }
-
-    def op(db: sqlite_utils.Database) -> None:
-        db.table("enrollment_tokens").insert(row)
-        db.execute(
-            "INSERT INTO sites (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING", [site, now]
-        )
-        detail = {"site": site, "ttl_s": ttl_s, "uses": uses, "host": host, "replace": replace}
-        audit.record(db, actor, "enroll_token.create", f"enroll_token:{minted.id}", detail, ts=now)
-
-    ctx.store.write(op)
+    db.table("enrollment_tokens").insert(row)
+    db.execute(
+        "INSERT INTO sites (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING", [site, now]
+    )
+    detail = {"site": site, "ttl_s": ttl_s, "uses": uses, "host": host, "replace": replace}
+    audit.record(db, actor, "enroll_token.create", f"enroll_token:{minted.id}", detail, ts=now)
     public = {k: v for k, v in row.items() if k not in ("secret_hash", "replace_host")}
-    pin = ctx.authority.token_pin
     joined = join_token(minted.token, pin)
     return {**public, "replace": replace, "token": joined, "secret": minted.token, "ca_pin": pin}
 
@@ -80,19 +94,24 @@ def list_tokens(ctx: HubContext) -> list[dict[str, Any]]:
 
 
 def revoke_token(ctx: HubContext, token_id: str, actor: str) -> None:
-    now = ctx.clock()
-
     def op(db: sqlite_utils.Database) -> None:
-        cur = db.execute(
-            "UPDATE enrollment_tokens SET status = 'revoked', revoked_at = ? "
-            "WHERE id = ? AND status != 'revoked'",
-            [now, token_id],
-        )
-        if cur.rowcount == 0:
+        if not revoke_token_in(db, ctx, token_id, actor):
             raise NotFound(f"no enrollment token with id {token_id} to revoke")
-        audit.record(db, actor, "enroll_token.revoke", f"enroll_token:{token_id}", ts=now)
 
     ctx.store.write(op)
+
+
+def revoke_token_in(db: sqlite_utils.Database, ctx: HubContext, token_id: str, actor: str) -> bool:
+    """Revoke inside the caller's write; False when there was no live token of that id."""
+    now = ctx.clock()
+    cur = db.execute(
+        "UPDATE enrollment_tokens SET status = 'revoked', revoked_at = ? "
+        "WHERE id = ? AND status != 'revoked'",
+        [now, token_id],
+    )
+    if cur.rowcount:
+        audit.record(db, actor, "enroll_token.revoke", f"enroll_token:{token_id}", ts=now)
+    return bool(cur.rowcount)
 
 
 def expire_tokens(ctx: HubContext) -> int:
@@ -240,6 +259,7 @@ def enroll(
         if previous and placed:
             # The new agent's desired state: the host's replicas, as the old one had.
             replicas.publish(ctx, db, {hostname}, actor)
+        machines.agent_enrolled(db, ctx, hostname, row["id"], actor)
         return {"site": site, "host": hostname}
 
     result = ctx.store.write(op)

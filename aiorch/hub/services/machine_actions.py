@@ -15,7 +15,7 @@ import sqlite_utils
 
 from aiorch.errors import AiorchError, Conflict, InvalidInput
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import audit, machines
+from aiorch.hub.services import audit, machine_deploy, machines
 from aiorch.metal.bmc import PowerAction
 from aiorch.metal.lifecycle import Event, State
 
@@ -78,6 +78,20 @@ def release(ctx: HubContext, name: str, actor: str, wipe: WipeMethod) -> dict[st
     if machine["state"] == State.SERVING:
         raise Conflict(f"machine {name} is serving: retire its host first (aiorch hosts retire)")
     _network_boot(ctx, name, Event.RELEASE, actor, wipe={"method": wipe, "requested_by": actor})
+    return machines.show(ctx, name)
+
+
+def provision(
+    ctx: HubContext, name: str, image: str, actor: str, root_disk: str | None = None,
+    site: str = "default",
+) -> dict[str, Any]:  # fmt: skip
+    """Write `image` onto the machine's disk in the ramdisk, with its first-boot seed; the
+    machine then boots from that disk and its agent enrolls (a READY machine only)."""
+    machine = machines.row(ctx.store.read(), name)
+    if machine["state"] != State.READY:
+        raise Conflict(f"machine {name} is {machine['state']}: only a ready machine is provisioned")
+    record = machine_deploy.provision_record(ctx, machine, image, root_disk, site, actor)
+    _network_boot(ctx, name, Event.PROVISION, actor, image=record)
     return machines.show(ctx, name)
 
 

@@ -14,7 +14,7 @@ import sqlite_utils
 
 from aiorch.errors import Forbidden, Unauthorized
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import machines
+from aiorch.hub.services import machine_deploy, machines
 from aiorch.metal.contract import Action, ActionResult, Inventory, WipeParams
 from aiorch.metal.lifecycle import Event, State
 from aiorch.metal.profile import verdict
@@ -37,7 +37,7 @@ def machine_for(ctx: HubContext, authorization: str | None) -> dict[str, Any]:
     return rows[0]
 
 
-def _next_for(ctx: HubContext, db: sqlite_utils.Database, name: str) -> Action:
+def _next_for(ctx: HubContext, db: sqlite_utils.Database, name: str, pin: str) -> Action:
     """What a ramdisk freshly booted on this machine does in its current state."""
     machine = machines.row(db, name)
     state = State(machine["state"])
@@ -47,6 +47,8 @@ def _next_for(ctx: HubContext, db: sqlite_utils.Database, name: str) -> Action:
     if state is State.RELEASING:
         method = (machines.decode_wipe(machine) or {}).get("method", "metadata")
         return Action(kind="wipe", params=WipeParams(method=method).model_dump())
+    if state is State.PROVISIONING:
+        return machine_deploy.deploy_action(ctx, db, machine, pin)
     return POWEROFF
 
 
@@ -55,6 +57,7 @@ def inventory(ctx: HubContext, machine: dict[str, Any], body: Inventory) -> Acti
     if body.boot_mac != machine["mac"]:
         raise Forbidden(f"this boot token belongs to machine {name}, not to MAC {body.boot_mac}")
     record = body.model_dump(by_alias=True)
+    pin = ctx.authority.token_pin  # for a deploy's first-boot token (opening the CA writes)
 
     def op(db: sqlite_utils.Database) -> Action:
         state = State(machines.row(db, name)["state"])
@@ -63,13 +66,14 @@ def inventory(ctx: HubContext, machine: dict[str, Any], body: Inventory) -> Acti
             machines.transition(db, ctx, name, Event.BURN_IN, "hub")
         elif state is not State.INSPECTED:
             db.table("machines").update(name, {"inventory": machines.dumps(record)})
-        return _next_for(ctx, db, name)
+        return _next_for(ctx, db, name, pin)
 
     return ctx.store.write(op)
 
 
 def result(ctx: HubContext, machine: dict[str, Any], body: ActionResult) -> Action:
     name = machine["name"]
+    pin = ctx.authority.token_pin
 
     def op(db: sqlite_utils.Database) -> Action:
         machine = machines.row(db, name)
@@ -94,6 +98,8 @@ def result(ctx: HubContext, machine: dict[str, Any], body: ActionResult) -> Acti
                 reason = f"wipe failed: {body.detail or 'a disk did not wipe'}"
                 machines.transition(db, ctx, name, Event.FAIL, "ramdisk", reason=reason, wipe=wipe)
             return POWEROFF
-        return _next_for(ctx, db, name)
+        if body.kind == "deploy" and state is State.PROVISIONING:
+            return machine_deploy.deployed(ctx, db, name, body)
+        return _next_for(ctx, db, name, pin)
 
     return ctx.store.write(op)
