@@ -4,6 +4,7 @@ contract.py accepts. The booted ramdisk is tested in test_ramdisk_lab.py."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from aiorch.metal.contract import ActionResult, Inventory
+from aiorch.metal.contract import ActionResult, DeployParams, Inventory
 
 INIT = Path(__file__).resolve().parents[1] / "aiorch" / "metal" / "ramdisk_init.sh"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "metal"
 MAC = "b8:3f:d2:10:20:30"
 IB_ADDRESS = "00:00:10:29:fe:80:00:00:00:00:00:00:a0:88:c2:03:00:11:22:33"
 CPU = "processor\t: {}\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n\n"
@@ -94,8 +96,8 @@ def test_the_inventory_of_a_gpu_server_is_what_the_contract_accepts(tmp_path):
             {"kind": "wait", "ok": True},
         ),
         (
-            "result deploy false 'deploy not built yet' '{kind: $kind, ok: $ok, detail: $detail}'",
-            {"kind": "deploy", "ok": False, "detail": "deploy not built yet"},
+            "result deploy false 'no disk sdz' '{kind: $kind, ok: $ok, detail: $detail}'",
+            {"kind": "deploy", "ok": False, "detail": "no disk sdz"},
         ),
     ],
 )
@@ -122,3 +124,32 @@ def test_the_cmdline_token_goes_to_a_private_curl_config_only(tmp_path):
     conf = tmp_path / "curl.conf"
     assert conf.read_text() == f'header = "Authorization: Bearer {token}"\n'
     assert conf.stat().st_mode & 0o077 == 0
+
+
+def test_partition_names_follow_the_kernel(tmp_path):
+    out = run_init(tmp_path, "for d in vda sda nvme0n1 mmcblk0; do part_name $d 1; done")
+    assert out.split() == ["vda1", "sda1", "nvme0n1p1", "mmcblk0p1"]
+
+
+def test_the_seed_is_written_byte_for_byte_and_never_run(tmp_path):
+    hostile = 'x\'$(touch PWNED)`touch PWNED2`"; echo "$HOME\n'
+    seed = [
+        {"path": "/etc/hostname", "content": "node7\n", "mode": "0644"},
+        {"path": "/etc/aiorch/seed/enroll-token", "content": hostile, "mode": "0600"},
+        {"path": "/root/.ssh/authorized_keys", "content": "ssh-ed25519 AAAA ops\n", "mode": "0600"},
+    ]
+    example = json.loads((EXAMPLES / "action-deploy.json").read_text())
+    action = {"kind": "deploy", "params": {**example["params"], "seed": seed}}
+    DeployParams.model_validate(action["params"])
+    (tmp_path / "answer").write_text(json.dumps(action))
+    run_init(tmp_path, "cd $W && write_seeds")
+    root = tmp_path / "root"
+    assert (root / "etc/aiorch/seed/enroll-token").read_text() == hostile
+    assert (root / "etc/hostname").read_text() == "node7\n"
+    assert not list(tmp_path.glob("PWNED*"))
+    modes = {p: oct((root / p).stat().st_mode & 0o777) for p in
+             ("etc/hostname", "etc/aiorch/seed/enroll-token", "root/.ssh/authorized_keys",
+              "root/.ssh", "etc/aiorch/seed")}  # fmt: skip
+    assert modes == {"etc/hostname": "0o644", "etc/aiorch/seed/enroll-token": "0o600",
+                     "root/.ssh/authorized_keys": "0o600", "root/.ssh": "0o700",
+                     "etc/aiorch/seed": "0o700"}  # fmt: skip

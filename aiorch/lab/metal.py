@@ -54,13 +54,18 @@ def raw_disks(workdir: Path, count: int, size_mib: int) -> list[Path]:
     return paths
 
 
-def qemu_argv(serial: str, disks: list[Path], console: Path, memory_mib: int = 1024) -> list[str]:
+def qemu_argv(
+    serial: str, disks: list[Path], console: Path, memory_mib: int = 1024, reboots: bool = False
+) -> list[str]:
     """A lab machine without its network: QEMU TCG, one vCPU, the console on a file, an SMBIOS
-    serial, and `disks` attached as virtio, NVMe and SATA (serials SERIAL-D0, -D1, ...)."""
+    serial, and `disks` attached as virtio, NVMe and SATA (serials SERIAL-D0, -D1, ...). A
+    guest's reboot ends QEMU unless `reboots` (a server rebooting stays on, and boots again)."""
     argv = ["qemu-system-x86_64", "-accel", "tcg", "-m", str(memory_mib), "-smp", "1",
-            "-display", "none", "-monitor", "none", "-no-reboot", "-serial", f"file:{console}",
+            "-display", "none", "-monitor", "none", "-serial", f"file:{console}",
             "-smbios", f"type=1,manufacturer=aiorch-lab,product=qemu-tcg,serial={serial}",
     ]  # fmt: skip
+    if not reboots:
+        argv.append("-no-reboot")
     if len(disks) > len(_DISK_DEVICES):
         raise UserError(f"a lab machine takes at most {len(_DISK_DEVICES)} disks")
     if len(disks) > 2:
@@ -111,7 +116,7 @@ class LabMachine:
 
     def argv(self) -> list[str]:
         rom = "" if self.pxe else ",romfile="  # QEMU's default NIC ROM is Debian's iPXE
-        return [*qemu_argv(self.serial, self.disks, self.console, self.memory_mib),
+        return [*qemu_argv(self.serial, self.disks, self.console, self.memory_mib, reboots=True),
                 "-boot", "order=nc",
                 "-netdev", f"tap,id=n0,ifname={self.tap},script=no,downscript=no",
                 "-device", f"virtio-net-pci,netdev=n0,mac={self.mac}{rom}"]  # fmt: skip

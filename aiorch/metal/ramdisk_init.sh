@@ -323,8 +323,16 @@ stream_image() {
 	return $rc
 }
 
-write_seed() { # PATH MODE CONTENT, under /mnt: directories it makes are root's alone
-	(umask 077 && mkdir -p "/mnt${1%/*}" && printf '%s' "$3" >"/mnt$1") && chmod "$2" "/mnt$1"
+write_seed() { # PATH MODE CONTENT, under $W/root: directories it makes are root's alone
+	(umask 077 && mkdir -p "$W/root${1%/*}" && printf '%s' "$3" >"$W/root$1") &&
+		chmod "$2" "$W/root$1"
+}
+
+# Every seed file of the deploy action in $W/answer onto the root mounted at $W/root. jq
+# quotes each value for the shell (@sh), so no content is ever run.
+write_seeds() {
+	seeds=$(jq -r '.params.seed[] | @sh "write_seed \(.path) \(.mode) \(.content)"' $W/answer) &&
+		eval "$seeds"
 }
 
 # Write the image onto the root disk (three tries of the whole stream: a retry inside one
@@ -351,18 +359,17 @@ deploy() {
 	bytes=$(sed -n 's/^\([0-9]*\) bytes.*/\1/p' $W/dd.err)
 	blockdev --rereadpt /dev/$disk
 	for _ in $(seq 1 100); do [ -b "/dev/$part" ] && break; sleep 0.1; done
-	mkdir -p /mnt
-	mount -t ext4 "/dev/$part" /mnt 2>$W/mount.err ||
+	mkdir -p $W/root
+	mount -t ext4 "/dev/$part" $W/root 2>$W/mount.err ||
 		{ fail "cannot mount $part of the new image: $(head -c 300 $W/mount.err)"; return; }
-	seeds=$(jq -r '.params.seed[] | @sh "write_seed \(.path) \(.mode) \(.content)"' $W/answer)
-	if ! eval "$seeds"; then
-		umount /mnt
+	if ! write_seeds; then
+		umount $W/root
 		fail "could not write the seed onto $part"
 		return
 	fi
 	n=$(jq '.params.seed | length' $W/answer)
 	sync
-	umount /mnt
+	umount $W/root
 	read -r t1 _ </proc/uptime
 	result deploy true "wrote ${bytes:-?} bytes to $disk (sha256 of the stream checked) and $n seed files to $part" \
 		--argjson bytes "${bytes:-null}" --arg sha "$want" --arg s "$t0 $t1" \
