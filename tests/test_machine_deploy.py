@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import re
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from aiorch.lab.bmc_emulators import SushyEmulator
 from aiorch.metal.contract import Action, DeployParams
 from aiorch.metal.image_record import SEED_AUTHORIZED_KEYS, SEED_ENROLL_TOKEN, SEED_HOSTNAME
 from aiorch.wait import wait_until
-from tests.fixtures_hub import enroll_agent, enroll_request
+from tests.fixtures_hub import enroll_request
 from tests.fixtures_machines import boot_token, enroll, inventory, mac
 from tests.fixtures_metal import MetalHub
 
@@ -116,13 +117,25 @@ def test_a_provisioned_machine_writes_its_image_boots_its_disk_and_becomes_a_hos
     _, stale = enroll_request(seed_of(first)[SEED_ENROLL_TOKEN], "metal1")
     with deploy_hub.client() as anonymous:
         assert anonymous.post("/enroll", json=stale).status_code == 401
-    enroll_agent(deploy_hub, seed[SEED_ENROLL_TOKEN], "metal1")
-    online = deploy_hub.show("metal1")
-    assert online["state"] == "configuring" and online["host"] == "metal1"
-    moves = [e["event"] for e in online["events"]]
-    assert moves[-3:] == ["provision", "deployed", "agent_online"]
-    hosts = {h["name"]: h for h in deploy_hub.cli_json("hosts", "list")}
-    assert "metal1" in hosts
+    # The new OS's agent: its boot NIC has an address where no SSH answers (loopback).
+    _, body = enroll_request(seed[SEED_ENROLL_TOKEN], "metal1")
+    nic = {"name": "ens3", "mac": mac(1), "addresses": [
+        {"family": "ipv6", "address": "fe80::1", "prefixlen": 64},
+        {"family": "ipv4", "address": "127.0.0.9", "prefixlen": 8}]}  # fmt: skip
+    body["facts"]["network_interfaces"] = [nic]
+    with deploy_hub.client() as anonymous:
+        assert anonymous.post("/enroll", json=body).status_code == 201
+    host = deploy_hub.cli_json("hosts", "show", "metal1")
+    assert host["vars"] == {"ansible_host": "127.0.0.9", "ansible_user": "root",
+                            "aiorch_edge_agent_hub_url": deploy_hub.lab_url}  # fmt: skip
+    # site.yml runs on the new host through the normal run path; unreachable, it fails the step.
+    wait_until(lambda: deploy_hub.show("metal1")["state"] != "configuring", timeout=120,
+               what="the configure run ending")  # fmt: skip
+    failed = deploy_hub.show("metal1")
+    assert failed["state"] == "failed_configuring" and failed["host"] == "metal1"
+    assert re.fullmatch(r"site\.yml run r[0-9a-f]{12} failed", failed["reason"]), failed["reason"]
+    moves = [e["event"] for e in failed["events"]]
+    assert moves[-4:] == ["provision", "deployed", "agent_online", "fail"]
 
 
 def test_a_deploy_the_ramdisk_could_not_write_fails_provisioning_with_its_words(

@@ -150,6 +150,11 @@ class HubSettings(BaseSettings):
         description="The root images machines are provisioned with: NAME.img.gz and its"
         " manifest NAME.json, as `aiorch repo image` writes them.",
     )
+    metal_configure_playbook: str = Field(
+        "site.yml",
+        description="The playbook a provisioned machine's first run is, once its agent enrolled:"
+        " it is serving when that run succeeds.",
+    )
     metal_authorized_keys: Path | None = Field(
         None,
         description="An authorized_keys file: the SSH keys a provisioned machine lets in as root"

@@ -20,7 +20,7 @@ from aiorch.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthori
 from aiorch.hub import credentials
 from aiorch.hub.context import HubContext
 from aiorch.hub.pki.authority import parse_csr
-from aiorch.hub.services import agent_identity, audit, machines, replicas
+from aiorch.hub.services import agent_identity, audit, machine_configure, replicas
 from aiorch.inventory import host_name_problem
 from edge_agent.contract.identity import TOKEN_PIN_SEPARATOR, join_token
 
@@ -259,9 +259,11 @@ def enroll(
         if previous and placed:
             # The new agent's desired state: the host's replicas, as the old one had.
             replicas.publish(ctx, db, {hostname}, actor)
-        machines.agent_enrolled(db, ctx, hostname, row["id"], actor)
-        return {"site": site, "host": hostname}
+        configure = machine_configure.agent_enrolled(db, ctx, hostname, row["id"], actor, facts)
+        return {"site": site, "host": hostname, "configure": configure}
 
     result = ctx.store.write(op)
+    if result.pop("configure"):
+        machine_configure.start(ctx, hostname)
     answer = agent_identity.issued_answer(ctx, agent_id, issued)
     return {**result, **answer, "poll_interval_s": ctx.settings.poll_interval_s}

@@ -247,17 +247,6 @@ def transition(
     return target
 
 
-def agent_enrolled(
-    db: sqlite_utils.Database, ctx: HubContext, host: str, token_id: str, actor: str
-) -> None:
-    """A provisioned machine whose first-boot token just enrolled an agent is online: it
-    becomes that host (inside the enrollment's write), and configuring starts."""
-    rows = list(db.query("SELECT * FROM machines WHERE name = ? AND state = ?",
-                         [host, State.PROVISIONED.value]))  # fmt: skip
-    if rows and (json.loads(rows[0]["image"] or "{}")).get("enroll_token") == token_id:
-        transition(db, ctx, host, Event.AGENT_ONLINE, actor, host=host)
-
-
 def expire_deadlines(ctx: HubContext) -> str | None:
     """The deadline pass: a machine past its waiting state's timeout moves to that step's
     failed state with the reason, and is powered off (so it stops PXE-looping)."""

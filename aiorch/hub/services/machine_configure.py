@@ -1,0 +1,97 @@
+"""A provisioned machine's last step: once the agent in its new OS enrolled with the seed's
+token, it is an inventory host reached at the address its boot NIC has now, and the site's
+playbook (site.yml by default) runs on it through the normal run path. The machine is
+serving when that run succeeds, and failed_configuring, with the run named, when it does not.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from functools import partial
+from typing import Any
+
+import sqlite_utils
+
+from aiorch.errors import AiorchError
+from aiorch.hub.context import HubContext
+from aiorch.hub.services import machines, runs
+from aiorch.metal.lifecycle import Event, State
+
+log = logging.getLogger("aiorch.hub.machines")
+ACTOR = "hub"
+
+
+def boot_address(facts: dict[str, Any], mac: str) -> str | None:
+    """The first IPv4 address of the NIC with the machine's boot MAC, from the agent's facts."""
+    for nic in facts.get("network_interfaces") or []:
+        if isinstance(nic, dict) and str(nic.get("mac", "")).lower() == mac:
+            for address in nic.get("addresses") or []:
+                if isinstance(address, dict) and address.get("family") == "ipv4":
+                    return str(address["address"])
+    return None
+
+
+def connection_vars(ctx: HubContext, machine: dict[str, Any], facts: dict[str, Any]) -> dict:
+    """How Ansible reaches the new host: root (the seed's authorized keys) at its boot NIC's
+    address, and the hub for its agent role, as the machine saw the hub while it booted."""
+    found: dict[str, Any] = {"ansible_user": "root"}
+    if address := boot_address(facts, machine["mac"]):
+        found["ansible_host"] = address
+    if ctx.settings.metal_hub_url:
+        found["aiorch_edge_agent_hub_url"] = ctx.settings.metal_hub_url
+    return found
+
+
+def host_vars_in(
+    db: sqlite_utils.Database, ctx: HubContext, machine: dict[str, Any], facts: dict[str, Any]
+) -> None:
+    """Inside the enrollment's write: the host's vars get the connection (its own win)."""
+    row = db.execute("SELECT vars FROM hosts WHERE name = ?", [machine["name"]]).fetchone()
+    stored = json.loads(row[0]) if row and row[0] else {}
+    merged = {**connection_vars(ctx, machine, facts), **stored}
+    db.execute("UPDATE hosts SET vars = ? WHERE name = ?",
+               [json.dumps(merged, sort_keys=True), machine["name"]])  # fmt: skip
+
+
+def agent_enrolled(
+    db: sqlite_utils.Database, ctx: HubContext, host: str, token_id: str, actor: str,
+    facts: dict[str, Any],
+) -> bool:  # fmt: skip
+    """Inside the enrollment's write: a provisioned machine whose first-boot token enrolled
+    this agent becomes that host, reachable, and configuring (True: call `start` after)."""
+    rows = list(db.query("SELECT * FROM machines WHERE name = ? AND state = ?",
+                         [host, State.PROVISIONED.value]))  # fmt: skip
+    if not rows or json.loads(rows[0]["image"] or "{}").get("enroll_token") != token_id:
+        return False
+    host_vars_in(db, ctx, rows[0], facts)
+    machines.transition(db, ctx, host, Event.AGENT_ONLINE, actor, host=host)
+    return True
+
+
+def start(ctx: HubContext, name: str) -> None:
+    """Run the configure playbook on the machine's host; a run that cannot start fails the
+    step at once, with the reason."""
+    req = runs.RunRequest(playbook=ctx.settings.metal_configure_playbook, limit=name)
+    try:
+        run = runs.start_run(ctx, req, ACTOR, on_finish=partial(_finished, ctx, name))
+    except AiorchError as exc:
+        reason = f"{req.playbook} could not start: {exc}"
+        ctx.store.write(lambda db: _fail(db, ctx, name, reason))
+        return
+    log.info("machine %s: configuring with %s (run %s)", name, req.playbook, run["id"])
+
+
+def _fail(db: sqlite_utils.Database, ctx: HubContext, name: str, reason: str) -> None:
+    machines.transition(db, ctx, name, Event.FAIL, ACTOR, expect=State.CONFIGURING, reason=reason)
+
+
+def _finished(ctx: HubContext, name: str, db: sqlite_utils.Database, run: dict[str, Any]) -> str:
+    state = machines.row(db, name)["state"]
+    if state != State.CONFIGURING:
+        return f"machine {name} is {state} now: left as it is"
+    if run["status"] == "successful":
+        machines.transition(db, ctx, name, Event.CONFIGURED, ACTOR)
+        return f"machine {name} is serving"
+    _fail(db, ctx, name, f"{run['playbook']} run {run['id']} {run['status']}")
+    return f"machine {name} failed configuring"
