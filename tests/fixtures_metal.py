@@ -9,18 +9,22 @@ the tests that take them are lab tests (tests/tiers.py marks them by that fixtur
 from __future__ import annotations
 
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from aiorch.hub.process import free_port
 from aiorch.lab import Lab
 from aiorch.lab.metal import MetalLab
+from aiorch.metal.image_record import ImageManifest
 from aiorch.metal.ramdisk import with_ca
 from tests.fixtures_hub import HubProcess
+from tests.fixtures_image import cached_image
 from tests.fixtures_ramdisk import cached_ramdisk
 
 # The lab's machines, by name: their NICs' MACs (the BMC knows them; enrollment names them).
@@ -80,13 +84,42 @@ class MetalHub(HubProcess):
         return dict(self.cli_json("machines", "show", name))
 
 
+DISK_MIB = {"pxe1": 2048}  # the machine that is provisioned: its disks hold the root image
+SITE = "lab-metal"  # the site provisioned machines enroll into
+
+
 @pytest.fixture(scope="module")
 def metal_hub(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MetalHub]:
+    """The hub on the lab gateway, with its boot listener, the ramdisk, the root images, and
+    the SSH key its runs log into provisioned machines with (the site group's vars say so)."""
     work = tmp_path_factory.mktemp("metal-hub")
-    (work / "ramdisk").mkdir()
-    hub = MetalHub(work / "hub", lab.gateway, work / "ramdisk").start()
+    for sub in ("ramdisk", "images"):
+        (work / sub).mkdir()
+    key = work / "ssh" / "id_ed25519"
+    key.parent.mkdir(mode=0o700)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "aiorch-lab-metal",
+                    "-f", str(key)], check=True)  # fmt: skip
+    hub = MetalHub(work / "hub", lab.gateway, work / "ramdisk", image_dir=work / "images",
+                   authorized_keys=key.with_suffix(".pub")).start()  # fmt: skip
+    ssh_args = (f"-o UserKnownHostsFile={work / 'ssh' / 'known_hosts'} "
+                "-o StrictHostKeyChecking=accept-new -o IdentitiesOnly=yes")  # fmt: skip
+    site_vars = {"ansible_ssh_private_key_file": str(key), "ansible_ssh_common_args": ssh_args,
+                 "ansible_python_interpreter": "/usr/bin/python3"}  # fmt: skip
+    inventory = work / "site.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"children": {SITE: {"vars": site_vars}}}}))
+    hub.cli("inventory", "import", str(inventory))
     yield hub
     hub.stop()
+
+
+@pytest.fixture(scope="module")
+def metal_image(metal_hub: MetalHub) -> ImageManifest:
+    """The real root image (built from the site repository, cached) where the hub serves it."""
+    files = cached_image()
+    assert metal_hub.image_dir is not None
+    for source in (files.image, files.manifest):
+        (metal_hub.image_dir / source.name).symlink_to(source)
+    return ImageManifest.model_validate_json(files.manifest.read_bytes())
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +141,8 @@ def metal(
     lab: Lab, metal_hub: MetalHub, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[MetalLab]:
     machines = MetalLab(lab.bridge, lab.subnet, metal_hub.boot_url, tmp_path_factory.mktemp("m"))
-    systems = [machines.add(name, mac, pxe=name != "dark") for name, mac in MACHINES.items()]
+    systems = [machines.add(name, mac, pxe=name != "dark", disk_mib=DISK_MIB.get(name, 64))
+               for name, mac in MACHINES.items()]  # fmt: skip
     machines.start(systems)
     yield machines
     machines.stop()

@@ -34,7 +34,7 @@ def write_image(directory: Path, name: str, raw_size: int, payload: bytes) -> st
     (directory / f"{name}.img.gz").write_bytes(data)
     digest = hashlib.sha256(data).hexdigest()
     manifest = {"sha256": digest, "raw_size_bytes": raw_size, "root_partition": 1,
-                "kernel": "6.1.0-simulated", "packages": {"udev": "252"}}  # fmt: skip
+                "kernel_version": "6.1.0-simulated", "packages": {"udev": "252"}}  # fmt: skip
     (directory / f"{name}.json").write_text(json.dumps(manifest))
     return digest
 
@@ -136,6 +136,18 @@ def test_a_provisioned_machine_writes_its_image_boots_its_disk_and_becomes_a_hos
     assert re.fullmatch(r"site\.yml run r[0-9a-f]{12} failed", failed["reason"]), failed["reason"]
     moves = [e["event"] for e in failed["events"]]
     assert moves[-4:] == ["provision", "deployed", "agent_online", "fail"]
+    # Retiring the machine's host goes on through release: the ramdisk wipes, then ready.
+    deploy_hub.cli("hosts", "retire", "metal1", "--force")
+    wait_until(lambda: deploy_hub.show("metal1")["state"] == "releasing", timeout=60,
+               what="the release pass")  # fmt: skip
+    with deploy_hub.client(boot_token(deploy_hub, "metal1")) as ramdisk:
+        wipe = ramdisk.post("/ramdisk/inventory", json=inventory(1)).json()
+        assert wipe == {"kind": "wipe", "params": {"method": "metadata"}}
+        disks = [{"name": "vda", "serial": "D1", "method": "metadata", "ok": True}]
+        ramdisk.post("/ramdisk/result", json={"kind": "wipe", "ok": True, "disks": disks})
+    released = deploy_hub.show("metal1")
+    assert released["state"] == "ready"
+    assert released["wipe"]["requested_by"] == "hub: its host was retired"
 
 
 def test_a_deploy_the_ramdisk_could_not_write_fails_provisioning_with_its_words(

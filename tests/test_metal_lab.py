@@ -10,8 +10,9 @@ from typing import Any
 
 from aiorch.lab.metal import MIB, MetalLab
 from aiorch.metal.contract import Inventory
+from aiorch.metal.image_record import ImageManifest
 from aiorch.wait import wait_until
-from tests.fixtures_metal import MetalHub
+from tests.fixtures_metal import DISK_MIB, SITE, MetalHub
 
 
 def test_a_machine_that_never_network_boots_times_out_into_failed_inspecting(
@@ -40,6 +41,7 @@ def test_a_machine_that_never_network_boots_times_out_into_failed_inspecting(
 SHORT = "burn_in: {cpu_seconds: 3, disk_seconds: 2, disk_size_mib: 16}\n"
 STRICT = SHORT.replace("}", ", min_cpus: 64}")
 PATTERN = b"\xa5" * MIB
+IMAGE = "aiorch-root"  # the image's name in the hub's image directory (aiorch repo image)
 
 
 def _wait_state(hub: MetalHub, name: str, want: str, timeout: float) -> dict[str, Any]:
@@ -53,11 +55,13 @@ def _wait_state(hub: MetalHub, name: str, want: str, timeout: float) -> dict[str
     return hub.show(name)
 
 
-def test_pxe_inspect_burn_in_accept_release_wipe_ready(
-    metal_hub: MetalHub, metal: MetalLab, metal_ramdisk: Path
+def test_pxe_inspect_burn_in_accept_provision_configure_release_wipe_ready(
+    metal_hub: MetalHub, metal: MetalLab, metal_ramdisk: Path, metal_image: ImageManifest
 ) -> None:
     """The issue's cycle through the CLI: the BMC powers the VM on, iPXE gets the hub's script
-    over proxy-DHCP, the ramdisk posts inventory and burns in; release wipes, checked on disk."""
+    over proxy-DHCP, the ramdisk posts inventory and burns in; provisioning writes the root
+    image, the VM boots it from its disk and its agent enrolls, site.yml runs on it; release
+    wipes, checked on the disk files."""
     timings: dict[str, float] = {}
     metal_hub.class_set("lab-short", SHORT)
     metal_hub.enroll(metal, "pxe1", "lab-short")
@@ -70,15 +74,32 @@ def test_pxe_inspect_burn_in_accept_release_wipe_ready(
     inventory = Inventory.model_validate(machine["inventory"])
     assert inventory.system.serial == vm.serial and inventory.boot_mac == vm.mac, console[-3000:]
     sizes = {d.name: (d.size_bytes, d.serial) for d in inventory.disks}
-    assert sizes == {"vda": (64 * MIB, f"{vm.serial}-D0"), "nvme0n1": (64 * MIB, f"{vm.serial}-D1")}
+    disk = DISK_MIB["pxe1"] * MIB
+    assert sizes == {"vda": (disk, f"{vm.serial}-D0"), "nvme0n1": (disk, f"{vm.serial}-D1")}
     assert machine["burn_in"]["measured"]["cpu_bogo_ops_per_s"] > 0
     assert machine["simulated"] == "sushy-tools fake"  # the BMC; the machine is a QEMU VM
     wait_until(lambda: metal.powered_off("pxe1"), timeout=60, what="the ramdisk's power-off")
 
     metal_hub.cli("machines", "accept", "pxe1")
-    for disk in vm.disks:  # something for the wipe to remove, at both ends
-        with disk.open("r+b") as f:
-            f.write(PATTERN)
+    started = time.monotonic()
+    metal_hub.cli("machines", "provision", "pxe1", "--image", IMAGE, "--site", SITE)
+    machine = _wait_state(metal_hub, "pxe1", "provisioned", timeout=600)
+    timings["provision (image written)"] = time.monotonic() - started
+    deploy = machine["image"]["deploy"]
+    assert deploy["ok"] and deploy["measured"]["sha256"] == metal_image.sha256, deploy
+    assert deploy["measured"]["bytes_written"] == metal_image.raw_size_bytes
+    started = time.monotonic()
+    machine = _wait_state(metal_hub, "pxe1", "configuring", timeout=600)
+    timings["boot from disk + agent enrolled"] = time.monotonic() - started
+    assert machine["host"] == "pxe1" and vm.is_on
+    host = metal_hub.cli_json("hosts", "show", "pxe1")
+    assert host["site"] == SITE and host["vars"]["ansible_user"] == "root"
+    started = time.monotonic()
+    machine = _wait_state(metal_hub, "pxe1", "serving", timeout=1500)
+    timings["site.yml"] = time.monotonic() - started
+
+    for path in vm.disks:  # something for the wipe to remove, at both ends
+        with path.open("r+b") as f:
             f.seek(-MIB, 2)
             f.write(PATTERN)
     started = time.monotonic()
@@ -91,14 +112,12 @@ def test_pxe_inspect_burn_in_accept_release_wipe_ready(
         "nvme0n1": (True, "metadata", f"{vm.serial}-D1"),
     }
     wait_until(lambda: metal.powered_off("pxe1"), timeout=60, what="off after the wipe")
-    for disk in vm.disks:
-        with disk.open("rb") as f:
+    for path in vm.disks:
+        with path.open("rb") as f:
             first = f.read(MIB)
             f.seek(-MIB, 2)
             last = f.read(MIB)
-        assert first == bytes(MIB) and last == bytes(MIB), disk
-    # At least the two network boots; the fake BMC's late-applied resets may add restarts.
-    assert vm.boots >= 2
+        assert first == bytes(MIB) and last == bytes(MIB), path
     print("\nlab machine cycle (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()),
           f"VM boots: {vm.boots}")  # fmt: skip
 

@@ -18,6 +18,7 @@ from aiorch.hub.services import (
     enrollment,
     images,
     job_scheduling,
+    machine_actions,
     machines,
     models,
     retention,
@@ -78,6 +79,7 @@ def register_jobs(scheduler: BaseScheduler, ctx: HubContext) -> None:
         "jobs-schedule": (ctx.settings.job_schedule_interval_s, job_scheduling.schedule_pass),
         "jobs-clusters": (ctx.settings.job_schedule_interval_s, follow_clusters),
         "machines-deadlines": (every, machines.expire_deadlines),
+        "machines-release-retired": (every, machine_actions.release_retired),
     }
     if ctx.settings.drift_interval_s > 0:  # 0 turns the drift check off
         jobs["drift-check"] = (ctx.settings.drift_interval_s, drift.check_drift)

@@ -202,13 +202,14 @@ class MetalLab:
         self.bmc: SushyEmulator | None = None
         self._daemons: list[subprocess.Popen[bytes]] = []
 
-    def add(self, name: str, mac: str, pxe: bool = True) -> FakeSystem:
-        """A machine before start(): its BMC's system record, its VM."""
+    def add(self, name: str, mac: str, pxe: bool = True, disk_mib: int = 64) -> FakeSystem:
+        """A machine before start(): its BMC's system record, its VM (sparse disks)."""
         system = FakeSystem(uuid=f"00000000-0000-4000-8000-{mac.replace(':', '')}", name=name,
                             macs=[mac])  # fmt: skip
         self.machines[system.uuid] = LabMachine(
-            name, mac, self.bridge, self.workdir / name, pxe=pxe, on_exit=self._exited
-        )
+            name, mac, self.bridge, self.workdir / name, disk_mib=disk_mib, pxe=pxe,
+            on_exit=self._exited,
+        )  # fmt: skip
         return system
 
     def start(self, systems: list[FakeSystem]) -> MetalLab:

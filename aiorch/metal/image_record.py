@@ -23,7 +23,7 @@ class ImageManifest(BaseModel):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")  # of the .img.gz, as it is streamed
     raw_size_bytes: int = Field(ge=1 << 20)  # what the root disk must hold
     root_partition: int = Field(1, ge=1, le=128)
-    kernel: str = ""
+    kernel_version: str = ""
     packages: dict[str, str] = Field(default_factory=dict)
 
 

@@ -8,6 +8,7 @@ that step's failed state with the BMC's words, and the caller gets the same one-
 
 from __future__ import annotations
 
+import logging
 import secrets
 from typing import Any, Literal
 
@@ -19,6 +20,7 @@ from aiorch.hub.services import audit, machine_deploy, machines
 from aiorch.metal.bmc import PowerAction
 from aiorch.metal.lifecycle import Event, State
 
+log = logging.getLogger("aiorch.hub.machines")
 WipeMethod = Literal["metadata", "secure"]
 
 
@@ -123,3 +125,40 @@ def lifecycle(ctx: HubContext, name: str, event: Event, actor: str) -> dict[str,
 
     ctx.store.write(op)
     return machines.show(ctx, name)
+
+
+# A machine whose host is retired may be released from these states (draining: at once, as
+# `hosts retire` already moved its workloads off and revoked its agent).
+_RELEASED_WITH_HOST = (State.SERVING, State.DRAINING, State.PROVISIONED, State.CONFIGURING,
+                       State.FAILED_CONFIGURING, State.FAILED_PROVISIONING)  # fmt: skip
+
+
+def release_retired(ctx: HubContext) -> str | None:
+    """The release pass: `aiorch hosts retire` on a machine-backed host goes on through
+    release, so a retired host's machine is drained, wiped (metadata) and ready again."""
+    marks = ",".join("?" * len(_RELEASED_WITH_HOST))
+    due = list(ctx.store.read().query(
+        "SELECT m.name, m.state FROM machines m JOIN hosts h ON h.name = m.host "
+        f"WHERE h.status = 'retired' AND m.state IN ({marks}) ORDER BY m.name",
+        [s.value for s in _RELEASED_WITH_HOST],
+    ))  # fmt: skip
+    wipe = {"method": "metadata", "requested_by": "hub: its host was retired"}
+    released = []
+    for machine in due:
+        name, state = machine["name"], State(machine["state"])
+        try:
+            if state is State.SERVING:
+
+                def drain(db: sqlite_utils.Database, name: str = name) -> None:
+                    machines.transition(db, ctx, name, Event.RELEASE, "hub",
+                                        expect=State.SERVING, wipe=wipe)  # fmt: skip
+
+                ctx.store.write(drain)
+            event = Event.DRAINED if state in (State.SERVING, State.DRAINING) else Event.RELEASE
+            _network_boot(ctx, name, event, "hub", wipe=wipe)
+        except AiorchError as exc:
+            log.warning("machine %s: its host is retired but it could not be released: %s",
+                        name, exc)  # fmt: skip
+            continue
+        released.append(name)
+    return f"released (host retired): {', '.join(released)}" if released else None

@@ -139,6 +139,6 @@ def provision_record(
     disk = choose_root_disk(disks, manifest.raw_size_bytes, root_disk)
     return {
         "name": image, "sha256": manifest.sha256, "raw_size_bytes": manifest.raw_size_bytes,
-        "root_partition": manifest.root_partition, "kernel": manifest.kernel,
+        "root_partition": manifest.root_partition, "kernel": manifest.kernel_version,
         "root_disk": disk, "site": machines.check_name(site), "requested_by": actor,
     }  # fmt: skip
