@@ -8,6 +8,7 @@ workers, and both want the same cached files.
 
 from __future__ import annotations
 
+import gzip
 import os
 from pathlib import Path
 
@@ -47,3 +48,17 @@ def cached_image() -> ImageFiles:
     repo = image_repo()
     with locked(CACHE / "lock"):
         return build_image(repo, CACHE / "build")
+
+
+def unpack_image(image: Path, dest: Path) -> Path:
+    """The raw disk out of the ``.img.gz``, sparse where it is zeros (most of it): what the
+    ramdisk's deploy writes onto a disk, as a file a VM can boot."""
+    zero = bytes(1 << 20)
+    with gzip.open(image, "rb") as src, dest.open("wb") as out:
+        while chunk := src.read(len(zero)):
+            if chunk == zero[: len(chunk)]:
+                out.seek(len(chunk), os.SEEK_CUR)
+            else:
+                out.write(chunk)
+        out.truncate()
+    return dest

@@ -20,7 +20,9 @@ UUID = "0b8e3c1a-4d5f-4e6a-9b7c-1d2e3f4a5b6c"
 
 def test_the_agent_unit_is_the_roles_template_with_the_roles_defaults():
     unit = image_root.agent_unit()
-    assert "ExecStart=/opt/aiorch-agent/bin/aiorch-agent run --config /etc/aiorch/agent.yaml" in unit
+    assert (
+        "ExecStart=/opt/aiorch-agent/bin/aiorch-agent run --config /etc/aiorch/agent.yaml" in unit
+    )
     assert "RestartSec=5" in unit and "WantedBy=multi-user.target" in unit
     assert "{{" not in unit and "{%" not in unit
     assert image_root.role_defaults()["aiorch_edge_agent_config_path"] == image.SEED_AGENT_CONFIG
@@ -50,7 +52,9 @@ def _stand_in(tmp_path: Path, agent_rc: int) -> tuple[str, Path, Path]:
     os.symlink(sys.executable, venv / "bin/python")  # has pyyaml, as the agent's venv does
     record = tmp_path / "record"
     agent = venv / "bin/aiorch-agent"
-    agent.write_text(f'#!/bin/sh\necho "$@" >> {record}\ncat >> {record}\necho >> {record}\nexit {agent_rc}\n')
+    agent.write_text(
+        f'#!/bin/sh\necho "$@" >> {record}\ncat >> {record}\necho >> {record}\nexit {agent_rc}\n'
+    )
     systemctl = bin_dir / "systemctl"
     systemctl.write_text(f'#!/bin/sh\necho "systemctl $@" >> {record}\n')
     for tool in (agent, systemctl):
@@ -140,7 +144,9 @@ def test_a_missing_tool_is_named_with_its_package(monkeypatch, tmp_path):
 def test_the_cli_reports_a_bad_repository_in_one_line(tmp_path):
     argv = [sys.executable, "-c", "from aiorch.cli.main import run; run()", "repo", "image",
             "--repo", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")]  # fmt: skip
-    proc = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}
+    )
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("aiorch: error: ")
     assert "Traceback" not in proc.stderr

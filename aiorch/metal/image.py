@@ -45,7 +45,9 @@ __all__ = [
     "SEED_ENROLL_TOKEN", "SEED_HOSTNAME", "ImageError", "ImageFiles", "build_image",
 ]  # fmt: skip
 
-LAYOUT = 1  # bump when the image's layout or configuration changes without its inputs changing
+# Bump when the image's layout or the root's configuration (image_root) changes: the inputs
+# a build is reused by are the repository's, not this code.
+LAYOUT = 1
 ROOT_PARTITION = 1  # the ext4 root the ramdisk mounts to write the seed
 DEFAULT_SIZE_MIB = 1536
 NAME = "aiorch-root"
@@ -109,15 +111,14 @@ def _check_repo(repo: Path) -> bytes:
 
 
 def _inputs(index: bytes, wheels: Path, size_mib: int) -> str:
-    """The key of a build: the Packages index, the wheels, the root's configuration, layout and
-    size."""
+    """The key of a build: the Packages index and the wheels it installs, the package list,
+    the agent's unit (the role's template), the layout and the size."""
     record = {
         "layout": LAYOUT,
         "size_mib": size_mib,
         "packages": hashlib.sha256(index).hexdigest(),
         "includes": IMAGE_PACKAGES,
         "wheels": [(w.name, sha256_file(w)) for w in sorted(wheels.glob("*.whl"))],
-        "root": sha256_file(Path(image_root.__file__)),
         "agent_unit": image_root.agent_unit(),
     }
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
@@ -178,6 +179,20 @@ def _loop(raw: Path) -> Iterator[tuple[str, str]]:
         subprocess.run(["losetup", "--detach", disk], capture_output=True, check=False)
 
 
+@contextmanager
+def _no_mounts_left(tmp: str) -> Iterator[Path]:
+    """``tmp`` as the build's work directory; whatever is still mounted under it when the
+    build ends (mmdebstrap killed mid-way leaves its /proc, /sys, /dev) is detached before
+    the directory is deleted, so that the cleanup never deletes through a mount."""
+    try:
+        yield Path(tmp)
+    finally:
+        with open("/proc/self/mountinfo") as f:
+            points = [ln.split()[4] for ln in f]
+        for point in sorted((p for p in points if p.startswith(f"{tmp}/")), reverse=True):
+            subprocess.run(["umount", "--lazy", point], capture_output=True)
+
+
 def _make_disk(raw: Path, root: Path, root_uuid: str, size_mib: int, kernel: str) -> None:
     """An MBR disk of ``size_mib``: partition 1 ext4 holding ``root``, grub in the MBR."""
     with raw.open("wb") as f:
@@ -207,8 +222,10 @@ def build_image(repo: Path, out: Path, size_mib: int = DEFAULT_SIZE_MIB) -> Imag
     if reused := _reuse(out, inputs):
         return reused
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".image-", dir=out) as tmp:
-        work = Path(tmp)
+    with (
+        tempfile.TemporaryDirectory(prefix=".image-", dir=out) as tmp,
+        _no_mounts_left(tmp) as work,
+    ):
         root = work / "root"
         root_uuid = str(uuid.UUID(hex=inputs[:32], version=4))  # the same inputs, the same id
         _bootstrap(repo / "debs", root)
@@ -222,8 +239,9 @@ def build_image(repo: Path, out: Path, size_mib: int = DEFAULT_SIZE_MIB) -> Imag
             proc = subprocess.run(["gzip", "-n", "-c", str(raw)], stdout=f, stderr=subprocess.PIPE)
         if proc.returncode != 0:
             raise ImageError(f"gzip failed: {proc.stderr.decode().strip()[-300:]}")
+        digest, raw_size = sha256_file(gz), raw.stat().st_size
         record = {
-            "image": gz.name, "sha256": sha256_file(gz), "raw_size_bytes": raw.stat().st_size,
+            "image": gz.name, "sha256": digest, "raw_size_bytes": raw_size,
             "root_partition": ROOT_PARTITION, "root_uuid": root_uuid, "kernel_version": kernel,
             "layout": LAYOUT, "size_mib": size_mib, "inputs": inputs, "packages": packages,
         }  # fmt: skip
@@ -232,4 +250,4 @@ def build_image(repo: Path, out: Path, size_mib: int = DEFAULT_SIZE_MIB) -> Imag
         # Renamed into place, the manifest last: reuse checks the image against it.
         for name in (gz.name, manifest.name):
             os.replace(work / name, out / name)
-    return ImageFiles(out / gz.name, record["sha256"], record["raw_size_bytes"], out / manifest.name)
+    return ImageFiles(out / gz.name, digest, raw_size, out / manifest.name)

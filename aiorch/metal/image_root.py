@@ -68,7 +68,8 @@ def firstboot_script() -> str:
 # The token goes in on stdin, never on a command line; it is removed once it has been used.
 set -eu
 token={SEED_ENROLL_TOKEN}
-hub=$({venv}/bin/python -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["hub_url"])' {config})
+read_hub='import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["hub_url"])'
+hub=$({venv}/bin/python -c "$read_hub" {config})
 {venv}/bin/aiorch-agent enroll --config {config} --hub "$hub" < "$token"
 rm -f "$token"
 systemctl enable {AGENT_UNIT}
@@ -95,7 +96,7 @@ RestartSec=10
 WantedBy=multi-user.target
 """
 
-HOSTKEYS = f"""[Unit]
+HOSTKEYS = """[Unit]
 Description=aiorch: this machine's own SSH host keys (the image carries none)
 ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key
 Before=ssh.service
@@ -121,7 +122,7 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 """
 
-GRUB_DEFAULTS = f"""# aiorch: what update-grub writes after a kernel upgrade, as the image's own grub.cfg.
+GRUB_DEFAULTS = f"""# aiorch: what update-grub writes after a kernel upgrade boots as grub.cfg did.
 GRUB_TIMEOUT=1
 GRUB_CMDLINE_LINUX="{KERNEL_CONSOLE}"
 GRUB_TERMINAL="console serial"

@@ -73,14 +73,19 @@ REQUIRED_PATTERN = "?priority(required)"
 # provision it. Kept small: every MiB goes into every bundle (the debs) and every deploy.
 IMAGE_PACKAGES: tuple[str, ...] = (
     REQUIRED_PATTERN,  # the base system (above)
+    "apt",  # site.yml's roles install from the site repository (Priority: important, not required)
     "ca-certificates",  # pip and the agent verify TLS (the hub's own CA is pinned on top)
+    "dbus",  # systemd's hostnamectl, timedatectl and logind, which Ansible's modules call
     "e2fsprogs",  # fsck.ext4 for the root at boot
     "grub-pc",  # the BIOS boot loader grub-install writes to the disk
     "initramfs-tools",  # the initrd that finds the root by UUID
     "iproute2",  # network: ip
     "linux-image-amd64:amd64",  # the kernel
+    "netbase",  # /etc/services and /etc/protocols
     "openssh-server",  # site.yml reaches the machine over SSH
+    "procps",  # ps, free, pkill
     "python3",  # Ansible's modules and the agent
+    "python3-apt",  # Ansible's apt module
     "python3-venv",  # the agent's venv (/opt/aiorch-agent)
     "sudo",  # base
     "systemd-resolved",  # DNS from the DHCP lease (networkd hands it over)
