@@ -16,7 +16,7 @@ from aiorch.bundle.create import Since, create_bundle
 from aiorch.bundle.manifest import SIGNATURE, digest_of, parse
 from aiorch.bundle.verify import check_signature, verify_bundle
 from aiorch.errors import AiorchError, UserError
-from aiorch.repo.packages import BASE_PACKAGES, RAMDISK_PACKAGES
+from aiorch.repo.packages import SITE_PACKAGES
 
 bundle_app = typer.Typer(help="Signed site bundles: everything an air-gapped site needs.")
 
@@ -125,7 +125,7 @@ def create(
             raise UserError("--expires-in-days must be positive")
         contents = sources.Contents()
         if repo is None:
-            wanted = [*BASE_PACKAGES, *RAMDISK_PACKAGES, *(package or [])]
+            wanted = [*SITE_PACKAGES, *(package or [])]
             repo = sources.site_repo(repo_cache, wanted, signing_key, expires_in_days)
         elif package:
             raise UserError("--package needs the site repository built here: drop --repo")

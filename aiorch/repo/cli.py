@@ -10,6 +10,7 @@ import typer
 
 from aiorch.bundle import keys
 from aiorch.errors import UserError
+from aiorch.metal.image import DEFAULT_SIZE_MIB, build_image
 from aiorch.repo import debs, lock, packages
 from aiorch.repo.build import build_repo
 from aiorch.repo.manifest import verify_repo
@@ -50,7 +51,7 @@ def build(
     """Fetch the roles' packages with every dependency, and the agent's wheels; sign and hash."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     signing_key = keys.load_signing_key(key)
-    wanted = [*packages.BASE_PACKAGES, *packages.RAMDISK_PACKAGES, *(package or [])]
+    wanted = [*packages.SITE_PACKAGES, *(package or [])]
     if gpu:
         wanted += packages.GPU_PACKAGES
     arches = tuple(arch or debs.ARCHES)
@@ -65,6 +66,20 @@ def build(
         valid_for_days=valid_days,
     )
     typer.echo(f"{out}: {len(manifest.files)} files, {len(manifest.packages)} packages requested")
+
+
+@app.command()
+def image(
+    repo: Annotated[Path, typer.Option("--repo", help="A site repository (`aiorch repo build`).")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for the image and its manifest.")],
+    size_mib: Annotated[
+        int, typer.Option("--size-mib", min=256, help="The raw disk's size in MiB.")
+    ] = DEFAULT_SIZE_MIB,
+) -> None:
+    """Build the root image machines are deployed with, from the site repository alone (root)."""
+    files = build_image(repo, out, size_mib)
+    typer.echo(f"{files.image}\nsha256 {files.sha256}\nraw {files.raw_size_bytes} bytes, "
+               f"gzip {files.image.stat().st_size} bytes")  # fmt: skip
 
 
 @app.command("lock")

@@ -62,3 +62,37 @@ RAMDISK_PACKAGES: tuple[str, ...] = (
     "stress-ng",  # burn-in: CPU bogo ops
     "util-linux",  # wipefs, lsblk
 )
+
+# Every Priority: required package, the base mmdebstrap's `required` variant installs. The
+# Essential ones are in no package's Depends, so a closure lacks them unless asked for; an apt
+# pattern follows whatever Debian marks required, where a list kept by hand would drift.
+REQUIRED_PATTERN = "?priority(required)"
+
+# The deployed OS's root image (aiorch.metal.image builds it with mmdebstrap from the site
+# repository alone): what boots it from a BIOS disk, brings up its network and lets the hub
+# provision it. Kept small: every MiB goes into every bundle (the debs) and every deploy.
+IMAGE_PACKAGES: tuple[str, ...] = (
+    REQUIRED_PATTERN,  # the base system (above)
+    "apt",  # site.yml's roles install from the site repository (Priority: important, not required)
+    "ca-certificates",  # pip and the agent verify TLS (the hub's own CA is pinned on top)
+    "dbus",  # systemd's hostnamectl, timedatectl and logind, which Ansible's modules call
+    "e2fsprogs",  # fsck.ext4 for the root at boot
+    "grub-pc",  # the BIOS boot loader grub-install writes to the disk
+    "initramfs-tools",  # the initrd that finds the root by UUID
+    "iproute2",  # network: ip
+    "linux-image-amd64:amd64",  # the kernel
+    "netbase",  # /etc/services and /etc/protocols
+    "openssh-server",  # site.yml reaches the machine over SSH
+    "procps",  # ps, free, pkill
+    "python3",  # Ansible's modules and the agent
+    "python3-apt",  # Ansible's apt module
+    "python3-venv",  # the agent's venv (/opt/aiorch-agent)
+    "sudo",  # base
+    "systemd-resolved",  # DNS from the DHCP lease (networkd hands it over)
+    "systemd-sysv",  # systemd as /sbin/init
+    "udev",  # device nodes and NIC names: networkd configures nothing without it
+)
+
+# What `aiorch repo build` and `aiorch bundle create` put into every site repository: the
+# roles' packages, the ramdisk's and the root image's.
+SITE_PACKAGES: tuple[str, ...] = (*BASE_PACKAGES, *RAMDISK_PACKAGES, *IMAGE_PACKAGES)
