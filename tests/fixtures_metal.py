@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 
 from aiorch.hub.process import free_port
 from aiorch.lab import Lab
@@ -41,7 +40,7 @@ class MetalHub(HubProcess):
         address: str = "127.0.0.1",
         ramdisk_dir: Path | None = None,
         image_dir: Path | None = None,
-        authorized_keys: Path | None = None,
+        ssh_key: Path | None = None,
     ) -> None:
         self.boot_url = f"http://{address}:{free_port()}"
         super().__init__(data_dir, serve_args=["--boot-listen", self.boot_url[7:]])
@@ -49,7 +48,7 @@ class MetalHub(HubProcess):
             self.listen = [f"{address}:{self.port}"]
         self.lab_url = f"https://{address}:{self.port}"
         self.ramdisk_dir = ramdisk_dir
-        self.image_dir, self.authorized_keys = image_dir, authorized_keys
+        self.image_dir, self.ssh_key = image_dir, ssh_key
 
     def start(self, **kwargs: Any) -> MetalHub:
         with pytest.MonkeyPatch.context() as env:
@@ -58,8 +57,8 @@ class MetalHub(HubProcess):
                 env.setenv("AIORCH_METAL_RAMDISK_DIR", str(self.ramdisk_dir))
             if self.image_dir is not None:
                 env.setenv("AIORCH_METAL_IMAGE_DIR", str(self.image_dir))
-            if self.authorized_keys is not None:
-                env.setenv("AIORCH_METAL_AUTHORIZED_KEYS", str(self.authorized_keys))
+            if self.ssh_key is not None:
+                env.setenv("AIORCH_METAL_SSH_KEY", str(self.ssh_key))
             super().start(**kwargs)
         return self
 
@@ -91,25 +90,23 @@ SITE = "lab-metal"  # the site provisioned machines enroll into
 @pytest.fixture(scope="module")
 def metal_hub(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MetalHub]:
     """The hub on the lab gateway, with its boot listener, the ramdisk, the root images, and
-    the SSH key its runs log into provisioned machines with (the site group's vars say so)."""
+    the SSH key its runs log into provisioned machines with."""
     work = tmp_path_factory.mktemp("metal-hub")
     for sub in ("ramdisk", "images"):
         (work / sub).mkdir()
-    key = work / "ssh" / "id_ed25519"
-    key.parent.mkdir(mode=0o700)
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "aiorch-lab-metal",
-                    "-f", str(key)], check=True)  # fmt: skip
     hub = MetalHub(work / "hub", lab.gateway, work / "ramdisk", image_dir=work / "images",
-                   authorized_keys=key.with_suffix(".pub")).start()  # fmt: skip
-    ssh_args = (f"-o UserKnownHostsFile={work / 'ssh' / 'known_hosts'} "
-                "-o StrictHostKeyChecking=accept-new -o IdentitiesOnly=yes")  # fmt: skip
-    site_vars = {"ansible_ssh_private_key_file": str(key), "ansible_ssh_common_args": ssh_args,
-                 "ansible_python_interpreter": "/usr/bin/python3"}  # fmt: skip
-    inventory = work / "site.yml"
-    inventory.write_text(yaml.safe_dump({"all": {"children": {SITE: {"vars": site_vars}}}}))
-    hub.cli("inventory", "import", str(inventory))
+                   ssh_key=machine_key(work / "ssh")).start()  # fmt: skip
     yield hub
     hub.stop()
+
+
+def machine_key(directory: Path) -> Path:
+    """A fresh ed25519 key for the hub's runs on provisioned machines."""
+    directory.mkdir(mode=0o700, exist_ok=True)
+    key = directory / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "aiorch-hub",
+                    "-f", str(key)], check=True)  # fmt: skip
+    return key
 
 
 @pytest.fixture(scope="module")

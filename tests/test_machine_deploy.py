@@ -23,10 +23,10 @@ from aiorch.metal.image_record import SEED_AUTHORIZED_KEYS, SEED_ENROLL_TOKEN, S
 from aiorch.wait import wait_until
 from tests.fixtures_hub import enroll_request
 from tests.fixtures_machines import boot_token, enroll, inventory, mac
-from tests.fixtures_metal import MetalHub
+from tests.fixtures_metal import MetalHub, machine_key
 
 pytestmark = pytest.mark.e2e
-KEYS = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPbOJqBGJRRyJJfIq3Pd8lnXDOSVqG8b2mZp+2w8Ov9q ops\n"
+H200 = {"address": "0000:00:05.0", "vendor": "0x10de", "device": "0x2335", "class": "0x030200"}
 
 
 def write_image(directory: Path, name: str, raw_size: int, payload: bytes) -> str:
@@ -48,9 +48,8 @@ def deploy_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MetalHub]:
     (work / "ramdisk" / "initrd.gz").write_bytes(b"userland")
     write_image(work / "images", "debian12", 1 << 30, b"\xeb\x63" + bytes(4096))
     write_image(work / "images", "huge", 1 << 40, b"too big for any disk")
-    (work / "keys").write_text(KEYS)
     hub = MetalHub(work / "hub", ramdisk_dir=work / "ramdisk", image_dir=work / "images",
-                   authorized_keys=work / "keys").start()  # fmt: skip
+                   ssh_key=machine_key(work / "ssh")).start()  # fmt: skip
     yield hub
     hub.stop()
 
@@ -88,15 +87,18 @@ def test_a_provisioned_machine_writes_its_image_boots_its_disk_and_becomes_a_hos
     wait_until(lambda: emulator.system(uuid)["PowerState"] == "On", timeout=60, what="power on")
     assert emulator.system(uuid)["Boot"]["BootSourceOverrideTarget"] == "Pxe"
     token = boot_token(deploy_hub, "metal1")
+    with_gpu = {**inventory(1), "pci": [H200]}  # seen now: the gate will expect it
     with deploy_hub.client(token) as ramdisk:
-        first = ramdisk.post("/ramdisk/inventory", json=inventory(1)).json()
-        again = ramdisk.post("/ramdisk/inventory", json=inventory(1)).json()
+        first = ramdisk.post("/ramdisk/inventory", json=with_gpu).json()
+        again = ramdisk.post("/ramdisk/inventory", json=with_gpu).json()
         params = first["params"]
         assert first["kind"] == "deploy" and params["root_disk"] == "vda"
         assert params["image_url"] == f"{deploy_hub.lab_url}/api/v1/ramdisk/image"
         seed = seed_of(again)
-        assert seed[SEED_HOSTNAME] == "metal1\n" and seed[SEED_AUTHORIZED_KEYS] == KEYS
-        assert "gpu_backend: none" in seed["/etc/aiorch/agent.yaml"]
+        assert seed[SEED_HOSTNAME] == "metal1\n"
+        public = deploy_hub.ssh_key.with_suffix(".pub").read_text().split()[:2]
+        assert seed[SEED_AUTHORIZED_KEYS].split()[:2] == public
+        assert "gpu_backend: nvml" in seed["/etc/aiorch/agent.yaml"]
         # Asking twice revoked the first token: only the newest one enrolls.
         assert seed_of(first)[SEED_ENROLL_TOKEN] != seed[SEED_ENROLL_TOKEN]
         image = ramdisk.get("/ramdisk/image")
@@ -125,15 +127,22 @@ def test_a_provisioned_machine_writes_its_image_boots_its_disk_and_becomes_a_hos
     body["facts"]["network_interfaces"] = [nic]
     with deploy_hub.client() as anonymous:
         assert anonymous.post("/enroll", json=body).status_code == 201
-    host = deploy_hub.cli_json("hosts", "show", "metal1")
-    assert host["vars"] == {"ansible_host": "127.0.0.9", "ansible_user": "root",
-                            "aiorch_edge_agent_hub_url": deploy_hub.lab_url}  # fmt: skip
+    found = deploy_hub.cli_json("hosts", "show", "metal1")["vars"]
+    assert {k: found[k] for k in ("ansible_host", "ansible_user", "ansible_ssh_private_key_file",
+                                  "aiorch_edge_agent_hub_url", "aiorch_gpu_acceptance_expect_count")
+            } == {"ansible_host": "127.0.0.9", "ansible_user": "root",
+                  "ansible_ssh_private_key_file": str(deploy_hub.ssh_key),
+                  "aiorch_edge_agent_hub_url": deploy_hub.lab_url,
+                  "aiorch_gpu_acceptance_expect_count": 1}  # fmt: skip
+    assert "StrictHostKeyChecking=accept-new" in found["ansible_ssh_common_args"]
     # site.yml runs on the new host through the normal run path; unreachable, it fails the step.
     wait_until(lambda: deploy_hub.show("metal1")["state"] != "configuring", timeout=120,
                what="the configure run ending")  # fmt: skip
     failed = deploy_hub.show("metal1")
     assert failed["state"] == "failed_configuring" and failed["host"] == "metal1"
-    assert re.fullmatch(r"site\.yml run r[0-9a-f]{12} failed", failed["reason"]), failed["reason"]
+    assert re.fullmatch(r"machine\.yml run r[0-9a-f]{12} failed", failed["reason"]), failed[
+        "reason"
+    ]
     moves = [e["event"] for e in failed["events"]]
     assert moves[-4:] == ["provision", "deployed", "agent_online", "fail"]
     # Retiring the machine's host goes on through release: the ramdisk wipes, then ready.

@@ -32,6 +32,7 @@ PARAMS: dict[str, type[BaseModel]] = {
     "deploy": DeployParams,
 }
 ALL = sorted(EXAMPLES.glob("*.json"))
+DEPLOY = json.loads((EXAMPLES / "action-deploy.json").read_text())["params"]
 
 
 def load(path: Path) -> Any:
@@ -93,9 +94,8 @@ def test_the_lab_vm_passes_the_default_class_and_fails_a_gpu_class() -> None:
         (Action, {"kind": "format_everything"}),
         (WipeParams, {"method": "shred"}),
         (DeployParams, {**load(EXAMPLES / "action-deploy.json")["params"], "sha256": "abc"}),
-        (DeployParams, {**load(EXAMPLES / "action-deploy.json")["params"],
-                        "seed": [{"path": "/etc/../../x", "content": ""}]}),  # fmt: skip
-        (DeployParams, {**load(EXAMPLES / "action-deploy.json")["params"], "root_disk": "/dev/x"}),
+        (DeployParams, {**DEPLOY, "seed": [{"path": "/etc/../../x", "content": ""}]}),
+        (DeployParams, {**DEPLOY, "root_disk": "/dev/x"}),
         (ActionResult, {"kind": "wipe"}),
     ],
 )

@@ -151,14 +151,14 @@ class HubSettings(BaseSettings):
         " manifest NAME.json, as `aiorch repo image` writes them.",
     )
     metal_configure_playbook: str = Field(
-        "site.yml",
-        description="The playbook a provisioned machine's first run is, once its agent enrolled:"
-        " it is serving when that run succeeds.",
+        "machine.yml",
+        description="The playbook a provisioned machine's first run is, once its agent enrolled"
+        " (site.yml, then the GPU gate where the ramdisk saw GPUs): serving when it succeeds.",
     )
-    metal_authorized_keys: Path | None = Field(
+    metal_ssh_key: Path | None = Field(
         None,
-        description="An authorized_keys file: the SSH keys a provisioned machine lets in as root"
-        " (the key site.yml's runs log in with).",
+        description="The private SSH key (OpenSSH, no passphrase) the hub's runs log into"
+        " provisioned machines with as root; its public key is seeded onto each.",
     )
 
     @field_validator("store_synchronous", mode="before")

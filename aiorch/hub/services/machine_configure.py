@@ -1,7 +1,8 @@
 """A provisioned machine's last step: once the agent in its new OS enrolled with the seed's
-token, it is an inventory host reached at the address its boot NIC has now, and the site's
-playbook (site.yml by default) runs on it through the normal run path. The machine is
-serving when that run succeeds, and failed_configuring, with the run named, when it does not.
+token, it is an inventory host reached at the address its boot NIC has now, and the machine
+playbook (machine.yml: site.yml, then the GPU acceptance gate where the ramdisk saw GPUs) runs
+on it through the normal run path. The machine is serving when that run succeeds, and
+failed_configuring when it does not: with the gate's failures, or the run named.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ import sqlite_utils
 
 from aiorch.errors import AiorchError
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import machines, runs
+from aiorch.hub.services import gpu_acceptance, machines, runs
+from aiorch.metal.contract import Inventory
 from aiorch.metal.lifecycle import Event, State
 
 log = logging.getLogger("aiorch.hub.machines")
 ACTOR = "hub"
+KNOWN_HOSTS = "metal_known_hosts"  # in the data dir: provisioned machines' SSH host keys
 
 
 def boot_address(facts: dict[str, Any], mac: str) -> str | None:
@@ -33,11 +36,25 @@ def boot_address(facts: dict[str, Any], mac: str) -> str | None:
 
 
 def connection_vars(ctx: HubContext, machine: dict[str, Any], facts: dict[str, Any]) -> dict:
-    """How Ansible reaches the new host: root (the seed's authorized keys) at its boot NIC's
-    address, and the hub for its agent role, as the machine saw the hub while it booted."""
-    found: dict[str, Any] = {"ansible_user": "root"}
+    """How Ansible reaches the new host: root, with the hub's machine key (the seed's
+    authorized key), at its boot NIC's address; the hub for its agent role, as the machine
+    saw it while it booted; and the GPUs the GPU gate must find."""
+    known_hosts = ctx.settings.data_dir / KNOWN_HOSTS
+    found: dict[str, Any] = {
+        "ansible_user": "root",
+        "ansible_python_interpreter": "/usr/bin/python3",
+        # A fresh OS made its host keys at first boot: the first run keeps them, later ones
+        # hold the machine to them.
+        "ansible_ssh_common_args": f"-o UserKnownHostsFile={known_hosts} "
+        "-o StrictHostKeyChecking=accept-new -o IdentitiesOnly=yes",
+    }
+    if ctx.settings.metal_ssh_key is not None:
+        found["ansible_ssh_private_key_file"] = str(ctx.settings.metal_ssh_key)
     if address := boot_address(facts, machine["mac"]):
         found["ansible_host"] = address
+    known = Inventory.model_validate_json(machine["inventory"]) if machine["inventory"] else None
+    if known is not None and known.gpus():  # the gate expects every GPU the ramdisk saw
+        found["aiorch_gpu_acceptance_expect_count"] = len(known.gpus())
     if ctx.settings.metal_hub_url:
         found["aiorch_edge_agent_hub_url"] = ctx.settings.metal_hub_url
     return found
@@ -90,6 +107,11 @@ def _finished(ctx: HubContext, name: str, db: sqlite_utils.Database, run: dict[s
     state = machines.row(db, name)["state"]
     if state != State.CONFIGURING:
         return f"machine {name} is {state} now: left as it is"
+    gate = gpu_acceptance.summary(db, name)  # this run's record only: not a past life's
+    if gate is not None and gate["run_id"] == run["id"] and not gate["accepted"]:
+        why = "; ".join(gate["failures"]) or "not accepted"
+        _fail(db, ctx, name, f"GPU acceptance failed (run {run['id']}): {why}")
+        return f"machine {name} failed its GPU acceptance"
     if run["status"] == "successful":
         machines.transition(db, ctx, name, Event.CONFIGURED, ACTOR)
         return f"machine {name} is serving"

@@ -15,6 +15,8 @@ from typing import Any
 
 import sqlite_utils
 import yaml
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 
 from aiorch.errors import Conflict, InvalidInput
 from aiorch.hub.context import HubContext
@@ -40,23 +42,28 @@ def image_dir(ctx: HubContext) -> Path:
     return ctx.settings.metal_image_dir
 
 
-def authorized_keys(ctx: HubContext) -> str:
-    """The SSH keys the new OS lets in as root: site.yml's runs log in with one of them."""
-    path = ctx.settings.metal_authorized_keys
-    if path is None:
+def ssh_key(ctx: HubContext) -> Path:
+    if ctx.settings.metal_ssh_key is None:
         raise InvalidInput(
-            "a provisioned machine needs the SSH key site.yml logs in with: set "
-            "AIORCH_METAL_AUTHORIZED_KEYS to an authorized_keys file"
+            "a provisioned machine needs the SSH key the hub's runs log in with: set "
+            "AIORCH_METAL_SSH_KEY to a private key file (OpenSSH, no passphrase)"
         )
+    return ctx.settings.metal_ssh_key
+
+
+def authorized_keys(ctx: HubContext) -> str:
+    """The public half of the hub's machine key: the new OS lets it in as root."""
+    path = ssh_key(ctx)
     try:
-        text = path.read_text()
+        key = serialization.load_ssh_private_key(path.read_bytes(), password=None)
     except OSError as exc:
-        raise InvalidInput(
-            f"cannot read AIORCH_METAL_AUTHORIZED_KEYS {path}: {exc.strerror}"
-        ) from None
-    if not text.strip():
-        raise InvalidInput(f"AIORCH_METAL_AUTHORIZED_KEYS {path} has no key")
-    return text if text.endswith("\n") else text + "\n"
+        raise InvalidInput(f"cannot read AIORCH_METAL_SSH_KEY {path}: {exc.strerror}") from None
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise InvalidInput(f"AIORCH_METAL_SSH_KEY {path} is no usable key: {exc}") from None
+    public = key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    return f"{public.decode()} aiorch-hub\n"
 
 
 def agent_config(hub_url: str, inventory: Inventory | None) -> str:
