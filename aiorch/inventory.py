@@ -211,8 +211,10 @@ def _inventory(exported: dict[str, Any], merged: dict[str, Any], filename: str) 
             hosts=sorted(body.get("hosts", [])),
         )
     host_names = set(host_vars).union(*(body.get("hosts", []) for body in listed.values()))
-    if not host_names:
-        raise InvalidInput(f"{filename}: inventory has no hosts")
+    # Group vars alone are an inventory too: a site's settings before its hosts exist (its
+    # machines join it when their agents enroll).
+    if not host_names and not any(group.vars for group in groups.values()):
+        raise InvalidInput(f"{filename}: inventory has no hosts and no group vars")
     memberships: dict[str, list[str]] = {}
     for group in groups.values():  # sorted by name, so each host's list comes out sorted
         for host in group.hosts:

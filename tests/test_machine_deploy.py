@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from aiorch.lab.bmc_emulators import SushyEmulator
 from aiorch.metal.contract import Action, DeployParams
@@ -81,7 +82,15 @@ def test_a_provisioned_machine_writes_its_image_boots_its_disk_and_becomes_a_hos
     deploy_hub: MetalHub, emulator: SushyEmulator, creds: Path
 ) -> None:
     ready(deploy_hub, emulator, creds, 1, "metal1")
-    shown = deploy_hub.cli_json("machines", "provision", "metal1", "--image", "debian12")
+    # The site's vars, before any of its hosts exists: the machine's host joins the group.
+    site = deploy_hub.data_dir.parent / "site-vars.yml"
+    site.write_text(
+        "all:\n  children:\n    dc1:\n      vars: {aiorch_base_ntp_servers: [10.0.0.1]}\n"
+    )
+    deploy_hub.cli("inventory", "import", str(site))
+    shown = deploy_hub.cli_json(
+        "machines", "provision", "metal1", "--image", "debian12", "--site", "dc1"
+    )
     assert shown["state"] == "provisioning" and shown["image"]["root_disk"] == "vda"
     uuid = emulator.systems[0].uuid
     wait_until(lambda: emulator.system(uuid)["PowerState"] == "On", timeout=60, what="power on")
@@ -135,6 +144,9 @@ def test_a_provisioned_machine_writes_its_image_boots_its_disk_and_becomes_a_hos
                   "aiorch_edge_agent_hub_url": deploy_hub.lab_url,
                   "aiorch_gpu_acceptance_expect_count": 1}  # fmt: skip
     assert "StrictHostKeyChecking=accept-new" in found["ansible_ssh_common_args"]
+    exported = yaml.safe_load(deploy_hub.cli("inventory", "export").stdout)
+    dc1 = exported["all"]["children"]["dc1"]
+    assert dc1["vars"] == {"aiorch_base_ntp_servers": ["10.0.0.1"]} and "metal1" in dc1["hosts"]
     # site.yml runs on the new host through the normal run path; unreachable, it fails the step.
     wait_until(lambda: deploy_hub.show("metal1")["state"] != "configuring", timeout=120,
                what="the configure run ending")  # fmt: skip
