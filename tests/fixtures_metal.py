@@ -11,11 +11,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Iterator
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from aiorch.hub.process import free_port
 from aiorch.lab import Lab
@@ -85,6 +87,14 @@ class MetalHub(HubProcess):
 
 DISK_MIB = {"pxe1": 2048}  # the machine that is provisioned: its disks hold the root image
 SITE = "lab-metal"  # the site provisioned machines enroll into
+# The lab's configure run: the site's edge agent playbook (the whole site.yml installs the
+# site's packages from a full site repository, for many minutes on an emulated CPU), with the
+# agent the image carries (so pip asks no index) and no GPUs.
+CONFIGURE_PLAYBOOK = "edge_agent.yml"
+SITE_VARS = {
+    "aiorch_edge_agent_version": version("aiorch"),
+    "aiorch_edge_agent_gpu_backend": "none",
+}
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +105,13 @@ def metal_hub(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Me
     for sub in ("ramdisk", "images"):
         (work / sub).mkdir()
     hub = MetalHub(work / "hub", lab.gateway, work / "ramdisk", image_dir=work / "images",
-                   ssh_key=machine_key(work / "ssh")).start()  # fmt: skip
+                   ssh_key=machine_key(work / "ssh"))  # fmt: skip
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AIORCH_METAL_CONFIGURE_PLAYBOOK", CONFIGURE_PLAYBOOK)
+        hub.start()
+    site = work / "site-vars.yml"
+    site.write_text(yaml.safe_dump({"all": {"children": {SITE: {"vars": SITE_VARS}}}}))
+    hub.cli("inventory", "import", str(site))
     yield hub
     hub.stop()
 

@@ -82,7 +82,9 @@ def test_pxe_inspect_burn_in_accept_provision_configure_release_wipe_ready(
 
     metal_hub.cli("machines", "accept", "pxe1")
     started = time.monotonic()
-    metal_hub.cli("machines", "provision", "pxe1", "--image", IMAGE, "--site", SITE)
+    # vda: the disk the VM's BIOS boots first (SeaBIOS, -boot order=nc)
+    metal_hub.cli("machines", "provision", "pxe1", "--image", IMAGE, "--site", SITE,
+                  "--root-disk", "vda")  # fmt: skip
     machine = _wait_state(metal_hub, "pxe1", "provisioned", timeout=600)
     timings["provision (image written)"] = time.monotonic() - started
     deploy = machine["image"]["deploy"]

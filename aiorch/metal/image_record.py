@@ -78,9 +78,10 @@ def choose_root_disk(disks: list[dict[str, object]], size_bytes: int, wanted: st
     return fitting[0][1]
 
 
-# The first-boot seed the ramdisk writes onto a provisioned root, and the image's
-# aiorch-firstboot unit reads: the agent enrolls with the one-use token, then runs.
+# The first-boot seed the ramdisk writes onto a provisioned root (absolute paths on the
+# machine), and the image's aiorch-firstboot unit reads: the agent enrolls with the one-use
+# token (mode 0600, removed once enrolled), then runs.
 SEED_HOSTNAME = "/etc/hostname"
-SEED_AGENT_CONFIG = "/etc/aiorch/agent.yaml"  # the aiorch_edge_agent role's config path
+SEED_AGENT_CONFIG = "/etc/aiorch/agent.yaml"  # the keys the role's agent.yaml.j2 writes
 SEED_ENROLL_TOKEN = "/etc/aiorch/seed/enroll-token"
 SEED_AUTHORIZED_KEYS = "/root/.ssh/authorized_keys"

@@ -316,7 +316,7 @@ stream_image() {
 		set -o pipefail
 		curl -sS -f -K $W/curl.conf --cacert /etc/aiorch/ca.pem --connect-timeout 10 "$1" \
 			2>$W/curl.err | tee $W/image.fifo | gunzip -c 2>$W/gunzip.err |
-			dd of=/dev/$2 bs=1M conv=fsync 2>$W/dd.err
+			dd of=/dev/$2 bs=1M iflag=fullblock conv=fsync 2>$W/dd.err
 	)
 	rc=$?
 	wait $summer
@@ -356,7 +356,9 @@ deploy() {
 		[ $try = 3 ] && { fail "image not written after 3 tries: $why"; return; }
 		sleep $((try * 5))
 	done
-	bytes=$(sed -n 's/^\([0-9]*\) bytes.*/\1/p' $W/dd.err)
+	# Whole MiB records (fullblock): the image's size, unless it ended in a partial one.
+	bytes=$(sed -n 's/^\([0-9]*\)+0 records out$/\1/p' $W/dd.err)
+	[ -n "$bytes" ] && bytes=$((bytes * 1048576))
 	blockdev --rereadpt /dev/$disk
 	for _ in $(seq 1 100); do [ -b "/dev/$part" ] && break; sleep 0.1; done
 	mkdir -p $W/root
