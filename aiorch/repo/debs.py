@@ -135,7 +135,10 @@ def resolve(apt: _PrivateApt, roots: Sequence[str]) -> dict[str, tuple[str, str]
 
     Planning roots one by one lets alternatives (chrony and ntpsec) share a repository: a
     host installs one of them, never both. A root spelled ``name:arch`` (a kernel flavour) is
-    planned for that architecture only. Returns deb file name -> (architecture, "name=version").
+    planned for that architecture only; an apt pattern root (``?priority(required)``) is
+    narrowed to the planned architecture, since the lists hold every architecture's packages
+    and the pattern would pick the foreign ones too. Returns deb file name -> (architecture,
+    "name=version").
     """
     wanted: dict[str, tuple[str, str]] = {}
     problems = []
@@ -143,7 +146,8 @@ def resolve(apt: _PrivateApt, roots: Sequence[str]) -> dict[str, tuple[str, str]
         for root in roots:
             if root.partition(":")[2] not in ("", arch):
                 continue
-            proc = apt.call(arch, "install", "--simulate", root)
+            plan = f"?narrow({root},?architecture({arch}))" if root.startswith("?") else root
+            proc = apt.call(arch, "install", "--simulate", plan)
             if proc.returncode != 0:
                 problems.append(_why_unresolvable(root, arch, proc))
                 continue

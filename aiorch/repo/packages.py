@@ -77,7 +77,7 @@ IMAGE_PACKAGES: tuple[str, ...] = (
     "ca-certificates",  # pip and the agent verify TLS (the hub's own CA is pinned on top)
     "dbus",  # systemd's hostnamectl, timedatectl and logind, which Ansible's modules call
     "e2fsprogs",  # fsck.ext4 for the root at boot
-    "grub-pc",  # the BIOS boot loader grub-install writes to the disk
+    "grub-pc:amd64",  # the BIOS boot loader grub-install writes to the disk (x86 only)
     "initramfs-tools",  # the initrd that finds the root by UUID
     "iproute2",  # network: ip
     "linux-image-amd64:amd64",  # the kernel
