@@ -23,11 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiorch.metal import image_root
-from aiorch.metal.image_root import (
+from aiorch.metal.image_record import (
     SEED_AGENT_CONFIG,
     SEED_AUTHORIZED_KEYS,
     SEED_ENROLL_TOKEN,
     SEED_HOSTNAME,
+)
+from aiorch.metal.image_root import (
     ImageError,
     chroot_mounts,
     configure,

@@ -20,16 +20,14 @@ import jinja2
 import yaml
 
 from aiorch.errors import UserError
+from aiorch.metal.image_record import (  # the seed's one home, shared with the hub
+    SEED_ENROLL_TOKEN,
+)
 
 # The role that installs the agent on a host (aiorch's playbooks, as installed): the image puts
 # the agent where it does, with its unit, so that site.yml later finds both in place.
 ROLE = Path(str(resources.files("aiorch.playbooks"))) / "roles" / "aiorch_edge_agent"
 
-# What the ramdisk writes onto partition 1 after the image (absolute paths on the machine).
-SEED_AGENT_CONFIG = "/etc/aiorch/agent.yaml"  # the keys the role's agent.yaml.j2 writes
-SEED_ENROLL_TOKEN = "/etc/aiorch/seed/enroll-token"  # mode 0600; removed once enrolled
-SEED_HOSTNAME = "/etc/hostname"
-SEED_AUTHORIZED_KEYS = "/root/.ssh/authorized_keys"
 
 FIRSTBOOT_UNIT = "aiorch-firstboot.service"
 HOSTKEYS_UNIT = "aiorch-ssh-hostkeys.service"
