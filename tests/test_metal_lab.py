@@ -4,6 +4,7 @@ listener, driven with the `aiorch machines` CLI."""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,10 @@ def _wait_state(hub: MetalHub, name: str, want: str, timeout: float) -> dict[str
     def there() -> bool:
         shown = hub.show(name)
         if str(shown["state"]).startswith("failed_"):
-            raise AssertionError(f"{name} failed: {shown.get('reason')}")
+            reason = str(shown.get("reason"))
+            run = re.search(r"\brun (r[0-9a-f]{12})\b", reason)
+            logs = hub.cli("runs", "logs", run.group(1), check=False).stdout if run else ""
+            raise AssertionError(f"{name} failed: {reason}\n{logs[-4000:]}")
         return shown["state"] == want
 
     wait_until(there, timeout=timeout, what=f"{name} {want}")

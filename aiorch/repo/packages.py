@@ -86,6 +86,7 @@ IMAGE_PACKAGES: tuple[str, ...] = (
     "procps",  # ps, free, pkill
     "python3",  # Ansible's modules and the agent
     "python3-apt",  # Ansible's apt module
+    "python3-pkg-resources",  # the edge agent role installs it with the venv support: present
     "python3-venv",  # the agent's venv (/opt/aiorch-agent)
     "sudo",  # base
     "systemd-resolved",  # DNS from the DHCP lease (networkd hands it over)
