@@ -108,10 +108,13 @@ def test_pxe_inspect_burn_in_accept_provision_configure_release_wipe_ready(
         with path.open("r+b") as f:
             f.seek(-MIB, 2)
             f.write(PATTERN)
+    # A serving machine is released by retiring its host: decommission.yml runs on it, then
+    # the hub drains it, boots the ramdisk, wipes the disks, and it is ready again.
     started = time.monotonic()
-    metal_hub.cli("machines", "release", "pxe1")
-    machine = _wait_state(metal_hub, "pxe1", "ready", timeout=300)
-    timings["release (metadata wipe)"] = time.monotonic() - started
+    metal_hub.cli("hosts", "retire", "pxe1", timeout=900)
+    machine = _wait_state(metal_hub, "pxe1", "ready", timeout=600)
+    timings["hosts retire + release (metadata wipe)"] = time.monotonic() - started
+    assert [e["event"] for e in machine["events"]][-3:] == ["release", "drained", "wiped"]
     outcome = {d["name"]: d for d in machine["wipe"]["disks"]}
     assert {n: (d["ok"], d["method"], d["serial"]) for n, d in outcome.items()} == {
         "vda": (True, "metadata", f"{vm.serial}-D0"),
