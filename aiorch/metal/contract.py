@@ -161,3 +161,8 @@ class ActionResult(_Model):
     detail: str = Field("", max_length=4096)
     measured: dict[str, Any] = Field(default_factory=dict)
     disks: list[DiskOutcome] = Field(default_factory=list, max_length=256)
+
+
+# The answers that end a ramdisk's loop, shared by each step's handler on the hub.
+POWEROFF = Action(kind="poweroff")
+REBOOT = Action(kind="reboot")

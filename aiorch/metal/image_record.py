@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aiorch.errors import InvalidInput, NotFound
+from aiorch.metal.contract import Disk
 
 IMAGE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 SUFFIX, MANIFEST_SUFFIX = ".img.gz", ".json"
@@ -54,10 +55,10 @@ def find_image(directory: Path, name: str) -> tuple[Path, ImageManifest]:
         ) from None
 
 
-def choose_root_disk(disks: list[dict[str, object]], size_bytes: int, wanted: str | None) -> str:
+def choose_root_disk(disks: list[Disk], size_bytes: int, wanted: str | None) -> str:
     """The disk an image of `size_bytes` goes onto: `wanted` if it is there and big enough,
     else the smallest disk that holds it (Ironic's default root device), by name on a tie."""
-    sizes = {str(d["name"]): int(str(d.get("size_bytes") or 0)) for d in disks}
+    sizes = {d.name: d.size_bytes for d in disks}
     if wanted is not None:
         if wanted not in sizes:
             raise InvalidInput(

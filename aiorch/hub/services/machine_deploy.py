@@ -21,7 +21,15 @@ from cryptography.hazmat.primitives import serialization
 from aiorch.errors import Conflict, InvalidInput
 from aiorch.hub.context import HubContext
 from aiorch.hub.services import enrollment, machines
-from aiorch.metal.contract import Action, ActionResult, DeployParams, Inventory, SeedFile
+from aiorch.metal.contract import (
+    POWEROFF,
+    REBOOT,
+    Action,
+    ActionResult,
+    DeployParams,
+    Inventory,
+    SeedFile,
+)
 from aiorch.metal.image_record import (
     SEED_AGENT_CONFIG,
     SEED_AUTHORIZED_KEYS,
@@ -32,7 +40,6 @@ from aiorch.metal.image_record import (
 )
 from aiorch.metal.lifecycle import Event, State
 
-REBOOT, POWEROFF = Action(kind="reboot"), Action(kind="poweroff")
 ACTOR = "hub"
 
 
@@ -142,7 +149,7 @@ def provision_record(
     authorized_keys(ctx)
     if not machine["inventory"]:
         raise Conflict(f"machine {machine['name']} has no inventory: inspect it first")
-    disks = [d.model_dump() for d in Inventory.model_validate_json(machine["inventory"]).disks]
+    disks = Inventory.model_validate_json(machine["inventory"]).disks
     disk = choose_root_disk(disks, manifest.raw_size_bytes, root_disk)
     return {
         "name": image, "sha256": manifest.sha256, "raw_size_bytes": manifest.raw_size_bytes,

@@ -15,11 +15,9 @@ import sqlite_utils
 from aiorch.errors import Forbidden, Unauthorized
 from aiorch.hub.context import HubContext
 from aiorch.hub.services import machine_deploy, machines
-from aiorch.metal.contract import Action, ActionResult, Inventory, WipeParams
+from aiorch.metal.contract import POWEROFF, Action, ActionResult, Inventory, WipeParams
 from aiorch.metal.lifecycle import Event, State
 from aiorch.metal.profile import verdict
-
-POWEROFF = Action(kind="poweroff")
 
 
 def machine_for(ctx: HubContext, authorization: str | None) -> dict[str, Any]:
