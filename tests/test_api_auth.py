@@ -106,7 +106,7 @@ def test_user_token_is_no_boot_token_on_ramdisk_routes(
 
 
 def test_the_ramdisk_routes_are_found():
-    assert {p.rsplit("/", 1)[1] for p in RAMDISK_PATHS} == {"inventory", "result"}
+    assert {p.rsplit("/", 1)[1] for p in RAMDISK_PATHS} == {"inventory", "result", "image"}
 
 
 @pytest.mark.parametrize(("method", "path"), AGENT_ROUTES)

@@ -160,7 +160,7 @@ def test_parsing_leaves_no_temp_files(tmp_path, monkeypatch):
     [
         ("all:\n  hosts:\n    a: [\n", "hosts.yml", ["hosts.yml", "not a valid YAML"]),
         ("[gpu]\nh1 ansible_host\n", "hosts.ini", ["not a valid INI", "key=value"]),
-        ("all:\n  vars:\n    ansible_user: aiorch\n", "hosts.yml", ["no hosts"]),
+        ("all:\n  children:\n    gpu: {}\n", "hosts.yml", ["no hosts and no group vars"]),
         ("", "hosts.yml", ["no hosts"]),
         ("[g]\nh1\n[g:vars]\naiorch_labels={'gpu': ['h100']}\n", "x", ["h1", "aiorch_labels.gpu"]),
         ('all:\n  hosts:\n    "bad host":\n', "hosts.yml", ["host name", "bad host"]),
@@ -183,6 +183,12 @@ def test_bad_inventory_is_invalid_input_naming_the_problem(content, filename, wo
     assert "\n" not in message
     for word in words:
         assert word in message
+
+
+def test_group_vars_alone_are_an_inventory_for_hosts_that_join_later():
+    parsed = parse_inventory("all:\n  vars:\n    ansible_user: aiorch\n", "hosts.yml")
+    assert parsed.hosts == {}
+    assert parsed.groups["all"].vars == {"ansible_user": "aiorch"}
 
 
 def alias_bomb(levels: int = 6, width: int = 10) -> str:

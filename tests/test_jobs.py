@@ -59,6 +59,7 @@ def test_all_jobs_are_registered_in_one_place(ctx: HubContext):
         "audit-checkpoint",
         "tls-renew",
         "machines-deadlines",
+        "machines-release-retired",
     }
 
 

@@ -34,6 +34,7 @@ SKIPPED = {  # routes with their own authentication (agent credential, enrollmen
     ("GET", "/healthz"),
     ("POST", "/api/v1/ramdisk/inventory"),  # a machine's boot token (test_machines)
     ("POST", "/api/v1/ramdisk/result"),
+    ("GET", "/api/v1/ramdisk/image"),
 }
 
 JOB = """
@@ -171,6 +172,7 @@ def _requests(world: World) -> dict[tuple[str, str], tuple[str, dict[str, Any]]]
         ("POST", "/api/v1/machines/x/release"): ("denied", {"json": {}}),
         ("POST", "/api/v1/machines/x/power"): ("denied", {"json": {"action": "on"}}),
         ("POST", "/api/v1/machines/x/retire"): ("denied", {}),
+        ("POST", "/api/v1/machines/x/provision"): ("denied", {"json": {"image": "i"}}),
         ("GET", "/api/v1/telemetry/series"): ("read", {"params": {"host": "x", "metric": "m"}}),
         ("GET", "/api/v1/accounting/gpu-hours"): ("list", {"params": {"by": "project"}}),
         ("POST", "/api/v1/runs"): ("denied", {"json": {"playbook": "site.yml"}}),
