@@ -6,6 +6,8 @@ from __future__ import annotations
 import uuid as uuidlib
 from pathlib import Path
 
+import httpx
+
 from aiorch.lab.bmc_emulators import FakeSystem, SushyEmulator
 from aiorch.lab.power_bridge import PowerBridge
 from aiorch.wait import wait_until
@@ -48,3 +50,22 @@ def test_a_failing_machine_is_reported_and_the_bmc_still_answered(tmp_path: Path
         wait_until(lambda: bridge.errors, timeout=30, what="the failure reported")
         assert bridge.errors == [f"{system.uuid} On: qemu would not start"]
         wait_until(lambda: bmc.system(system.uuid)["PowerState"] == "On", timeout=30, what="on")
+
+
+def test_a_reset_of_a_running_machine_is_off_then_on_once(tmp_path: Path) -> None:
+    calls: list[bool] = []
+    system = FakeSystem(uuid=str(uuidlib.uuid4()), name="vm3")
+    with (
+        PowerBridge(lambda uuid, on: calls.append(on)) as bridge,
+        SushyEmulator(tmp_path, [system], notifier_url=bridge.url) as bmc,
+    ):
+        bmc.reset(system.uuid, "On")
+        wait_until(lambda: bmc.system(system.uuid)["PowerState"] == "On", timeout=30, what="on")
+        bmc.reset(system.uuid, "ForceRestart")
+        # While the reset waits to apply, the record is sent again: no second restart.
+        boot = {"Boot": {"BootSourceOverrideTarget": "Pxe", "BootSourceOverrideEnabled": "Once"}}
+        url = f"{bmc.base_url}/redfish/v1/Systems/{system.uuid}"
+        httpx.patch(url, json=boot, auth=(bmc.username, bmc.password), timeout=5)
+        assert calls == [True, False, True]
+        wait_until(lambda: bmc.system(system.uuid)["PowerState"] == "On", timeout=30, what="on")
+    assert calls == [True, False, True] and bridge.errors == []

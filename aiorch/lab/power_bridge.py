@@ -22,11 +22,13 @@ PowerHandler = Callable[[str, bool], None]  # (system uuid, on?)
 
 class PowerBridge:
     """An HTTP receiver on 127.0.0.1 for the notifier; `on_power(uuid, on)` runs once per
-    change of a system's applied power state, in the order the changes came."""
+    change of a system's applied power state, in the order the changes came, and a reset
+    (ForceRestart) of a running system is an off and then an on."""
 
     def __init__(self, on_power: PowerHandler) -> None:
         self._on_power = on_power
         self._known: dict[str, bool] = {}
+        self._restarts: dict[str, str] = {}  # the reset request each system last acted on
         self._lock = threading.Lock()
         self.errors: list[str] = []  # what a handler raised, for the test to show
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -64,19 +66,35 @@ class PowerBridge:
         pending = record.get("pending_power")
         target = pending.get("power_state") if isinstance(pending, dict) else None
         uuid, state = str(record.get("uuid", "")), target or record.get("power_state")
-        if not uuid or state not in ("On", "Off"):
+        if not uuid:
             return
-        on = state == "On"
-        with self._lock:  # one change at a time: an Off never overtakes the On before it
-            if self._known.get(uuid) == on:
+        if isinstance(state, str) and "Restart" in state:
+            # A reset of a running machine: off, then on again. The record is re-sent while
+            # the request waits (a boot-device change, say), so each request acts once.
+            self._restart(uuid, str(pending.get("apply_time") if isinstance(pending, dict) else ""))
+        elif state in ("On", "Off"):
+            self._apply(uuid, [state == "On"])
+
+    def _restart(self, uuid: str, request: str) -> None:
+        with self._lock:
+            if self._restarts.get(uuid) == request:
                 return
-            self._known[uuid] = on
-            log.info("lab BMC: system %s powered %s", uuid, state)
-            try:
-                self._on_power(uuid, on)
-            except Exception as exc:
-                self.errors.append(f"{uuid} {state}: {exc}")
-                log.exception("lab BMC: powering %s %s failed", uuid, state)
+            self._restarts[uuid] = request
+        self._apply(uuid, [False, True])
+
+    def _apply(self, uuid: str, steps: list[bool]) -> None:
+        with self._lock:  # one change at a time: an Off never overtakes the On before it
+            for on in steps:
+                if self._known.get(uuid) == on:
+                    continue
+                self._known[uuid] = on
+                log.info("lab BMC: system %s powered %s", uuid, "On" if on else "Off")
+                try:
+                    self._on_power(uuid, on)
+                except Exception as exc:
+                    self.errors.append(f"{uuid} {'On' if on else 'Off'}: {exc}")
+                    log.exception("lab BMC: powering %s failed", uuid)
+                    return
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         bridge = self
