@@ -23,6 +23,7 @@ from edge_agent.facts import collect_facts, facts_hash
 from edge_agent.gpu import GpuBackend, open_gpu_backend
 from edge_agent.jobs import JobRunner
 from edge_agent.outbox import Outbox, Pending
+from edge_agent.power import PowerControl
 from edge_agent.refused import keep_refused
 from edge_agent.state import AgentState
 from edge_agent.trouble import Trouble
@@ -117,6 +118,7 @@ class Agent:
             config.podman_run_args,
             upload=self.upload_artifact,
         )
+        self.power = PowerControl(config.state_dir)
         # The last pass's report, sent with the next check-in.
         self.report: dict[str, Any] | None = None
         self.schedule = Schedule(max_backoff_s=config.max_backoff_s)
@@ -197,6 +199,14 @@ class Agent:
                 self.report["jobs"] = jobs
         except Exception:
             log.exception("workload reconcile failed")
+        # Last: a reboot asked for goes after this pass's work is on disk.
+        try:
+            self.power.apply(desired["document"])
+        except Exception:
+            log.exception("power request failed")
+        power = self.power.report()
+        if power is not None and self.report is not None:
+            self.report["power"] = power
         self.workload_telemetry.statuses = self.workloads.container_statuses()
 
     def flush_telemetry(self, max_batches: int | None = None) -> int:

@@ -59,13 +59,13 @@ def _wait_state(hub: MetalHub, name: str, want: str, timeout: float) -> dict[str
     return hub.show(name)
 
 
-def test_pxe_inspect_burn_in_accept_provision_boot_disk_enroll_configure_serving(
+def test_pxe_inspect_burn_in_accept_provision_boot_disk_enroll_configure_serving_retire_ready(
     metal_hub: MetalHub, metal: MetalLab, metal_ramdisk: Path, metal_image: ImageManifest
 ) -> None:
     """The issue's cycle through the CLI: the BMC powers the VM on, iPXE gets the hub's script
     over proxy-DHCP, the ramdisk posts inventory and burns in; provisioning writes the root
     image, the VM boots it from its disk and its agent enrolls, the configure run makes it
-    serving. (Release and its wipe: the quarantined machine's test.)"""
+    serving; retiring its host then drains it, wipes its disks and makes it ready again."""
     timings: dict[str, float] = {}
     metal_hub.class_set("lab-short", SHORT)
     metal_hub.enroll(metal, "pxe1", "lab-short")
@@ -106,6 +106,16 @@ def test_pxe_inspect_burn_in_accept_provision_boot_disk_enroll_configure_serving
 
     agent = metal_hub.cli_json("hosts", "show", "pxe1")
     assert agent["status"] != "retired" and agent["agent_id"], agent
+
+    # Retired: drained, reset by the BMC into the ramdisk, wiped, ready for its next use.
+    started = time.monotonic()
+    metal_hub.cli("hosts", "retire", "pxe1")
+    machine = _wait_state(metal_hub, "pxe1", "ready", timeout=600)
+    timings["retire (drain, wipe)"] = time.monotonic() - started
+    assert {d["name"]: d["ok"] for d in machine["wipe"]["disks"]} == {"vda": True, "nvme0n1": True}
+    wait_until(lambda: metal.powered_off("pxe1"), timeout=60, what="the ramdisk's power-off")
+    with vm.disks[0].open("rb") as disk:  # the image's boot sector and partition table: gone
+        assert disk.read(MIB) == bytes(MIB)
     print("\nlab machine cycle (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()),
           f"VM boots: {vm.boots}")  # fmt: skip
 

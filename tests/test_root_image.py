@@ -28,11 +28,11 @@ def test_the_agent_unit_is_the_roles_template_with_the_roles_defaults():
     assert image_root.role_defaults()["aiorch_edge_agent_config_path"] == image.SEED_AGENT_CONFIG
 
 
-def test_first_boot_waits_for_the_token_and_the_network_and_retries_forever():
+def test_first_boot_waits_for_the_token_the_network_and_sshd_and_retries_forever():
     unit = image_root.FIRSTBOOT
     for line in (
         f"ConditionPathExists={image.SEED_ENROLL_TOKEN}",
-        "After=network-online.target",
+        "After=network-online.target ssh.service",
         "Before=aiorch-agent.service",
         "StartLimitIntervalSec=0",
         "Restart=on-failure",

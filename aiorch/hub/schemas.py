@@ -177,6 +177,8 @@ class AgentReport(BaseModel):
     jobs: dict[Annotated[str, Field(max_length=128)], dict[str, Any]] = Field(
         default_factory=dict, max_length=1_000
     )
+    # The outcome of a no-BMC power request, as edge_agent.contract.power defines it.
+    power: dict[str, Any] | None = None
 
 
 class CheckinRequest(Strict):

@@ -78,8 +78,10 @@ systemctl start --no-block {AGENT_UNIT}
 FIRSTBOOT = f"""[Unit]
 Description=aiorch first boot: enroll the edge agent with the seeded token
 ConditionPathExists={SEED_ENROLL_TOKEN}
-Wants=network-online.target
-After=network-online.target
+Wants=network-online.target ssh.service
+# The hub configures the machine over SSH as soon as its agent enrolls: enroll only once
+# sshd listens (ssh.service is Type=notify), or that run's pre-flight finds port 22 closed.
+After=network-online.target ssh.service
 Before={AGENT_UNIT}
 # Keep trying: the hub may be down or the network slow when the machine first boots.
 StartLimitIntervalSec=0

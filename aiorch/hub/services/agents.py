@@ -13,7 +13,7 @@ from aiorch.errors import InvalidInput, NotFound
 from aiorch.hub.context import HubContext, decode_json_fields
 from aiorch.hub.schemas import CheckinRequest
 from aiorch.hub.sealing import HIDDEN, seal_scope
-from aiorch.hub.services import audit, job_reports
+from aiorch.hub.services import agent_power, audit, job_reports
 from aiorch.hub.services.auth import Principal
 from aiorch.hub.services.heartbeats import Heartbeat
 from aiorch.hub.services.projects import allowed_host_paths
@@ -52,6 +52,8 @@ async def checkin(
     ctx.heartbeats.record(agent_id, beat)
     if req.report is not None and req.report.jobs:
         await job_reports.ingest(ctx, agent_id, req.report.jobs)
+    if req.report is not None and req.report.power is not None:
+        await agent_power.ingest(ctx, agent_id, req.report.power)
     if req.facts is not None:
         facts = json.dumps(req.facts, sort_keys=True)
         await ctx.store.awrite(
@@ -135,6 +137,10 @@ def set_desired(
 
 
 def _refuse_hand_written(ctx: HubContext, document: dict[str, Any]) -> None:
+    if "power" in document:
+        raise InvalidInput(
+            "document.power: cannot be written by hand; use aiorch machines power (audited)"
+        )
     entries = document.get("workloads", [])
     if not isinstance(entries, list):
         raise InvalidInput("document.workloads: must be a list")

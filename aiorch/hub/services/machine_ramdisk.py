@@ -15,7 +15,8 @@ import sqlite_utils
 from aiorch.errors import Forbidden, Unauthorized
 from aiorch.hub.context import HubContext
 from aiorch.hub.services import machine_deploy, machines
-from aiorch.metal.contract import POWEROFF, Action, ActionResult, Inventory, WipeParams
+from aiorch.metal import bmc
+from aiorch.metal.contract import POWEROFF, REBOOT, Action, ActionResult, Inventory, WipeParams
 from aiorch.metal.lifecycle import Event, State
 from aiorch.metal.profile import verdict
 
@@ -47,7 +48,13 @@ def _next_for(ctx: HubContext, db: sqlite_utils.Database, name: str, pin: str) -
         return Action(kind="wipe", params=WipeParams(method=method).model_dump())
     if state is State.PROVISIONING:
         return machine_deploy.deploy_action(ctx, db, machine, pin)
-    return POWEROFF
+    return _done(machine)
+
+
+def _done(machine: dict[str, Any]) -> Action:
+    """The ramdisk's last step: power off, or, where no BMC can power the machine on again,
+    reboot into the OS on its disk, whose agent is then the way in."""
+    return REBOOT if bmc.parse_bmc(machine["bmc"]).scheme == "agent" else POWEROFF
 
 
 def inventory(ctx: HubContext, machine: dict[str, Any], body: Inventory) -> Action:
@@ -85,7 +92,7 @@ def result(ctx: HubContext, machine: dict[str, Any], body: ActionResult) -> Acti
             event = Event.FAILED_PROFILE if problems else Event.PASSED
             reason = "; ".join(problems) if problems else None
             machines.transition(db, ctx, name, event, "ramdisk", reason=reason, burn_in=record)
-            return POWEROFF
+            return _done(machine)
         if body.kind == "wipe" and state is State.RELEASING:
             disks = [d.model_dump() for d in body.disks]
             wipe = {**(machines.decode_wipe(machine) or {}), "ok": body.ok,

@@ -18,7 +18,7 @@ import sqlite_utils
 from aiorch.errors import AiorchError, Conflict, InvalidInput, NotFound
 from aiorch.hub.context import HubContext, decode_json_fields
 from aiorch.hub.sealing import Binding
-from aiorch.hub.services import audit
+from aiorch.hub.services import agent_power, audit
 from aiorch.metal import bmc
 from aiorch.metal.contract import normal_mac
 from aiorch.metal.lifecycle import FAILED_TWIN, WAITING, Event, State, next_state
@@ -130,7 +130,10 @@ def connect(ctx: HubContext, machine: dict[str, Any]) -> bmc.Bmc:
     """The machine's BMC, logged in with its sealed credentials (opened only here)."""
     sealed = ctx.sealer.unseal(machine["bmc_credentials"], credentials_binding(machine["name"]))
     creds = json.loads(sealed)
-    return bmc.connect(bmc.parse_bmc(machine["bmc"]), creds["username"], creds["password"])
+    channel = agent_power.AgentPowerChannel(ctx, machine["mac"])
+    return bmc.connect(
+        bmc.parse_bmc(machine["bmc"]), creds["username"], creds["password"], channel=channel
+    )
 
 
 def enroll(
@@ -151,7 +154,9 @@ def enroll(
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None
     hardware_class(ctx.store.read(), hardware_class_name)
-    controller = bmc.connect(address, username, password)
+    controller = bmc.connect(
+        address, username, password, channel=agent_power.AgentPowerChannel(ctx, mac)
+    )
     controller.power_state()  # an unreachable BMC or a wrong password fails here, one line
     now = ctx.clock()
     sealed = ctx.sealer.seal(

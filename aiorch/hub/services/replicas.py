@@ -15,7 +15,7 @@ from aiorch.deploy.host_paths import refuse_outside
 from aiorch.deploy.rollout import Observed
 from aiorch.deploy.spec import ContainerSpec, with_template
 from aiorch.hub.context import HubContext
-from aiorch.hub.services import agents, images, models, specs
+from aiorch.hub.services import agent_power, agents, images, models, specs
 from aiorch.hub.services.job_runs import job_entries
 from aiorch.hub.services.projects import DEFAULT, allowed_host_paths
 from aiorch.hub.services.reports import reported_workloads
@@ -170,6 +170,9 @@ def publish(ctx: HubContext, db: sqlite_utils.Database, hosts: set[str], actor: 
         runs = job_entries(db, host)
         if runs:
             document["jobs"] = runs
+        power = agent_power.pending(db, host)
+        if power is not None:  # a no-BMC machine's reboot or power-off, until answered
+            document["power"] = power
         agents.write_desired(db, agent[0], document, actor, ctx.clock())
 
 

@@ -26,6 +26,7 @@ from aiorch.hub.store.m014_jobs import m014_jobs
 from aiorch.hub.store.m015_autoscale import m015_autoscale
 from aiorch.hub.store.m016_machines import m016_machines
 from aiorch.hub.store.m017_gpu_acceptance import m017_gpu_acceptance
+from aiorch.hub.store.m018_power_requests import m018_power_requests
 
 Migration = Callable[[sqlite_utils.Database], None]
 
@@ -378,6 +379,7 @@ MIGRATIONS: list[Migration] = [
     m015_autoscale,
     m016_machines,
     m017_gpu_acceptance,
+    m018_power_requests,
 ]
 
 

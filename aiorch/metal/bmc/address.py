@@ -9,22 +9,27 @@ from urllib.parse import urlsplit
 
 from aiorch.errors import InvalidInput
 
-_FORMS = "redfish+http://HOST:PORT/redfish/v1/Systems/ID, redfish+https://..., redfish://... or ipmi://HOST[:PORT]"
+_FORMS = (
+    "redfish+http://HOST:PORT/redfish/v1/Systems/ID, redfish+https://..., redfish://..., "
+    "ipmi://HOST[:PORT] or agent://HOST (no BMC: the host's own agent)"
+)
 _SYSTEMS = "/redfish/v1/Systems/"
 
 
 @dataclass(frozen=True)
 class BmcAddress:
-    scheme: Literal["redfish", "ipmi"]
-    url: str  # redfish: the http(s) base; ipmi: ''
-    system_path: str  # redfish: /redfish/v1/Systems/ID; ipmi: ''
-    host: str
+    scheme: Literal["redfish", "ipmi", "agent"]
+    url: str  # redfish: the http(s) base; otherwise ''
+    system_path: str  # redfish: /redfish/v1/Systems/ID; otherwise ''
+    host: str  # agent: the inventory host whose agent reboots the machine
     port: int
 
     def display(self) -> str:
         """The address as the operator typed it (credentials are never part of it)."""
         if self.scheme == "ipmi":
             return f"ipmi://{self.host}:{self.port}"
+        if self.scheme == "agent":
+            return f"agent://{self.host}"
         proto = "https" if self.url.startswith("https:") else "http"
         return f"redfish+{proto}://{self.url.split('://', 1)[1]}{self.system_path}"
 
@@ -49,6 +54,10 @@ def parse_bmc(text: str) -> BmcAddress:
         if parts.path not in ("", "/") or parts.query or parts.fragment:
             raise InvalidInput(f"IPMI address {text!r} must be ipmi://HOST[:PORT] with no path")
         return BmcAddress("ipmi", "", "", host, port or 623)
+    if scheme == "agent":
+        if port is not None or parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise InvalidInput(f"agent address {text!r} must be agent://HOST: a host's name only")
+        return BmcAddress("agent", "", "", parts.netloc, 0)  # as typed: host names keep case
     protos = {"redfish": "https", "redfish+https": "https", "redfish+http": "http"}
     if scheme not in protos:
         raise InvalidInput(

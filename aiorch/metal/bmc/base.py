@@ -12,6 +12,7 @@ from .address import BmcAddress
 PowerState = Literal["on", "off", "unknown"]
 BootDevice = Literal["pxe", "disk", "cd"]
 PowerAction = Literal["on", "off", "cycle"]
+AgentAction = Literal["reboot", "poweroff"]  # what an agent can do to its own machine
 
 
 class BmcError(AiorchError):
@@ -28,6 +29,16 @@ class BmcAuthFailed(InvalidInput):
 
 class BmcUnsupported(InvalidInput):
     """The BMC cannot do this (e.g. IPMI has no virtual media)."""
+
+
+class PowerChannel(Protocol):
+    """How the "agent://HOST" driver reaches a machine that has no BMC: through the desired
+    state of HOST's agent (the hub's services.agent_power)."""
+
+    def power_state(self, host: str) -> PowerState: ...
+    def request(self, host: str, action: AgentAction) -> None: ...
+    def set_boot_next(self, host: str, device: BootDevice) -> None: ...
+    def boot_next(self, host: str) -> BootDevice | None: ...
 
 
 class Bmc(Protocol):
