@@ -141,3 +141,41 @@ def test_an_agent_address_keeps_the_host_names_case() -> None:
         "Edge-7",
         "agent://Edge-7",
     )
+
+
+class Channel:
+    """The hub's side as the driver sees it: the agent's liveness, and what was asked."""
+
+    def __init__(self, state: str) -> None:
+        self.state, self.asked, self.next = state, [], None
+
+    def power_state(self, host: str) -> str:
+        return self.state
+
+    def request(self, host: str, action: str) -> None:
+        self.asked.append((host, action, self.next))
+
+    def set_boot_next(self, host: str, device: str) -> None:
+        self.next = device
+
+    def boot_next(self, host: str) -> str | None:
+        return self.next
+
+
+def test_the_agent_driver_reboots_a_running_machine_and_refuses_what_needs_a_bmc() -> None:
+    from aiorch.metal.bmc import BmcUnsupported, connect
+
+    online = Channel("on")
+    driver = connect(parse_bmc("agent://edge-7"), "", "", channel=online)
+    driver.set_boot_once("pxe")
+    assert driver.boot_override() == {"target": "pxe", "enabled": "Once"}
+    driver.power("cycle")
+    driver.power("on")  # on already: nothing
+    assert online.asked == [("edge-7", "reboot", "pxe")]
+    for refused in (lambda: driver.set_boot_once("cd"), lambda: driver.insert_media("http://x")):
+        with pytest.raises(BmcUnsupported, match="has no BMC"):
+            refused()
+    offline = connect(parse_bmc("agent://edge-7"), "", "", channel=Channel("unknown"))
+    with pytest.raises(BmcUnsupported, match="power the machine on by hand"):
+        offline.power("on")
+    offline.power("off")  # asked anyway: an agent that comes back acts on it
