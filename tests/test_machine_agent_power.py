@@ -29,29 +29,43 @@ def checkin(agent: httpx.Client, agent_id: str, power: dict[str, Any] | None = N
     return answer.json()["desired"]
 
 
+def box(hub: HubProcess, admin: httpx.Client, i: int) -> tuple[dict[str, Any], str]:
+    """Host edge-boxI with an online agent, and machine boxI enrolled with agent://edge-boxI;
+    returns the agent's enrollment (its `credential` for `hub.client`) and id."""
+    enrolled = enroll_agent(hub, make_enroll_token(admin), f"edge-box{i}")
+    with hub.client(enrolled["credential"]) as agent:
+        checkin(agent, enrolled["agent_id"])
+    machine = hub.cli_json(
+        "machines", "enroll", f"box{i}", "--bmc", f"agent://edge-box{i}", "--mac", mac(i)
+    )
+    assert machine["state"] == "enrolled" and machine["simulated"] is None
+    return enrolled, enrolled["agent_id"]
+
+
+def inspect_acted_on(
+    hub: HubProcess, agent: httpx.Client, agent_id: str, name: str, firmware: Firmware, state: Path
+) -> tuple[dict[str, Any], PowerControl]:
+    """`machines inspect NAME`, then the agent's next check-in acted on by its own code."""
+    hub.cli("machines", "inspect", name)
+    desired = checkin(agent, agent_id)
+    control = PowerControl(state, run=firmware)
+    control.apply(desired)
+    return desired, control
+
+
 def test_inspect_without_a_bmc_is_a_reboot_to_pxe_by_the_machines_agent(
     shared_hub: HubProcess, admin: httpx.Client, tmp_path: Path
 ) -> None:
-    enrolled = enroll_agent(shared_hub, make_enroll_token(admin), "edge-box7")
-    agent_id = enrolled["agent_id"]
+    enrolled, agent_id = box(shared_hub, admin, 7)
     with shared_hub.client(enrolled["credential"]) as agent:
-        checkin(agent, agent_id)  # online
-        machine = shared_hub.cli_json(
-            "machines", "enroll", "box7", "--bmc", "agent://edge-box7", "--mac", mac(7)
-        )
-        assert machine["state"] == "enrolled" and machine["simulated"] is None
-        shared_hub.cli("machines", "inspect", "box7")
-        desired = checkin(agent, agent_id)
+        firmware = Firmware()
+        desired, control = inspect_acted_on(shared_hub, agent, agent_id, "box7", firmware, tmp_path)
         request = desired["power"]
         assert (request["action"], request["boot_next"], request["mac"]) == (
             "reboot",
             "pxe",
             mac(7),
         )
-
-        firmware = Firmware()
-        control = PowerControl(tmp_path, run=firmware)
-        control.apply(desired)
         assert firmware.commands[1:] == [
             ["efibootmgr", "--bootnext", "0002"],
             ["systemctl", "reboot"],
@@ -74,16 +88,10 @@ def test_inspect_without_a_bmc_is_a_reboot_to_pxe_by_the_machines_agent(
 def test_the_agent_saying_it_cannot_fails_the_step_at_once_with_its_reason(
     shared_hub: HubProcess, admin: httpx.Client, tmp_path: Path
 ) -> None:
-    enrolled = enroll_agent(shared_hub, make_enroll_token(admin), "edge-box8")
-    agent_id = enrolled["agent_id"]
+    enrolled, agent_id = box(shared_hub, admin, 8)
     with shared_hub.client(enrolled["credential"]) as agent:
-        checkin(agent, agent_id)
-        shared_hub.cli("machines", "enroll", "box8", "--bmc", "agent://edge-box8", "--mac", mac(8))
-        shared_hub.cli("machines", "inspect", "box8")
-        desired = checkin(agent, agent_id)
         firmware = Firmware(listing="BootOrder: 0001\nBoot0001* debian\tHD(1)\n")
-        control = PowerControl(tmp_path, run=firmware)
-        control.apply(desired)
+        _, control = inspect_acted_on(shared_hub, agent, agent_id, "box8", firmware, tmp_path)
         assert ["systemctl", "reboot"] not in firmware.commands
         checkin(agent, agent_id, control.report())
     machine = shared_hub.cli_json("machines", "show", "box8")
