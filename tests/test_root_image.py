@@ -57,7 +57,13 @@ def _stand_in(tmp_path: Path, agent_rc: int) -> tuple[str, Path, Path]:
     )
     systemctl = bin_dir / "systemctl"
     systemctl.write_text(f'#!/bin/sh\necho "systemctl $@" >> {record}\n')
-    for tool in (agent, systemctl):
+    # The root's disk, as the written machine would find it; debconf's answer is recorded.
+    findmnt, lsblk = bin_dir / "findmnt", bin_dir / "lsblk"
+    findmnt.write_text('#!/bin/sh\n[ "$*" = "-no SOURCE /" ] && echo /dev/nvme0n1p1\n')
+    lsblk.write_text('#!/bin/sh\n[ "$*" = "-no PKNAME /dev/nvme0n1p1" ] && echo nvme0n1\n')
+    debconf = bin_dir / "debconf-set-selections"
+    debconf.write_text(f"#!/bin/sh\ncat > {record}.debconf\n")
+    for tool in (agent, systemctl, findmnt, lsblk, debconf):
         tool.chmod(0o755)
     config = tmp_path / "agent.yaml"
     config.write_text("hub_url: https://10.0.2.100:8700\nstate_dir: /var/lib/aiorch-agent\n")
@@ -78,6 +84,8 @@ def test_first_boot_enrolls_with_the_token_on_stdin_then_starts_the_agent(tmp_pa
     env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
     proc = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True)
     lines = record.read_text().splitlines()
+    answer = Path(f"{record}.debconf").read_text()
+    assert answer == "grub-pc grub-pc/install_devices multiselect /dev/nvme0n1\n"
     assert lines[0] == f"enroll --config {tmp_path / 'agent.yaml'} --hub https://10.0.2.100:8700"
     assert lines[1] == "tok-secret"  # on stdin, not in argv
     if agent_rc == 0:

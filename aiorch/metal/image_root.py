@@ -68,6 +68,11 @@ set -eu
 token={SEED_ENROLL_TOKEN}
 read_hub='import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["hub_url"])'
 hub=$({venv}/bin/python -c "$read_hub" {config})
+# grub-pc's upgrades reinstall GRUB to the disk in this debconf answer, which the image could
+# not know: the disk it was written to. Never fatal: the agent enrolls either way.
+disk=/dev/$(lsblk -no PKNAME "$(findmnt -no SOURCE /)") &&
+    echo "grub-pc grub-pc/install_devices multiselect $disk" | debconf-set-selections ||
+    echo "aiorch first boot: grub-pc/install_devices not set" >&2
 {venv}/bin/aiorch-agent enroll --config {config} --hub "$hub" < "$token"
 rm -f "$token"
 systemctl enable {AGENT_UNIT}
