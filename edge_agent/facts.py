@@ -33,6 +33,8 @@ from edge_agent.contract.facts import (
     MODELS,
     SITE_RELEASE,
     SITE_RELEASE_FILE,
+    SSH_HOST_KEYS,
+    SSH_KEY_RE,
     parse_facts,
 )
 from edge_agent.contract.fields import ContractError
@@ -46,6 +48,7 @@ def collect_facts(
     gpu_backend: GpuBackend,
     held_models: Callable[[], list[str]] = list,
     release_file: Path = Path(SITE_RELEASE_FILE),
+    ssh_dir: Path = Path("/etc/ssh"),
 ) -> dict[str, Any]:
     """Gathers the host facts as a JSON-ready dict; never raises for a missing source.
     `held_models` lists the model digests in the cache; `release_file` is the site release
@@ -65,6 +68,7 @@ def collect_facts(
         CONTAINER_RUNTIME: lambda: "podman" if shutil.which("podman") else None,
         SITE_RELEASE: lambda: _site_release(release_file),
         MODELS: held_models,
+        SSH_HOST_KEYS: lambda: ssh_host_keys(ssh_dir),
     }
     facts: dict[str, Any] = {"gpu_backend": gpu_backend.name}
     errors: dict[str, str] = {}
@@ -158,6 +162,17 @@ def _disks() -> list[dict[str, Any]]:
             }
         )
     return sorted(disks, key=lambda d: d["mountpoint"])
+
+
+def ssh_host_keys(ssh_dir: Path) -> list[str]:
+    """This host's SSH host keys as "TYPE BASE64" (comments dropped), sorted: the hub pins
+    them for the runs it makes on a machine it provisioned, instead of trusting first use."""
+    keys = []
+    for path in sorted(ssh_dir.glob("ssh_host_*_key.pub")):
+        key = " ".join(path.read_text().split()[:2])
+        if SSH_KEY_RE.match(key):
+            keys.append(key)
+    return sorted(keys)
 
 
 def _network_interfaces() -> list[dict[str, Any]]:

@@ -44,6 +44,7 @@ def test_every_power_example_reads_under_the_contract(path: Path) -> None:
         ({"id": "5f0c9a1e7b3d2c40", "action": "halt"}, "power.action"),
         ({"id": "5f0c9a1e7b3d2c40", "action": "reboot", "boot_next": "cd"}, "power.boot_next"),
         ({"id": "x; reboot", "action": "reboot"}, "power.id"),
+        ({"id": "5f0c9a1e7b3d2c40\n", "action": "reboot"}, "power.id"),
         ({"id": "5f0c9a1e7b3d2c40", "action": "reboot", "mac": "52:54"}, "power.mac"),
         ("reboot", "power"),
     ],

@@ -120,6 +120,23 @@ def test_agent_refuses_a_document_binding_one_host_port_twice(make_context: Any)
         parse_workload(twice)
 
 
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda e: {**e, "env": {"MODEL\n": "x"}}, "env"),  # a second line in the env file
+        (lambda e: {**e, "deployment": "chat\n"}, "deployment"),
+        (lambda e: {**e, "image": {**e["image"], "digest": e["image"]["digest"] + "\n"}}, "image"),
+    ],
+    ids=["env-name", "name", "digest"],
+)
+def test_a_trailing_newline_never_passes_a_pattern(make_context: Any, change: Any, field: str):
+    spec = load_spec(EXAMPLES[0].read_text())
+    entry = next(iter(published(make_context, spec).values()))[0]
+    with pytest.raises(ContractError) as caught:
+        parse_workload(change(entry))
+    assert caught.value.field.startswith(field)
+
+
 def test_a_udp_port_reaches_the_agent_as_udp(make_context: Any) -> None:
     udp_too = "- containerPort: 80\n      protocol: UDP\n    - containerPort: 80"
     spec = load_spec(EXAMPLES[0].read_text().replace("- containerPort: 80", udp_too))

@@ -62,3 +62,26 @@ def test_facts_nested_without_end_are_refused() -> None:
         deep = {"x": deep}
     with pytest.raises(ContractError, match="nests deeper than 32 levels"):
         parse_facts({"os": deep})
+
+
+def test_the_host_keys_are_read_as_known_hosts_holds_them(tmp_path) -> None:
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHxiyTrfbVYW6bnFbkr1pYrRU2jVXJX3BUdnBcV2sJ+q"
+    (tmp_path / "ssh_host_ed25519_key.pub").write_text(f"{key} root@pxe1\n")
+    (tmp_path / "ssh_host_odd_key.pub").write_text("not a key\n")  # left out, not sent
+    facts = collect_facts(NullBackend(), ssh_dir=tmp_path)
+    assert facts["ssh_host_keys"] == [key] and parse_facts(facts).ssh_host_keys == (key,)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "ssh-ed25519 AAAA\n@cert-authority * ssh-ed25519 AAAA",
+        "ssh-dss AAAAB3NzaC1kc3M=",
+        "ssh-ed25519 AAAA root@pxe1",
+        "ssh-ed25519 AAAA\n",
+    ],
+    ids=["a-second-line", "unknown-type", "a-comment", "a-newline"],
+)
+def test_a_host_key_that_could_carry_more_than_a_key_is_refused(key: str) -> None:
+    with pytest.raises(ContractError, match=r"ssh_host_keys\[0\]"):
+        parse_facts({"ssh_host_keys": [key]})

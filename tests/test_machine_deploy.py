@@ -27,6 +27,7 @@ from tests.fixtures_machines import boot_token, enroll, inventory, mac
 from tests.fixtures_metal import MetalHub, machine_key
 
 pytestmark = pytest.mark.e2e
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHxiyTrfbVYW6bnFbkr1pYrRU2jVXJX3BUdnBcV2sJ+q"
 H200 = {"address": "0000:00:05.0", "vendor": "0x10de", "device": "0x2335", "class": "0x030200"}
 
 
@@ -134,6 +135,7 @@ def test_a_provisioned_machine_writes_its_image_boots_its_disk_and_becomes_a_hos
         {"family": "ipv6", "address": "fe80::1", "prefixlen": 64},
         {"family": "ipv4", "address": "127.0.0.9", "prefixlen": 8}]}  # fmt: skip
     body["facts"]["network_interfaces"] = [nic]
+    body["facts"]["ssh_host_keys"] = [HOST_KEY]
     with deploy_hub.client() as anonymous:
         assert anonymous.post("/enroll", json=body).status_code == 201
     found = deploy_hub.cli_json("hosts", "show", "metal1")["vars"]
@@ -143,7 +145,10 @@ def test_a_provisioned_machine_writes_its_image_boots_its_disk_and_becomes_a_hos
                   "ansible_ssh_private_key_file": str(deploy_hub.ssh_key),
                   "aiorch_edge_agent_hub_url": deploy_hub.lab_url,
                   "aiorch_gpu_acceptance_expect_count": 1}  # fmt: skip
-    assert "StrictHostKeyChecking=accept-new" in found["ansible_ssh_common_args"]
+    # The host key came with the enrollment: pinned, never trusted on first use.
+    assert "StrictHostKeyChecking=yes" in found["ansible_ssh_common_args"]
+    known = (deploy_hub.data_dir / "metal_known_hosts").read_text()
+    assert known == f"127.0.0.9 {HOST_KEY}\n"
     exported = yaml.safe_load(deploy_hub.cli("inventory", "export").stdout)
     dc1 = exported["all"]["children"]["dc1"]
     assert dc1["vars"] == {"aiorch_base_ntp_servers": ["10.0.0.1"]} and "metal1" in dc1["hosts"]

@@ -19,6 +19,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+# `$` here is the end of the text: pydantic checks patterns with Rust's regex (no "\Z" there),
+# and normal_mac strips the text before its match.
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 NVIDIA_VENDOR = "0x10de"
 # PCI classes of a GPU: VGA controller (0x0300) and 3D controller (0x0302, the datacentre parts).

@@ -10,6 +10,7 @@ A section the agent failed to collect is null: it reads as "none" (no GPUs, no m
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ MEMORY_TOTAL = "memory_total_bytes"
 CONTAINER_RUNTIME = "container_runtime"
 SITE_RELEASE = "site_release"  # {"version", "digest"} of /etc/aiorch/site-release.json, or null
 MODELS = "models"  # the digests of the models in the host's model cache
+SSH_HOST_KEYS = "ssh_host_keys"  # "TYPE BASE64" of each /etc/ssh/ssh_host_*_key.pub
 SITE_RELEASE_FILE = "/etc/aiorch/site-release.json"
 
 MAX_GPUS = 1024
@@ -32,6 +34,11 @@ MAX_MEMORY = 2**56  # 64 PiB on one host
 MAX_CPUS = 2**20
 MAX_KEYS = 4096
 MAX_MODELS = 4096
+MAX_HOST_KEYS = 16
+# One public key as known_hosts holds it: nothing else can ride along into that file.
+SSH_KEY_RE = re.compile(
+    r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+={0,2}\Z"
+)
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,7 @@ class HostFacts:
     runtime_reported: bool  # agents older than the runtime fact say nothing
     site_release: SiteRelease | None = None  # the bundle release the host was provisioned from
     models: tuple[str, ...] = ()  # model digests in its cache
+    ssh_host_keys: tuple[str, ...] = ()  # what the hub pins for a machine it provisioned
 
     @property
     def can_run_workloads(self) -> bool:
@@ -92,6 +100,7 @@ def parse_facts(document: Any) -> HostFacts:
         runtime_reported=CONTAINER_RUNTIME in document,
         site_release=site_release(document.get(SITE_RELEASE)),
         models=_models(items(document.get(MODELS), MODELS)),
+        ssh_host_keys=_host_keys(items(document.get(SSH_HOST_KEYS), SSH_HOST_KEYS)),
     )
 
 
@@ -112,6 +121,17 @@ def _models(raw: list[Any]) -> tuple[str, ...]:
     for position, digest in enumerate(raw):
         if not isinstance(digest, str) or not DIGEST_RE.match(digest):
             raise ContractError(f"{MODELS}[{position}]", "must be sha256:<64 hex digits>")
+    return tuple(raw)
+
+
+def _host_keys(raw: list[Any]) -> tuple[str, ...]:
+    if len(raw) > MAX_HOST_KEYS:
+        raise ContractError(SSH_HOST_KEYS, f"lists more than {MAX_HOST_KEYS} keys")
+    for position, key in enumerate(raw):
+        if not isinstance(key, str) or len(key) > 4096 or not SSH_KEY_RE.match(key):
+            raise ContractError(
+                f"{SSH_HOST_KEYS}[{position}]", "must be 'TYPE BASE64' of an SSH key"
+            )
     return tuple(raw)
 
 

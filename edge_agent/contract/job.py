@@ -38,7 +38,7 @@ from edge_agent.contract.workload import (
 
 log = logging.getLogger("aiorch.agent.jobs")
 
-ATTEMPT_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{0,127}$")
+ATTEMPT_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{0,127}\Z")
 STOPS = ("cancel", "preempt")
 # What an agent reports an attempt as. `exited` carries the exit code; `stopped` ended on the
 # hub's `stop`; `timed_out` ran past max_duration_s; `failed` could not start (reason says why).

@@ -17,8 +17,8 @@ from typing import Any
 
 from edge_agent.contract.fields import ContractError, items, mapping, text, whole
 
-DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
 MAX_FILES = 4096
 MAX_PATH = 1024
 

@@ -18,8 +18,8 @@ Action = Literal["reboot", "poweroff"]
 BootNext = Literal["pxe", "disk"]
 ACTIONS: tuple[Action, ...] = ("reboot", "poweroff")
 BOOT_NEXT: tuple[BootNext, ...] = ("pxe", "disk")
-ID_RE = re.compile(r"^[0-9a-f]{16}$")
-MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+ID_RE = re.compile(r"^[0-9a-f]{16}\Z")
+MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}\Z")
 MAX_MESSAGE = 500
 
 

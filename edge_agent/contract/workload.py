@@ -21,10 +21,10 @@ from edge_agent.contract.model import ModelRef, model_entry, parse_model
 
 log = logging.getLogger("aiorch.agent.workloads")
 
-NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
-ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-METRIC_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*\Z")
+ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
+METRIC_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 PROTOCOLS = ("tcp", "udp")
 MAX_PORT = 65535
 

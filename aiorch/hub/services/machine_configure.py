@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import sqlite_utils
@@ -19,6 +20,7 @@ from aiorch.hub.context import HubContext
 from aiorch.hub.services import gpu_acceptance, machines, runs
 from aiorch.metal.contract import Inventory
 from aiorch.metal.lifecycle import Event, State
+from edge_agent.contract.facts import parse_facts
 
 log = logging.getLogger("aiorch.hub.machines")
 ACTOR = "hub"
@@ -40,17 +42,22 @@ def connection_vars(ctx: HubContext, machine: dict[str, Any], facts: dict[str, A
     authorized key), at its boot NIC's address; the hub for its agent role, as the machine
     saw it while it booted; and the GPUs the GPU gate must find."""
     known_hosts = ctx.settings.data_dir / KNOWN_HOSTS
+    address = boot_address(facts, machine["mac"])
+    keys = parse_facts(facts).ssh_host_keys
+    if address and keys:
+        pin_host_keys(known_hosts, address, keys)
+    # The host keys the fresh OS made at first boot came with its agent's enrollment (its
+    # one-use token, over TLS) and are pinned; an agent that sends none leaves first use.
+    checking = "yes" if address and keys else "accept-new"
     found: dict[str, Any] = {
         "ansible_user": "root",
         "ansible_python_interpreter": "/usr/bin/python3",
-        # A fresh OS made its host keys at first boot: the first run keeps them, later ones
-        # hold the machine to them.
         "ansible_ssh_common_args": f"-o UserKnownHostsFile={known_hosts} "
-        "-o StrictHostKeyChecking=accept-new -o IdentitiesOnly=yes",
+        f"-o StrictHostKeyChecking={checking} -o IdentitiesOnly=yes",
     }
     if ctx.settings.metal_ssh_key is not None:
         found["ansible_ssh_private_key_file"] = str(ctx.settings.metal_ssh_key)
-    if address := boot_address(facts, machine["mac"]):
+    if address:
         found["ansible_host"] = address
     known = Inventory.model_validate_json(machine["inventory"]) if machine["inventory"] else None
     if known is not None and known.gpus():  # the gate expects every GPU the ramdisk saw
@@ -58,6 +65,25 @@ def connection_vars(ctx: HubContext, machine: dict[str, Any], facts: dict[str, A
     if ctx.settings.metal_hub_url:
         found["aiorch_edge_agent_hub_url"] = ctx.settings.metal_hub_url
     return found
+
+
+def pin_host_keys(path: Path, address: str, keys: tuple[str, ...]) -> None:
+    """ADDRESS's lines in the hub's known_hosts become `keys` (a re-provisioned machine at
+    an old address has new keys); written whole and renamed, never half."""
+    kept = [line for line in _lines(path) if line.split(" ", 1)[0] != address]
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(
+        "".join(f"{line}\n" for line in [*kept, *(f"{address} {k}" for k in keys)])
+    )
+    temporary.chmod(0o600)
+    temporary.replace(path)
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        return [line for line in path.read_text().splitlines() if line.strip()]
+    except FileNotFoundError:
+        return []
 
 
 def host_vars_in(
