@@ -153,3 +153,21 @@ def test_the_seed_is_written_byte_for_byte_and_never_run(tmp_path):
     assert modes == {"etc/hostname": "0o644", "etc/aiorch/seed/enroll-token": "0o600",
                      "root/.ssh/authorized_keys": "0o600", "root/.ssh": "0o700",
                      "etc/aiorch/seed": "0o700"}  # fmt: skip
+
+
+def test_a_wipe_outcome_is_only_what_the_wipe_says_whatever_wipefs_prints(tmp_path):
+    """wipefs prints "calling ioctl to re-read partition table" on stdout, even with -q, after
+    it erases a partition table: the lab's provisioned VM failed its release on that."""
+    stubs = ('wipefs() { echo "$2: calling ioctl to re-read partition table: Success"; }; '
+             "zero() { return 0; }; param() { echo metadata; }; ")  # fmt: skip
+    run_init(tmp_path, stubs + "wipe")
+    result = ActionResult.model_validate_json((tmp_path / "result.json").read_text())
+    assert result.ok, result.detail
+    assert [(d.name, d.ok) for d in result.disks] == [("nvme0n1", True), ("sda", True)]
+
+
+def test_a_wipe_step_that_says_something_else_fails_that_disk(tmp_path):
+    run_init(tmp_path, "wipe_metadata() { echo surprise; }; param() { echo metadata; }; wipe")
+    result = ActionResult.model_validate_json((tmp_path / "result.json").read_text())
+    assert not result.ok and [d.ok for d in result.disks] == [False, False]
+    assert result.disks[0].detail == "unexpected outcome: surprise"

@@ -231,9 +231,12 @@ zero() { # DISK SECTOR: zero 1 MiB from SECTOR, then check that it reads back as
 		[ "$(dd if=/dev/$1 bs=512 skip=$2 count=2048 2>/dev/null | tr -d '\000' | wc -c)" = 0 ]
 }
 
-wipe_metadata() { # DISK -> "ok detail"
-	for part in $SYS/block/$1/$1*; do [ -e "$part/partition" ] && wipefs -qa /dev/${part##*/}; done
-	wipefs -qa /dev/$1 || { echo "false wipefs failed"; return; }
+wipe_metadata() { # DISK -> "ok detail"; nothing else on stdout (wipefs, even with -q,
+	# prints "calling ioctl to re-read partition table" there after erasing a table)
+	for part in $SYS/block/$1/$1*; do
+		[ -e "$part/partition" ] && wipefs -qa /dev/${part##*/} >/dev/null
+	done
+	wipefs -qa /dev/$1 >/dev/null || { echo "false wipefs failed"; return; }
 	sectors=$(read1 $SYS/block/$1/size)
 	last=$((sectors - 2048))
 	[ $last -lt 0 ] && last=0
@@ -286,6 +289,7 @@ wipe() {
 			ok=$1 how=metadata
 			shift
 		fi
+		case $ok in true | false) ;; *) set -- "unexpected outcome: $ok${*:+ $*}"; ok=false ;; esac
 		jq -n --arg name "$d" --arg serial "$(disk_serial $d)" --arg method "$how" \
 			--argjson ok "$ok" --arg detail "$*" \
 			'{name: $name, serial: (if $serial == "" then null else $serial end),
