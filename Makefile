@@ -4,7 +4,7 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-SYSTEM_PACKAGES := podman runc crun debootstrap openssh-client nftables uidmap gnupg dpkg-dev chromium prometheus ipmitool dnsmasq-base ipxe qemu-system-x86 ipxe-qemu socat jq mmdebstrap fdisk
+SYSTEM_PACKAGES := podman runc crun debootstrap openssh-client nftables uidmap gnupg dpkg-dev chromium prometheus ipmitool dnsmasq-base ipxe qemu-system-x86 ipxe-qemu socat jq mmdebstrap fdisk ovmf dosfstools mtools
 DATA_DIR ?= $(CURDIR)/.data/demo
 
 .PHONY: install system-deps demo demo-down test test-unit test-e2e test-lab lint lock bench clean

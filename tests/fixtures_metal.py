@@ -86,6 +86,7 @@ class MetalHub(HubProcess):
 
 
 DISK_MIB = {"pxe1": 2048}  # the machine that is provisioned: its disks hold the root image
+UEFI = {"pxe2"}  # booted by OVMF, the rest by SeaBIOS: PXE and the ramdisk both ways
 SITE = "lab-metal"  # the site provisioned machines enroll into
 # The lab's configure run: the site's edge agent playbook (the whole site.yml installs the
 # site's packages from a full site repository, for many minutes on an emulated CPU), with the
@@ -154,8 +155,8 @@ def metal(
     lab: Lab, metal_hub: MetalHub, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[MetalLab]:
     machines = MetalLab(lab.bridge, lab.subnet, metal_hub.boot_url, tmp_path_factory.mktemp("m"))
-    systems = [machines.add(name, mac, pxe=name != "dark", disk_mib=DISK_MIB.get(name, 64))
-               for name, mac in MACHINES.items()]  # fmt: skip
+    systems = [machines.add(name, mac, pxe=name != "dark", disk_mib=DISK_MIB.get(name, 64),
+                            uefi=name in UEFI) for name, mac in MACHINES.items()]  # fmt: skip
     machines.start(systems)
     yield machines
     machines.stop()

@@ -126,6 +126,8 @@ def test_pxe_inspect_burn_in_accept_provision_boot_disk_enroll_configure_serving
 def test_a_machine_below_its_class_ends_quarantined_with_its_numbers(
     metal_hub: MetalHub, metal: MetalLab, metal_ramdisk: Path
 ) -> None:
+    """pxe2 boots by UEFI (OVMF): iPXE's EFI build, the ramdisk's kernel by its EFI stub."""
+    assert metal.machine("pxe2").uefi
     metal_hub.class_set("lab-strict", STRICT)
     metal_hub.enroll(metal, "pxe2", "lab-strict")
     metal_hub.cli("machines", "inspect", "pxe2")

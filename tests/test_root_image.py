@@ -12,7 +12,16 @@ from pathlib import Path
 import pytest
 
 from aiorch.metal import image, image_root
-from aiorch.metal.image import ImageError, build_image
+from aiorch.metal.image import (
+    BIOS_BOOT_TYPE,
+    ESP_PARTITION,
+    ESP_TYPE,
+    LINUX_TYPE,
+    ROOT_PARTITION,
+    ImageError,
+    build_image,
+    partition_table,
+)
 from aiorch.repo.packages import IMAGE_PACKAGES, REQUIRED_PATTERN, SITE_PACKAGES
 
 UUID = "0b8e3c1a-4d5f-4e6a-9b7c-1d2e3f4a5b6c"
@@ -109,7 +118,19 @@ def test_boot_config_names_the_root_by_uuid_with_a_serial_console():
         f"linux /boot/vmlinuz-6.1.0-57-amd64 root=UUID={UUID} ro console=ttyS0,115200 console=tty0"
     )
     assert "initrd /boot/initrd.img-6.1.0-57-amd64" in cfg
-    assert image_root.fstab(UUID) == f"UUID={UUID} / ext4 errors=remount-ro 0 1\n"
+    assert "insmod part_gpt" in cfg
+    assert image_root.fstab(UUID, "A1B2C3D4").splitlines() == [
+        f"UUID={UUID} / ext4 errors=remount-ro 0 1",
+        "UUID=A1B2-C3D4 /boot/efi vfat umask=0077,nofail 0 0",
+    ]
+
+
+def test_the_disk_is_gpt_with_bios_boot_esp_and_the_root_to_the_end():
+    lines = partition_table().splitlines()
+    assert lines[0] == "label: gpt"
+    assert lines[1] == f"start=2048, size=2048, type={BIOS_BOOT_TYPE}, name=bios-boot"
+    assert f"type={ESP_TYPE}" in lines[ESP_PARTITION]
+    assert lines[ROOT_PARTITION].startswith(f"type={LINUX_TYPE}")  # no size: to the end
 
 
 def test_the_site_repository_carries_the_image_and_its_base():
@@ -118,6 +139,8 @@ def test_the_site_repository_carries_the_image_and_its_base():
     for needed in (
         "udev",
         "grub-pc:amd64",
+        "grub-efi-amd64-bin:amd64",
+        "efibootmgr",
         "linux-image-amd64:amd64",
         "systemd-sysv",
         "openssh-server",

@@ -41,6 +41,10 @@ _DISK_DEVICES = (
     ("ide-hd,drive=d{i},bus=ahci.0", "sda"),  # SATA, on the AHCI controller added for it
 )
 DISK_NAMES = tuple(name for _, name in _DISK_DEVICES)
+# UEFI firmware for a lab machine: Debian's OVMF (package ovmf), its code read-only and a
+# copy of its empty variable store per machine (the machine's NVRAM: boot entries, BootNext).
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 
 
 def raw_disks(workdir: Path, count: int, size_mib: int) -> list[Path]:
@@ -55,15 +59,24 @@ def raw_disks(workdir: Path, count: int, size_mib: int) -> list[Path]:
 
 
 def qemu_argv(
-    serial: str, disks: list[Path], console: Path, memory_mib: int = 1024, reboots: bool = False
+    serial: str,
+    disks: list[Path],
+    console: Path,
+    memory_mib: int = 1024,
+    reboots: bool = False,
+    nvram: Path | None = None,
 ) -> list[str]:
     """A lab machine without its network: QEMU TCG, one vCPU, the console on a file, an SMBIOS
     serial, and `disks` attached as virtio, NVMe and SATA (serials SERIAL-D0, -D1, ...). A
-    guest's reboot ends QEMU unless `reboots` (a server rebooting stays on, and boots again)."""
+    guest's reboot ends QEMU unless `reboots` (a server rebooting stays on, and boots again).
+    With `nvram` the machine boots UEFI (OVMF) with that file as its variable store, and its
+    first disk is boot option 2 (the network, where it has one, is 1); else BIOS (SeaBIOS)."""
     argv = ["qemu-system-x86_64", "-accel", "tcg", "-m", str(memory_mib), "-smp", "1",
             "-display", "none", "-monitor", "none", "-serial", f"file:{console}",
             "-smbios", f"type=1,manufacturer=aiorch-lab,product=qemu-tcg,serial={serial}",
     ]  # fmt: skip
+    if nvram is not None:
+        argv += _uefi(nvram)
     if not reboots:
         argv.append("-no-reboot")
     if len(disks) > len(_DISK_DEVICES):
@@ -72,9 +85,22 @@ def qemu_argv(
         argv += ["-device", "ahci,id=ahci"]
     for i, disk in enumerate(disks):
         device = _DISK_DEVICES[i][0].format(i=i)
+        if nvram is not None and i == 0:
+            device += ",bootindex=2"
         argv += ["-drive", f"file={disk},format=raw,if=none,id=d{i}",
                  "-device", f"{device},serial={serial}-D{i}"]  # fmt: skip
     return argv
+
+
+def _uefi(nvram: Path) -> list[str]:
+    for path in (OVMF_CODE, OVMF_VARS):
+        if not path.is_file():
+            raise UserError(f"no UEFI firmware for a lab machine: {path} is missing "
+                            "(install Debian's `ovmf` package)")  # fmt: skip
+    if not nvram.exists():
+        shutil.copyfile(OVMF_VARS, nvram)
+    return ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+            "-drive", f"if=pflash,format=raw,unit=1,file={nvram}"]  # fmt: skip
 
 
 @dataclass
@@ -88,6 +114,7 @@ class LabMachine:
     disk_mib: int = 64
     memory_mib: int = 1024
     pxe: bool = True  # False: a NIC without a boot ROM, a machine that never network-boots
+    uefi: bool = False  # True: OVMF firmware with this machine's own NVRAM, else SeaBIOS
     on_exit: Callable[[LabMachine, int], None] | None = None
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -115,11 +142,16 @@ class LabMachine:
         return self._proc is not None and self._proc.poll() is None
 
     def argv(self) -> list[str]:
+        """The network first, then the disk: SeaBIOS by `-boot`, OVMF by boot indexes."""
         rom = "" if self.pxe else ",romfile="  # QEMU's default NIC ROM is Debian's iPXE
-        return [*qemu_argv(self.serial, self.disks, self.console, self.memory_mib, reboots=True),
-                "-boot", "order=nc",
+        if self.uefi:
+            nvram, nic_boot, boot = self.workdir / "nvram.fd", ",bootindex=1", []
+        else:
+            nvram, nic_boot, boot = None, "", ["-boot", "order=nc"]
+        return [*qemu_argv(self.serial, self.disks, self.console, self.memory_mib, reboots=True,
+                           nvram=nvram), *boot,
                 "-netdev", f"tap,id=n0,ifname={self.tap},script=no,downscript=no",
-                "-device", f"virtio-net-pci,netdev=n0,mac={self.mac}{rom}"]  # fmt: skip
+                "-device", f"virtio-net-pci,netdev=n0,mac={self.mac}{rom}{nic_boot}"]  # fmt: skip
 
     def power_on(self) -> None:
         with self._lock:
@@ -202,12 +234,14 @@ class MetalLab:
         self.bmc: SushyEmulator | None = None
         self._daemons: list[subprocess.Popen[bytes]] = []
 
-    def add(self, name: str, mac: str, pxe: bool = True, disk_mib: int = 64) -> FakeSystem:
+    def add(
+        self, name: str, mac: str, pxe: bool = True, disk_mib: int = 64, uefi: bool = False
+    ) -> FakeSystem:
         """A machine before start(): its BMC's system record, its VM (sparse disks)."""
         system = FakeSystem(uuid=f"00000000-0000-4000-8000-{mac.replace(':', '')}", name=name,
                             macs=[mac])  # fmt: skip
         self.machines[system.uuid] = LabMachine(
-            name, mac, self.bridge, self.workdir / name, disk_mib=disk_mib, pxe=pxe,
+            name, mac, self.bridge, self.workdir / name, disk_mib=disk_mib, pxe=pxe, uefi=uefi,
             on_exit=self._exited,
         )  # fmt: skip
         return system

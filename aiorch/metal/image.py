@@ -2,10 +2,12 @@
 
 mmdebstrap installs IMAGE_PACKAGES from the repository's signed debs alone (a ``file:``
 source verified with the repository's own keyring; never the internet), image_root configures
-the OS and installs the agent from the repository's wheels, and the tree becomes partition 1
-(ext4, 1 MiB to the end) of an MBR disk that grub boots in BIOS mode. The hub serves the
+the OS and installs the agent from the repository's wheels, and the tree becomes the root of
+a GPT disk that boots either way a server's firmware does: BIOS (grub's core in a BIOS boot
+partition) and UEFI (grub on an EFI system partition, at the removable-media path
+EFI/BOOT/BOOTX64.EFI, which firmware finds without a boot entry). The hub serves the
 ``.img.gz`` by its sha256, which the ramdisk checks while it streams; the ramdisk then writes
-the seed (SEED_*) onto partition 1. A build whose inputs did not change is reused.
+the seed (SEED_*) onto the root partition. A build whose inputs did not change is reused.
 """
 
 from __future__ import annotations
@@ -43,14 +45,28 @@ from aiorch.wait import wait_until
 from edge_agent.digest import sha256_file
 
 __all__ = [
-    "LAYOUT", "ROOT_PARTITION", "SEED_AGENT_CONFIG", "SEED_AUTHORIZED_KEYS",
+    "ESP_PARTITION", "LAYOUT", "ROOT_PARTITION", "SEED_AGENT_CONFIG", "SEED_AUTHORIZED_KEYS",
     "SEED_ENROLL_TOKEN", "SEED_HOSTNAME", "ImageError", "ImageFiles", "build_image",
 ]  # fmt: skip
 
 # Bump when the image's layout or the root's configuration (image_root) changes: the inputs
 # a build is reused by are the repository's, not this code.
-LAYOUT = 1
-ROOT_PARTITION = 1  # the ext4 root the ramdisk mounts to write the seed
+LAYOUT = 2
+ESP_PARTITION = 2  # the EFI system partition (vfat), at /boot/efi
+ROOT_PARTITION = 3  # the ext4 root the ramdisk mounts to write the seed
+ESP_MIB = 64  # FAT32's minimum cluster count at 512-byte sectors fits
+# GRUB's UEFI image, as firmware finds it on removable media (no boot entry needed).
+EFI_LOADER = "EFI/BOOT/BOOTX64.EFI"
+# Built into that image: enough to find the root and read grub.cfg there, the rest loads from
+# the root's /boot/grub/x86_64-efi as grub-install would have put it.
+EFI_MODULES = (
+    "part_gpt", "part_msdos", "fat", "ext2", "search", "search_fs_uuid", "normal",
+    "configfile", "linux", "gzio", "echo", "test", "serial", "terminal", "efi_gop", "all_video",
+)  # fmt: skip
+# GPT partition types: GRUB's BIOS boot partition, the EFI system partition, Linux data.
+BIOS_BOOT_TYPE = "21686148-6449-6E6F-744E-656564454649"
+ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+LINUX_TYPE = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
 DEFAULT_SIZE_MIB = 1536
 NAME = "aiorch-root"
 MIB = 1 << 20
@@ -59,8 +75,9 @@ AUTOMOUNT = Path("/usr/share/mmdebstrap/hooks/file-mirror-automount")
 # Each tool the build runs, and the Debian package that has it.
 TOOLS = {
     "mmdebstrap": "mmdebstrap", "sfdisk": "fdisk", "losetup": "mount", "partx": "util-linux",
-    "mount": "mount", "mkfs.ext4": "e2fsprogs", "gzip": "gzip", "chroot": "coreutils",
-    "dpkg-query": "dpkg",
+    "mount": "mount", "mkfs.ext4": "e2fsprogs", "mkfs.vfat": "dosfstools", "mcopy": "mtools",
+    "gzip": "gzip",
+    "chroot": "coreutils", "dpkg-query": "dpkg",
 }  # fmt: skip
 # Left out of the root: documentation and translations no machine reads (licences stay).
 DPKG_EXCLUDES = (
@@ -166,17 +183,17 @@ def _packages(root: Path) -> dict[str, str]:
 
 
 @contextmanager
-def _loop(raw: Path) -> Iterator[tuple[str, str]]:
-    """The disk file on a loop device with its partition's node: (disk, partition 1)."""
+def _loop(raw: Path) -> Iterator[str]:
+    """The disk file on a loop device, its partitions' nodes made: the disk's node."""
     disk = run(["losetup", "--find", "--show", "--partscan", str(raw)], "losetup").strip()
-    part = f"{disk}p{ROOT_PARTITION}"
+    last = f"{disk}p{ROOT_PARTITION}"
     try:
         try:
-            wait_until(lambda: Path(part).exists(), timeout=5, what=part)
-        except TimeoutError:  # the partition scan has not made the node: ask for it
+            wait_until(lambda: Path(last).exists(), timeout=5, what=last)
+        except TimeoutError:  # the partition scan has not made the nodes: ask for them
             run(["partx", "--add", disk], f"partx --add {disk}")
-            wait_until(lambda: Path(part).exists(), timeout=10, what=part)
-        yield disk, part
+            wait_until(lambda: Path(last).exists(), timeout=10, what=last)
+        yield disk
     finally:
         subprocess.run(["losetup", "--detach", disk], capture_output=True, check=False)
 
@@ -195,22 +212,61 @@ def _no_mounts_left(tmp: str) -> Iterator[Path]:
             subprocess.run(["umount", "--lazy", point], capture_output=True)
 
 
-def _make_disk(raw: Path, root: Path, root_uuid: str, size_mib: int, kernel: str) -> None:
-    """An MBR disk of ``size_mib``: partition 1 ext4 holding ``root``, grub in the MBR."""
+def partition_table() -> str:
+    """sfdisk's script of the layout: 1 MiB BIOS boot, the ESP, the root to the disk's end."""
+    return (
+        "label: gpt\n"
+        f"start=2048, size=2048, type={BIOS_BOOT_TYPE}, name=bios-boot\n"
+        f"size={ESP_MIB * MIB // 512}, type={ESP_TYPE}, name=esp\n"
+        f"type={LINUX_TYPE}, name={NAME}\n"
+    )
+
+
+def _make_disk(raw: Path, root: Path, ids: tuple[str, str], size_mib: int, kernel: str) -> None:
+    """A GPT disk of ``size_mib`` holding ``root``, with grub for BIOS and for UEFI. ``ids``:
+    the root's ext4 UUID and the ESP's vfat volume id."""
+    root_uuid, esp_id = ids
     with raw.open("wb") as f:
         f.truncate(size_mib * MIB)
-    table = "label: dos\nstart=2048, type=83, bootable\n"
-    proc = subprocess.run(["sfdisk", "--quiet", str(raw)], input=table, capture_output=True,
-                          text=True, check=False)  # fmt: skip
+    proc = subprocess.run(["sfdisk", "--quiet", str(raw)], input=partition_table(),
+                          capture_output=True, text=True, check=False)  # fmt: skip
     if proc.returncode != 0:
         raise ImageError(f"sfdisk failed: {proc.stderr.strip()[-300:]}")
-    with _loop(raw) as (disk, part):
+    with _loop(raw) as disk:
+        esp, part = f"{disk}p{ESP_PARTITION}", f"{disk}p{ROOT_PARTITION}"
         run(["mkfs.ext4", "-q", "-U", root_uuid, "-L", NAME, "-d", str(root), part], "mkfs.ext4")
+        run(["mkfs.vfat", "-F", "32", "-S", "512", "-s", "1", "-i", esp_id, "-n", "ESP", esp],
+            "mkfs.vfat")  # fmt: skip
         mnt = raw.parent / "mnt"
         mnt.mkdir(exist_ok=True)
         with mounted(part, mnt), chroot_mounts(mnt):
             run(["chroot", str(mnt), "grub-install", "--target=i386-pc", disk], "grub-install")
+            _install_efi_grub(mnt, esp, root_uuid)
             (mnt / "boot/grub/grub.cfg").write_text(grub_cfg(root_uuid, kernel))
+
+
+def _install_efi_grub(mnt: Path, esp: str, root_uuid: str) -> None:
+    """GRUB for UEFI without mounting the ESP (grub-install wants it mounted, and a build
+    host's kernel may have no vfat): grub-mkimage in the root makes the image, which finds
+    the root by UUID; mtools copies it onto the ESP at the removable path."""
+    shutil.copytree(mnt / "usr/lib/grub/x86_64-efi", mnt / "boot/grub/x86_64-efi",
+                    ignore=shutil.ignore_patterns("*.module", "*.image", "*.exec"))  # fmt: skip
+    early, loader = mnt / "tmp/aiorch-early.cfg", mnt / "tmp/BOOTX64.EFI"
+    early.write_text(f"search --no-floppy --fs-uuid --set=root {root_uuid}\n"
+                     "set prefix=($root)/boot/grub\n")  # fmt: skip
+    try:
+        run(["chroot", str(mnt), "grub-mkimage", "-O", "x86_64-efi", "-o", "/tmp/BOOTX64.EFI",
+             "-p", "/boot/grub", "-c", "/tmp/aiorch-early.cfg", *EFI_MODULES],
+            "grub-mkimage -O x86_64-efi")  # fmt: skip
+        # A partition's size needs no whole number of tracks: tell mtools not to check.
+        mtools = ["env", "MTOOLS_SKIP_CHECK=1"]
+        folder = EFI_LOADER.rsplit("/", 1)[0]
+        run([*mtools, "mmd", "-i", esp, "::/EFI", f"::/{folder}"], "mmd (the ESP's folders)")
+        run([*mtools, "mcopy", "-i", esp, str(loader), f"::/{EFI_LOADER}"],
+            "mcopy (GRUB onto the ESP)")  # fmt: skip
+    finally:
+        early.unlink(missing_ok=True)
+        loader.unlink(missing_ok=True)
 
 
 def build_image(repo: Path, out: Path, size_mib: int = DEFAULT_SIZE_MIB) -> ImageFiles:
@@ -229,13 +285,14 @@ def build_image(repo: Path, out: Path, size_mib: int = DEFAULT_SIZE_MIB) -> Imag
         _no_mounts_left(tmp) as work,
     ):
         root = work / "root"
-        root_uuid = str(uuid.UUID(hex=inputs[:32], version=4))  # the same inputs, the same id
+        # The same inputs, the same ids.
+        root_uuid, esp_id = str(uuid.UUID(hex=inputs[:32], version=4)), inputs[32:40].upper()
         _bootstrap(repo / "debs", root)
         with chroot_mounts(root):
-            configure(root, root_uuid, repo / "wheels")
+            configure(root, (root_uuid, esp_id), repo / "wheels")
         kernel, packages = _kernel_version(root), _packages(root)
         raw = work / f"{NAME}.raw"
-        _make_disk(raw, root, root_uuid, size_mib, kernel)
+        _make_disk(raw, root, (root_uuid, esp_id), size_mib, kernel)
         gz = work / f"{NAME}.img.gz"
         with gz.open("wb") as f:
             proc = subprocess.run(["gzip", "-n", "-c", str(raw)], stdout=f, stderr=subprocess.PIPE)
@@ -244,8 +301,9 @@ def build_image(repo: Path, out: Path, size_mib: int = DEFAULT_SIZE_MIB) -> Imag
         digest, raw_size = sha256_file(gz), raw.stat().st_size
         record = {
             "image": gz.name, "sha256": digest, "raw_size_bytes": raw_size,
-            "root_partition": ROOT_PARTITION, "root_uuid": root_uuid, "kernel_version": kernel,
-            "layout": LAYOUT, "size_mib": size_mib, "inputs": inputs, "packages": packages,
+            "root_partition": ROOT_PARTITION, "root_uuid": root_uuid, "esp_id": esp_id,
+            "kernel_version": kernel, "layout": LAYOUT, "size_mib": size_mib, "inputs": inputs,
+            "packages": packages,
         }  # fmt: skip
         manifest = work / f"{NAME}.json"
         manifest.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")

@@ -143,8 +143,13 @@ ENABLED = (
 )
 
 
-def fstab(uuid: str) -> str:
-    return f"UUID={uuid} / ext4 errors=remount-ro 0 1\n"
+def fstab(root_uuid: str, esp_id: str) -> str:
+    """The root by UUID; the ESP (vfat volume id XXXXXXXX, which blkid writes XXXX-XXXX) at
+    /boot/efi, ``nofail`` and never checked: a BIOS machine boots the same without it."""
+    return (
+        f"UUID={root_uuid} / ext4 errors=remount-ro 0 1\n"
+        f"UUID={esp_id[:4]}-{esp_id[4:]} /boot/efi vfat umask=0077,nofail 0 0\n"
+    )
 
 
 def grub_cfg(uuid: str, kernel: str) -> str:
@@ -154,7 +159,7 @@ set default=0
 serial --unit=0 --speed=115200
 terminal_input console serial
 terminal_output console serial
-insmod part_msdos
+insmod part_gpt
 insmod ext2
 search --no-floppy --fs-uuid --set=root {uuid}
 menuentry "Debian GNU/Linux, aiorch ({kernel})" {{
@@ -225,9 +230,10 @@ def install_agent(root: Path, wheels: Path) -> None:
         shutil.rmtree(staged)
 
 
-def configure(root: Path, uuid: str, wheels: Path) -> None:
-    """Write the OS's configuration into ``root`` (with its chroot mounts in place)."""
-    _write(root, "etc/fstab", fstab(uuid))
+def configure(root: Path, ids: tuple[str, str], wheels: Path) -> None:
+    """Write the OS's configuration into ``root`` (with its chroot mounts in place). ``ids``:
+    the root's ext4 UUID and the ESP's vfat volume id."""
+    _write(root, "etc/fstab", fstab(*ids))
     _write(root, "etc/hostname", "aiorch-node\n")
     _write(root, "etc/hosts", "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n")
     _write(root, "etc/machine-id", "")  # empty: systemd makes each machine its own
@@ -238,7 +244,8 @@ def configure(root: Path, uuid: str, wheels: Path) -> None:
     for key in (root / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
     _lock_root_password(root)
-    for rel, mode in (("etc/aiorch", 0o755), ("etc/aiorch/seed", 0o700), ("root/.ssh", 0o700),
+    for rel, mode in (("boot/efi", 0o700), ("etc/aiorch", 0o755), ("etc/aiorch/seed", 0o700),
+                      ("root/.ssh", 0o700),
                       (role_defaults()["aiorch_edge_agent_state_dir"], 0o700)):  # fmt: skip
         (root / rel.lstrip("/")).mkdir(parents=True, exist_ok=True)
         (root / rel.lstrip("/")).chmod(mode)

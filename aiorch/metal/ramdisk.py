@@ -38,7 +38,8 @@ MODULES = (
     "e1000", "e1000e", "igb", "ixgbe", "i40e", "ice", "bnxt_en", "mlx5_core",
     "crc32c_generic", "ext4",  # deploy: the seed goes onto the new root's ext4
 )  # fmt: skip
-TOOLS = ("curl", "fio", "hdparm", "jq", "kmod", "lsblk", "nvme", "smartctl", "stress-ng", "wipefs")
+TOOLS = ("curl", "fio", "hdparm", "jq", "kmod", "lsblk", "nvme", "sfdisk", "smartctl", "stress-ng",
+         "wipefs")  # fmt: skip
 BIN_DIRS = ("usr/sbin", "usr/bin", "sbin", "bin")
 LIB_DIRS = ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib64", "usr/lib", "lib")
 LIB_DIR = "lib/x86_64-linux-gnu"

@@ -363,6 +363,9 @@ deploy() {
 	# Whole MiB records (fullblock): the image's size, unless it ended in a partial one.
 	bytes=$(sed -n 's/^\([0-9]*\)+0 records out$/\1/p' $W/dd.err)
 	[ -n "$bytes" ] && bytes=$((bytes * 1048576))
+	# A GPT image on a larger disk has its backup table where the image ended: move it to
+	# the disk's end, where the firmware and the kernel look (an MBR image has none to move).
+	sfdisk --relocate gpt-bak-std /dev/$disk 2>/dev/null
 	blockdev --rereadpt /dev/$disk
 	for _ in $(seq 1 100); do [ -b "/dev/$part" ] && break; sleep 0.1; done
 	mkdir -p $W/root

@@ -12,6 +12,7 @@ BASE_PACKAGES: tuple[str, ...] = (
     "chrony",  # base: time from the site's NTP server
     "crun",  # container_runtime: the OCI runtime
     "e2fsprogs",  # storage: mkfs.ext4
+    "efibootmgr",  # edge_agent: the no-BMC power driver's next boot (UEFI machines)
     "iproute2",  # network: ip -j for checks
     "iptables",  # container_runtime: netavark programs the firewall with it
     "netavark",  # container_runtime: podman's network backend
@@ -52,6 +53,7 @@ GPU_PACKAGES: tuple[str, ...] = (
 RAMDISK_PACKAGES: tuple[str, ...] = (
     "busybox-static",  # sh, mount, ip, udhcpc, poweroff: the userland
     "curl",  # the hub's HTTPS API, verified against the pinned CA
+    "fdisk",  # deploy: sfdisk moves the image's backup GPT to the disk's end
     "fio",  # burn-in: disk write and read throughput
     "hdparm",  # wipe --secure: ATA security erase
     "jq",  # inventory and results as JSON
@@ -77,6 +79,8 @@ IMAGE_PACKAGES: tuple[str, ...] = (
     "ca-certificates",  # pip and the agent verify TLS (the hub's own CA is pinned on top)
     "dbus",  # systemd's hostnamectl, timedatectl and logind, which Ansible's modules call
     "e2fsprogs",  # fsck.ext4 for the root at boot
+    "efibootmgr",  # the agent's no-BMC power driver sets the next boot with it (UEFI)
+    "grub-efi-amd64-bin:amd64",  # grub for UEFI, on the ESP at the removable path (x86 only)
     "grub-pc:amd64",  # the BIOS boot loader grub-install writes to the disk (x86 only)
     "initramfs-tools",  # the initrd that finds the root by UUID
     "iproute2",  # network: ip
