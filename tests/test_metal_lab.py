@@ -97,6 +97,9 @@ def test_pxe_inspect_burn_in_accept_provision_boot_disk_enroll_configure_serving
     deploy = machine["image"]["deploy"]
     assert deploy["ok"] and deploy["measured"]["sha256"] == metal_image.sha256, deploy
     assert deploy["measured"]["bytes_written"] == metal_image.raw_size_bytes
+    with vm.disks[0].open("rb") as f:  # the image's backup GPT, moved to the disk's last sector
+        f.seek(-512, 2)
+        assert f.read(8) == b"EFI PART"
     started = time.monotonic()
     machine = _wait_state(metal_hub, "pxe1", "configuring", timeout=600)
     timings["boot from disk + agent enrolled"] = time.monotonic() - started
@@ -117,7 +120,9 @@ def test_pxe_inspect_burn_in_accept_provision_boot_disk_enroll_configure_serving
     timings["retire (drain, wipe)"] = time.monotonic() - started
     assert {d["name"]: d["ok"] for d in machine["wipe"]["disks"]} == {"vda": True, "nvme0n1": True}
     wait_until(lambda: metal.powered_off("pxe1"), timeout=60, what="the ramdisk's power-off")
-    with vm.disks[0].open("rb") as disk:  # the image's boot sector and partition table: gone
+    with vm.disks[0].open("rb") as disk:  # the image's boot sector and both GPTs: gone
+        assert disk.read(MIB) == bytes(MIB)
+        disk.seek(-MIB, 2)
         assert disk.read(MIB) == bytes(MIB)
     # One JSON line, which benchmarks/bench_vm_cycle.py reads.
     print(f"\n{CYCLE_LINE} " + json.dumps({"steps_s": timings, "vm_boots": vm.boots}))
