@@ -18,7 +18,7 @@ from aiorch.hub.services.machine_boot import BootFiles, script_for
 from aiorch.metal import ipxe
 
 IPXE = "text/plain; charset=utf-8"
-HOST = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$")
+HOST = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?\Z")
 
 
 def create_boot_app(ctx: HubContext) -> FastAPI:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from aiorch.errors import UserError
 
 LABEL = "aiorch.lab"
-NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,23}$")
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,23}\Z")
 # Host n gets the (n + HOST_OFFSET)-th address of the lab subnet; low ones stay free.
 HOST_OFFSET = 10
 

@@ -22,8 +22,8 @@ from aiorch.wait import wait_until
 IPXE_DIR = Path("/usr/lib/ipxe")  # Debian's `ipxe` package
 # dnsmasq appends ".0" to an x86PC boot file's basename (PXE convention); EFI names stay whole.
 BIOS_FILE, EFI_FILE = "undionly.0", "ipxe.efi"
-_IFACE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
-_BOOT_URL = re.compile(r"^http://[A-Za-z0-9.\[\]:-]+$")
+_IFACE = re.compile(r"^[A-Za-z0-9_.-]{1,15}\Z")
+_BOOT_URL = re.compile(r"^http://[A-Za-z0-9.\[\]:-]+\Z")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from aiorch.errors import InvalidInput, NotFound
 from aiorch.metal.contract import Disk
 
-IMAGE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+IMAGE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}\Z")
 SUFFIX, MANIFEST_SUFFIX = ".img.gz", ".json"
 
 

@@ -19,8 +19,8 @@ HEADER = "#!ipxe\n"
 # What iPXE must never see in a value: whitespace ends an argument, `${` expands a setting,
 # `;`/`||`/`&&` chain commands, a newline starts one.
 _UNSAFE = re.compile(r"[\s;&|$`\"'\\]")
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,256}$")
-_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,256}\Z")
+_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ log = logging.getLogger("aiorch.agent.workloads")
 FetchFile = Callable[[ModelRef, ModelFile, Path], Transfer]  # download one file to dest
 INCOMING = ".incoming"
 TRANSFERS = ".transfers.json"
-_HEX = re.compile(r"^[0-9a-f]{64}$")
+_HEX = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 class ModelError(Exception):

@@ -26,7 +26,7 @@ from aiorch.hub.services import audit, authz
 from edge_agent.contract.image import parse_image
 from edge_agent.contract.job import runnable_entries
 
-DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+DIGEST = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 
 # Held while a push renames its upload into place and while the collector takes a blob
 # away, so that a blob pushed again at that moment is never lost.

@@ -23,7 +23,7 @@ from aiorch.hub.services import authz
 from aiorch.hub.services.auth import Principal
 from aiorch.hub.services.images import receive
 
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 def artifacts_dir(ctx: HubContext) -> Path:

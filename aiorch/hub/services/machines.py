@@ -25,7 +25,7 @@ from aiorch.metal.lifecycle import FAILED_TWIN, WAITING, Event, State, next_stat
 from aiorch.metal.profile import DEFAULT_CLASS, HardwareClass
 
 log = logging.getLogger("aiorch.hub.machines")
-NAME_RE = re.compile(r"^[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?$")
+NAME_RE = re.compile(r"^[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?\Z")
 JSON_FIELDS = ("inventory", "burn_in", "wipe", "image")
 HIDDEN = ("bmc_credentials", "boot_token", "boot_token_hash")
 
