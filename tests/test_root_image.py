@@ -119,7 +119,7 @@ def test_boot_config_names_the_root_by_uuid_with_a_serial_console():
     )
     assert "initrd /boot/initrd.img-6.1.0-57-amd64" in cfg
     assert "insmod part_gpt" in cfg
-    assert image_root.fstab(UUID, "A1B2C3D4").splitlines() == [
+    assert image_root.fstab(image_root.DiskIds(UUID, "A1B2C3D4")).splitlines() == [
         f"UUID={UUID} / ext4 errors=remount-ro 0 1",
         "UUID=A1B2-C3D4 /boot/efi vfat umask=0077,nofail 0 0",
     ]

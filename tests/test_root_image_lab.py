@@ -58,6 +58,12 @@ def _table(raw: Path) -> dict[str, Any]:
     return table
 
 
+def _probe(raw: Path, start: int) -> list[str]:
+    """blkid's KEY=value lines for the file system at sector ``start`` of the disk file."""
+    probe = ["blkid", "-p", "-O", str(start * SECTOR), "-o", "export", str(raw)]
+    return subprocess.run(probe, capture_output=True, text=True, check=True).stdout.splitlines()
+
+
 def _root(raw: Path) -> str:
     """The root partition as e2fsprogs opens it: the disk file at the partition's offset."""
     start = _table(raw)["partitions"][ROOT_PARTITION - 1]["start"]
@@ -92,18 +98,14 @@ def test_the_image_is_a_gpt_disk_grub_boots_by_bios_and_uefi_with_the_configured
     assert 0 <= table["lastlba"] - (part["start"] + part["size"] - 1) < MIB // SECTOR
 
     esp = parts[ESP_PARTITION - 1]
-    probe = ["blkid", "-p", "-O", str(esp["start"] * SECTOR), "-o", "export", str(raw)]
-    blkid = subprocess.run(probe, capture_output=True, text=True, check=True).stdout.splitlines()
-    esp_id = manifest["esp_id"]
-    assert "TYPE=vfat" in blkid and f"UUID={esp_id[:4]}-{esp_id[4:]}" in blkid
+    esp_uuid = image_root.DiskIds(manifest["root_uuid"], manifest["esp_id"]).esp_uuid
+    assert {"TYPE=vfat", f"UUID={esp_uuid}"} <= set(_probe(raw, esp["start"]))
     with raw.open("rb") as f:
         f.seek(esp["start"] * SECTOR)
         fat = f.read(esp["size"] * SECTOR)
     assert b"BOOTX64 EFI" in fat  # a FAT directory entry: EFI/BOOT/BOOTX64.EFI, the removable path
     uuid = manifest["root_uuid"]
-    probe = ["blkid", "-p", "-O", str(part["start"] * SECTOR), "-o", "export", str(raw)]
-    blkid = subprocess.run(probe, capture_output=True, text=True, check=True).stdout
-    assert f"UUID={uuid}" in blkid.splitlines() and "TYPE=ext4" in blkid.splitlines()
+    assert {"TYPE=ext4", f"UUID={uuid}"} <= set(_probe(raw, part["start"]))
     kernel = manifest["kernel_version"]
     files = debugfs(raw, "cat /etc/fstab", "cat /boot/grub/grub.cfg")
     assert f"UUID={uuid} / ext4" in files and " /boot/efi vfat " in files
@@ -171,7 +173,7 @@ class ImageVm:
         self.console, self.port = work / "console.log", free_port()
         nvram = work / "nvram.fd" if uefi else None
         nic_boot = ",bootindex=3" if uefi else ""  # OVMF offers only what has a boot index
-        argv = [*qemu_argv("LAB-IMAGE", [raw], work / "console.log", reboots=uefi, nvram=nvram),
+        argv = [*qemu_argv("LAB-IMAGE", [raw], self.console, reboots=uefi, nvram=nvram),
                 *([] if uefi else ["-boot", "c"]),
                 "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{self.port}-:22",
                 "-device", f"virtio-net-pci,netdev=n0,mac={MAC}{nic_boot}"]  # fmt: skip

@@ -32,6 +32,7 @@ from aiorch.metal.image_record import (
     SEED_HOSTNAME,
 )
 from aiorch.metal.image_root import (
+    DiskIds,
     ImageError,
     chroot_mounts,
     configure,
@@ -76,8 +77,7 @@ AUTOMOUNT = Path("/usr/share/mmdebstrap/hooks/file-mirror-automount")
 TOOLS = {
     "mmdebstrap": "mmdebstrap", "sfdisk": "fdisk", "losetup": "mount", "partx": "util-linux",
     "mount": "mount", "mkfs.ext4": "e2fsprogs", "mkfs.vfat": "dosfstools", "mcopy": "mtools",
-    "gzip": "gzip",
-    "chroot": "coreutils", "dpkg-query": "dpkg",
+    "gzip": "gzip", "chroot": "coreutils", "dpkg-query": "dpkg",
 }  # fmt: skip
 # Left out of the root: documentation and translations no machine reads (licences stay).
 DPKG_EXCLUDES = (
@@ -222,10 +222,8 @@ def partition_table() -> str:
     )
 
 
-def _make_disk(raw: Path, root: Path, ids: tuple[str, str], size_mib: int, kernel: str) -> None:
-    """A GPT disk of ``size_mib`` holding ``root``, with grub for BIOS and for UEFI. ``ids``:
-    the root's ext4 UUID and the ESP's vfat volume id."""
-    root_uuid, esp_id = ids
+def _make_disk(raw: Path, root: Path, ids: DiskIds, size_mib: int, kernel: str) -> None:
+    """A GPT disk of ``size_mib`` holding ``root``, with grub for BIOS and for UEFI."""
     with raw.open("wb") as f:
         f.truncate(size_mib * MIB)
     proc = subprocess.run(["sfdisk", "--quiet", str(raw)], input=partition_table(),
@@ -234,15 +232,16 @@ def _make_disk(raw: Path, root: Path, ids: tuple[str, str], size_mib: int, kerne
         raise ImageError(f"sfdisk failed: {proc.stderr.strip()[-300:]}")
     with _loop(raw) as disk:
         esp, part = f"{disk}p{ESP_PARTITION}", f"{disk}p{ROOT_PARTITION}"
-        run(["mkfs.ext4", "-q", "-U", root_uuid, "-L", NAME, "-d", str(root), part], "mkfs.ext4")
-        run(["mkfs.vfat", "-F", "32", "-S", "512", "-s", "1", "-i", esp_id, "-n", "ESP", esp],
+        run(["mkfs.ext4", "-q", "-U", ids.root_uuid, "-L", NAME, "-d", str(root), part],
+            "mkfs.ext4")  # fmt: skip
+        run(["mkfs.vfat", "-F", "32", "-S", "512", "-s", "1", "-i", ids.esp_id, "-n", "ESP", esp],
             "mkfs.vfat")  # fmt: skip
         mnt = raw.parent / "mnt"
         mnt.mkdir(exist_ok=True)
         with mounted(part, mnt), chroot_mounts(mnt):
             run(["chroot", str(mnt), "grub-install", "--target=i386-pc", disk], "grub-install")
-            _install_efi_grub(mnt, esp, root_uuid)
-            (mnt / "boot/grub/grub.cfg").write_text(grub_cfg(root_uuid, kernel))
+            _install_efi_grub(mnt, esp, ids.root_uuid)
+            (mnt / "boot/grub/grub.cfg").write_text(grub_cfg(ids.root_uuid, kernel))
 
 
 def _install_efi_grub(mnt: Path, esp: str, root_uuid: str) -> None:
@@ -286,13 +285,13 @@ def build_image(repo: Path, out: Path, size_mib: int = DEFAULT_SIZE_MIB) -> Imag
     ):
         root = work / "root"
         # The same inputs, the same ids.
-        root_uuid, esp_id = str(uuid.UUID(hex=inputs[:32], version=4)), inputs[32:40].upper()
+        ids = DiskIds(str(uuid.UUID(hex=inputs[:32], version=4)), inputs[32:40].upper())
         _bootstrap(repo / "debs", root)
         with chroot_mounts(root):
-            configure(root, (root_uuid, esp_id), repo / "wheels")
+            configure(root, ids, repo / "wheels")
         kernel, packages = _kernel_version(root), _packages(root)
         raw = work / f"{NAME}.raw"
-        _make_disk(raw, root, (root_uuid, esp_id), size_mib, kernel)
+        _make_disk(raw, root, ids, size_mib, kernel)
         gz = work / f"{NAME}.img.gz"
         with gz.open("wb") as f:
             proc = subprocess.run(["gzip", "-n", "-c", str(raw)], stdout=f, stderr=subprocess.PIPE)
@@ -301,7 +300,7 @@ def build_image(repo: Path, out: Path, size_mib: int = DEFAULT_SIZE_MIB) -> Imag
         digest, raw_size = sha256_file(gz), raw.stat().st_size
         record = {
             "image": gz.name, "sha256": digest, "raw_size_bytes": raw_size,
-            "root_partition": ROOT_PARTITION, "root_uuid": root_uuid, "esp_id": esp_id,
+            "root_partition": ROOT_PARTITION, "root_uuid": ids.root_uuid, "esp_id": ids.esp_id,
             "kernel_version": kernel, "layout": LAYOUT, "size_mib": size_mib, "inputs": inputs,
             "packages": packages,
         }  # fmt: skip

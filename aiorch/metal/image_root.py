@@ -12,6 +12,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -143,12 +144,26 @@ ENABLED = (
 )
 
 
-def fstab(root_uuid: str, esp_id: str) -> str:
-    """The root by UUID; the ESP (vfat volume id XXXXXXXX, which blkid writes XXXX-XXXX) at
-    /boot/efi, ``nofail`` and never checked: a BIOS machine boots the same without it."""
+@dataclass(frozen=True)
+class DiskIds:
+    """The image's file system ids: the root's ext4 UUID and the ESP's vfat volume id (eight
+    hex digits, as mkfs.vfat -i takes it)."""
+
+    root_uuid: str
+    esp_id: str
+
+    @property
+    def esp_uuid(self) -> str:
+        """The ESP's id as blkid and fstab write it: XXXX-XXXX."""
+        return f"{self.esp_id[:4]}-{self.esp_id[4:]}"
+
+
+def fstab(ids: DiskIds) -> str:
+    """The root by UUID; the ESP at /boot/efi, ``nofail`` and never checked: a BIOS machine
+    boots the same without it."""
     return (
-        f"UUID={root_uuid} / ext4 errors=remount-ro 0 1\n"
-        f"UUID={esp_id[:4]}-{esp_id[4:]} /boot/efi vfat umask=0077,nofail 0 0\n"
+        f"UUID={ids.root_uuid} / ext4 errors=remount-ro 0 1\n"
+        f"UUID={ids.esp_uuid} /boot/efi vfat umask=0077,nofail 0 0\n"
     )
 
 
@@ -230,10 +245,9 @@ def install_agent(root: Path, wheels: Path) -> None:
         shutil.rmtree(staged)
 
 
-def configure(root: Path, ids: tuple[str, str], wheels: Path) -> None:
-    """Write the OS's configuration into ``root`` (with its chroot mounts in place). ``ids``:
-    the root's ext4 UUID and the ESP's vfat volume id."""
-    _write(root, "etc/fstab", fstab(*ids))
+def configure(root: Path, ids: DiskIds, wheels: Path) -> None:
+    """Write the OS's configuration into ``root`` (with its chroot mounts in place)."""
+    _write(root, "etc/fstab", fstab(ids))
     _write(root, "etc/hostname", "aiorch-node\n")
     _write(root, "etc/hosts", "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n")
     _write(root, "etc/machine-id", "")  # empty: systemd makes each machine its own
